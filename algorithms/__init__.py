@@ -1,0 +1,1 @@
+"""Federated fine-tuning algorithms: real learning steps that report the work and bytes they cost."""

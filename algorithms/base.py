@@ -1,0 +1,174 @@
+"""The algorithm contract, in the spirit of Flower's Strategy: server hooks apart from the client.
+
+The engine drives one round as::
+
+    algo.configure_round(round, selected)             # server: e.g. draw shared seeds
+    for client in selected:                             # host runs the real learning, fixed order
+        down, replay_work = algo.catch_up(client, last_sync[client], round)
+        up, work = algo.client_update(client, round)    # starts from, and leaves, the global model
+    update = algo.aggregate([up of clients that arrived in time])
+    algo.apply(update)
+
+``Message`` sizes are exact wire bytes; ``Work`` counts FLOPs/bytes/passes, never seconds.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from algorithms.data import Tokenized
+from algorithms.message import Message
+from algorithms.models import TaskModel, inference_activation_bytes, param_bytes
+from algorithms.work import Work
+
+
+@dataclass
+class FederatedData:
+    """The training set tokenised once, each client's example indices, and the held-out set."""
+
+    train: Tokenized
+    parts: list[np.ndarray]
+    test: Tokenized
+
+    @property
+    def num_clients(self) -> int:
+        return len(self.parts)
+
+
+@dataclass
+class Trainable:
+    """The parameter subset a method updates (names in a fixed order)."""
+
+    names: list[str]
+    params: list[torch.nn.Parameter] = field(repr=False)
+
+    @property
+    def numel(self) -> int:
+        return sum(p.numel() for p in self.params)
+
+    def snapshot(self) -> list[torch.Tensor]:
+        return [p.detach().clone() for p in self.params]
+
+    def restore(self, snapshot: list[torch.Tensor]) -> None:
+        with torch.no_grad():
+            for p, saved in zip(self.params, snapshot):
+                p.copy_(saved)
+
+
+def select_trainable(model: TaskModel, subset: str) -> Trainable:
+    """Resolve a subset spec: ``all``, ``head``, ``bias``, ``head+bias``, ``norm+head``, ``last:N``
+    (the last N layers + head)."""
+    head_names = {n for n, _ in model.named_parameters() if n.startswith("head.")}
+    if model.kind == "causal":
+        # a tied LM head is the embedding matrix; "head" then means the final norm
+        head_names = {n for n, _ in model.named_parameters() if n.startswith("backbone.model.norm")}
+    picks: set[str] = set()
+    for part in subset.split("+"):
+        if part == "all":
+            picks |= {n for n, _ in model.named_parameters()}
+        elif part == "head":
+            picks |= head_names
+        elif part == "bias":
+            picks |= {n for n, _ in model.named_parameters() if n.endswith(".bias")}
+        elif part == "norm":
+            picks |= {n for n, _ in model.named_parameters() if "norm" in n.lower()}
+        elif part.startswith("last:"):
+            count = int(part.split(":", 1)[1])
+            block1, block2 = model.block_param_names(model.num_layers - count)
+            picks |= block2
+        else:
+            raise ValueError(f"unknown trainable subset {part!r}")
+    named = [(n, p) for n, p in model.named_parameters() if n in picks]
+    if not named:
+        raise ValueError(f"trainable subset {subset!r} selects no parameters")
+    for _, p in model.named_parameters():
+        p.requires_grad_(False)
+    return Trainable([n for n, _ in named], [p for _, p in named])
+
+
+class Algorithm(ABC):
+    """A federated method on one host model. Subclasses override the hooks that differ."""
+
+    name = "base"
+    #: whether catching up means replaying (seed, scalar) records (else: download weights)
+    seed_based = True
+
+    def __init__(self, model: TaskModel, data: FederatedData, cfg, seed: int):
+        self.model = model
+        self.data = data
+        self.cfg = cfg
+        self.seed = seed
+        self.trainable = select_trainable(model, cfg.trainable)
+
+    # -- server hooks --------------------------------------------------------------------
+    def configure_round(self, round: int, selected: list[int]) -> None:
+        """Called once per round before any client runs."""
+
+    @abstractmethod
+    def catch_up(self, client: int, last_round: int | None, round: int) -> tuple[Message, Work]:
+        """What ``client`` (last synced after ``last_round``, None if never) downloads and
+        recomputes to hold the current global model."""
+
+    @abstractmethod
+    def client_update(self, client: int, round: int) -> tuple[Message, Work]:
+        """Run the client's real local steps from the global model; return its upload."""
+
+    @abstractmethod
+    def aggregate(self, messages: list[Message]):
+        """Combine the uploads that arrived in time into one update."""
+
+    @abstractmethod
+    def apply(self, update) -> None:
+        """Move the global model by ``update``."""
+
+    # -- shared helpers ------------------------------------------------------------------
+    def batch_rng(self, client: int, round: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, 1, round, client])
+
+    def peak_memory_bytes(self) -> int:
+        """Inference-level memory: all weights, one forward's activations at the largest batch."""
+        return param_bytes(self.model.parameters()) + inference_activation_bytes(
+            self.model, self.cfg.batch_size, self.data.train.max_length)
+
+    def state(self) -> dict:
+        """Server state needed to resume a run (beyond the model weights)."""
+        return {}
+
+    def load_state(self, state: dict) -> None:
+        pass
+
+
+@torch.no_grad()
+def evaluate(model: TaskModel, test: Tokenized, batch_size: int = 64) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy on the held-out set."""
+    correct, total_loss = 0, 0.0
+    for batch in test.batches(batch_size):
+        logits = model.logits(batch).float()
+        total_loss += float(torch.nn.functional.cross_entropy(logits, batch.labels, reduction="sum"))
+        correct += int((logits.argmax(-1) == batch.labels).sum())
+    return correct / len(test), total_loss / len(test)
+
+
+@torch.no_grad()
+def init_prototype_head(model: TaskModel, train: Tokenized, labels: np.ndarray, per_class: int, seed: int) -> None:
+    """Set the encoder head to the normalised mean embedding of ``per_class`` labelled examples of
+    each class (a nearest-prototype classifier; zero-shot accuracy is its accuracy at round 0)."""
+    if model.kind != "encoder":
+        return
+    rng = np.random.default_rng([seed, 7])
+    protos = []
+    for label in range(model.num_labels):
+        pool = np.flatnonzero(labels == label)
+        if len(pool) == 0:
+            raise ValueError(f"no training example has label {label}")
+        picks = rng.choice(pool, size=min(per_class, len(pool)), replace=False)
+        batch = train.batch(sorted(picks.tolist()))
+        hidden = model._backbone_out(batch)
+        mask = batch.attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
+        protos.append(torch.nn.functional.normalize(pooled.mean(0), dim=-1))
+    model.head.weight.copy_(torch.stack(protos))
+    model.head.bias.zero_()

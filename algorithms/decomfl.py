@@ -1,0 +1,111 @@
+"""DeComFL (Li et al., ICLR 2025; arXiv 2405.15861): dimension-free ZO federated learning.
+
+What differs from the plain MeZO step: the *server* draws one seed per local step each round,
+shared by every sampled client; a client uploads only its scalars (steps x perturbations fp32);
+the server averages them per (step, perturbation), keeps the (seed, scalar) history, and a client
+that pulls the model replays every record since it last took part. Bytes do not grow with the
+model.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from algorithms.base import Algorithm
+from algorithms.data import sample_batch
+from algorithms.message import Message
+from algorithms.zo import Directions, derive_seed, replay, two_point_scalar
+from algorithms.work import Work
+
+SEED_DTYPE = np.uint32  # 4-byte seeds on the wire
+SCALAR_DTYPE = np.float32
+
+
+class DeComFL(Algorithm):
+    name = "decomfl"
+
+    def __init__(self, model, data, cfg, seed):
+        super().__init__(model, data, cfg, seed)
+        self.dirs = Directions(self.trainable.params, cfg.distribution, cfg.cache_z)
+        self.history: list[tuple[int, np.ndarray, np.ndarray]] = []  # (round, seeds[K,P], gbar[K,P])
+        self.initial = self.trainable.snapshot()  # w0 of the trainable subset (head is new)
+        self.round_seeds: np.ndarray | None = None
+
+    # -- server --------------------------------------------------------------------------
+    def configure_round(self, round, selected):
+        """One seed per local step, shared by all sampled clients; perturbation p of step k
+        uses ``seed_k`` itself for p = 0 and ``derive(seed_k, p)`` after, so one seed per step
+        goes on the wire."""
+        steps, perts = self.cfg.local_steps, self.cfg.perturbations
+        self.round = round
+        step_seeds = [derive_seed(self.seed, 2, round, k) for k in range(steps)]
+        self.round_seeds = np.array([[s if p == 0 else derive_seed(s, p) for p in range(perts)]
+                                     for s in step_seeds], dtype=SEED_DTYPE)
+
+    def catch_up(self, client, last_round, round):
+        """Records since ``last_round`` (seeds + averaged scalars), plus this round's step seeds.
+        A first-time client also downloads the initial head (the only weights it lacks)."""
+        records = [r for r in self.history if last_round is None or r[0] > last_round]
+        arrays = {"round_seeds": self.round_seeds[:, 0].copy()}  # one seed per step on the wire
+        if records:
+            arrays["history_seeds"] = np.concatenate([r[1][:, 0] for r in records]).astype(SEED_DTYPE)
+            arrays["history_scalars"] = np.concatenate([r[2].ravel() for r in records]).astype(SCALAR_DTYPE)
+        if last_round is None:
+            for name, tensor in zip(self.trainable.names, self.initial):
+                if name.startswith("head."):
+                    arrays[name] = tensor.numpy()
+        work = Work()
+        replays = sum(seeds.size for _, seeds, _ in records)  # one axpy with fresh z per record
+        work.add_rng(replays * self.dirs.numel, self.dirs.distribution, self.dirs.elem_bytes)
+        work.add_elementwise(replays * self.dirs.numel, self.dirs.elem_bytes, tensors_touched=3)
+        work.peak_memory_bytes = self.peak_memory_bytes()
+        return Message("history", round, client, arrays), work
+
+    def aggregate(self, messages):
+        if not messages:
+            return None
+        scalars = np.stack([m.arrays["scalars"] for m in messages]).astype(np.float64)
+        return scalars.mean(0).astype(SCALAR_DTYPE)
+
+    def apply(self, update):
+        if update is None:
+            return
+        replay(self.dirs, self.round_seeds, update, self.cfg.lr / self.cfg.perturbations)
+        self.history.append((self.round, self.round_seeds.copy(), update.copy()))
+
+    # -- client --------------------------------------------------------------------------
+    def client_update(self, client, round):
+        cfg, work = self.cfg, Work()
+        rng = self.batch_rng(client, round)
+        part = self.data.parts[client]
+        start = self.trainable.snapshot()
+        scalars = np.zeros((cfg.local_steps, cfg.perturbations), dtype=SCALAR_DTYPE)
+        with torch.no_grad():
+            for k in range(cfg.local_steps):
+                batch = self.data.train.batch(sample_batch(part, cfg.batch_size, rng))
+                flops = self.model.forward_flops(batch, "full")
+                weight_bytes = self._weight_bytes
+
+                def loss():
+                    work.add_forward("full", flops, weight_bytes)
+                    return self.model.loss(batch)
+
+                for p in range(cfg.perturbations):
+                    scalars[k, p] = two_point_scalar(loss, self.dirs, int(self.round_seeds[k, p]), cfg.eps, work)
+                replay(self.dirs, self.round_seeds[k], scalars[k], cfg.lr / cfg.perturbations, work)
+        self.trainable.restore(start)  # the host model stays the global model
+        work.peak_memory_bytes = self.peak_memory_bytes()
+        return Message("seed-scalars", round, client, {"scalars": scalars}), work
+
+    @property
+    def _weight_bytes(self) -> float:
+        return float(sum(p.numel() * p.element_size() for p in self.model.parameters()))
+
+    def peak_memory_bytes(self):
+        return super().peak_memory_bytes() + self.dirs.buffer_bytes
+
+    def state(self):
+        return {"history": self.history}
+
+    def load_state(self, state):
+        self.history = state["history"]

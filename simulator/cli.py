@@ -1,0 +1,165 @@
+"""The ``edgefed`` command line (DESIGN section 11).
+
+Exit codes: 0 done, 2 bad input (one line on stderr naming the field or file), 1 runtime failure
+(results so far kept).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Discrete-event simulator of federated fine-tuning on edge devices.")
+console = Console(stderr=True)
+out = Console()
+
+
+def fail_input(message: str) -> None:
+    """Bad input: one line on stderr, exit code 2."""
+    console.print(f"edgefed: error: {message}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+class RoundProgress:
+    """A progress bar over rounds with the latest accuracy and simulated time."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.bar = Progress(TextColumn("[bold]round"), MofNCompleteColumn(), BarColumn(),
+                            TextColumn("acc {task.fields[acc]}  sim {task.fields[sim]}"),
+                            TimeElapsedColumn(), console=console, disable=not enabled)
+        self.task = None
+
+    def start(self, total: int, accuracy: float) -> None:
+        self.bar.start()
+        self.task = self.bar.add_task("rounds", total=total, acc=f"{accuracy:.3f}", sim="0 s")
+        self.acc = accuracy
+
+    def advance(self, record) -> None:
+        if record.accuracy is not None:
+            self.acc = record.accuracy
+        self.bar.update(self.task, advance=1, acc=f"{self.acc:.3f}", sim=f"{record.sim_time_s:,.0f} s")
+
+    def stop(self) -> None:
+        self.bar.stop()
+
+
+@app.command()
+def run(file: Path = typer.Argument(..., help="scenario YAML"),
+        set_: list[str] = typer.Option([], "--set", help="override a field: dotted.path=value"),
+        out_dir: Optional[Path] = typer.Option(None, "--out", help="run directory (default: output.dir/NAME)"),
+        quiet: bool = typer.Option(False, "--quiet", help="no progress bar")):
+    """Run a scenario and write its run directory."""
+    from simulator.runner import run_scenario
+    from simulator.scenario import ScenarioError, load_scenario
+
+    try:
+        scenario, base = load_scenario(file, set_)
+        run_dir = out_dir or (Path(scenario.output.dir) / scenario.name)
+        summary = run_scenario(scenario, base, run_dir, RoundProgress(not quiet and sys.stderr.isatty()))
+    except ScenarioError as exc:
+        fail_input(str(exc))
+    print_summary(summary, run_dir)
+
+
+def print_summary(summary: dict, run_dir: Path) -> None:
+    table = Table(title=f"edgefed run: {run_dir}", show_header=False)
+    fmt = lambda v, unit="": "-" if v is None else (f"{v:,.4g}{unit}" if isinstance(v, float) else f"{v}{unit}")  # noqa: E731
+    totals = summary["totals"]
+    rows = [
+        ("accuracy round 0 -> final (best)", f"{fmt(summary['initial_accuracy'])} -> {fmt(summary['final_accuracy'])} ({fmt(summary['best_accuracy'])})"),
+        ("target accuracy", fmt(summary["target_accuracy"])),
+        ("rounds / time to target", f"{fmt(summary['rounds_to_target'])} / {fmt(summary['time_to_target_s'], ' s')}"),
+        ("energy / bytes to target", f"{fmt(summary['energy_to_target_j'], ' J')} / {fmt(summary['bytes_to_target'], ' B')}"),
+        ("simulated time", fmt(totals["sim_time_s"], " s")),
+        ("fleet energy", fmt(totals["energy_j"], " J")),
+        ("bytes up / down", f"{totals['bytes_up']:,} / {totals['bytes_down']:,}"),
+        ("client compute", fmt(totals["client_flops"] / 1e12, " TFLOP")),
+        ("excluded devices", ", ".join(f"{e['device']} x{e['count']}" for e in summary["excluded"]) or "none"),
+        ("host time", fmt(summary["host_seconds"], " s")),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    out.print(table)
+    plot = run_dir / "plots" / "time_to_accuracy.png"
+    if plot.exists():
+        out.print(f"plot: {plot}")
+    out.print(f"results: {run_dir}")
+
+
+@app.command()
+def validate(file: Path = typer.Argument(..., help="scenario YAML"),
+             set_: list[str] = typer.Option([], "--set", help="override a field: dotted.path=value")):
+    """Print the resolved scenario, or one line naming what is wrong (exit 2)."""
+    import yaml
+
+    from simulator.scenario import ScenarioError, load_scenario, scenario_dict
+
+    try:
+        scenario, _ = load_scenario(file, set_)
+    except ScenarioError as exc:
+        fail_input(str(exc))
+    out.print(yaml.safe_dump(scenario_dict(scenario), sort_keys=False), markup=False, highlight=False)
+
+
+@app.command()
+def devices(scenario_file: Optional[Path] = typer.Option(None, "--scenario", help="show who can run this scenario"),
+            as_json: bool = typer.Option(False, "--json", help="machine-readable output")):
+    """The device and link catalog; with --scenario, which devices can hold the method."""
+    from devices.profile import default_catalog
+
+    catalog = default_catalog()
+    peak = None
+    if scenario_file is not None:
+        from simulator.runner import build_learning
+        from simulator.scenario import ScenarioError, load_scenario
+        try:
+            scenario, base = load_scenario(scenario_file)
+            peak = build_learning(scenario, base).peak_memory_bytes()
+        except ScenarioError as exc:
+            fail_input(str(exc))
+    if as_json:
+        out.print_json(json.dumps({"devices": {k: v.model_dump() for k, v in catalog.devices.items()},
+                                   "links": {k: v.model_dump() for k, v in catalog.links.items()},
+                                   "peak_memory_bytes": peak}))
+        return
+    table = Table(title="devices" + (f" (method needs {peak / 1e9:.2f} GB)" if peak else ""))
+    for col in ("id", "class", "fp32 GFLOP/s", "mem BW GB/s", "usable GB", "active W", "idle W", "link"):
+        table.add_column(col, no_wrap=col == "id")
+    if peak:
+        table.add_column("can run")
+    for key, d in catalog.devices.items():
+        row = [key, d.device_class, f"{d.flops['fp32'] / 1e9:,.0f}", f"{d.mem_bandwidth / 1e9:,.1f}",
+               f"{d.memory_bytes / 1e9:.1f}", f"{d.power_active_w:g}", f"{d.power_idle_w:g}", d.default_link]
+        if peak:
+            row.append("yes" if d.memory_bytes >= peak else "[red]no[/red]")
+        table.add_row(*row)
+    out.print(table)
+    links = Table(title="links")
+    for col in ("id", "up Mbps", "down Mbps", "latency ms", "active W (up/down)", "tail s @ W"):
+        links.add_column(col, no_wrap=col == "id")
+    for key, l in catalog.links.items():
+        up_w = l.power_base_w + l.power_up_w_per_mbps * l.up_mbps
+        down_w = l.power_base_w + l.power_down_w_per_mbps * l.down_mbps
+        links.add_row(key, f"{l.up_mbps:g}", f"{l.down_mbps:g}", f"{l.latency_s * 1e3:g}",
+                      f"{up_w:.2f} / {down_w:.2f}", f"{l.tail_s:g} @ {l.tail_w:g}")
+    out.print(links)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        console.print("edgefed: interrupted; results so far are kept")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

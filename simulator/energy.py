@@ -1,0 +1,39 @@
+"""Energy: device power per phase and the radio model of Huang et al. (MobiSys 2012).
+
+A transfer of ``b`` bytes at ``r`` Mbps after the radio was idle longer than its tail pays a
+promotion (``promotion_s`` at ``promotion_w``), then ``latency_s + 8 b / (r 1e6)`` seconds at
+``power_base_w + alpha * r`` (alpha per direction), then a tail (``tail_s`` at ``tail_w``) that a
+following transfer cuts short. The device's own baseline power (``power_idle_w``) is charged
+whenever it is not computing, so the total is baseline + radio + compute increment.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from devices.profile import LinkProfile
+
+
+@dataclass
+class TransferCost:
+    seconds: float  # promotion + latency + serialisation
+    radio_j: float  # promotion + active energy (the tail is charged separately)
+
+
+def transfer_cost(link: LinkProfile, nbytes: int, direction: str, promote: bool, mbps: float | None = None) -> TransferCost:
+    """Time and radio energy of one transfer on a dedicated link (no contention)."""
+    rate = mbps if mbps is not None else (link.up_mbps if direction == "up" else link.down_mbps)
+    alpha = link.power_up_w_per_mbps if direction == "up" else link.power_down_w_per_mbps
+    active_s = link.latency_s + 8.0 * nbytes / (rate * 1e6)
+    promo_s = link.promotion_s if promote else 0.0
+    return TransferCost(promo_s + active_s, promo_s * link.promotion_w + active_s * (link.power_base_w + alpha * rate))
+
+
+def tail_energy(link: LinkProfile, gap_s: float | None) -> float:
+    """Energy of the tail after a transfer; ``gap_s`` until the next transfer (None: none follows)."""
+    tail = link.tail_s if gap_s is None else min(link.tail_s, gap_s)
+    return tail * link.tail_w
+
+
+def needs_promotion(link: LinkProfile, gap_s: float | None) -> bool:
+    """A transfer after a gap longer than the tail (or the first one) pays a promotion."""
+    return link.promotion_s > 0 and (gap_s is None or gap_s > link.tail_s)

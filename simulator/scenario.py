@@ -1,0 +1,245 @@
+"""Scenario schema (pydantic) and YAML loading.
+
+Unknown keys are rejected and every error names its dotted field path, so a typo in a long sweep
+fails at once with one line instead of silently running the default.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
+
+from devices.profile import DeviceProfile, LinkProfile, default_catalog
+
+
+class ScenarioError(ValueError):
+    """Bad input; ``str()`` is one line naming the file or dotted field and what is expected."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSpec(Strict):
+    name: str = Field("minilm-l6", description="builtin (minilm-l6, smollm2-135m, tiny-bert), local folder or hub id")
+    kind: Literal["auto", "encoder", "causal"] = "auto"
+    max_length: PositiveInt = 64
+    dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
+    device: Literal["cpu", "cuda"] = "cpu"
+
+
+class DatasetSpec(Strict):
+    train: str
+    test: str
+    text_field: str = "sentence"
+    label_field: str = "label"
+    format: Literal["tsv", "csv", "jsonl"] | None = None
+    train_limit: PositiveInt | None = None
+    test_limit: PositiveInt | None = None
+
+
+class TaskSpec(Strict):
+    dataset: DatasetSpec
+    label_names: list[str] | None = None
+    label_words: list[str] | None = Field(None, description="one word per class (causal LMs)")
+    prompt: str = Field("{text}", description="template with {text}")
+    head_init_examples: PositiveInt = Field(16, description="labelled examples per class for the prototype head")
+
+
+class PartitionSpec(Strict):
+    kind: Literal["iid", "dirichlet", "shards"] = "dirichlet"
+    alpha: PositiveFloat = 0.5
+    shards_per_client: PositiveInt = 2
+
+
+class ZOCommon(Strict):
+    lr: PositiveFloat = 1e-3
+    eps: PositiveFloat = 1e-3
+    local_steps: PositiveInt = 1
+    batch_size: PositiveInt = 16
+    perturbations: PositiveInt = 1
+    distribution: Literal["gaussian", "rademacher"] = "gaussian"
+    cache_z: bool = Field(False, description="draw z once per step and keep it (faster, one trainable-size buffer)")
+    trainable: str = Field("all", description="all | head | bias | norm | last:N, joined with +")
+
+
+class DeComFLSpec(ZOCommon):
+    name: Literal["decomfl"]
+
+
+AlgorithmSpec = Annotated[Union[DeComFLSpec], Field(discriminator="name")]
+ALGORITHM_NAMES = {"decomfl"}
+
+
+class FleetGroup(Strict):
+    device: str
+    count: PositiveInt = 1
+    link: str | None = Field(None, description="link name; default: the device's default link")
+
+
+class FleetSpec(Strict):
+    groups: list[FleetGroup] = Field(min_length=1)
+    devices: dict[str, DeviceProfile] = Field(default_factory=dict,
+                                              description="extra device profiles (or overrides of catalog ones)")
+    links: dict[str, LinkProfile] = Field(default_factory=dict, description="extra link profiles")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_custom_profiles(cls, data):
+        if isinstance(data, dict):
+            for section in ("devices", "links"):
+                entries = data.get(section)
+                if isinstance(entries, dict):
+                    for key, entry in entries.items():
+                        if isinstance(entry, dict):
+                            entry.setdefault("name", key)
+        return data
+
+    @model_validator(mode="after")
+    def _known_names(self) -> "FleetSpec":
+        devices, links = self.profiles()
+        for i, group in enumerate(self.groups):
+            if group.device not in devices:
+                raise ValueError(f"groups.{i}.device: unknown device {group.device!r} "
+                                 f"(known: {', '.join(sorted(devices))})")
+            link = group.link or devices[group.device].default_link
+            if link not in links:
+                raise ValueError(f"groups.{i}.link: unknown link {link!r} (known: {', '.join(sorted(links))})")
+        return self
+
+    def profiles(self) -> tuple[dict[str, DeviceProfile], dict[str, LinkProfile]]:
+        """The catalog's devices and links with this scenario's own on top."""
+        catalog = default_catalog()
+        return {**catalog.devices, **self.devices}, {**catalog.links, **self.links}
+
+    @property
+    def size(self) -> int:
+        return sum(g.count for g in self.groups)
+
+
+class RoundsSpec(Strict):
+    max: PositiveInt = 10
+    clients_per_round: PositiveInt = 4
+    deadline_s: PositiveFloat | None = None
+    eval_every: PositiveInt = 1
+    target_accuracy: float | None = Field(None, ge=0.0, le=1.0)
+    selection: Literal["uniform"] = "uniform"
+
+
+class OutputSpec(Strict):
+    dir: str = "runs"
+    plots: bool = True
+
+
+class Scenario(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = Field(0, ge=0)
+    model: ModelSpec = ModelSpec()
+    task: TaskSpec
+    partition: PartitionSpec = PartitionSpec()
+    algorithm: AlgorithmSpec
+    fleet: FleetSpec
+    rounds: RoundsSpec = RoundsSpec()
+    output: OutputSpec = OutputSpec()
+
+    @model_validator(mode="after")
+    def _fits_fleet(self) -> "Scenario":
+        if self.rounds.clients_per_round > self.fleet.size:
+            raise ValueError(f"rounds.clients_per_round: {self.rounds.clients_per_round} exceeds the "
+                             f"fleet size {self.fleet.size}")
+        return self
+
+
+SUBPATH = re.compile(r"^([A-Za-z_]\w*(?:\.\w+)+): (.*)$", re.S)
+
+
+def _format_error(exc: ValidationError) -> str:
+    """One line: the dotted field path, what is wrong, and the offending value."""
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"] if p not in ALGORITHM_NAMES]
+    msg = err["msg"].removeprefix("Value error, ")
+    match = SUBPATH.match(msg)
+    if match:  # a model validator named a deeper path itself
+        sub, msg = match.groups()
+        loc = sub.split(".") if sub.split(".")[0] in Scenario.model_fields else loc + sub.split(".")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif err["type"] == "missing":
+        msg = "missing required field"
+    value = err.get("input")
+    shown = "" if err["type"] in ("missing", "value_error") or isinstance(value, (dict, list)) else f" (got {value!r})"
+    return f"{'.'.join(loc) or '<root>'}: {msg}{shown}"
+
+
+def set_dotted(data: dict, path: str, value) -> None:
+    """Set ``a.b.c = value`` in nested dicts (lists indexed by integers), creating dicts as needed."""
+    keys = path.split(".")
+    node = data
+    for key in keys[:-1]:
+        if isinstance(node, list):
+            node = node[int(key)]
+        else:
+            node = node.setdefault(key, {})
+            if not isinstance(node, (dict, list)):
+                raise ScenarioError(f"--set {path}: {key} is not a section")
+    last = keys[-1]
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def parse_overrides(items: list[str]) -> list[tuple[str, object]]:
+    out = []
+    for item in items:
+        if "=" not in item:
+            raise ScenarioError(f"--set {item}: expected dotted.path=value")
+        path, raw = item.split("=", 1)
+        out.append((path.strip(), yaml.safe_load(raw) if raw != "" else ""))
+    return out
+
+
+def load_scenario(path: str | Path, overrides: list[str] | None = None) -> tuple[Scenario, Path]:
+    """Read, override and validate a scenario; returns it with the folder its paths are relative to."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ScenarioError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError(f"{path}: cannot read: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ScenarioError(f"{path}:{where} invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"{path}: expected a mapping of scenario sections")
+    for dotted, value in parse_overrides(overrides or []):
+        try:
+            set_dotted(raw, dotted, value)
+        except (IndexError, ValueError, TypeError, AttributeError) as exc:
+            if isinstance(exc, ScenarioError):
+                raise
+            raise ScenarioError(f"--set {dotted}: no such field") from None
+    try:
+        scenario = Scenario.model_validate(raw)
+    except ValidationError as exc:
+        raise ScenarioError(f"{path}: {_format_error(exc)}") from None
+    base = path.resolve().parent
+    for field in ("train", "test"):
+        file = resolve_path(base, getattr(scenario.task.dataset, field))
+        if not file.is_file():
+            raise ScenarioError(f"{path}: task.dataset.{field}: file not found: {file}")
+    return scenario, base
+
+
+def resolve_path(base: Path, value: str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (base / p)
+
+
+def scenario_dict(scenario: Scenario) -> dict:
+    return scenario.model_dump(mode="json")

@@ -1,0 +1,59 @@
+"""Shared fixtures: a tiny random-config model scenario on the embedded SST-2 slice."""
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+# Tiny models run fastest on one thread, and test subprocesses must not oversubscribe shared cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+TINY = {
+    "name": "tiny",
+    "seed": 3,
+    "model": {"name": "tiny-bert", "max_length": 32},
+    "task": {"dataset": {"train": str(REPO / "scenarios/data/sst2/train.tsv"),
+                         "test": str(REPO / "scenarios/data/sst2/validation.tsv"),
+                         "train_limit": 240, "test_limit": 64},
+             "head_init_examples": 4},
+    "partition": {"kind": "dirichlet", "alpha": 0.5},
+    "algorithm": {"name": "decomfl", "lr": 1e-3, "eps": 1e-3, "local_steps": 2, "batch_size": 8,
+                  "perturbations": 2, "trainable": "all"},
+    "fleet": {"groups": [{"device": "pixel-7a", "count": 3, "link": "lte"},
+                         {"device": "rpi5", "count": 3, "link": "wifi"},
+                         {"device": "jetson-orin-nano", "count": 2}]},
+    "rounds": {"max": 3, "clients_per_round": 4, "eval_every": 1, "target_accuracy": 0.5},
+    "output": {"plots": False},
+}
+
+
+def write_scenario(tmp_path: Path, data: dict, name: str = "scenario.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def tiny_dict() -> dict:
+    return copy.deepcopy(TINY)
+
+
+@pytest.fixture
+def tiny_file(tmp_path, tiny_dict) -> Path:
+    return write_scenario(tmp_path, tiny_dict)
+
+
+def shared_data_or_skip(*parts: str) -> Path:
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"../shared/data not present ({path}); benchmark data is optional")
+    return path

@@ -1,0 +1,147 @@
+"""The device catalog loads, every number in it is cited, and the numbers are physically plausible."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from devices.profile import CATALOG_PATH, DeviceProfile, LinkProfile, load_catalog
+
+CATALOG = load_catalog()
+DEVICES = sorted(CATALOG.devices.items())
+LINKS = sorted(CATALOG.links.items())
+
+
+def _numeric_fields(model) -> list[str]:
+    """Names of the fields of ``model`` that hold a number (or a dict of numbers), set or defaulted."""
+    names = []
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, bool) or value is None:
+            continue
+        if isinstance(value, (int, float)) or (
+            isinstance(value, dict) and value and all(isinstance(v, (int, float)) for v in value.values())
+        ):
+            names.append(name)
+    return names
+
+
+def test_catalog_size_and_diversity():
+    assert len(CATALOG.devices) >= 6
+    assert len({d.device_class for d in CATALOG.devices.values()}) >= 4
+    assert len(CATALOG.links) >= 3
+    for name in ("wifi", "lte", "ethernet"):
+        assert name in CATALOG.links
+
+
+def test_names_match_keys():
+    for key, dev in DEVICES:
+        assert dev.name == key
+    for key, link in LINKS:
+        assert link.name == key
+
+
+@pytest.mark.parametrize(("key", "dev"), DEVICES, ids=[k for k, _ in DEVICES])
+def test_every_device_number_is_cited(key, dev):
+    fields = _numeric_fields(dev)
+    assert {"flops", "mem_bandwidth", "memory_bytes", "power_active_w", "power_idle_w"} <= set(fields)
+    for field in fields:
+        assert dev.sources.get(field, "").strip(), f"{key}.{field} has no citation"
+    assert set(dev.sources) <= set(type(dev).model_fields), f"{key}: citation for an unknown field"
+
+
+@pytest.mark.parametrize(("key", "link"), LINKS, ids=[k for k, _ in LINKS])
+def test_every_link_number_is_cited(key, link):
+    for field in _numeric_fields(link):  # zeros and defaults included
+        assert link.sources.get(field, "").strip(), f"{key}.{field} has no citation"
+    assert set(link.sources) <= set(type(link).model_fields), f"{key}: citation for an unknown field"
+
+
+@pytest.mark.parametrize(("key", "dev"), DEVICES, ids=[k for k, _ in DEVICES])
+def test_device_default_link_exists(key, dev):
+    assert dev.default_link in CATALOG.links
+
+
+@pytest.mark.parametrize(("key", "dev"), DEVICES, ids=[k for k, _ in DEVICES])
+def test_device_numbers_plausible(key, dev):
+    assert "fp32" in dev.flops
+    assert 1e9 <= dev.flops["fp32"] <= 1e14, "fp32 FLOP/s out of range: unit mistake?"
+    for dtype, rate in dev.flops.items():
+        assert 1e9 <= rate <= 1e15, dtype
+        # a listed half-precision path must be at least as fast as fp32, and not absurdly faster
+        assert dev.flops["fp32"] <= rate <= 16 * dev.flops["fp32"], dtype
+    assert dev.peak_flops("bf16") > 0
+    assert 0.5e9 <= dev.memory_bytes <= 64e9, "memory in bytes expected"
+    assert 1e9 <= dev.mem_bandwidth <= 1e12, "bandwidth in bytes/s expected"
+    assert 0.01 <= dev.power_idle_w < dev.power_active_w <= 100
+    if dev.device_class in ("phone", "laptop"):
+        assert dev.battery_wh is not None
+    if dev.battery_wh is not None:
+        assert 1 <= dev.battery_wh <= 100
+    if dev.device_class == "phone":
+        assert dev.power_active_w <= 12, "a phone cannot sustain more than ~12 W"
+        assert dev.default_link in ("lte", "5g", "wifi")
+
+
+@pytest.mark.parametrize(("key", "link"), LINKS, ids=[k for k, _ in LINKS])
+def test_link_numbers_plausible(key, link):
+    for rate in (link.up_mbps, link.down_mbps):
+        assert 0.05 <= rate <= 10_000, "Mbps expected"
+    assert link.latency_s < 1.0, "seconds expected, not ms"
+    assert link.tail_s <= 60 and link.promotion_s <= 5
+    assert link.power_up_w_per_mbps <= 1.0 and link.power_down_w_per_mbps <= 1.0, "W per Mbps expected"
+    for watts in (link.power_base_w, link.promotion_w, link.tail_w, link.idle_w):
+        assert watts <= 10
+    # total radio power at the link's own nominal rate stays within what a phone radio can draw
+    assert link.power_base_w + link.power_up_w_per_mbps * link.up_mbps <= 8
+    assert link.power_base_w + link.power_down_w_per_mbps * link.down_mbps <= 8
+    assert link.idle_w <= max(link.tail_w, link.power_base_w) or link.idle_w == 0
+
+
+def _raw_catalog() -> dict:
+    return yaml.safe_load(Path(CATALOG_PATH).read_text())
+
+
+def _write(tmp_path: Path, raw: dict) -> Path:
+    path = tmp_path / "catalog.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_negative_bandwidth_rejected(tmp_path):
+    raw = _raw_catalog()
+    key = next(iter(raw["devices"]))
+    raw["devices"][key]["mem_bandwidth"] = -1.0
+    with pytest.raises(ValidationError):
+        load_catalog(_write(tmp_path, raw))
+
+
+def test_unknown_device_key_rejected(tmp_path):
+    raw = _raw_catalog()
+    key = next(iter(raw["devices"]))
+    raw["devices"][key]["tflops"] = 1.0
+    with pytest.raises(ValidationError):
+        load_catalog(_write(tmp_path, raw))
+
+
+def test_unknown_link_key_and_negative_rate_rejected():
+    entry = copy.deepcopy(_raw_catalog()["links"]["lte"])
+    entry["name"] = "lte"
+    LinkProfile.model_validate(entry)  # the unmodified entry is valid
+    with pytest.raises(ValidationError):
+        LinkProfile.model_validate({**entry, "uplink_mbps": 5.0})
+    with pytest.raises(ValidationError):
+        LinkProfile.model_validate({**entry, "up_mbps": -5.0})
+
+
+def test_bad_dtype_and_idle_above_active_rejected():
+    entry = copy.deepcopy(_raw_catalog()["devices"]["rpi5"])
+    entry["name"] = "rpi5"
+    DeviceProfile.model_validate(entry)
+    with pytest.raises(ValidationError):
+        DeviceProfile.model_validate({**entry, "flops": {"int8": 1e12}})
+    with pytest.raises(ValidationError):
+        DeviceProfile.model_validate({**entry, "power_idle_w": entry["power_active_w"] + 1})

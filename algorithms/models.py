@@ -69,6 +69,9 @@ def _check_safetensors(folder: str) -> None:
 def load_backbone(name: str, kind: str, dtype: str, seed: int = 0):
     """Return (hf_model, tokenizer, kind) for a builtin alias, local folder or hub id."""
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, BertConfig, BertModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own progress bar is the one users watch
 
     if name == "tiny-bert":
         # A tiny random-config encoder for tests; borrows MiniLM's tokenizer (a core dependency).

@@ -11,14 +11,17 @@ import torch
 from algorithms.base import FederatedData, evaluate, init_prototype_head
 from algorithms.data import DataError, Tokenized, load_dataset, partition
 from algorithms.decomfl import DeComFL
+from algorithms.fedavg import FedAvg
+from algorithms.fedkseed import FedKSeed
 from algorithms.fedspzo import FedSPZO
+from algorithms.fedzo import FedZO
 from algorithms.models import ModelLoadError, TaskModel, load_backbone
 from simulator.costs import fits_in_memory
 from simulator.engine import Client, Engine, RoundRecord
 from simulator.results import RunWriter, summarize
 from simulator.scenario import Scenario, ScenarioError, resolve_path, scenario_dict
 
-ALGORITHMS = {"decomfl": DeComFL, "fedspzo": FedSPZO}
+ALGORITHMS = {"decomfl": DeComFL, "fedspzo": FedSPZO, "fedkseed": FedKSeed, "fedzo": FedZO, "fedavg": FedAvg}
 RUN_FILES = ("scenario.yaml", "rounds.csv", "clients.csv", "summary.json")
 
 

@@ -12,8 +12,9 @@ from algorithms.data import sample_batch
 from algorithms.delta import WeightDelta
 from algorithms.models import param_bytes, training_activation_bytes
 
-# optimizer state per trainable parameter, in parameter-sized tensors; tensors an update touches
-OPTIMIZERS = {"sgd": (torch.optim.SGD, 0, 3), "adam": (torch.optim.Adam, 2, 7)}
+# per optimizer: class, parameter-sized tensors it holds during a step (Adam: two moments plus
+# the denominator its update materialises), tensors an update touches
+OPTIMIZERS = {"sgd": (torch.optim.SGD, 0, 3), "adam": (torch.optim.Adam, 3, 7)}
 
 
 class FedAvg(WeightDelta):

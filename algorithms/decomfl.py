@@ -26,10 +26,23 @@ class DeComFL(Algorithm):
 
     def __init__(self, model, data, cfg, seed):
         super().__init__(model, data, cfg, seed)
-        self.dirs = Directions(self.trainable.params, cfg.distribution, cfg.cache_z)
+        self.make_directions()
         self.history: list[tuple[int, np.ndarray, np.ndarray]] = []  # (round, seeds[K,P], gbar[K,P])
         self.initial = self.trainable.snapshot()  # w0 of the trainable subset (head is new)
         self.round_seeds: np.ndarray | None = None
+
+    def make_directions(self) -> None:
+        self.dirs = Directions(self.trainable.params, self.cfg.distribution, self.cfg.cache_z)
+
+    def replay_step(self, seeds: np.ndarray, scalars: np.ndarray, work: Work | None = None) -> None:
+        """Move the model by one local step's records: ``-lr/P * sum_p g_p z(seed_p)``."""
+        replay(self.dirs, seeds, scalars, self.cfg.lr / self.cfg.perturbations, work)
+
+    def charge_replay(self, work: Work, steps: int) -> None:
+        """The RNG and parameter passes of replaying ``steps`` local steps (one axpy per record)."""
+        replays = steps * self.cfg.perturbations
+        work.add_rng(replays * self.dirs.numel, self.dirs.distribution, self.dirs.elem_bytes)
+        work.add_elementwise(replays * self.dirs.numel, self.dirs.elem_bytes, tensors_touched=3)
 
     # -- server --------------------------------------------------------------------------
     def configure_round(self, round, selected):
@@ -55,9 +68,7 @@ class DeComFL(Algorithm):
                 if name.startswith("head."):
                     arrays[name] = tensor.numpy()
         work = Work()
-        replays = sum(seeds.size for _, seeds, _ in records)  # one axpy with fresh z per record
-        work.add_rng(replays * self.dirs.numel, self.dirs.distribution, self.dirs.elem_bytes)
-        work.add_elementwise(replays * self.dirs.numel, self.dirs.elem_bytes, tensors_touched=3)
+        self.charge_replay(work, sum(len(seeds) for _, seeds, _ in records))
         work.peak_memory_bytes = self.peak_memory_bytes()
         return Message("history", round, client, arrays), work
 
@@ -70,7 +81,8 @@ class DeComFL(Algorithm):
     def apply(self, update):
         if update is None:
             return
-        replay(self.dirs, self.round_seeds, update, self.cfg.lr / self.cfg.perturbations)
+        for seeds, scalars in zip(self.round_seeds, update):
+            self.replay_step(seeds, scalars)
         self.history.append((self.round, self.round_seeds.copy(), update.copy()))
 
     # -- client --------------------------------------------------------------------------
@@ -92,7 +104,7 @@ class DeComFL(Algorithm):
 
                 for p in range(cfg.perturbations):
                     scalars[k, p] = two_point_scalar(loss, self.dirs, int(self.round_seeds[k, p]), cfg.eps, work)
-                replay(self.dirs, self.round_seeds[k], scalars[k], cfg.lr / cfg.perturbations, work)
+                self.replay_step(self.round_seeds[k], scalars[k], work)
         self.trainable.restore(start)  # the host model stays the global model
         work.peak_memory_bytes = self.peak_memory_bytes()
         return Message("seed-scalars", round, client, {"scalars": scalars}), work

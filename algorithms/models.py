@@ -243,18 +243,20 @@ class TaskModel(nn.Module):
 
     # -- counting ------------------------------------------------------------------------
     def forward_flops(self, batch: Batch, block: str, split: int | None = None) -> float:
-        """FLOPs of one pass of ``block`` ("full", "block1", "block2", "backward") on this shape."""
+        """FLOPs of one pass of ``block`` ("full", "block1", "block2", or "train":
+        forward + backward) on this shape."""
         key = (block, split, batch.shape)
         if key not in self._flops:
-            with torch.no_grad() if block != "backward" else contextlib.nullcontext():
+            if block == "block2":  # block 1 runs outside the counter: only block 2 is counted
+                with torch.no_grad():
+                    hidden = self.block1(batch, split)
+            with torch.no_grad() if block != "train" else contextlib.nullcontext():
                 with FlopCounterMode(display=False) as counter:
                     if block == "full":
                         self.loss(batch)
                     elif block == "block1":
                         self.block1(batch, split)
                     elif block == "block2":
-                        with torch.no_grad():
-                            hidden = self.block1(batch, split)
                         self.block2_loss(hidden, batch, split)
                     elif block == "train":  # forward + backward of a training step
                         self.loss(batch).backward()

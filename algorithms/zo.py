@@ -17,6 +17,27 @@ def derive_seed(root: int, *keys: int) -> int:
     return int(np.random.SeedSequence(root, spawn_key=tuple(int(k) for k in keys)).generate_state(1)[0])
 
 
+# Row b holds the 8 signs (+1/-1) spelt by the bits of byte b, least significant first.
+_SIGNS = ((torch.arange(256).unsqueeze(-1) >> torch.arange(8)) & 1).float().mul_(2).sub_(1)
+
+
+def rademacher_(out: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Fill the flat tensor ``out`` with random signs from raw generator bits, one bit per sign.
+
+    One int64 draw gives 64 signs; a table lookup turns each byte into 8 values written straight
+    into ``out``, about 7x cheaper than ``normal_`` or one ``randint`` per element.
+    """
+    n = out.numel()
+    words = torch.randint(-2**63, 2**63 - 1, ((n + 63) // 64,), generator=gen, dtype=torch.int64)
+    index = words.view(torch.uint8).long()
+    table = _SIGNS.to(out.dtype)
+    bulk = n // 8
+    torch.index_select(table, 0, index[:bulk], out=out[: bulk * 8].view(bulk, 8))
+    if n > bulk * 8:
+        out[bulk * 8:].copy_(table[index[bulk]][: n - bulk * 8])
+    return out
+
+
 class Directions:
     """Perturbation directions over a fixed list of parameter tensors.
 
@@ -43,10 +64,11 @@ class Directions:
         return self._buffer.numel() * self._buffer.element_size()
 
     def _sample(self, out: torch.Tensor, gen: torch.Generator) -> None:
+        """Fill the flat tensor ``out`` with z."""
         if self.distribution == "gaussian":
             out.normal_(generator=gen)
         else:
-            out.copy_(torch.randint(0, 2, out.shape, generator=gen, dtype=torch.int8)).mul_(2).sub_(1)
+            rademacher_(out, gen)
 
     def _views(self, seed: int, work: Work | None):
         """Yield (param, z) pairs for ``seed``."""
@@ -69,9 +91,9 @@ class Directions:
             if work is not None:
                 work.add_rng(self.numel, self.distribution, self.elem_bytes)
             for p in self.params:
-                z = self._buffer[: p.numel()].view_as(p)
+                z = self._buffer[: p.numel()]
                 self._sample(z, gen)
-                yield p, z
+                yield p, z.view_as(p)
 
     def axpy(self, seed: int, alpha: float, work: Work | None = None) -> None:
         """params += alpha * z(seed), in place."""

@@ -11,13 +11,17 @@ import torch
 from algorithms.base import FederatedData, evaluate, init_prototype_head
 from algorithms.data import DataError, Tokenized, load_dataset, partition
 from algorithms.decomfl import DeComFL
+from algorithms.fedavg import FedAvg
+from algorithms.fedkseed import FedKSeed
+from algorithms.fedspzo import FedSPZO
+from algorithms.fedzo import FedZO
 from algorithms.models import ModelLoadError, TaskModel, load_backbone
 from simulator.costs import fits_in_memory
 from simulator.engine import Client, Engine, RoundRecord
 from simulator.results import RunWriter, summarize
 from simulator.scenario import Scenario, ScenarioError, resolve_path, scenario_dict
 
-ALGORITHMS = {"decomfl": DeComFL}
+ALGORITHMS = {"decomfl": DeComFL, "fedspzo": FedSPZO, "fedkseed": FedKSeed, "fedzo": FedZO, "fedavg": FedAvg}
 RUN_FILES = ("scenario.yaml", "rounds.csv", "clients.csv", "summary.json")
 
 
@@ -59,7 +63,24 @@ def build_learning(scenario: Scenario, base: Path):
     try:
         return ALGORITHMS[scenario.algorithm.name](model, data, scenario.algorithm, scenario.seed)
     except ValueError as exc:
-        raise ScenarioError(f"algorithm.trainable: {exc}") from None
+        raise ScenarioError(str(exc) if str(exc).startswith("algorithm.") else f"algorithm.trainable: {exc}") from None
+
+
+def fit_to_fleet(algorithm, scenario: Scenario) -> None:
+    """Let a method with a per-device plan (FedSPZO's ``auto`` split/p2) fit its chosen device:
+    ``algorithm.auto_device``, else the fleet's slowest, which sets the round's pace."""
+    if not hasattr(algorithm, "fit_device"):
+        return
+    devices, _ = scenario.fleet.profiles()
+    dtype = scenario.model.dtype
+    name = scenario.algorithm.auto_device or min((g.device for g in scenario.fleet.groups),
+                                                 key=lambda d: devices[d].peak_flops(dtype))
+    if name not in devices:
+        raise ScenarioError(f"algorithm.auto_device: unknown device {name!r}")
+    try:
+        algorithm.fit_device(devices[name].peak_flops(dtype), devices[name].memory_bytes)
+    except ValueError as exc:
+        raise ScenarioError(str(exc)) from None
 
 
 def mark_memory_exclusions(clients: list[Client], peak_bytes: int) -> list[dict]:
@@ -106,6 +127,7 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress=None) -
     writer = RunWriter(run_dir)
     writer.write_scenario(scenario_dict(scenario), versions())
     algorithm = build_learning(scenario, base)
+    fit_to_fleet(algorithm, scenario)
     clients = build_fleet(scenario)
     excluded = mark_memory_exclusions(clients, algorithm.peak_memory_bytes())
     if not any(c.eligible for c in clients):

@@ -1,0 +1,77 @@
+"""The round of full-weight methods (FedZO, FedAvg): download the trainable weights, run local
+steps, upload the weight delta; the server averages deltas weighted by client data size."""
+from __future__ import annotations
+
+from abc import abstractmethod
+
+import numpy as np
+import torch
+
+from algorithms.base import Algorithm
+from algorithms.message import Message
+from algorithms.models import param_bytes
+from algorithms.work import Work
+
+
+def to_wire(tensor: torch.Tensor) -> np.ndarray:
+    """A tensor as the array sent: fp32/fp16 as such, bf16 as its raw 16-bit words."""
+    tensor = tensor.detach()
+    if tensor.dtype == torch.bfloat16:
+        return tensor.view(torch.int16).numpy().view(np.uint16)
+    return tensor.numpy()
+
+
+def from_wire(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+    if dtype == torch.bfloat16:
+        return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(array)
+
+
+class WeightDelta(Algorithm):
+    seed_based = False
+
+    @abstractmethod
+    def local_steps(self, client: int, round: int, work: Work) -> None:
+        """Run the client's local steps in place on the trainable parameters."""
+
+    def catch_up(self, client, last_round, round):
+        """The current trainable weights (the frozen rest is held from the start)."""
+        arrays = {n: to_wire(p) for n, p in zip(self.trainable.names, self.trainable.params)}
+        work = Work()
+        work.peak_memory_bytes = self.peak_memory_bytes()
+        return Message("weights", round, client, arrays), work
+
+    def client_update(self, client, round):
+        work = Work()
+        start = self.trainable.snapshot()
+        self.local_steps(client, round, work)
+        delta = {n: to_wire(p.detach() - s) for n, p, s in zip(self.trainable.names, self.trainable.params, start)}
+        work.add_elementwise(self.trainable.numel, self.trainable.params[0].element_size(), tensors_touched=3)
+        self.trainable.restore(start)
+        work.peak_memory_bytes = self.peak_memory_bytes()
+        return Message("weights", round, client, delta), work
+
+    def aggregate(self, messages):
+        if not messages:
+            return None
+        weights = np.array([len(self.data.parts[m.client]) for m in messages], dtype=np.float64)
+        weights /= weights.sum()
+        update = []
+        for name, p in zip(self.trainable.names, self.trainable.params):
+            total = torch.zeros(p.shape, dtype=torch.float32)
+            for w, m in zip(weights, messages):
+                total.add_(from_wire(m.arrays[name], p.dtype).float(), alpha=float(w))
+            update.append(total.to(p.dtype))
+        return update
+
+    def apply(self, update):
+        if update is None:
+            return
+        with torch.no_grad():
+            for p, d in zip(self.trainable.params, update):
+                p.add_(d)
+
+    def peak_memory_bytes(self):
+        """Inference-level memory plus the round's starting copy of the trainable weights (to
+        form the delta)."""
+        return super().peak_memory_bytes() + param_bytes(self.trainable.params)

@@ -1,0 +1,50 @@
+"""FedAvg with backprop (McMahan et al. 2017): the first-order reference.
+
+What differs from the MeZO step: the gradient comes from one forward + backward instead of two
+forwards, and SGD or Adam (a fresh optimizer each round) applies it. The price is memory: the
+device holds gradients, optimizer state and every activation kept for the backward pass.
+"""
+from __future__ import annotations
+
+import torch
+
+from algorithms.data import sample_batch
+from algorithms.delta import WeightDelta
+from algorithms.models import param_bytes, training_activation_bytes
+
+# per optimizer: class, parameter-sized tensors it holds during a step (Adam: two moments plus
+# the denominator its update materialises), tensors an update touches
+OPTIMIZERS = {"sgd": (torch.optim.SGD, 0, 3), "adam": (torch.optim.Adam, 3, 7)}
+
+
+class FedAvg(WeightDelta):
+    name = "fedavg"
+
+    def __init__(self, model, data, cfg, seed):
+        super().__init__(model, data, cfg, seed)
+        for p in self.trainable.params:
+            p.requires_grad_(True)
+
+    def local_steps(self, client, round, work):
+        cfg = self.cfg
+        rng = self.batch_rng(client, round)
+        optim_cls, _, touched = OPTIMIZERS[cfg.optimizer]
+        optimizer = optim_cls(self.trainable.params, lr=cfg.lr)
+        weight_bytes = float(param_bytes(self.model.parameters()))
+        for _ in range(cfg.local_steps):
+            batch = self.data.train.batch(sample_batch(self.data.parts[client], cfg.batch_size, rng))
+            forward = self.model.forward_flops(batch, "full")
+            work.add_forward("full", forward, weight_bytes)
+            work.add("backward", self.model.forward_flops(batch, "train") - forward, 2 * weight_bytes)
+            optimizer.zero_grad(set_to_none=True)
+            self.model.loss(batch).backward()
+            optimizer.step()
+            work.add_elementwise(self.trainable.numel, self.trainable.params[0].element_size(), touched)
+        optimizer.zero_grad(set_to_none=True)
+
+    def peak_memory_bytes(self):
+        """Weights + the starting copy + gradients + optimizer state + training activations."""
+        trainable = param_bytes(self.trainable.params)
+        states = OPTIMIZERS[self.cfg.optimizer][1]
+        return (param_bytes(self.model.parameters()) + trainable * (2 + states)
+                + training_activation_bytes(self.model, self.cfg.batch_size, self.data.train.max_length))

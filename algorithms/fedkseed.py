@@ -1,0 +1,127 @@
+"""FedKSeed and FedKSeed-Pro (Qin et al., ICML 2024; arXiv 2312.06353).
+
+What differs from the plain MeZO step: every direction comes from a fixed pool of K seeds shared
+from the start (default 4096), one perturbation per local step; a client uploads, per seed it
+used, the sum of its scalars; the server averages these sparse pools (weighted by client data
+size) and moves the model with one replay per seed used. A catching-up client downloads the
+per-seed sums since it last took part, so it replays at most K directions however long it was
+away. FedKSeed-Pro draws seeds with probabilities softmax(min-max-normalised mean |scalar|) of
+each seed's aggregated history, sent with the download.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from algorithms.base import Algorithm
+from algorithms.data import sample_batch
+from algorithms.message import Message
+from algorithms.work import Work
+from algorithms.zo import Directions, derive_seed, two_point_scalar
+
+INDEX_DTYPE = np.uint16  # pool indices on the wire (K <= 65536)
+SCALAR_DTYPE = np.float32
+
+
+class FedKSeed(Algorithm):
+    name = "fedkseed"
+
+    def __init__(self, model, data, cfg, seed):
+        super().__init__(model, data, cfg, seed)
+        self.dirs = Directions(self.trainable.params, cfg.distribution, cfg.cache_z)
+        self.pool = [derive_seed(seed, 4, k) for k in range(cfg.pool_size)]
+        self.history: list[tuple[int, np.ndarray]] = []  # (round, averaged per-seed sums [K])
+        self.initial = self.trainable.snapshot()
+        self.abs_sum = np.zeros(cfg.pool_size)
+        self.uses = np.zeros(cfg.pool_size)
+
+    def probabilities(self) -> np.ndarray | None:
+        """FedKSeed-Pro's seed distribution (None: uniform)."""
+        if not self.cfg.pro:
+            return None
+        mean = self.abs_sum / np.maximum(self.uses, 1)
+        spread = mean.max() - mean.min()
+        norm = (mean - mean.min()) / spread if spread > 0 else np.zeros_like(mean)
+        weights = np.exp(norm - norm.max())
+        return weights / weights.sum()
+
+    def catch_up(self, client, last_round, round):
+        sums = np.zeros(self.cfg.pool_size, dtype=np.float64)
+        for r, update in self.history:
+            if last_round is None or r > last_round:
+                sums += update
+        used = np.flatnonzero(sums)
+        arrays = {"indices": used.astype(INDEX_DTYPE), "scalars": sums[used].astype(SCALAR_DTYPE)}
+        probs = self.probabilities()
+        if probs is not None:
+            arrays["probabilities"] = probs.astype(np.float32)
+        if last_round is None:
+            for name, tensor in zip(self.trainable.names, self.initial):
+                if name.startswith("head."):
+                    arrays[name] = tensor.numpy()
+        work = Work()
+        work.add_rng(len(used) * self.dirs.numel, self.dirs.distribution, self.dirs.elem_bytes)
+        work.add_elementwise(len(used) * self.dirs.numel, self.dirs.elem_bytes, tensors_touched=3)
+        work.peak_memory_bytes = self.peak_memory_bytes()
+        return Message("history", round, client, arrays), work
+
+    def client_update(self, client, round):
+        cfg, work = self.cfg, Work()
+        rng = self.batch_rng(client, round)
+        probs = self.probabilities()
+        start = self.trainable.snapshot()
+        sums: dict[int, float] = {}
+        with torch.no_grad():
+            for _ in range(cfg.local_steps):
+                batch = self.data.train.batch(sample_batch(self.data.parts[client], cfg.batch_size, rng))
+                flops = self.model.forward_flops(batch, "full")
+
+                def loss():
+                    work.add_forward("full", flops, self._weight_bytes)
+                    return self.model.loss(batch)
+
+                index = int(rng.choice(cfg.pool_size, p=probs))
+                g = two_point_scalar(loss, self.dirs, self.pool[index], cfg.eps, work)
+                self.dirs.axpy(self.pool[index], -cfg.lr * float(g), work)
+                sums[index] = sums.get(index, 0.0) + float(g)
+        self.trainable.restore(start)
+        work.peak_memory_bytes = self.peak_memory_bytes()
+        indices = np.array(sorted(sums), dtype=INDEX_DTYPE)
+        scalars = np.array([sums[int(i)] for i in indices], dtype=SCALAR_DTYPE)
+        return Message("seed-scalars", round, client, {"indices": indices, "scalars": scalars}), work
+
+    def aggregate(self, messages):
+        if not messages:
+            return None
+        weights = np.array([len(self.data.parts[m.client]) for m in messages], dtype=np.float64)
+        weights /= weights.sum()
+        update = np.zeros(self.cfg.pool_size)
+        for w, m in zip(weights, messages):
+            np.add.at(update, m.arrays["indices"].astype(np.int64), w * m.arrays["scalars"].astype(np.float64))
+        return update.astype(SCALAR_DTYPE)
+
+    def apply(self, update):
+        if update is None:
+            return
+        used = np.flatnonzero(update)
+        for index in used:
+            self.dirs.axpy(self.pool[index], -self.cfg.lr * float(update[index]))
+        self.abs_sum[used] += np.abs(update[used])
+        self.uses[used] += 1
+        self.history.append((self.round, update))
+
+    def configure_round(self, round, selected):
+        self.round = round
+
+    @property
+    def _weight_bytes(self) -> float:
+        return float(sum(p.numel() * p.element_size() for p in self.model.parameters()))
+
+    def peak_memory_bytes(self):
+        return super().peak_memory_bytes() + self.dirs.buffer_bytes
+
+    def state(self):
+        return {"history": self.history, "abs_sum": self.abs_sum, "uses": self.uses}
+
+    def load_state(self, state):
+        self.history, self.abs_sum, self.uses = state["history"], state["abs_sum"], state["uses"]

@@ -1,0 +1,76 @@
+"""The MeZO step on MiniLM-L6 (all 22.7M parameters): forward time vs everything else.
+
+One step = perturb, forward, flip, forward, restore, update (DESIGN section 4). Prints, per
+variant (Gaussian z regenerated 4x as MeZO does; Gaussian drawn once per step with ``cache_z``;
+Rademacher from raw bits, cached), the step time, its two forwards and the non-forward share
+(perturb + RNG + restore + update), and writes bench/results/zo_step.json.
+
+    OMP_NUM_THREADS=1 python bench/zo_step.py
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from algorithms.base import select_trainable  # noqa: E402
+from algorithms.models import Batch, TaskModel, load_backbone  # noqa: E402
+from algorithms.work import Work  # noqa: E402
+from algorithms.zo import Directions, two_point_scalar  # noqa: E402
+
+VARIANTS = {"gaussian, regenerated": ("gaussian", False), "gaussian, cache_z": ("gaussian", True),
+            "rademacher, cache_z": ("rademacher", True)}
+
+
+def best_of(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main(repeats: int = 3) -> None:
+    backbone, tokenizer, kind = load_backbone("minilm-l6", "encoder", "fp32")
+    model = TaskModel(backbone, tokenizer, kind, 2)
+    trainable = select_trainable(model, "all")
+    gen = torch.Generator().manual_seed(0)
+    batch = Batch(torch.randint(1000, 20000, (16, 48), generator=gen), torch.ones(16, 48, dtype=torch.long),
+                  torch.randint(0, 2, (16,), generator=gen))
+    with torch.no_grad():
+        forward = best_of(lambda: model.loss(batch), repeats)
+        results = {"params": trainable.numel, "batch": list(batch.shape), "threads": torch.get_num_threads(),
+                   "forward_s": forward, "variants": {}}
+        print(f"MiniLM-L6, {trainable.numel / 1e6:.1f}M trainable, batch 16x48, {torch.get_num_threads()} thread(s)")
+        print(f"one forward: {forward * 1e3:.1f} ms")
+        for name, (dist, cache) in VARIANTS.items():
+            dirs = Directions(trainable.params, dist, cache)
+            seeds = iter(range(10**6))
+
+            def step(loss_fn):
+                seed = next(seeds)
+                g = two_point_scalar(loss_fn, dirs, seed, 1e-3, Work())
+                dirs.axpy(seed, -1e-6 * float(g))
+
+            # the non-forward part timed alone (forwards replaced by a constant), so that load on
+            # a shared host does not blur the share; the step with real forwards for reference
+            rest = best_of(lambda: step(lambda: 0.0), repeats)
+            total = best_of(lambda: step(lambda: model.loss(batch)), repeats)
+            share = rest / (rest + 2 * forward)
+            results["variants"][name] = {"step_s": total, "non_forward_s": rest, "non_forward_share": share}
+            print(f"{name:24s} step {total * 1e3:7.1f} ms   non-forward {rest * 1e3:6.1f} ms = {share:6.1%}")
+    out = REPO / "bench" / "results" / "zo_step.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -311,8 +311,9 @@ class Engine:
             rec.idle_s = idle
             device = self.clients[rec.client].device
             rec.energy_idle_j = device.power_idle_w * (rec.download_s + rec.upload_s + idle)
-            if rec.client in self.charge_j:
-                self.charge_j[rec.client] = max(0.0, self.charge_j[rec.client] - rec.energy_j)
+            if rec.client in self.charge_j:  # a device that ran empty stays off
+                left = 0.0 if rec.note == "battery empty" else self.charge_j[rec.client] - rec.energy_j
+                self.charge_j[rec.client] = max(0.0, left)
         accuracy = loss = None
         if evaluate_now:
             accuracy, loss = evaluate(algo.model, algo.data.test)

@@ -153,6 +153,29 @@ def devices(scenario_file: Optional[Path] = typer.Option(None, "--scenario", hel
     out.print(links)
 
 
+@app.command()
+def calibrate(out_file: Path = typer.Option(Path("host.yaml"), "--out", help="device profile YAML to write"),
+              active_w: float = typer.Option(65.0, "--active-w", help="host power under load, W (not measurable here)"),
+              idle_w: float = typer.Option(10.0, "--idle-w", help="host idle power, W")):
+    """Measure this host (GEMM FLOP/s, memory bandwidth, RNG rate) and write a `host` device profile
+    for `fleet.devices_file`."""
+    import yaml
+
+    from simulator.calibrate import host_profile
+
+    if not 0 <= idle_w <= active_w:
+        fail_input(f"--idle-w: must be between 0 and --active-w ({active_w:g}), got {idle_w:g}")
+    profile = host_profile(active_w, idle_w)
+    entry = profile.model_dump(exclude={"name"})
+    try:
+        out_file.write_text(yaml.safe_dump({"devices": {"host": entry}}, sort_keys=False))
+    except OSError as exc:
+        fail_input(f"{out_file}: cannot write: {exc.strerror}")
+    out.print(f"host: GEMM {profile.flops['fp32'] / 1e9:,.1f} GFLOP/s, memory {profile.mem_bandwidth / 1e9:,.1f} GB/s, "
+              f"RNG {profile.rng_flops / 1e9:,.2f} GFLOP-eq/s, usable memory {profile.memory_bytes / 1e9:,.1f} GB")
+    out.print(f"wrote {out_file} (use it with fleet.devices_file and a group `device: host`)")
+
+
 def main() -> None:
     try:
         app()

@@ -52,7 +52,8 @@ def measure(overrides: list[str], host) -> dict:
 
 def main() -> None:
     host = host_profile()
-    print(f"host: {torch.get_num_threads()} threads, GEMM {host.flops['fp32'] / 1e9:.1f} GFLOP/s, "
+    print(f"host: {torch.get_num_threads()} threads, transformer layer {host.flops['fp32'] / 1e9:.1f} GFLOP/s "
+          f"(bare GEMM {host.sources['flops'].rsplit(': ', 1)[-1]}), "
           f"memory {host.mem_bandwidth / 1e9:.1f} GB/s, RNG {host.rng_flops / 30 / 1e6:.0f} M numbers/s")
     results = {"host": host.model_dump(), "cases": {}}
     for label, overrides in CASES:

@@ -1,9 +1,13 @@
 """Measure this host and describe it as a device profile, so the cost model can be checked against
 real time: ``bench/calibration.py`` predicts MiniLM ZO steps on the ``host`` profile and times them.
 
-What is measured (torch, at the thread count torch is using; see ``host_clock``): dense GEMM FLOP/s at the shapes of a
-MiniLM-sized transformer layer (tokens x 384 x 1536), streaming memory bandwidth (a large tensor
-copy: read + write), and the Gaussian random-number rate (``rng_flops``: numbers/s in the
+What is measured (torch, at the thread count torch is using; see ``host_clock``): dense GEMM
+FLOP/s at the shapes of a MiniLM-sized transformer layer (tokens x 384 x 1536); the sustained
+FLOP/s of a whole transformers ``BertLayer`` at those shapes (FLOPs counted by
+``FlopCounterMode`` as ``algorithms`` counts them, so softmax, layer norm and GELU time is in the
+rate - the same meaning as the catalog's "sustained FLOP/s for dense transformer work", and the
+profile's ``flops``); streaming memory bandwidth (a large tensor copy: read + write); and the
+Gaussian random-number rate (``rng_flops``: numbers/s in the
 FLOP-equivalents ``algorithms.work`` counts). Power cannot be measured from user space portably:
 the profile carries stated placeholders to replace with the host's own figures.
 """
@@ -52,6 +56,21 @@ def gemm_flops(tokens: int = 768, repeats: int = 5) -> float:
     return flops / _best_seconds(run, repeats)
 
 
+def transformer_flops(batch: int = 16, tokens: int = 48, repeats: int = 5) -> float:
+    """FLOP/s of one MiniLM-sized BERT encoder layer forward, FLOPs counted as the model's are."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import BertConfig
+    from transformers.models.bert.modeling_bert import BertLayer
+
+    layer = BertLayer(BertConfig(hidden_size=HIDDEN, num_attention_heads=12, intermediate_size=FFN,
+                                 attn_implementation="sdpa")).eval()
+    x = torch.randn(batch, tokens, HIDDEN)
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as counter:
+            layer(x)
+        return counter.get_total_flops() / _best_seconds(lambda: layer(x), repeats)
+
+
 def memory_bandwidth(mbytes: int = 256, repeats: int = 5) -> float:
     """Bytes/s of a large copy, counting the read and the write."""
     src = torch.ones(mbytes * 2**20 // 4)
@@ -75,7 +94,7 @@ def usable_memory_bytes() -> float:
 
 def host_profile(power_active_w: float = 65.0, power_idle_w: float = 10.0) -> DeviceProfile:
     threads = torch.get_num_threads()
-    flops, bandwidth, rng = gemm_flops(), memory_bandwidth(), rng_rate()
+    gemm, flops, bandwidth, rng = gemm_flops(), transformer_flops(), memory_bandwidth(), rng_rate()
     where = f"measured by `edgefed calibrate` on {platform.node()} ({platform.processor() or platform.machine()}, " \
             f"torch {torch.__version__}, {threads} threads)"
     return DeviceProfile(
@@ -83,7 +102,8 @@ def host_profile(power_active_w: float = 65.0, power_idle_w: float = 10.0) -> De
         flops={"fp32": flops}, mem_bandwidth=bandwidth, memory_bytes=usable_memory_bytes(),
         power_active_w=power_active_w, power_idle_w=power_idle_w, default_link="ethernet",
         rng_flops=rng * RNG_FLOPS_PER_NUMBER["gaussian"],
-        sources={"flops": f"{where}: best of 5 GEMMs at {HIDDEN}/{FFN} x 768 tokens",
+        sources={"flops": f"{where}: BERT layer forward ({HIDDEN}/{FFN}, 16 x 48 tokens), best of 5; "
+                          f"bare GEMMs at these shapes: {gemm / 1e9:.1f} GFLOP/s",
                  "mem_bandwidth": f"{where}: 256 MiB copy, read + write",
                  "rng_flops": f"{where}: {rng / 1e6:.0f} M Gaussian numbers/s x {RNG_FLOPS_PER_NUMBER['gaussian']:g}",
                  "memory_bytes": "80% of physical memory (os.sysconf)",

@@ -116,13 +116,14 @@ def devices(scenario_file: Optional[Path] = typer.Option(None, "--scenario", hel
     from devices.profile import default_catalog
 
     catalog = default_catalog()
-    peak = None
+    profiles, peak = catalog.devices, None
     if scenario_file is not None:
         from simulator.runner import build_learning
         from simulator.scenario import ScenarioError, load_scenario
         try:
             scenario, base = load_scenario(scenario_file)
             peak = build_learning(scenario, base).peak_memory_bytes()
+            profiles = scenario.fleet.profiles()[0]  # the catalog plus the scenario's own devices
         except ScenarioError as exc:
             fail_input(str(exc))
     if as_json:
@@ -135,7 +136,7 @@ def devices(scenario_file: Optional[Path] = typer.Option(None, "--scenario", hel
         table.add_column(col, no_wrap=col == "id")
     if peak:
         table.add_column("can run")
-    for key, d in catalog.devices.items():
+    for key, d in profiles.items():
         row = [key, d.device_class, f"{d.flops['fp32'] / 1e9:,.0f}", f"{d.mem_bandwidth / 1e9:,.1f}",
                f"{d.memory_bytes / 1e9:.1f}", f"{d.power_active_w:g}", f"{d.power_idle_w:g}", d.default_link]
         if peak:

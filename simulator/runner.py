@@ -40,7 +40,7 @@ def build_fleet(scenario: Scenario, base: Path = Path(".")) -> list[Client]:
         link = links[group.link or device.default_link]
         for _ in range(group.count):
             cid = len(clients)
-            up, down = trace.get(cid, (link.up_mbps * factors[cid, 0], link.down_mbps * factors[cid, 1]))
+            up, down = trace.get(cid, (float(link.up_mbps * factors[cid, 0]), float(link.down_mbps * factors[cid, 1])))
             own = link if (up, down) == (link.up_mbps, link.down_mbps) else link.model_copy(
                 update={"up_mbps": up, "down_mbps": down})
             clients.append(Client(cid, group.device, device, own, cell=group.cell))

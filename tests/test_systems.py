@@ -194,3 +194,14 @@ def test_dropout_mid_upload_leaves_the_aggregate_unchanged_and_charges_the_work(
     got = cut.algo.trainable.snapshot()
     assert all(torch.equal(a, b) for a, b in zip(got, expected.trainable.snapshot()))
     assert not all(torch.equal(a, b) for a, b in zip(got, everyone.algo.trainable.snapshot()))
+
+
+def test_link_variability_is_lognormal_around_the_catalog_median(tiny_dict):
+    from simulator.runner import build_fleet
+    from simulator.scenario import Scenario
+    tiny_dict["fleet"]["groups"] = [{"device": "pixel-7a", "count": 400, "link": "lte"}]
+    tiny_dict["fleet"]["network"] = {"variability": {"kind": "lognormal", "sigma": 0.5}}
+    ups = [c.link.up_mbps for c in build_fleet(Scenario.model_validate(tiny_dict))]
+    assert all(type(u) is float for u in ups)  # plain floats: simulated times stay plain in the CSVs
+    assert sorted(ups)[200] == pytest.approx(5.74, rel=0.1)  # the catalog's LTE median
+    assert len(set(ups)) == 400

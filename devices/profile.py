@@ -30,6 +30,9 @@ class DeviceProfile(BaseModel):
     power_active_w: PositiveFloat = Field(description="device power while computing, W")
     power_idle_w: NonNegativeFloat = Field(description="device power while waiting, W")
     battery_wh: PositiveFloat | None = Field(default=None, description="battery capacity, Wh")
+    rng_flops: PositiveFloat | None = Field(
+        default=None, description="FLOP-equivalent rate of random-number generation (measured by "
+        "`edgefed calibrate`); None: the dtype's FLOP/s")
     default_link: str = "wifi"
     sources: dict[str, str] = Field(default_factory=dict, description="field -> citation")
 
@@ -68,6 +71,7 @@ class LinkProfile(BaseModel):
     tail_s: NonNegativeFloat = 0.0
     tail_w: NonNegativeFloat = 0.0
     idle_w: NonNegativeFloat = 0.0
+    loss: float = Field(0.0, ge=0.0, lt=1.0, description="packet loss rate: goodput is (1 - loss) x rate")
     sources: dict[str, str] = Field(default_factory=dict)
 
 

@@ -116,13 +116,14 @@ def devices(scenario_file: Optional[Path] = typer.Option(None, "--scenario", hel
     from devices.profile import default_catalog
 
     catalog = default_catalog()
-    peak = None
+    profiles, peak = catalog.devices, None
     if scenario_file is not None:
         from simulator.runner import build_learning
         from simulator.scenario import ScenarioError, load_scenario
         try:
             scenario, base = load_scenario(scenario_file)
             peak = build_learning(scenario, base).peak_memory_bytes()
+            profiles = scenario.fleet.profiles()[0]  # the catalog plus the scenario's own devices
         except ScenarioError as exc:
             fail_input(str(exc))
     if as_json:
@@ -135,7 +136,7 @@ def devices(scenario_file: Optional[Path] = typer.Option(None, "--scenario", hel
         table.add_column(col, no_wrap=col == "id")
     if peak:
         table.add_column("can run")
-    for key, d in catalog.devices.items():
+    for key, d in profiles.items():
         row = [key, d.device_class, f"{d.flops['fp32'] / 1e9:,.0f}", f"{d.mem_bandwidth / 1e9:,.1f}",
                f"{d.memory_bytes / 1e9:.1f}", f"{d.power_active_w:g}", f"{d.power_idle_w:g}", d.default_link]
         if peak:
@@ -151,6 +152,29 @@ def devices(scenario_file: Optional[Path] = typer.Option(None, "--scenario", hel
         links.add_row(key, f"{l.up_mbps:g}", f"{l.down_mbps:g}", f"{l.latency_s * 1e3:g}",
                       f"{up_w:.2f} / {down_w:.2f}", f"{l.tail_s:g} @ {l.tail_w:g}")
     out.print(links)
+
+
+@app.command()
+def calibrate(out_file: Path = typer.Option(Path("host.yaml"), "--out", help="device profile YAML to write"),
+              active_w: float = typer.Option(65.0, "--active-w", help="host power under load, W (not measurable here)"),
+              idle_w: float = typer.Option(10.0, "--idle-w", help="host idle power, W")):
+    """Measure this host (GEMM FLOP/s, memory bandwidth, RNG rate) and write a `host` device profile
+    for `fleet.devices_file`."""
+    import yaml
+
+    from simulator.calibrate import host_profile
+
+    if not 0 <= idle_w <= active_w:
+        fail_input(f"--idle-w: must be between 0 and --active-w ({active_w:g}), got {idle_w:g}")
+    profile = host_profile(active_w, idle_w)
+    entry = profile.model_dump(exclude={"name"})
+    try:
+        out_file.write_text(yaml.safe_dump({"devices": {"host": entry}}, sort_keys=False))
+    except OSError as exc:
+        fail_input(f"{out_file}: cannot write: {exc.strerror}")
+    out.print(f"host: GEMM {profile.flops['fp32'] / 1e9:,.1f} GFLOP/s, memory {profile.mem_bandwidth / 1e9:,.1f} GB/s, "
+              f"RNG {profile.rng_flops / 1e9:,.2f} GFLOP-eq/s, usable memory {profile.memory_bytes / 1e9:,.1f} GB")
+    out.print(f"wrote {out_file} (use it with fleet.devices_file and a group `device: host`)")
 
 
 def main() -> None:

@@ -1,6 +1,8 @@
 """Counted work -> seconds on a device: a roofline per op class (DESIGN section 6).
 
-``time = sum over op classes of max(flops / sustained FLOP/s, bytes / memory bandwidth)``.
+``time = sum over op classes of max(flops / sustained FLOP/s, bytes / memory bandwidth)``; random
+numbers run at the device's own measured ``rng_flops`` where it has one (a CPU's RNG is far slower
+than its GEMM rate suggests).
 """
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ from devices.profile import DeviceProfile
 
 def compute_seconds(work: Work, device: DeviceProfile, dtype: str = "fp32") -> float:
     peak = device.peak_flops(dtype)
-    return sum(max(op.flops / peak, op.bytes / device.mem_bandwidth) for op in work.ops.values())
+    rates = {"rng": device.rng_flops or peak}
+    return sum(max(op.flops / rates.get(kind, peak), op.bytes / device.mem_bandwidth)
+               for kind, op in work.ops.items())
 
 
 def fits_in_memory(peak_bytes: int, device: DeviceProfile) -> bool:

@@ -1,10 +1,12 @@
 """Energy: device power per phase and the radio model of Huang et al. (MobiSys 2012).
 
-A transfer of ``b`` bytes at ``r`` Mbps after the radio was idle longer than its tail pays a
-promotion (``promotion_s`` at ``promotion_w``), then ``latency_s + 8 b / (r 1e6)`` seconds at
-``power_base_w + alpha * r`` (alpha per direction), then a tail (``tail_s`` at ``tail_w``) that a
-following transfer cuts short. The device's own baseline power (``power_idle_w``) is charged
-whenever it is not computing, so the total is baseline + radio + compute increment.
+Radio power is ``power_base_w + alpha * throughput`` (alpha per direction), so a transfer that is
+active for ``T`` seconds (latency + serialisation) and moves ``b`` bytes costs
+``power_base_w * T + alpha * 8 b / 1e6`` whatever its rate did meanwhile - exact under shared-link
+contention too. After the radio was idle longer than its tail it first pays a promotion
+(``promotion_s`` at ``promotion_w``); after the transfer a tail (``tail_s`` at ``tail_w``) runs
+until a following transfer cuts it short. Bytes lost on the link (``loss``) are sent again. The
+device's own baseline power (``power_idle_w``) is charged whenever it is not computing, so the total is baseline + radio + compute increment.
 """
 from __future__ import annotations
 
@@ -22,10 +24,16 @@ class TransferCost:
 def transfer_cost(link: LinkProfile, nbytes: int, direction: str, promote: bool, mbps: float | None = None) -> TransferCost:
     """Time and radio energy of one transfer on a dedicated link (no contention)."""
     rate = mbps if mbps is not None else (link.up_mbps if direction == "up" else link.down_mbps)
-    alpha = link.power_up_w_per_mbps if direction == "up" else link.power_down_w_per_mbps
-    active_s = link.latency_s + 8.0 * nbytes / (rate * 1e6)
+    active_s = link.latency_s + 8.0 * nbytes / (rate * 1e6 * (1.0 - link.loss))
     promo_s = link.promotion_s if promote else 0.0
-    return TransferCost(promo_s + active_s, promo_s * link.promotion_w + active_s * (link.power_base_w + alpha * rate))
+    return TransferCost(promo_s + active_s, radio_energy(link, direction, promote, active_s, nbytes))
+
+
+def radio_energy(link: LinkProfile, direction: str, promote: bool, active_s: float, nbytes: float) -> float:
+    """Promotion + ``active_s`` at base power + the throughput term for the bytes put on the air."""
+    alpha = link.power_up_w_per_mbps if direction == "up" else link.power_down_w_per_mbps
+    promo_j = link.promotion_s * link.promotion_w if promote else 0.0
+    return promo_j + active_s * link.power_base_w + alpha * 8.0 * nbytes / 1e6 / (1.0 - link.loss)
 
 
 def tail_energy(link: LinkProfile, gap_s: float | None) -> float:

@@ -2,13 +2,17 @@
 
 Per round (DESIGN section 7): the server selects clients; the *learning* of every selected client
 runs for real on the host first, in a fixed order and in zero simulated time; then SimPy plays the
-systems side - each client process downloads over its link, computes for the time its counted
-work takes on its device, and uploads. The server waits for all uploads or the deadline;
-whatever arrived in time is aggregated, the rest is charged but dropped. Processes are plain
-generators, as in SimPy's own examples.
+systems side - each client process downloads over the network (``simulator.network``: links
+shared by processor sharing), computes for the time its counted work takes on its device (times a
+straggler slowdown), and uploads. The server waits for all uploads, the deadline, or (with
+over-selection) the first ``clients_per_round`` arrivals; whatever arrived in time is aggregated,
+the rest is charged but not aggregated (``late``). A device that goes off or runs its battery
+empty mid-round is ``dropped``: the work it got through is charged. Processes are plain generators,
+as in SimPy's own examples.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -18,9 +22,11 @@ import simpy
 from algorithms.base import Algorithm, evaluate
 from algorithms.message import Message
 from algorithms.work import Work
+from devices.availability import Availability, AvailabilitySpec, StragglerSpec, slowdown
 from devices.profile import DeviceProfile, LinkProfile
 from simulator.costs import compute_seconds
-from simulator.energy import needs_promotion, tail_energy, transfer_cost
+from simulator.energy import needs_promotion, radio_energy, tail_energy, transfer_cost
+from simulator.network import Network, Transfer, build_topology
 
 
 @dataclass
@@ -31,6 +37,7 @@ class Client:
     link: LinkProfile
     eligible: bool = True
     note: str = ""
+    cell: str | None = None
 
 
 @dataclass
@@ -87,8 +94,13 @@ class RoundRecord:
     host_seconds: float
 
 
+class BatteryEmpty(Exception):
+    """A device's battery share ran out mid-phase."""
+
+
 class Engine:
-    def __init__(self, algorithm: Algorithm, clients: list[Client], rounds_cfg, seed: int, dtype: str = "fp32"):
+    def __init__(self, algorithm: Algorithm, clients: list[Client], rounds_cfg, seed: int, dtype: str = "fp32",
+                 fleet_cfg=None, availability: Availability | None = None):
         self.algo = algorithm
         self.clients = clients
         self.cfg = rounds_cfg
@@ -97,65 +109,162 @@ class Engine:
         self.env = simpy.Environment()
         self.last_sync: dict[int, int | None] = {c.id: None for c in clients}
         self.round = 0
+        cells = fleet_cfg.network.cells if fleet_cfg is not None else {}
+        self.net = Network(self.env, build_topology(clients, cells))
+        self.avail = availability or Availability(AvailabilitySpec(), len(clients), seed)
+        self.stragglers = fleet_cfg.stragglers if fleet_cfg is not None else StragglerSpec()
+        fraction = fleet_cfg.battery_fraction if fleet_cfg is not None else None
+        self.charge_j: dict[int, float] = {c.id: c.device.battery_wh * 3600.0 * fraction for c in clients
+                                           if fraction is not None and c.device.battery_wh is not None}
+        self.reference: Job | None = None  # a recent job, for resource-aware time estimates
+        self._arrivals: list[ClientRecord] = []
+        self._enough: simpy.Event | None = None
+        self._need = 0
 
     # -- selection -----------------------------------------------------------------------
-    def select(self, round: int) -> list[int]:
-        eligible = [c.id for c in self.clients if c.eligible]
+    def usable(self, client: Client) -> bool:
+        return client.eligible and self.charge_j.get(client.id, 1.0) > 0
+
+    def select(self, round: int, available: list[int] | None = None) -> list[int]:
+        """Client ids for ``round`` among ``available`` (default: every usable device)."""
+        if available is None:
+            available = [c.id for c in self.clients if self.usable(c)]
         rng = np.random.default_rng([self.seed, 3, round])
-        k = min(self.cfg.clients_per_round, len(eligible))
-        return sorted(rng.choice(eligible, size=k, replace=False).tolist())
+        k = min(self.cfg.clients_per_round, len(available))
+        if self.cfg.selection == "overselect":
+            k = min(math.ceil(self.cfg.clients_per_round * self.cfg.overselect), len(available))
+        if self.cfg.selection == "resource_aware" and self.reference is not None:
+            return self._select_in_time(available, k, rng)
+        return sorted(rng.choice(available, size=k, replace=False).tolist())
+
+    def _select_in_time(self, available: list[int], k: int, rng) -> list[int]:
+        """Uniform among devices expected to finish by the deadline; fill up with the fastest.
+        Without a deadline: the k fastest (ties broken at random)."""
+        order = rng.permutation(available).tolist()
+        expected = {cid: self.expected_seconds(self.clients[cid]) for cid in order}
+        deadline = self.cfg.deadline_s if self.cfg.deadline_s is not None else -math.inf
+        in_time = [cid for cid in order if expected[cid] <= deadline]
+        rest = sorted((cid for cid in order if expected[cid] > deadline), key=expected.__getitem__)
+        return sorted((in_time[:k] + rest)[:k])
+
+    def expected_seconds(self, client: Client) -> float:
+        """Download + compute + upload of the reference job on a dedicated link (no contention)."""
+        link, job = client.link, self.reference
+        down = transfer_cost(link, job.download.nbytes, "down", needs_promotion(link, None)).seconds
+        compute = compute_seconds(job.work, client.device, self.dtype)
+        up = transfer_cost(link, job.upload.nbytes, "up", needs_promotion(link, compute)).seconds
+        return down + compute + up
+
+    def _available_now(self, round: int):
+        """Generator: wait until some usable device is on; returns their ids (None: never again)."""
+        attempt = 0
+        while True:
+            usable = [c.id for c in self.clients if self.usable(c)]
+            on = [cid for cid in usable if self.avail.is_on(cid, self.env.now, (round, attempt))]
+            if on:
+                return on
+            upcoming = [t for t in (self.avail.next_on(cid, self.env.now) for cid in usable) if t is not None]
+            if not upcoming:
+                return None
+            yield self.env.timeout(min(upcoming) - self.env.now or self.avail.spec.retry_s)
+            attempt += 1
 
     # -- one client's systems timeline -----------------------------------------------------
-    def client_process(self, client: Client, job: Job, rec: ClientRecord):
+    def client_process(self, client: Client, job: Job, rec: ClientRecord, slow: float = 1.0):
         env, link = self.env, client.link
-        compute_s = compute_seconds(job.work, client.device, self.dtype)
-        phase, phase_start, phase_len = "download", env.now, 0.0
+        compute_s = compute_seconds(job.work, client.device, self.dtype) * slow
+        phase, phase_start, transfer, promote = "download", env.now, None, needs_promotion(link, None)
         try:
-            down = transfer_cost(link, job.download.nbytes, "down", needs_promotion(link, None))
-            phase, phase_start, phase_len = "download", env.now, down.seconds
-            yield env.timeout(down.seconds)
-            rec.download_s, rec.bytes_down, rec.energy_radio_j = down.seconds, job.download.nbytes, down.radio_j
+            transfer = self.net.start(client.id, job.download.nbytes, "down", link.promotion_s * promote)
+            yield from self._powered(transfer.done, client, rec, self._transfer_power(client, "down"))
+            rec.download_s, rec.bytes_down = env.now - phase_start, job.download.nbytes
+            rec.energy_radio_j = self._radio_j(client, transfer, "down", promote)
 
-            phase, phase_start, phase_len = "compute", env.now, compute_s
-            yield env.timeout(compute_s)
+            phase, phase_start = "compute", env.now
+            yield from self._powered(env.timeout(compute_s), client, rec, client.device.power_active_w + link.tail_w)
             rec.compute_s, rec.flops = compute_s, job.work.flops
             rec.energy_compute_j = compute_s * client.device.power_active_w
             rec.energy_radio_j += tail_energy(link, compute_s)  # download tail, cut by the upload
 
-            up = transfer_cost(link, job.upload.nbytes, "up", needs_promotion(link, compute_s))
-            phase, phase_start, phase_len = "upload", env.now, up.seconds
-            yield env.timeout(up.seconds)
-            rec.upload_s, rec.bytes_up = up.seconds, job.upload.nbytes
-            rec.energy_radio_j += up.radio_j + tail_energy(link, None)
+            promote = needs_promotion(link, compute_s)
+            phase, phase_start = "upload", env.now
+            transfer = self.net.start(client.id, job.upload.nbytes, "up", link.promotion_s * promote)
+            yield from self._powered(transfer.done, client, rec, self._transfer_power(client, "up"))
+            rec.upload_s, rec.bytes_up = env.now - phase_start, job.upload.nbytes
+            rec.energy_radio_j += self._radio_j(client, transfer, "up", promote) + tail_energy(link, None)
             rec.finished_at = env.now
-        except simpy.Interrupt as stop:
-            self._charge_partial(client, job, rec, phase, env.now - phase_start, phase_len, str(stop.cause))
+            self._arrived(rec)
+        except (simpy.Interrupt, BatteryEmpty) as stop:
+            rec.status = "dropped" if isinstance(stop, BatteryEmpty) else str(stop.cause)
+            rec.note = "battery empty" if isinstance(stop, BatteryEmpty) else rec.note
+            self._charge_partial(client, job, rec, phase, env.now - phase_start, compute_s, transfer, promote)
 
-    def _charge_partial(self, client, job, rec, phase, elapsed, length, status):
-        """A client cut off mid-phase: charge the fraction of that phase it got through."""
-        rec.status = status
-        frac = 0.0 if length <= 0 else min(1.0, elapsed / length)
+    def _charge_partial(self, client, job, rec, phase, elapsed, compute_s, transfer: Transfer, promote: bool):
+        """A client cut off mid-phase: charge what it got through of that phase."""
         link = client.link
-        if phase == "download":
-            cost = transfer_cost(link, job.download.nbytes, "down", needs_promotion(link, None))
-            rec.download_s, rec.bytes_down = elapsed, int(job.download.nbytes * frac)
-            rec.energy_radio_j = cost.radio_j * frac + tail_energy(link, None)
-        elif phase == "compute":
-            rec.compute_s, rec.flops = elapsed, job.work.flops * frac
+        if phase == "compute":
+            rec.compute_s, rec.flops = elapsed, job.work.flops * (elapsed / compute_s if compute_s else 0.0)
             rec.energy_compute_j = elapsed * client.device.power_active_w
             rec.energy_radio_j += tail_energy(link, elapsed)
         else:
-            cost = transfer_cost(link, job.upload.nbytes, "up", needs_promotion(link, rec.compute_s))
-            rec.upload_s, rec.bytes_up = elapsed, int(job.upload.nbytes * frac)
-            rec.energy_radio_j += cost.radio_j * frac + tail_energy(link, None)
+            self.net.cancel(transfer)
+            radio = self._radio_j(client, transfer, "down" if phase == "download" else "up", promote)
+            if phase == "download":
+                rec.download_s, rec.bytes_down, rec.energy_radio_j = elapsed, int(transfer.sent / 8), radio
+            else:
+                rec.upload_s, rec.bytes_up = elapsed, int(transfer.sent / 8)
+                rec.energy_radio_j += radio
+            rec.energy_radio_j += tail_energy(link, None)
         rec.finished_at = self.env.now
+
+    def _radio_j(self, client: Client, transfer: Transfer, direction: str, promote: bool) -> float:
+        """Radio energy of a transfer so far: promotion (or the part of it elapsed), then the
+        Huang et al. power integrated over the bytes actually sent."""
+        link = client.link
+        elapsed = self.env.now - transfer.started
+        promo_s = link.promotion_s if promote else 0.0
+        active_s = max(0.0, elapsed - promo_s)
+        return min(elapsed, promo_s) * link.promotion_w + radio_energy(link, direction, False, active_s,
+                                                                        transfer.sent / 8)
+
+    def _transfer_power(self, client: Client, direction: str) -> float:
+        """An upper bound on device + radio power during a transfer (at the link's full rate)."""
+        link = client.link
+        rate, alpha = ((link.up_mbps, link.power_up_w_per_mbps) if direction == "up"
+                       else (link.down_mbps, link.power_down_w_per_mbps))
+        return client.device.power_idle_w + max(link.promotion_w, link.power_base_w + alpha * rate)
+
+    def _powered(self, event: simpy.Event, client: Client, rec: ClientRecord, power_w: float):
+        """Wait for ``event`` unless the battery share runs out first (at ``power_w``, an upper bound)."""
+        if client.id not in self.charge_j:
+            yield event
+            return
+        spent = rec.energy_j + client.device.power_idle_w * (rec.download_s + rec.upload_s)
+        left_s = max(0.0, self.charge_j[client.id] - spent) / power_w
+        result = yield event | self.env.timeout(left_s)
+        if event not in result:
+            raise BatteryEmpty
+
+    def _arrived(self, rec: ClientRecord) -> None:
+        self._arrivals.append(rec)
+        if self._enough is not None and len(self._arrivals) == self._need:
+            self._enough.succeed()
+
+    def _watch(self, proc: simpy.Process, after_s: float):
+        """Interrupt a client that goes off (availability window ends or it fails) mid-round."""
+        yield self.env.timeout(after_s)
+        if proc.is_alive:
+            proc.interrupt("dropped")
 
     # -- the server ----------------------------------------------------------------------
     def run_round(self, round: int, evaluate_now: bool):
         """Generator: one synchronous round; returns (RoundRecord, [ClientRecord])."""
         env, algo = self.env, self.algo
+        available = yield from self._available_now(round)
+        if available is None:
+            return None  # no device will ever be on again
         host_start = time.perf_counter()
-        selected = self.select(round)
+        selected = self.select(round, available)
         algo.configure_round(round, selected)
         jobs: dict[int, Job] = {}
         for cid in selected:  # the real learning, in a fixed order, in zero simulated time
@@ -163,22 +272,33 @@ class Engine:
             up, work = algo.client_update(cid, round)
             jobs[cid] = Job(down, replay_work.merge(work), up)
         host_learning = time.perf_counter() - host_start
+        self.reference = jobs[selected[len(selected) // 2]]
 
         start = env.now
         records = {cid: ClientRecord(round, cid, self.clients[cid].device_name,
                                      peak_memory_bytes=jobs[cid].work.peak_memory_bytes) for cid in selected}
-        procs = {cid: env.process(self.client_process(self.clients[cid], jobs[cid], records[cid]))
-                 for cid in selected}
-        everyone = env.all_of(list(procs.values()))
+        self._arrivals, self._need = [], min(self.cfg.clients_per_round, len(selected))
+        self._enough = env.event() if self.cfg.selection == "overselect" else None
+        procs = {}
+        for cid in selected:
+            slow = slowdown(self.stragglers, self.seed, cid, round)
+            procs[cid] = env.process(self.client_process(self.clients[cid], jobs[cid], records[cid], slow))
+            off = self.avail.off_at(cid, env.now, round)
+            if off < math.inf:
+                env.process(self._watch(procs[cid], off - env.now))
+        wait = env.all_of(list(procs.values()))
+        if self._enough is not None:
+            wait = wait | self._enough
         if self.cfg.deadline_s is not None:
-            yield everyone | env.timeout(self.cfg.deadline_s)
-        else:
-            yield everyone
+            wait = wait | env.timeout(self.cfg.deadline_s)
+        yield wait
         end = env.now
         for proc in procs.values():
             if proc.is_alive:
                 proc.interrupt("late")
         yield env.timeout(0)  # let the interrupted processes record what they got through
+        for rec in self._arrivals[self._need:] if self._enough is not None else []:
+            rec.status = "late"  # arrived together with the K-th but beyond K
 
         arrived = [cid for cid in selected if records[cid].status == "ok"]
         host_start = time.perf_counter()
@@ -191,6 +311,9 @@ class Engine:
             rec.idle_s = idle
             device = self.clients[rec.client].device
             rec.energy_idle_j = device.power_idle_w * (rec.download_s + rec.upload_s + idle)
+            if rec.client in self.charge_j:  # a device that ran empty stays off
+                left = 0.0 if rec.note == "battery empty" else self.charge_j[rec.client] - rec.energy_j
+                self.charge_j[rec.client] = max(0.0, left)
         accuracy = loss = None
         if evaluate_now:
             accuracy, loss = evaluate(algo.model, algo.data.test)
@@ -215,7 +338,7 @@ class Engine:
             for r in range(start_round, self.cfg.max + 1):
                 evaluate_now = r % self.cfg.eval_every == 0 or r == self.cfg.max
                 result = yield from self.run_round(r, evaluate_now)
-                if on_round(*result) is False:
+                if result is None or on_round(*result) is False:
                     return
         self.env.process(server())
         self.env.run()

@@ -16,8 +16,10 @@ from algorithms.fedkseed import FedKSeed
 from algorithms.fedspzo import FedSPZO
 from algorithms.fedzo import FedZO
 from algorithms.models import ModelLoadError, TaskModel, load_backbone
+from devices.availability import Availability, read_trace
 from simulator.costs import fits_in_memory
 from simulator.engine import Client, Engine, RoundRecord
+from simulator.network import link_factors, read_link_trace
 from simulator.results import RunWriter, summarize
 from simulator.scenario import Scenario, ScenarioError, resolve_path, scenario_dict
 
@@ -25,15 +27,39 @@ ALGORITHMS = {"decomfl": DeComFL, "fedspzo": FedSPZO, "fedkseed": FedKSeed, "fed
 RUN_FILES = ("scenario.yaml", "rounds.csv", "clients.csv", "summary.json")
 
 
-def build_fleet(scenario: Scenario) -> list[Client]:
+def build_fleet(scenario: Scenario, base: Path = Path(".")) -> list[Client]:
+    """One client per device, its link's bandwidth scaled by the fleet's per-device variability."""
     devices, links = scenario.fleet.profiles()
+    variability = scenario.fleet.network.variability
+    factors = link_factors(scenario.fleet.size, variability, scenario.seed)
+    trace = {}
+    if variability.kind == "trace":
+        try:
+            trace = read_link_trace(resolve_path(base, variability.file))
+        except ValueError as exc:
+            raise ScenarioError(f"fleet.network.variability.file: {exc}") from None
     clients = []
     for group in scenario.fleet.groups:
         device = devices[group.device]
         link = links[group.link or device.default_link]
         for _ in range(group.count):
-            clients.append(Client(len(clients), group.device, device, link))
+            cid = len(clients)
+            up, down = trace.get(cid, (float(link.up_mbps * factors[cid, 0]), float(link.down_mbps * factors[cid, 1])))
+            own = link if (up, down) == (link.up_mbps, link.down_mbps) else link.model_copy(
+                update={"up_mbps": up, "down_mbps": down})
+            clients.append(Client(cid, group.device, device, own, cell=group.cell))
     return clients
+
+
+def build_availability(scenario: Scenario, base: Path) -> Availability:
+    spec = scenario.fleet.availability
+    trace = None
+    if spec.kind == "trace":
+        try:
+            trace = read_trace(resolve_path(base, spec.file))
+        except ValueError as exc:
+            raise ScenarioError(f"fleet.availability.file: {exc}") from None
+    return Availability(spec, scenario.fleet.size, scenario.seed, trace)
 
 
 def build_learning(scenario: Scenario, base: Path):
@@ -128,12 +154,13 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress=None) -
     writer.write_scenario(scenario_dict(scenario), versions())
     algorithm = build_learning(scenario, base)
     fit_to_fleet(algorithm, scenario)
-    clients = build_fleet(scenario)
+    clients = build_fleet(scenario, base)
     excluded = mark_memory_exclusions(clients, algorithm.peak_memory_bytes())
     if not any(c.eligible for c in clients):
         need = algorithm.peak_memory_bytes() / 1e9
         raise ScenarioError(f"fleet: no device can hold this method's peak memory ({need:.2f} GB)")
-    engine = Engine(algorithm, clients, scenario.rounds, scenario.seed, scenario.model.dtype)
+    engine = Engine(algorithm, clients, scenario.rounds, scenario.seed, scenario.model.dtype, scenario.fleet,
+                    build_availability(scenario, base))
     accuracy, loss = evaluate(algorithm.model, algorithm.data.test)
     writer.add_round(RoundRecord(0, 0.0, accuracy, loss, 0, 0, 0, 0, 0, 0.0, 0.0,
                                  time.perf_counter() - wall_start), engine.excluded_records())

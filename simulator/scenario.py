@@ -13,7 +13,9 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError,
                       model_validator)
 
+from devices.availability import AvailabilitySpec, StragglerSpec
 from devices.profile import DeviceProfile, LinkProfile, default_catalog
+from simulator.network import NetworkSpec
 
 
 class ScenarioError(ValueError):
@@ -112,6 +114,7 @@ class FleetGroup(Strict):
     device: str
     count: PositiveInt = 1
     link: str | None = Field(None, description="link name; default: the device's default link")
+    cell: str | None = Field(None, description="fleet.network.cells name whose backhaul it shares")
 
 
 class FleetSpec(Strict):
@@ -119,6 +122,13 @@ class FleetSpec(Strict):
     devices: dict[str, DeviceProfile] = Field(default_factory=dict,
                                               description="extra device profiles (or overrides of catalog ones)")
     links: dict[str, LinkProfile] = Field(default_factory=dict, description="extra link profiles")
+    devices_file: str | None = Field(None, description="YAML with a `devices:` mapping (e.g. from "
+                                     "`edgefed calibrate`), merged under `devices`")
+    network: NetworkSpec = NetworkSpec()
+    availability: AvailabilitySpec = AvailabilitySpec()
+    stragglers: StragglerSpec = StragglerSpec()
+    battery_fraction: float | None = Field(None, gt=0.0, le=1.0, description="share of each battery "
+                                           "the owner gives to training; None: batteries are ignored")
 
     @model_validator(mode="before")
     @classmethod
@@ -142,6 +152,9 @@ class FleetSpec(Strict):
             link = group.link or devices[group.device].default_link
             if link not in links:
                 raise ValueError(f"groups.{i}.link: unknown link {link!r} (known: {', '.join(sorted(links))})")
+            if group.cell is not None and group.cell not in self.network.cells:
+                raise ValueError(f"groups.{i}.cell: unknown cell {group.cell!r} (known: "
+                                 f"{', '.join(sorted(self.network.cells)) or 'none in network.cells'})")
         return self
 
     def profiles(self) -> tuple[dict[str, DeviceProfile], dict[str, LinkProfile]]:
@@ -160,7 +173,10 @@ class RoundsSpec(Strict):
     deadline_s: PositiveFloat | None = None
     eval_every: PositiveInt = 1
     target_accuracy: float | None = Field(None, ge=0.0, le=1.0)
-    selection: Literal["uniform"] = "uniform"
+    selection: Literal["uniform", "overselect", "resource_aware"] = Field(
+        "uniform", description="overselect: pick clients_per_round x overselect, aggregate the first "
+        "clients_per_round to arrive; resource_aware: prefer devices expected to finish by the deadline")
+    overselect: float = Field(1.3, ge=1.0, description="over-commitment factor (FedScale's default 1.3)")
 
 
 class OutputSpec(Strict):
@@ -251,6 +267,8 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> tuple
         raise ScenarioError(f"{path}:{where} invalid YAML: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(raw, dict):
         raise ScenarioError(f"{path}: expected a mapping of scenario sections")
+    base = path.resolve().parent
+    _merge_devices_file(raw, base, path)
     for dotted, value in parse_overrides(overrides or []):
         try:
             set_dotted(raw, dotted, value)
@@ -262,12 +280,37 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> tuple
         scenario = Scenario.model_validate(raw)
     except ValidationError as exc:
         raise ScenarioError(f"{path}: {_format_error(exc)}") from None
-    base = path.resolve().parent
     for field in ("train", "test"):
         file = resolve_path(base, getattr(scenario.task.dataset, field))
         if not file.is_file():
             raise ScenarioError(f"{path}: task.dataset.{field}: file not found: {file}")
+    for dotted, value in (("fleet.availability.file", scenario.fleet.availability.file),
+                          ("fleet.network.variability.file", scenario.fleet.network.variability.file)):
+        if value is not None and not resolve_path(base, value).is_file():
+            raise ScenarioError(f"{path}: {dotted}: file not found: {resolve_path(base, value)}")
+    if scenario.fleet.availability.kind == "trace" and scenario.fleet.availability.file is None:
+        raise ScenarioError(f"{path}: fleet.availability.file: required when kind is trace")
+    if scenario.fleet.network.variability.kind == "trace" and scenario.fleet.network.variability.file is None:
+        raise ScenarioError(f"{path}: fleet.network.variability.file: required when kind is trace")
     return scenario, base
+
+
+def _merge_devices_file(raw: dict, base: Path, path: Path) -> None:
+    """``fleet.devices_file``: its ``devices:`` go under ``fleet.devices`` (inline entries win)."""
+    fleet = raw.get("fleet")
+    if not isinstance(fleet, dict) or not fleet.get("devices_file"):
+        return
+    file = resolve_path(base, str(fleet["devices_file"]))
+    try:
+        loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ScenarioError(f"{path}: fleet.devices_file: file not found: {file}") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ScenarioError(f"{path}: fleet.devices_file: cannot read {file}: {exc}") from None
+    if not isinstance(loaded, dict) or not isinstance(loaded.get("devices"), dict):
+        raise ScenarioError(f"{path}: fleet.devices_file: {file} has no `devices:` mapping")
+    inline = fleet.get("devices") if isinstance(fleet.get("devices"), dict) else {}
+    fleet["devices"] = {**loaded["devices"], **inline}
 
 
 def resolve_path(base: Path, value: str) -> Path:

@@ -1,0 +1,116 @@
+"""When devices can take part, when they fail mid-round, and how much slower than their profile
+they run (stragglers).
+
+Availability kinds (``AvailabilitySpec.kind``):
+- ``always``: every device is on.
+- ``bernoulli``: each device is on for a round with probability ``p``, drawn per (round, attempt).
+- ``diurnal``: each device is on for ``on_hours`` a day (e.g. charging overnight, the FLASH traces
+  FedScale uses: available while charging), starting at a per-device hour drawn uniformly.
+- ``trace``: a CSV ``client,start_s,end_s`` of on intervals in simulated seconds; a device with no
+  row is always on.
+On top of any kind, ``failures_per_hour`` makes devices fail while working (a Poisson process), so
+dropouts land in the middle of a transfer or a computation. Every draw derives from the scenario
+seed, so a run is deterministic.
+"""
+from __future__ import annotations
+
+import bisect
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat
+
+DAY_S = 86400.0
+
+
+class AvailabilitySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = Field("always", pattern="^(always|bernoulli|diurnal|trace)$")
+    p: float = Field(0.8, gt=0.0, le=1.0, description="bernoulli: probability a device is on for a round")
+    on_hours: float = Field(8.0, gt=0.0, le=24.0, description="diurnal: hours on per day")
+    file: str | None = Field(None, description="trace: CSV client,start_s,end_s of on intervals")
+    failures_per_hour: NonNegativeFloat = Field(0.0, description="rate of failures while working")
+    retry_s: PositiveFloat = Field(60.0, description="wait before selecting again when no device is on")
+
+
+class StragglerSpec(BaseModel):
+    """Compute time = profile time x slowdown; slowdown ~ lognormal(0, ``sigma``) per (round, client),
+    times ``factor`` with probability ``probability`` (a device busy with something else)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sigma: NonNegativeFloat = 0.0
+    probability: float = Field(0.0, ge=0.0, le=1.0)
+    factor: float = Field(4.0, ge=1.0)
+
+
+def read_trace(path: Path) -> dict[int, list[tuple[float, float]]]:
+    """On intervals per client, sorted; raises ValueError naming the file and line."""
+    out: dict[int, list[tuple[float, float]]] = {}
+    with path.open(newline="") as fh:
+        for line, row in enumerate(csv.DictReader(fh), start=2):
+            try:
+                start, end = float(row["start_s"]), float(row["end_s"])
+                if not 0 <= start < end:
+                    raise ValueError
+                out.setdefault(int(row["client"]), []).append((start, end))
+            except (KeyError, TypeError, ValueError):
+                raise ValueError(f"{path}: line {line}: expected client,start_s,end_s with 0 <= start_s < end_s") from None
+    return {c: sorted(v) for c, v in out.items()}
+
+
+class Availability:
+    """Answers, for a device at a simulated time, whether it is on and until when."""
+
+    def __init__(self, spec: AvailabilitySpec, num_clients: int, seed: int,
+                 trace: dict[int, list[tuple[float, float]]] | None = None):
+        self.spec, self.seed = spec, seed
+        self.trace = trace or {}
+        self.phase_s = np.random.default_rng([seed, 21]).uniform(0.0, DAY_S, num_clients)
+
+    def is_on(self, client: int, t: float, draw: tuple[int, int]) -> bool:
+        """``draw`` = (round, attempt) seeds the per-round Bernoulli coin."""
+        kind = self.spec.kind
+        if kind == "bernoulli":
+            return bool(np.random.default_rng([self.seed, 22, client, *draw]).random() < self.spec.p)
+        if kind == "diurnal":
+            return (t - self.phase_s[client]) % DAY_S < self.spec.on_hours * 3600.0
+        if kind == "trace" and client in self.trace:
+            return any(s <= t < e for s, e in self.trace[client])
+        return True
+
+    def off_at(self, client: int, t: float, round: int) -> float:
+        """When a device that is on at ``t`` goes off: its window ends or it fails."""
+        end = math.inf
+        if self.spec.kind == "diurnal":
+            end = t + self.spec.on_hours * 3600.0 - (t - self.phase_s[client]) % DAY_S
+        elif self.spec.kind == "trace" and client in self.trace:
+            end = next((e for s, e in self.trace[client] if s <= t < e), t)
+        if self.spec.failures_per_hour > 0:
+            rng = np.random.default_rng([self.seed, 23, client, round])
+            end = min(end, t + rng.exponential(3600.0 / self.spec.failures_per_hour))
+        return end
+
+    def next_on(self, client: int, t: float) -> float | None:
+        """The earliest time >= ``t`` a device may be on (None: never again)."""
+        if self.spec.kind == "diurnal":
+            into = (t - self.phase_s[client]) % DAY_S
+            return t if into < self.spec.on_hours * 3600.0 else t + DAY_S - into
+        if self.spec.kind == "trace" and client in self.trace:
+            intervals = self.trace[client]
+            i = bisect.bisect_right([s for s, _ in intervals], t)
+            if i and intervals[i - 1][1] > t:
+                return t
+            return intervals[i][0] if i < len(intervals) else None
+        return t
+
+
+def slowdown(spec: StragglerSpec, seed: int, client: int, round: int) -> float:
+    if spec.sigma == 0 and spec.probability == 0:
+        return 1.0
+    rng = np.random.default_rng([seed, 24, client, round])
+    factor = rng.lognormal(0.0, spec.sigma)
+    return factor * (spec.factor if rng.random() < spec.probability else 1.0)

@@ -105,7 +105,11 @@ class DeComFL(Algorithm):
         return super().peak_memory_bytes() + self.dirs.buffer_bytes
 
     def state(self):
-        return {"history": self.history}
+        steps, perts = self.cfg.local_steps, self.cfg.perturbations
+        return {"history_rounds": np.array([r for r, _, _ in self.history], dtype=np.int64),
+                "history_seeds": np.array([s for _, s, _ in self.history], dtype=SEED_DTYPE).reshape(-1, steps, perts),
+                "history_scalars": np.array([g for _, _, g in self.history], dtype=SCALAR_DTYPE).reshape(-1, steps, perts)}
 
     def load_state(self, state):
-        self.history = state["history"]
+        self.history = [(int(r), s.copy(), g.copy()) for r, s, g in
+                        zip(state["history_rounds"], state["history_seeds"], state["history_scalars"])]

@@ -9,6 +9,7 @@ generators, as in SimPy's own examples.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -21,6 +22,10 @@ from algorithms.work import Work
 from devices.profile import DeviceProfile, LinkProfile
 from simulator.costs import compute_seconds
 from simulator.energy import needs_promotion, tail_energy, transfer_cost
+
+
+class Diverged(RuntimeError):
+    """The global model's learning diverged (non-finite loss or weights); the run stops."""
 
 
 @dataclass
@@ -67,6 +72,7 @@ class Job:
     download: Message
     work: Work
     upload: Message
+    rejected: str | None = None  # why the server will not absorb the upload
 
 
 @dataclass
@@ -161,7 +167,7 @@ class Engine:
         for cid in selected:  # the real learning, in a fixed order, in zero simulated time
             down, replay_work = algo.catch_up(cid, self.last_sync[cid], round)
             up, work = algo.client_update(cid, round)
-            jobs[cid] = Job(down, replay_work.merge(work), up)
+            jobs[cid] = Job(down, replay_work.merge(work), up, algo.rejects(up))
         host_learning = time.perf_counter() - host_start
 
         start = env.now
@@ -180,7 +186,7 @@ class Engine:
                 proc.interrupt("late")
         yield env.timeout(0)  # let the interrupted processes record what they got through
 
-        arrived = [cid for cid in selected if records[cid].status == "ok"]
+        arrived = [cid for cid in selected if records[cid].status == "ok" and jobs[cid].rejected is None]
         host_start = time.perf_counter()
         algo.apply(algo.aggregate([jobs[cid].upload for cid in arrived]))
         for cid in selected:
@@ -191,6 +197,8 @@ class Engine:
             rec.idle_s = idle
             device = self.clients[rec.client].device
             rec.energy_idle_j = device.power_idle_w * (rec.download_s + rec.upload_s + idle)
+            if rec.status == "ok" and jobs[rec.client].rejected:  # it arrived; the server drops it
+                rec.status, rec.note = "rejected", jobs[rec.client].rejected
         accuracy = loss = None
         if evaluate_now:
             accuracy, loss = evaluate(algo.model, algo.data.test)
@@ -209,13 +217,36 @@ class Engine:
                              peak_memory_bytes=self.algo.peak_memory_bytes())
                 for c in self.clients if not c.eligible]
 
+    def divergence(self, record: RoundRecord) -> str | None:
+        """Why learning cannot go on after this round (None if it can)."""
+        if record.loss is not None and not math.isfinite(record.loss):
+            return f"eval loss is {record.loss}"
+        if not self.algo.trainable.all_finite():
+            return "the global weights hold NaN/inf"
+        return None
+
+    def state(self) -> dict:
+        """Engine state at a round boundary (JSON). Rounds are synchronous, so no SimPy process
+        is pending then: the clock and who synced when are all there is."""
+        return {"round": self.round, "sim_time_s": self.env.now,
+                "last_sync": [[cid, r] for cid, r in self.last_sync.items()]}
+
+    def load_state(self, state: dict) -> None:
+        self.round = state["round"]
+        self.env = simpy.Environment(initial_time=state["sim_time_s"])
+        self.last_sync = {int(cid): r for cid, r in state["last_sync"]}
+
     def run(self, on_round, start_round: int = 1):
-        """Drive rounds ``start_round..max``; ``on_round(RoundRecord, rows)`` after each one."""
+        """Drive rounds ``start_round..max``; ``on_round(RoundRecord, rows)`` after each one.
+        Raises ``Diverged`` after reporting the round where learning broke down."""
         def server():
             for r in range(start_round, self.cfg.max + 1):
                 evaluate_now = r % self.cfg.eval_every == 0 or r == self.cfg.max
                 result = yield from self.run_round(r, evaluate_now)
                 if on_round(*result) is False:
                     return
+                problem = self.divergence(result[0])
+                if problem:
+                    raise Diverged(f"learning diverged at round {r}: {problem}")
         self.env.process(server())
         self.env.run()

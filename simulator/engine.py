@@ -217,12 +217,16 @@ class Engine:
                              peak_memory_bytes=self.algo.peak_memory_bytes())
                 for c in self.clients if not c.eligible]
 
-    def divergence(self, record: RoundRecord) -> str | None:
-        """Why learning cannot go on after this round (None if it can)."""
+    def divergence(self, record: RoundRecord, rows: list[ClientRecord]) -> str | None:
+        """Why learning cannot go on after this round (None if it can): a non-finite eval loss or
+        global weight, or no client that arrived could take a finite step from the global model."""
         if record.loss is not None and not math.isfinite(record.loss):
             return f"eval loss is {record.loss}"
         if not self.algo.trainable.all_finite():
             return "the global weights hold NaN/inf"
+        arrived = [r for r in rows if r.status in ("ok", "rejected")]
+        if arrived and all(r.status == "rejected" for r in arrived):
+            return f"every update that arrived was rejected ({arrived[0].note})"
         return None
 
     def state(self) -> dict:
@@ -245,7 +249,7 @@ class Engine:
                 result = yield from self.run_round(r, evaluate_now)
                 if on_round(*result) is False:
                     return
-                problem = self.divergence(result[0])
+                problem = self.divergence(*result)
                 if problem:
                     raise Diverged(f"learning diverged at round {r}: {problem}")
         self.env.process(server())

@@ -80,6 +80,8 @@ def select_trainable(model: TaskModel, subset: str) -> Trainable:
             picks |= {n for n, _ in model.named_parameters() if "norm" in n.lower()}
         elif part.startswith("last:"):
             count = int(part.split(":", 1)[1])
+            if not 0 < count <= model.num_layers:
+                raise ValueError(f"{part!r}: the model has {model.num_layers} layers")
             block1, block2 = model.block_param_names(model.num_layers - count)
             picks |= block2
         else:

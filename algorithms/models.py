@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -82,19 +83,31 @@ def load_backbone(name: str, kind: str, dtype: str, seed: int = 0):
     path, local = resolve_model_path(name)
     if local:
         _check_safetensors(path)
-    kwargs = {"dtype": DTYPES[dtype], "use_safetensors": True}
+    # safetensors only, and never code shipped with a model: a scenario names weights, not programs
+    kwargs = {"dtype": DTYPES[dtype], "use_safetensors": True, "trust_remote_code": False}
+    _quiet_hub()
     try:
-        config = AutoConfig.from_pretrained(path, local_files_only=local)
+        config = AutoConfig.from_pretrained(path, local_files_only=local, trust_remote_code=False)
         if kind == "auto":
             kind = "causal" if any(a.endswith("ForCausalLM") for a in (config.architectures or [])) else "encoder"
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local, trust_remote_code=False)
         cls = AutoModelForCausalLM if kind == "causal" else AutoModel
         model = cls.from_pretrained(path, local_files_only=local, **kwargs)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, KeyError, SafetensorError) as exc:
         hint = "" if local else " (hub download failed: no network? use a local folder or a builtin model)"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"model.name: cannot load {name!r}{hint}: {first}") from exc
     return model.eval(), tokenizer, kind
+
+
+def _quiet_hub() -> None:
+    """Download retries and load warnings would spill many lines onto stderr; failures surface
+    as one ModelLoadError line instead."""
+    import huggingface_hub.utils
+    import transformers
+
+    huggingface_hub.utils.logging.set_verbosity_error()
+    transformers.logging.set_verbosity_error()
 
 
 class _Cached(nn.Module):

@@ -53,6 +53,9 @@ def build_learning(scenario: Scenario, base: Path):
                           scenario.task.prompt)
     except ModelLoadError as exc:
         raise ScenarioError(str(exc)) from None
+    positions = getattr(backbone.config, "max_position_embeddings", None)
+    if positions is not None and spec.max_length > positions:
+        raise ScenarioError(f"model.max_length: {spec.max_length} exceeds the model's {positions} positions")
     train_tok = Tokenized(train, tokenizer, spec.max_length, scenario.task.prompt)
     test_tok = Tokenized(test, tokenizer, spec.max_length, scenario.task.prompt)
     try:

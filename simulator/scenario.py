@@ -56,10 +56,10 @@ class TaskSpec(Strict):
         """The template is filled with str.format: allow exactly ``{text}``, so a scenario can
         neither reach into Python objects (``{text.__class__}``) nor crash the run (``{x}``)."""
         try:
-            fields = [f for _, f, spec, conv in string.Formatter().parse(prompt) if f is not None or spec or conv]
+            fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(prompt) if f is not None]
         except ValueError as exc:
             raise ValueError(f"not a template: {exc}") from None
-        if fields != ["text"]:
+        if fields != [("text", "", None)]:
             raise ValueError("expected exactly one {text} placeholder and no other braces ({{ and }} for literal ones)")
         return prompt
 

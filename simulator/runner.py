@@ -147,6 +147,8 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress=None, r
         ckpt = open_checkpoint(run_dir, resolved)
     else:
         prepare_run_dir(run_dir)
+    for stale in run_dir.glob(".*.tmp"):  # what a kill in the middle of an atomic write leaves
+        stale.unlink()
     writer = RunWriter(run_dir)
     writer.write_scenario(resolved, versions())
     algorithm = build_learning(scenario, base)

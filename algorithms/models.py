@@ -101,13 +101,14 @@ def load_backbone(name: str, kind: str, dtype: str, seed: int = 0):
 
 
 def _quiet_hub() -> None:
-    """Download retries and load warnings would spill many lines onto stderr; failures surface
-    as one ModelLoadError line instead."""
+    """Download retries, load warnings and progress bars would spill many lines onto stderr;
+    failures surface as one ModelLoadError line instead."""
     import huggingface_hub.utils
     import transformers
 
     huggingface_hub.utils.logging.set_verbosity_error()
     transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
 
 
 class _Cached(nn.Module):

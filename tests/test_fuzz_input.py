@@ -4,7 +4,8 @@ dotted field or the file; never a traceback, never exit 1.
 Mutations replace, delete or add keys anywhere in the scenario, and point files at missing,
 empty, binary, header-only or foreign files and model folders. Integers stay small (rounds.max is
 never mutated): a valid but huge workload is not an input error. One round of the tiny model per
-valid example; the example budget keeps this under a minute on one core.
+valid example; the example budget (40, derandomized; FUZZ_N=500 explores afresh) keeps this
+under a minute on one core.
 """
 import copy
 import json
@@ -127,16 +128,16 @@ def apply(mutation_list):
     return data
 
 
-@settings(max_examples=int(os.environ.get('FUZZ_N', 60)), deadline=None, derandomize=not os.environ.get('FUZZ_N'), database=None,
+EXPLORE = os.environ.get("FUZZ_N")
+
+
+@settings(max_examples=int(EXPLORE or 40), derandomize=not EXPLORE, deadline=None, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(st.data())
 def test_mutated_scenarios_run_or_fail_with_one_line(tmp_path_factory, files, data):
     mutated = apply(data.draw(mutations(files)))
     folder = tmp_path_factory.mktemp("fuzz")
-    try:
-        path = write_scenario(folder, mutated)
-    except ValueError:  # YAML cannot represent it; not a scenario anyone can write
-        return
+    path = write_scenario(folder, mutated)
     result = CliRunner().invoke(app, ["run", str(path), "--out", str(folder / "out"), "--quiet"])
     assert result.exit_code in (0, 2), (mutated, result.output, repr(result.exception))
     if result.exit_code == 0:

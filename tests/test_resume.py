@@ -15,7 +15,7 @@ from simulator.cli import app
 from tests.conftest import write_scenario
 from tests.test_end_to_end import read_csv
 
-ROUNDS = 5
+ROUNDS = 4
 
 
 def cli(*args):

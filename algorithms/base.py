@@ -52,6 +52,9 @@ class Trainable:
     def snapshot(self) -> list[torch.Tensor]:
         return [p.detach().clone() for p in self.params]
 
+    def all_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.params)
+
     def restore(self, snapshot: list[torch.Tensor]) -> None:
         with torch.no_grad():
             for p, saved in zip(self.params, snapshot):
@@ -77,6 +80,8 @@ def select_trainable(model: TaskModel, subset: str) -> Trainable:
             picks |= {n for n, _ in model.named_parameters() if "norm" in n.lower()}
         elif part.startswith("last:"):
             count = int(part.split(":", 1)[1])
+            if not 0 < count <= model.num_layers:
+                raise ValueError(f"{part!r}: the model has {model.num_layers} layers")
             block1, block2 = model.block_param_names(model.num_layers - count)
             picks |= block2
         else:
@@ -133,12 +138,23 @@ class Algorithm(ABC):
         return param_bytes(self.model.parameters()) + inference_activation_bytes(
             self.model, self.cfg.batch_size, self.data.train.max_length)
 
-    def state(self) -> dict:
-        """Server state needed to resume a run (beyond the model weights)."""
+    def state(self) -> dict[str, np.ndarray]:
+        """Server state needed to resume a run beyond the trainable weights, as named numpy arrays
+        (checkpoints store them as safetensors, never pickle)."""
         return {}
 
-    def load_state(self, state: dict) -> None:
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
         pass
+
+    def rejects(self, message: Message) -> str | None:
+        """Why the server must not absorb ``message`` (None if it may): a diverging local step
+        (NaN/inf loss or scalar) shows as non-finite values in what the client sends."""
+        bad = {name: arr for name, arr in message.arrays.items()
+               if arr.dtype.kind == "f" and not np.isfinite(arr).all()}
+        if not bad:
+            return None
+        return "non-finite " + ", ".join(f"{name} ({int(np.isnan(a).sum())} nan, {int(np.isinf(a).sum())} inf)"
+                                         for name, a in bad.items())
 
 
 @torch.no_grad()

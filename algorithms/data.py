@@ -108,7 +108,7 @@ def partition(labels: np.ndarray, num_clients: int, kind: str, seed: int, alpha:
     or ``shards`` (sorted by label, McMahan et al. 2017). Every client gets at least one example."""
     n = len(labels)
     if num_clients > n:
-        raise DataError(f"partition: {num_clients} clients but only {n} training examples")
+        raise DataError(f"fleet: {num_clients} clients but only {n} training examples (task.dataset.train, train_limit)")
     rng = np.random.default_rng(seed)
     if kind == "iid":
         parts = np.array_split(rng.permutation(n), num_clients)
@@ -121,11 +121,6 @@ def partition(labels: np.ndarray, num_clients: int, kind: str, seed: int, alpha:
             for client, chunk in enumerate(np.split(idx, cuts)):
                 parts_list[client].extend(chunk.tolist())
         parts = [np.array(p, dtype=np.int64) for p in parts_list]
-        # top up empty clients from the largest so every client can take a step
-        for client, part in enumerate(parts):
-            if len(part) == 0:
-                donor = int(np.argmax([len(p) for p in parts]))
-                parts[client], parts[donor] = parts[donor][-1:], parts[donor][:-1]
     elif kind == "shards":
         order = np.argsort(labels, kind="stable")
         shards = np.array_split(order, num_clients * shards_per_client)
@@ -133,6 +128,12 @@ def partition(labels: np.ndarray, num_clients: int, kind: str, seed: int, alpha:
         parts = [np.concatenate([shards[s] for s in shard_ids[c::num_clients]]) for c in range(num_clients)]
     else:
         raise DataError(f"partition.kind: unknown {kind!r} (iid, dirichlet, shards)")
+    # top up empty clients (Dirichlet draws, more shards than examples) from the largest, so every
+    # client can take a step
+    for client, part in enumerate(parts):
+        if len(part) == 0:
+            donor = int(np.argmax([len(p) for p in parts]))
+            parts[client], parts[donor] = parts[donor][-1:], parts[donor][:-1]
     return [np.sort(p) for p in parts]
 
 

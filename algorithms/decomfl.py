@@ -117,7 +117,14 @@ class DeComFL(Algorithm):
         return super().peak_memory_bytes() + self.dirs.buffer_bytes
 
     def state(self):
-        return {"history": self.history}
+        """The (round, seeds, scalars) history as stacked arrays (records share one shape)."""
+        if not self.history:
+            return {"history_rounds": np.zeros(0, dtype=np.int64)}
+        return {"history_rounds": np.array([r for r, _, _ in self.history], dtype=np.int64),
+                "history_seeds": np.stack([s for _, s, _ in self.history]),
+                "history_scalars": np.stack([g for _, _, g in self.history])}
 
     def load_state(self, state):
-        self.history = state["history"]
+        rounds = state["history_rounds"]
+        self.history = [(int(r), state["history_seeds"][i].copy(), state["history_scalars"][i].copy())
+                        for i, r in enumerate(rounds)]

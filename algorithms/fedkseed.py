@@ -121,7 +121,12 @@ class FedKSeed(Algorithm):
         return super().peak_memory_bytes() + self.dirs.buffer_bytes
 
     def state(self):
-        return {"history": self.history, "abs_sum": self.abs_sum, "uses": self.uses}
+        state = {"abs_sum": self.abs_sum, "uses": self.uses,
+                 "history_rounds": np.array([r for r, _ in self.history], dtype=np.int64)}
+        if self.history:
+            state["history_updates"] = np.stack([u for _, u in self.history])
+        return state
 
     def load_state(self, state):
-        self.history, self.abs_sum, self.uses = state["history"], state["abs_sum"], state["uses"]
+        self.abs_sum, self.uses = state["abs_sum"].copy(), state["uses"].copy()
+        self.history = [(int(r), state["history_updates"][i].copy()) for i, r in enumerate(state["history_rounds"])]

@@ -52,7 +52,16 @@ def smollm2_folder() -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".smollm2-"))
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        # the dequantised model is plain fp32, but transformers still tags it as GGUF-quantised and
+        # refuses save_pretrained; write the weights and an untagged config ourselves
+        from safetensors.torch import save_model
+
+        config = model.config
+        config.architectures = [type(model).__name__]
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        config.save_pretrained(tmp)
+        save_model(model, str(tmp / "model.safetensors"))  # drops the tied lm_head copy
         tokenizer.save_pretrained(tmp)
         os.replace(tmp, target)  # atomic: a half-converted folder is never used
     except BaseException:

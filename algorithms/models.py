@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -85,19 +86,43 @@ def load_backbone(name: str, kind: str, dtype: str, seed: int = 0):
     path, local = resolve_model_path(name)
     if local:
         _check_safetensors(path)
-    kwargs = {"dtype": DTYPES[dtype], "use_safetensors": True}
+    # safetensors only, and never code shipped with a model: a scenario names weights, not programs
+    kwargs = {"dtype": DTYPES[dtype], "use_safetensors": True, "trust_remote_code": False}
+    _quiet_hub()
     try:
-        config = AutoConfig.from_pretrained(path, local_files_only=local)
+        config = AutoConfig.from_pretrained(path, local_files_only=local, trust_remote_code=False)
         if kind == "auto":
-            kind = "causal" if any(a.endswith("ForCausalLM") for a in (config.architectures or [])) else "encoder"
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
+            kind = "causal" if _is_causal(config) else "encoder"
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local, trust_remote_code=False)
         cls = AutoModelForCausalLM if kind == "causal" else AutoModel
         model = cls.from_pretrained(path, local_files_only=local, **kwargs)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, KeyError, SafetensorError) as exc:
         hint = "" if local else " (hub download failed: no network? use a local folder or a builtin model)"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"model.name: cannot load {name!r}{hint}: {first}") from exc
     return model.eval(), tokenizer, kind
+
+
+def _quiet_hub() -> None:
+    """Download retries, load warnings and progress bars would spill many lines onto stderr;
+    failures surface as one ModelLoadError line instead."""
+    import huggingface_hub.utils
+    import transformers
+
+    huggingface_hub.utils.logging.set_verbosity_error()
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
+
+def _is_causal(config) -> bool:
+    """A decoder-only LM: named so by its architectures, else a model type with a causal LM and no
+    masked LM head (BERT has both)."""
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+
+    if config.architectures:
+        return any(a.endswith("ForCausalLM") for a in config.architectures)
+    return config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 
 class _Cached(nn.Module):

@@ -55,17 +55,26 @@ class RoundProgress:
 def run(file: Path = typer.Argument(..., help="scenario YAML"),
         set_: list[str] = typer.Option([], "--set", help="override a field: dotted.path=value"),
         out_dir: Optional[Path] = typer.Option(None, "--out", help="run directory (default: output.dir/NAME)"),
+        resume: Optional[Path] = typer.Option(None, "--resume", help="continue this run directory from its last checkpoint"),
         quiet: bool = typer.Option(False, "--quiet", help="no progress bar")):
     """Run a scenario and write its run directory."""
+    from simulator.engine import Diverged
     from simulator.runner import run_scenario
     from simulator.scenario import ScenarioError, load_scenario
 
     try:
+        if resume is not None and out_dir is not None and resume.resolve() != out_dir.resolve():
+            raise ScenarioError(f"--out {out_dir}: a resumed run stays in its own folder ({resume})")
         scenario, base = load_scenario(file, set_)
-        run_dir = out_dir or (Path(scenario.output.dir) / scenario.name)
-        summary = run_scenario(scenario, base, run_dir, RoundProgress(not quiet and sys.stderr.isatty()))
+        run_dir = resume or out_dir or (Path(scenario.output.dir) / scenario.name)
+        summary = run_scenario(scenario, base, run_dir, RoundProgress(not quiet and sys.stderr.isatty()),
+                               resume=resume is not None)
     except ScenarioError as exc:
         fail_input(str(exc))
+    except Diverged as exc:
+        console.print(f"edgefed: {exc}; run stopped, results so far kept in {run_dir}", markup=False,
+                      highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
     print_summary(summary, run_dir)
 
 

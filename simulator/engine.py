@@ -29,6 +29,10 @@ from simulator.energy import needs_promotion, radio_energy, tail_energy, transfe
 from simulator.network import Network, Transfer, build_topology
 
 
+class Diverged(RuntimeError):
+    """The global model's learning diverged (non-finite loss or weights); the run stops."""
+
+
 @dataclass
 class Client:
     id: int
@@ -74,6 +78,7 @@ class Job:
     download: Message
     work: Work
     upload: Message
+    rejected: str | None = None  # why the server will not absorb the upload
 
 
 @dataclass
@@ -92,6 +97,15 @@ class RoundRecord:
     energy_j: float
     client_flops: float
     host_seconds: float
+
+
+@dataclass
+class Estimate:
+    """The size of a typical client's round: what resource-aware selection prices per device."""
+
+    bytes_down: int
+    bytes_up: int
+    work: Work
 
 
 class BatteryEmpty(Exception):
@@ -116,7 +130,7 @@ class Engine:
         fraction = fleet_cfg.battery_fraction if fleet_cfg is not None else None
         self.charge_j: dict[int, float] = {c.id: c.device.battery_wh * 3600.0 * fraction for c in clients
                                            if fraction is not None and c.device.battery_wh is not None}
-        self.reference: Job | None = None  # a recent job, for resource-aware time estimates
+        self.reference: Estimate | None = None  # a recent job's size, for resource-aware selection
         self._arrivals: list[ClientRecord] = []
         self._enough: simpy.Event | None = None
         self._need = 0
@@ -149,10 +163,10 @@ class Engine:
 
     def expected_seconds(self, client: Client) -> float:
         """Download + compute + upload of the reference job on a dedicated link (no contention)."""
-        link, job = client.link, self.reference
-        down = transfer_cost(link, job.download.nbytes, "down", needs_promotion(link, None)).seconds
-        compute = compute_seconds(job.work, client.device, self.dtype)
-        up = transfer_cost(link, job.upload.nbytes, "up", needs_promotion(link, compute)).seconds
+        link, ref = client.link, self.reference
+        down = transfer_cost(link, ref.bytes_down, "down", needs_promotion(link, None)).seconds
+        compute = compute_seconds(ref.work, client.device, self.dtype)
+        up = transfer_cost(link, ref.bytes_up, "up", needs_promotion(link, compute)).seconds
         return down + compute + up
 
     def _available_now(self, round: int):
@@ -270,9 +284,10 @@ class Engine:
         for cid in selected:  # the real learning, in a fixed order, in zero simulated time
             down, replay_work = algo.catch_up(cid, self.last_sync[cid], round)
             up, work = algo.client_update(cid, round)
-            jobs[cid] = Job(down, replay_work.merge(work), up)
+            jobs[cid] = Job(down, replay_work.merge(work), up, algo.rejects(up))
         host_learning = time.perf_counter() - host_start
-        self.reference = jobs[selected[len(selected) // 2]]
+        median = jobs[selected[len(selected) // 2]]
+        self.reference = Estimate(median.download.nbytes, median.upload.nbytes, median.work)
 
         start = env.now
         records = {cid: ClientRecord(round, cid, self.clients[cid].device_name,
@@ -300,7 +315,7 @@ class Engine:
         for rec in self._arrivals[self._need:] if self._enough is not None else []:
             rec.status = "late"  # arrived together with the K-th but beyond K
 
-        arrived = [cid for cid in selected if records[cid].status == "ok"]
+        arrived = [cid for cid in selected if records[cid].status == "ok" and jobs[cid].rejected is None]
         host_start = time.perf_counter()
         algo.apply(algo.aggregate([jobs[cid].upload for cid in arrived]))
         for cid in selected:
@@ -314,6 +329,8 @@ class Engine:
             if rec.client in self.charge_j:  # a device that ran empty stays off
                 left = 0.0 if rec.note == "battery empty" else self.charge_j[rec.client] - rec.energy_j
                 self.charge_j[rec.client] = max(0.0, left)
+            if rec.status == "ok" and jobs[rec.client].rejected:  # it arrived; the server drops it
+                rec.status, rec.note = "rejected", jobs[rec.client].rejected
         accuracy = loss = None
         if evaluate_now:
             accuracy, loss = evaluate(algo.model, algo.data.test)
@@ -332,13 +349,53 @@ class Engine:
                              peak_memory_bytes=self.algo.peak_memory_bytes())
                 for c in self.clients if not c.eligible]
 
+    def divergence(self, record: RoundRecord, rows: list[ClientRecord]) -> str | None:
+        """Why learning cannot go on after this round (None if it can): a non-finite eval loss or
+        global weight, or no client that arrived could take a finite step from the global model."""
+        if record.loss is not None and not math.isfinite(record.loss):
+            return f"eval loss is {record.loss}"
+        if not self.algo.trainable.all_finite():
+            return "the global weights hold NaN/inf"
+        arrived = [r for r in rows if r.status in ("ok", "rejected")]
+        if arrived and all(r.status == "rejected" for r in arrived):
+            return f"every update that arrived was rejected ({arrived[0].note})"
+        return None
+
+    def state(self) -> dict:
+        """Engine state at a round boundary (JSON). Rounds are synchronous, so no SimPy process
+        is pending then: the clock and who synced when are all there is."""
+        ref = self.reference
+        return {"round": self.round, "sim_time_s": self.env.now,
+                "last_sync": [[cid, r] for cid, r in self.last_sync.items()],
+                "charge_j": [[cid, j] for cid, j in self.charge_j.items()],
+                "reference": None if ref is None else {
+                    "bytes_down": ref.bytes_down, "bytes_up": ref.bytes_up,
+                    "ops": {k: [op.flops, op.bytes] for k, op in ref.work.ops.items()}}}
+
+    def load_state(self, state: dict) -> None:
+        self.round = state["round"]
+        self.env = simpy.Environment(initial_time=state["sim_time_s"])
+        self.net = Network(self.env, self.net.graph)  # the network lives on the new clock
+        self.last_sync = {int(cid): r for cid, r in state["last_sync"]}
+        self.charge_j = {int(cid): j for cid, j in state["charge_j"]}
+        ref = state["reference"]
+        if ref is not None:
+            work = Work()
+            for kind, (flops, nbytes) in ref["ops"].items():
+                work.add(kind, flops, nbytes)
+            self.reference = Estimate(ref["bytes_down"], ref["bytes_up"], work)
+
     def run(self, on_round, start_round: int = 1):
-        """Drive rounds ``start_round..max``; ``on_round(RoundRecord, rows)`` after each one."""
+        """Drive rounds ``start_round..max``; ``on_round(RoundRecord, rows)`` after each one.
+        Raises ``Diverged`` after reporting the round where learning broke down."""
         def server():
             for r in range(start_round, self.cfg.max + 1):
                 evaluate_now = r % self.cfg.eval_every == 0 or r == self.cfg.max
                 result = yield from self.run_round(r, evaluate_now)
                 if result is None or on_round(*result) is False:
                     return
+                problem = self.divergence(*result)
+                if problem:
+                    raise Diverged(f"learning diverged at round {r}: {problem}")
         self.env.process(server())
         self.env.run()

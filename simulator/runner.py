@@ -17,14 +17,15 @@ from algorithms.fedspzo import FedSPZO
 from algorithms.fedzo import FedZO
 from algorithms.models import ModelLoadError, TaskModel, load_backbone
 from devices.availability import Availability, read_trace
+from simulator.checkpoint import CHECKPOINT, Checkpoint, CheckpointError, load_checkpoint, remove_checkpoint, save_checkpoint
 from simulator.costs import fits_in_memory
-from simulator.engine import Client, Engine, RoundRecord
+from simulator.engine import Client, Diverged, Engine, RoundRecord
 from simulator.network import link_factors, read_link_trace
 from simulator.results import RunWriter, summarize
 from simulator.scenario import Scenario, ScenarioError, resolve_path, scenario_dict
 
 ALGORITHMS = {"decomfl": DeComFL, "fedspzo": FedSPZO, "fedkseed": FedKSeed, "fedzo": FedZO, "fedavg": FedAvg}
-RUN_FILES = ("scenario.yaml", "rounds.csv", "clients.csv", "summary.json")
+RUN_FILES = ("scenario.yaml", "rounds.csv", "clients.csv", "summary.json", CHECKPOINT)
 
 
 def build_fleet(scenario: Scenario, base: Path = Path(".")) -> list[Client]:
@@ -82,9 +83,15 @@ def build_learning(scenario: Scenario, base: Path):
                           scenario.task.prompt)
     except ModelLoadError as exc:
         raise ScenarioError(str(exc)) from None
+    positions = getattr(backbone.config, "max_position_embeddings", None)
+    if positions is not None and spec.max_length > positions:
+        raise ScenarioError(f"model.max_length: {spec.max_length} exceeds the model's {positions} positions")
     train_tok = Tokenized(train, tokenizer, spec.max_length, scenario.task.prompt)
     test_tok = Tokenized(test, tokenizer, spec.max_length, scenario.task.prompt)
-    init_prototype_head(model, train_tok, train.labels, scenario.task.head_init_examples, scenario.seed)
+    try:
+        init_prototype_head(model, train_tok, train.labels, scenario.task.head_init_examples, scenario.seed)
+    except ValueError as exc:
+        raise ScenarioError(f"{resolve_path(base, ds.train)}: {exc}") from None
     data = FederatedData(train_tok, parts, test_tok)
     try:
         return ALGORITHMS[scenario.algorithm.name](model, data, scenario.algorithm, scenario.seed)
@@ -146,12 +153,51 @@ def prepare_run_dir(run_dir: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
-def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress=None) -> dict:
-    """Run every round, writing the run directory as it goes; returns the summary."""
+def checkpoint(run_dir: Path, resolved: dict, engine: Engine, writer: RunWriter, excluded: list[dict],
+               host_seconds: float) -> None:
+    algo = engine.algo
+    state = {"scenario": resolved, "engine": engine.state(), "rounds": writer.rounds, "clients": writer.clients,
+             "excluded": excluded, "host_seconds": host_seconds}
+    save_checkpoint(run_dir, state, dict(zip(algo.trainable.names, algo.trainable.params)), algo.state())
+
+
+def open_checkpoint(run_dir: Path, resolved: dict) -> Checkpoint:
+    """The run directory's last checkpoint, refused unless this same scenario made it."""
+    try:
+        ckpt = load_checkpoint(run_dir)
+    except CheckpointError as exc:
+        raise ScenarioError(str(exc)) from None
+    if ckpt.state["scenario"] != resolved:
+        raise ScenarioError(f"{run_dir / CHECKPOINT}: made by a different scenario "
+                            "(resume with the same file and --set values)")
+    return ckpt
+
+
+def resume_from(ckpt: Checkpoint, engine: Engine, writer: RunWriter) -> float:
+    """Restore a run from its checkpoint; returns the host seconds spent before it."""
+    trainable = engine.algo.trainable
+    trainable.restore([ckpt.params[name] for name in trainable.names])
+    engine.algo.load_state(ckpt.algorithm)
+    engine.load_state(ckpt.state["engine"])
+    torch.set_rng_state(ckpt.torch_rng)
+    writer.rounds, writer.clients = ckpt.state["rounds"], ckpt.state["clients"]
+    writer.flush()
+    return ckpt.state["host_seconds"]
+
+
+def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress=None, resume: bool = False) -> dict:
+    """Run every round, writing the run directory and a checkpoint as it goes; returns the summary.
+    With ``resume``, continue from the run directory's last checkpoint instead."""
     wall_start = time.perf_counter()
-    prepare_run_dir(run_dir)
+    resolved = scenario_dict(scenario)
+    if resume:
+        ckpt = open_checkpoint(run_dir, resolved)
+    else:
+        prepare_run_dir(run_dir)
+    for stale in run_dir.glob(".*.tmp"):  # what a kill in the middle of an atomic write leaves
+        stale.unlink()
     writer = RunWriter(run_dir)
-    writer.write_scenario(scenario_dict(scenario), versions())
+    writer.write_scenario(resolved, versions())
     algorithm = build_learning(scenario, base)
     fit_to_fleet(algorithm, scenario)
     clients = build_fleet(scenario, base)
@@ -161,31 +207,38 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress=None) -
         raise ScenarioError(f"fleet: no device can hold this method's peak memory ({need:.2f} GB)")
     engine = Engine(algorithm, clients, scenario.rounds, scenario.seed, scenario.model.dtype, scenario.fleet,
                     build_availability(scenario, base))
-    accuracy, loss = evaluate(algorithm.model, algorithm.data.test)
-    writer.add_round(RoundRecord(0, 0.0, accuracy, loss, 0, 0, 0, 0, 0, 0.0, 0.0,
-                                 time.perf_counter() - wall_start), engine.excluded_records())
-    writer.flush()
+    host_before = 0.0
+    if resume:
+        host_before = resume_from(ckpt, engine, writer)
+    else:
+        accuracy, loss = evaluate(algorithm.model, algorithm.data.test)
+        writer.add_round(RoundRecord(0, 0.0, accuracy, loss, 0, 0, 0, 0, 0, 0.0, 0.0,
+                                     time.perf_counter() - wall_start), engine.excluded_records())
+        writer.flush()
+        checkpoint(run_dir, resolved, engine, writer, excluded, time.perf_counter() - wall_start)
     if progress:
-        progress.start(scenario.rounds.max, accuracy)
+        progress.start(scenario.rounds.max - engine.round, writer.rounds[0]["accuracy"])
 
     def on_round(record, rows):
         writer.add_round(record, rows)
         writer.flush()
+        checkpoint(run_dir, resolved, engine, writer, excluded, host_before + time.perf_counter() - wall_start)
         if progress:
             progress.advance(record)
 
     status = "done"
     try:
-        engine.run(on_round)
-    except KeyboardInterrupt:
-        status = "interrupted"
+        engine.run(on_round, start_round=engine.round + 1)
+    except (KeyboardInterrupt, Diverged) as exc:
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "diverged"
         raise
     finally:
         if progress:
             progress.stop()
         summary = summarize(writer.rounds, writer.clients, scenario.rounds.target_accuracy, excluded,
-                            time.perf_counter() - wall_start, status)
+                            host_before + time.perf_counter() - wall_start, status)
         writer.write_summary(summary)
+    remove_checkpoint(run_dir)  # finished: nothing left to resume
     if scenario.output.plots:
         from simulator.plots import plot_run_dir
         plot_run_dir(run_dir)

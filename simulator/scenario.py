@@ -6,11 +6,13 @@ fails at once with one line instead of silently running the default.
 from __future__ import annotations
 
 import re
+import string
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError,
+                      field_validator,
                       model_validator)
 
 from devices.availability import AvailabilitySpec, StragglerSpec
@@ -23,13 +25,13 @@ class ScenarioError(ValueError):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ModelSpec(Strict):
     name: str = Field("minilm-l6", description="builtin (minilm-l6, smollm2-135m, tiny-bert), local folder or hub id")
     kind: Literal["auto", "encoder", "causal"] = "auto"
-    max_length: PositiveInt = 64
+    max_length: int = Field(64, ge=8, description="tokens per example (at most the model's positions)")
     dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
     device: Literal["cpu", "cuda"] = "cpu"
 
@@ -46,10 +48,23 @@ class DatasetSpec(Strict):
 
 class TaskSpec(Strict):
     dataset: DatasetSpec
-    label_names: list[str] | None = None
+    label_names: list[str] | None = Field(None, min_length=2)
     label_words: list[str] | None = Field(None, description="one word per class (causal LMs)")
     prompt: str = Field("{text}", description="template with {text}")
     head_init_examples: PositiveInt = Field(16, description="labelled examples per class for the prototype head")
+
+    @field_validator("prompt")
+    @classmethod
+    def _only_text_placeholder(cls, prompt: str) -> str:
+        """The template is filled with str.format: allow exactly ``{text}``, so a scenario can
+        neither reach into Python objects (``{text.__class__}``) nor crash the run (``{x}``)."""
+        try:
+            fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(prompt) if f is not None]
+        except ValueError as exc:
+            raise ValueError(f"not a template: {exc}") from None
+        if fields != [("text", "", None)]:
+            raise ValueError("expected exactly one {text} placeholder and no other braces ({{ and }} for literal ones)")
+        return prompt
 
 
 class PartitionSpec(Strict):
@@ -66,7 +81,8 @@ class ZOCommon(Strict):
     perturbations: PositiveInt = 1
     distribution: Literal["gaussian", "rademacher"] = "gaussian"
     cache_z: bool = Field(False, description="draw z once per step and keep it (faster, one trainable-size buffer)")
-    trainable: str = Field("all", description="all | head | bias | norm | last:N, joined with +")
+    trainable: str = Field("all", description="all | head | bias | norm | last:N, joined with +",
+                           pattern=r"^(all|head|bias|norm|last:[1-9]\d*)(\+(all|head|bias|norm|last:[1-9]\d*))*$")
 
 
 class DeComFLSpec(ZOCommon):
@@ -183,9 +199,18 @@ class OutputSpec(Strict):
     dir: str = "runs"
     plots: bool = True
 
+    @field_validator("dir")
+    @classmethod
+    def _no_traversal(cls, value: str) -> str:
+        """A scenario (perhaps someone else's) must not write above the folder it names."""
+        if ".." in Path(value).parts:
+            raise ValueError(f"{value!r} climbs out with '..'; name a folder below it")
+        return value
+
 
 class Scenario(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", max_length=200,
+                      description="the run folder's name under output.dir (no '/', no leading '.')")
     seed: int = Field(0, ge=0)
     model: ModelSpec = ModelSpec()
     task: TaskSpec

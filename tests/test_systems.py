@@ -50,6 +50,9 @@ class FakeAlgo:
     def apply(self, update):
         self.aggregated.append(update)
 
+    def rejects(self, message):
+        return None
+
 
 def fleet(cells=None, stragglers=None, battery_fraction=None):
     return SimpleNamespace(network=NetworkSpec(cells=cells or {}), stragglers=stragglers or StragglerSpec(),

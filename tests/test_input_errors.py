@@ -1,0 +1,60 @@
+"""Every kind of bad input named in the robustness issue exits 2 with one line naming the dotted
+field or the file (in process, so the cases cost no interpreter start-up)."""
+import pytest
+from typer.testing import CliRunner
+
+from simulator.cli import app
+from tests.conftest import write_scenario
+
+
+def data_file(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+CASES = {
+    "wrong type": (lambda d, t: d["rounds"].__setitem__("clients_per_round", "four"), ["rounds.clients_per_round"]),
+    "list for a number": (lambda d, t: d["algorithm"].__setitem__("eps", [1]), ["algorithm.eps"]),
+    "unknown key": (lambda d, t: d["model"].__setitem__("nme", "x"), ["model.nme", "unknown key"]),
+    "out of range": (lambda d, t: d["rounds"].__setitem__("target_accuracy", 1.5), ["rounds.target_accuracy"]),
+    "not finite": (lambda d, t: d["algorithm"].__setitem__("lr", float("inf")), ["algorithm.lr", "finite"]),
+    "too few tokens": (lambda d, t: d["model"].__setitem__("max_length", 2), ["model.max_length"]),
+    "more tokens than positions": (lambda d, t: d["model"].__setitem__("max_length", 4096),
+                                   ["model.max_length", "128 positions"]),
+    "missing file": (lambda d, t: d["task"]["dataset"].__setitem__("test", str(t / "gone.tsv")),
+                     ["task.dataset.test", "gone.tsv"]),
+    "unreadable file": (lambda d, t: d["task"]["dataset"].__setitem__(
+        "train", _binary(t)), ["bin.tsv", "cannot read"]),
+    "unknown device": (lambda d, t: d["fleet"]["groups"][0].__setitem__("device", "zx81"), ["fleet.groups.0.device"]),
+    "unknown model": (lambda d, t: d["model"].__setitem__("name", str(t / "no-model")), ["model.name"]),
+    "empty dataset": (lambda d, t: d["task"]["dataset"].__setitem__("train", data_file(t, "e.tsv", "sentence\tlabel\n")),
+                      ["e.tsv", "no examples"]),
+    "absent label field": (lambda d, t: d["task"]["dataset"].__setitem__("label_field", "stars"),
+                           ["train.tsv", "no column 'stars'"]),
+    "more clients than examples": (lambda d, t: d["task"]["dataset"].__setitem__("train_limit", 5),
+                                   ["fleet", "8 clients", "5 training examples"]),
+    "label without examples": (lambda d, t: d["task"].__setitem__("label_names", ["0", "1", "2"]),
+                               ["train.tsv", "label 2"]),
+    "trainable beyond the model": (lambda d, t: d["algorithm"].__setitem__("trainable", "last:9"),
+                                   ["algorithm.trainable", "4 layers"]),
+}
+
+
+def _binary(tmp_path):
+    path = tmp_path / "bin.tsv"
+    path.write_bytes(b"sentence\tlabel\n\xff\xfe\x00bad\t1\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_one_line_exit_2(tmp_path, tiny_dict, case):
+    mutate, needles = CASES[case]
+    mutate(tiny_dict, tmp_path)
+    result = CliRunner().invoke(app, ["run", str(write_scenario(tmp_path, tiny_dict)), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("edgefed: error: "), result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]

@@ -1,0 +1,126 @@
+"""Kill -9 mid-run, then ``edgefed run --resume``: the files equal an uninterrupted run's."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from simulator.checkpoint import CHECKPOINT, load_checkpoint
+from simulator.cli import app
+from tests.conftest import write_scenario
+from tests.test_end_to_end import read_csv
+
+ROUNDS = 4
+
+
+def cli(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def checkpoint_round(run_dir):
+    try:
+        return load_checkpoint(run_dir).state["engine"]["round"]
+    except ValueError:  # not written yet
+        return -1
+
+
+def without_host_seconds(run_dir):
+    rounds = [{k: v for k, v in r.items() if k != "host_seconds"} for r in read_csv(run_dir / "rounds.csv")]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary.pop("host_seconds")
+    return rounds, (run_dir / "clients.csv").read_text(), summary
+
+
+@pytest.fixture
+def scenario(tmp_path, tiny_dict):
+    tiny_dict["rounds"].update(max=ROUNDS, eval_every=2)
+    return write_scenario(tmp_path, tiny_dict)
+
+
+def test_kill_9_mid_round_then_resume_equals_uninterrupted_run(tmp_path, scenario):
+    kill_after = random.randrange(0, ROUNDS - 1)  # checkpoint round after which the run is killed
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "simulator.cli", "run", str(scenario), "--out", str(killed),
+                             "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while checkpoint_round(killed) < kill_after and proc.poll() is None:
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, f"the run ended before the kill (kill_after={kill_after})"
+    reached = checkpoint_round(killed)
+    assert kill_after <= reached < ROUNDS
+    assert not (killed / "summary.json").exists()
+    assert len(read_csv(killed / "rounds.csv")) <= ROUNDS  # partial, never half-written rows
+
+    resumed = cli("run", scenario, "--resume", killed, "--quiet")
+    assert resumed.exit_code == 0, (kill_after, resumed.output)
+    whole = cli("run", scenario, "--out", tmp_path / "whole", "--quiet")
+    assert whole.exit_code == 0, whole.output
+    assert without_host_seconds(killed) == without_host_seconds(tmp_path / "whole"), f"killed after round {reached}"
+    assert not (killed / CHECKPOINT).exists() and not list(killed.glob(".*.tmp"))
+
+
+def test_resume_refuses_missing_foreign_or_corrupt_checkpoints(tmp_path, scenario, monkeypatch):
+    run_dir = tmp_path / "run"
+    assert cli("run", scenario, "--out", run_dir, "--quiet", "--set", "rounds.max=2").exit_code == 0
+    assert not (run_dir / CHECKPOINT).exists(), "a finished run keeps no checkpoint"
+    result = cli("run", scenario, "--resume", run_dir, "--quiet", "--set", "rounds.max=2")
+    assert result.exit_code == 2 and "no checkpoint" in result.output, result.output
+
+    monkeypatch.setattr("simulator.runner.remove_checkpoint", lambda run_dir: None)  # as if killed at the end
+    assert cli("run", scenario, "--out", run_dir, "--quiet", "--set", "rounds.max=2").exit_code == 0
+    before = (run_dir / "scenario.yaml").read_text()
+    result = cli("run", scenario, "--resume", run_dir, "--quiet", "--set", "algorithm.lr=0.5")
+    assert result.exit_code == 2 and "different scenario" in result.output, result.output
+    assert (run_dir / "scenario.yaml").read_text() == before
+
+    (run_dir / CHECKPOINT).write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage")
+    result = cli("run", scenario, "--resume", run_dir, "--quiet", "--set", "rounds.max=2")
+    assert result.exit_code == 2 and CHECKPOINT in result.output, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize("algorithm, fleet, rounds", [
+    ({"name": "fedspzo", "split": 2, "p1": 1, "p2": 2, "lr": 1e-3}, {}, {}),
+    ({"name": "fedkseed", "pool_size": 16, "pro": True, "lr": 1e-3}, {}, {}),
+    ({"name": "fedzo", "lr": 1e-3}, {}, {}),
+    ({"name": "fedavg", "lr": 1e-3, "optimizer": "adam"}, {}, {}),
+    ({"name": "decomfl", "lr": 1e-3},
+     {"battery_fraction": 0.001, "availability": {"kind": "bernoulli", "p": 0.7, "failures_per_hour": 30},
+      "stragglers": {"sigma": 0.3}},
+     {"selection": "resource_aware", "deadline_s": 2.0}),
+])
+def test_resume_is_exact_for_every_algorithm_and_systems_state(tmp_path, tiny_dict, monkeypatch, algorithm, fleet,
+                                                               rounds):
+    """Stop after round 2's checkpoint (as a kill would), resume, compare with a whole run: the
+    algorithm's history, batteries, resource-aware estimates and the clock must all survive."""
+    from simulator.results import RunWriter
+
+    tiny_dict["algorithm"] = {**algorithm, "local_steps": 2, "batch_size": 8}
+    tiny_dict["fleet"].update(fleet)
+    tiny_dict["rounds"].update(max=ROUNDS, eval_every=2, **rounds)
+    scenario = write_scenario(tmp_path, tiny_dict)
+    whole = cli("run", scenario, "--out", tmp_path / "whole", "--quiet")
+    assert whole.exit_code == 0, whole.output
+
+    flush = RunWriter.flush
+
+    def stop_after_round_2(self):
+        flush(self)
+        if len(self.rounds) == 4:  # rounds 0..3 written; the checkpoint still holds round 2
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(RunWriter, "flush", stop_after_round_2)
+    cli("run", scenario, "--out", tmp_path / "cut", "--quiet")
+    assert checkpoint_round(tmp_path / "cut") == 2
+    monkeypatch.setattr(RunWriter, "flush", flush)
+    resumed = cli("run", scenario, "--resume", tmp_path / "cut", "--quiet")
+    assert resumed.exit_code == 0, resumed.output
+    assert without_host_seconds(tmp_path / "cut") == without_host_seconds(tmp_path / "whole")

@@ -153,6 +153,26 @@ def devices(scenario_file: Optional[Path] = typer.Option(None, "--scenario", hel
     out.print(links)
 
 
+@app.command()
+def sweep(file: Path = typer.Argument(..., help="sweep YAML (a base scenario and a grid of dotted-path values)"),
+          backend: str = typer.Option("local", "--backend", help="local processes or ray (RAY_ADDRESS or a local Ray)"),
+          workers: int = typer.Option(1, "--workers", min=1, help="points run at once"),
+          out_dir: Optional[Path] = typer.Option(None, "--out", help="sweep folder (default: runs/<sweep file stem>)")):
+    """Run every point of a sweep that is not finished yet; write sweep.csv."""
+    from simulator.scenario import ScenarioError
+    from simulator.sweep import run_sweep
+
+    if backend not in ("local", "ray"):
+        fail_input(f"--backend: expected local or ray (got {backend!r})")
+    target = out_dir or Path("runs") / file.stem
+    try:
+        result = run_sweep(file, target, backend, workers,
+                           on_done=lambda pid, s: console.print(f"done {pid}: final accuracy {s['final_accuracy']}"))
+    except ScenarioError as exc:
+        fail_input(str(exc))
+    out.print(f"{len(result['ran'])} points run, {len(result['skipped'])} already complete; table: {result['csv']}")
+
+
 def main() -> None:
     try:
         app()

@@ -97,6 +97,8 @@ class Engine:
         self.env = simpy.Environment()
         self.last_sync: dict[int, int | None] = {c.id: None for c in clients}
         self.round = 0
+        self.pool = None  # a ClientPool runs client updates on workers (simulator/parallel.py)
+        self.updates: dict[int, tuple[Message, Work]] = {}  # the last round's, for trace recording
 
     # -- selection -----------------------------------------------------------------------
     def select(self, round: int) -> list[int]:
@@ -150,6 +152,18 @@ class Engine:
             rec.energy_radio_j += cost.radio_j * frac + tail_energy(link, None)
         rec.finished_at = self.env.now
 
+    # -- the host's learning ---------------------------------------------------------------
+    def client_updates(self, round: int, selected: list[int]) -> dict[int, tuple[Message, Work]]:
+        """The selected clients' real local steps: in order on the host model, or on ``pool``'s
+        workers (same results; catch-up is pure bookkeeping and stays here)."""
+        if self.pool is not None:
+            return self.pool.client_updates(self.algo, round, selected)
+        return {cid: self.algo.client_update(cid, round) for cid in selected}
+
+    def measure(self, round: int) -> tuple[float, float]:
+        """Held-out accuracy and loss of the global model after ``round``."""
+        return evaluate(self.algo.model, self.algo.data.test)
+
     # -- the server ----------------------------------------------------------------------
     def run_round(self, round: int, evaluate_now: bool):
         """Generator: one synchronous round; returns (RoundRecord, [ClientRecord])."""
@@ -157,11 +171,10 @@ class Engine:
         host_start = time.perf_counter()
         selected = self.select(round)
         algo.configure_round(round, selected)
-        jobs: dict[int, Job] = {}
-        for cid in selected:  # the real learning, in a fixed order, in zero simulated time
-            down, replay_work = algo.catch_up(cid, self.last_sync[cid], round)
-            up, work = algo.client_update(cid, round)
-            jobs[cid] = Job(down, replay_work.merge(work), up)
+        downs = {cid: algo.catch_up(cid, self.last_sync[cid], round) for cid in selected}
+        self.updates = self.client_updates(round, selected)  # the real learning, zero simulated time
+        jobs = {cid: Job(downs[cid][0], downs[cid][1].merge(self.updates[cid][1]), self.updates[cid][0])
+                for cid in selected}
         host_learning = time.perf_counter() - host_start
 
         start = env.now
@@ -193,7 +206,7 @@ class Engine:
             rec.energy_idle_j = device.power_idle_w * (rec.download_s + rec.upload_s + idle)
         accuracy = loss = None
         if evaluate_now:
-            accuracy, loss = evaluate(algo.model, algo.data.test)
+            accuracy, loss = self.measure(round)
         host_seconds = host_learning + time.perf_counter() - host_start
         rows = [records[cid] for cid in selected]
         self.round = round

@@ -14,11 +14,13 @@ from algorithms.decomfl import DeComFL
 from algorithms.models import ModelLoadError, TaskModel, load_backbone
 from simulator.costs import fits_in_memory
 from simulator.engine import Client, Engine, RoundRecord
+from simulator.parallel import client_pool
+from simulator.replay import TraceRecorder
 from simulator.results import RunWriter, summarize
 from simulator.scenario import Scenario, ScenarioError, resolve_path, scenario_dict
 
 ALGORITHMS = {"decomfl": DeComFL}
-RUN_FILES = ("scenario.yaml", "rounds.csv", "clients.csv", "summary.json")
+RUN_FILES = ("scenario.yaml", "rounds.csv", "clients.csv", "summary.json", "trace.json")
 
 
 def build_fleet(scenario: Scenario) -> list[Client]:
@@ -101,20 +103,25 @@ def prepare_run_dir(run_dir: Path) -> None:
 
 def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress=None) -> dict:
     """Run every round, writing the run directory as it goes; returns the summary."""
+    if scenario.replay is not None:
+        from simulator.replay import run_replay
+        return run_replay(scenario, base, run_dir, progress)
     wall_start = time.perf_counter()
     prepare_run_dir(run_dir)
     writer = RunWriter(run_dir)
     writer.write_scenario(scenario_dict(scenario), versions())
-    algorithm = build_learning(scenario, base)
+    algorithm = TraceRecorder(build_learning(scenario, base))
     clients = build_fleet(scenario)
     excluded = mark_memory_exclusions(clients, algorithm.peak_memory_bytes())
     if not any(c.eligible for c in clients):
         need = algorithm.peak_memory_bytes() / 1e9
         raise ScenarioError(f"fleet: no device can hold this method's peak memory ({need:.2f} GB)")
     engine = Engine(algorithm, clients, scenario.rounds, scenario.seed, scenario.model.dtype)
+    engine.pool = client_pool(scenario.host, scenario, base)
     accuracy, loss = evaluate(algorithm.model, algorithm.data.test)
-    writer.add_round(RoundRecord(0, 0.0, accuracy, loss, 0, 0, 0, 0, 0, 0.0, 0.0,
-                                 time.perf_counter() - wall_start), engine.excluded_records())
+    initial = RoundRecord(0, 0.0, accuracy, loss, 0, 0, 0, 0, 0, 0.0, 0.0, time.perf_counter() - wall_start)
+    writer.add_round(initial, engine.excluded_records())
+    algorithm.record(initial, {})
     writer.flush()
     if progress:
         progress.start(scenario.rounds.max, accuracy)
@@ -122,6 +129,7 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress=None) -
     def on_round(record, rows):
         writer.add_round(record, rows)
         writer.flush()
+        algorithm.record(record, engine.updates)
         if progress:
             progress.advance(record)
 
@@ -134,6 +142,9 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress=None) -
     finally:
         if progress:
             progress.stop()
+        if engine.pool is not None:
+            engine.pool.close()
+        algorithm.write(run_dir / "trace.json")
         summary = summarize(writer.rounds, writer.clients, scenario.rounds.target_accuracy, excluded,
                             time.perf_counter() - wall_start, status)
         writer.write_summary(summary)

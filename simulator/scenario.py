@@ -134,6 +134,16 @@ class OutputSpec(Strict):
     plots: bool = True
 
 
+class ReplaySpec(Strict):
+    trace: str = Field(description="trace.json of a real run (relative to the scenario file); the model is not run")
+
+
+class HostSpec(Strict):
+    workers: PositiveInt = Field(1, description="processes or Ray actors running a round's client updates")
+    backend: Literal["local", "ray"] = "local"
+    gpus_per_worker: float = Field(0.0, ge=0.0, description="Ray actors only")
+
+
 class Scenario(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = Field(0, ge=0)
@@ -144,6 +154,8 @@ class Scenario(Strict):
     fleet: FleetSpec
     rounds: RoundsSpec = RoundsSpec()
     output: OutputSpec = OutputSpec()
+    replay: ReplaySpec | None = None
+    host: HostSpec = HostSpec()
 
     @model_validator(mode="after")
     def _fits_fleet(self) -> "Scenario":

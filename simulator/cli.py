@@ -173,6 +173,34 @@ def sweep(file: Path = typer.Argument(..., help="sweep YAML (a base scenario and
     out.print(f"{len(result['ran'])} points run, {len(result['skipped'])} already complete; table: {result['csv']}")
 
 
+@app.command()
+def regress(update: bool = typer.Option(False, "--update", help="rewrite the goldens and show what changed"),
+            folder: Path = typer.Option(Path("scenarios/regression"), "--dir", help="regression scenarios")):
+    """Rerun the regression scenarios against their goldens (systems exact, accuracy within tolerance)."""
+    from simulator import regress as reg
+    from simulator.scenario import ScenarioError
+
+    files = reg.scenario_files(folder)
+    if not files:
+        fail_input(f"{folder}: no regression scenarios (*.yaml)")
+    failed = 0
+    for file in files:
+        try:
+            if update:
+                diff = reg.update(file)
+                out.print(diff or f"{file.stem}: goldens unchanged", markup=False, highlight=False, soft_wrap=True)
+                continue
+            problems = reg.check(file)
+        except ScenarioError as exc:
+            fail_input(str(exc))
+        failed += bool(problems)
+        out.print(f"{file.stem}: {'FAIL' if problems else 'ok'}", markup=False)
+        for line in problems:
+            out.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     try:
         app()

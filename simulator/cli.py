@@ -201,6 +201,33 @@ def regress(update: bool = typer.Option(False, "--update", help="rewrite the gol
         raise typer.Exit(1)
 
 
+@app.command()
+def plot(paths: list[Path] = typer.Argument(..., help="run directories and/or sweep directories"),
+         x: str = typer.Option("time", "--x", help="time | energy | bytes | flops"),
+         pareto: bool = typer.Option(False, "--pareto", help="time vs energy to target, one point per group"),
+         out_file: Optional[Path] = typer.Option(None, "--out", help="FILE.png, FILE.svg or FILE.pdf "
+                                                 "(default: PNG and SVG under the first path's plots/)")):
+    """Overlay runs and sweeps: accuracy vs time, energy, bytes or FLOPs (mean and spread over seeds)."""
+    from simulator import plots
+
+    if x not in plots.AXES:
+        fail_input(f"--x: expected one of {', '.join(plots.AXES)} (got {x!r})")
+    if out_file is not None and out_file.suffix.lower() not in (".png", ".svg", ".pdf"):
+        fail_input(f"--out {out_file}: expected a .png, .svg or .pdf file")
+    try:
+        groups = plots.collect(paths)
+    except plots.PlotInputError as exc:
+        fail_input(str(exc))
+    if not groups:
+        fail_input(f"{paths[0]}: no finished runs to plot")
+    stem = "pareto_time_energy" if pareto else f"accuracy_vs_{x}"
+    targets = [paths[0] / "plots" / f"{stem}{ext}" for ext in (".png", ".svg")] if out_file is None else [out_file]
+    for target in targets:
+        written = plots.plot_pareto(groups, target) if pareto else plots.plot_overlay(groups, x, target,
+                                                                                      plots.common_target(groups))
+        out.print(f"plot: {written}")
+
+
 def main() -> None:
     try:
         app()

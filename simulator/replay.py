@@ -10,6 +10,7 @@ the accuracy recorded after as many aggregated updates. The trace grows with rou
 """
 from __future__ import annotations
 
+import gc
 import json
 import time
 from dataclasses import dataclass
@@ -28,10 +29,8 @@ def ops_list(work: Work) -> list[float]:
 
 
 def work_from(ops: list[float], peak: int) -> Work:
-    work = Work(peak_memory_bytes=peak)
-    for i, kind in enumerate(OP_KINDS):
-        work.ops[kind] = OpCount(ops[2 * i], ops[2 * i + 1])
-    return work
+    return Work({kind: OpCount(ops[2 * i], ops[2 * i + 1]) for i, kind in enumerate(OP_KINDS)},
+                peak_memory_bytes=peak)
 
 
 class TraceRecorder:
@@ -169,12 +168,14 @@ def run_replay(scenario: Scenario, base: Path, run_dir: Path, progress=None) -> 
             progress.advance(record)
 
     status = "done"
+    gc.freeze()  # the interpreter's long-lived objects (torch, the trace) need no rescanning per round
     try:
         engine.run(on_round)
     except KeyboardInterrupt:
         status = "interrupted"
         raise
     finally:
+        gc.unfreeze()
         if progress:
             progress.stop()
         summary = writer.summary(scenario.rounds.target_accuracy, excluded, time.perf_counter() - wall_start,

@@ -18,6 +18,9 @@ sys.path.insert(0, str(ROOT))
 from simulator import plots  # noqa: E402
 from simulator.sweep import run_sweep  # noqa: E402
 
+# seed 1 starts at 0.565 and peaks at 0.595 on this budget; seed 0 starts above 0.6
+TARGET = 0.59
+
 
 def main() -> None:
     out = ROOT / "bench/runs/device-mix"
@@ -25,11 +28,11 @@ def main() -> None:
     result = run_sweep(ROOT / "scenarios/sweeps/device-mix.yaml", out, workers=2)
     wall = time.perf_counter() - start
     groups = plots.collect([out])
-    plots.plot_overlay(groups, "time", ROOT / "docs/device_mix.png", plots.common_target(groups))
-    plots.plot_pareto(groups, ROOT / "docs/device_mix_pareto.png")
-    figures = {"wall_s": wall, "points_run": len(result["ran"]),
+    plots.plot_overlay(groups, "time", ROOT / "docs/device_mix.png", TARGET)
+    plots.plot_pareto(groups, ROOT / "docs/device_mix_pareto.png", TARGET)
+    figures = {"wall_s": wall, "points_run": len(result["ran"]), "target_accuracy": TARGET,
                "to_target": {k: (None if v is None else {"time_s": v[0], "energy_j": v[1]})
-                             for k, v in plots.to_target(groups).items()}}
+                             for k, v in plots.to_target(groups, TARGET).items()}}
     for label, runs in groups.items():
         finals = [json.loads((r / "summary.json").read_text()) for r in runs]
         figures.setdefault("final", {})[label] = {

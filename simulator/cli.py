@@ -205,6 +205,7 @@ def regress(update: bool = typer.Option(False, "--update", help="rewrite the gol
 def plot(paths: list[Path] = typer.Argument(..., help="run directories and/or sweep directories"),
          x: str = typer.Option("time", "--x", help="time | energy | bytes | flops"),
          pareto: bool = typer.Option(False, "--pareto", help="time vs energy to target, one point per group"),
+         target: Optional[float] = typer.Option(None, "--target", help="target accuracy (default: the runs' own)"),
          out_file: Optional[Path] = typer.Option(None, "--out", help="FILE.png, FILE.svg or FILE.pdf "
                                                  "(default: PNG and SVG under the first path's plots/)")):
     """Overlay runs and sweeps: accuracy vs time, energy, bytes or FLOPs (mean and spread over seeds)."""
@@ -221,10 +222,12 @@ def plot(paths: list[Path] = typer.Argument(..., help="run directories and/or sw
     if not groups:
         fail_input(f"{paths[0]}: no finished runs to plot")
     stem = "pareto_time_energy" if pareto else f"accuracy_vs_{x}"
-    targets = [paths[0] / "plots" / f"{stem}{ext}" for ext in (".png", ".svg")] if out_file is None else [out_file]
-    for target in targets:
-        written = plots.plot_pareto(groups, target) if pareto else plots.plot_overlay(groups, x, target,
-                                                                                      plots.common_target(groups))
+    files = [paths[0] / "plots" / f"{stem}{ext}" for ext in (".png", ".svg")] if out_file is None else [out_file]
+    for path in files:
+        if pareto:
+            written = plots.plot_pareto(groups, path, target)
+        else:
+            written = plots.plot_overlay(groups, x, path, plots.common_target(groups) if target is None else target)
         out.print(f"plot: {written}")
 
 

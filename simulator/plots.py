@@ -165,13 +165,24 @@ def plot_overlay(groups: dict[str, list[Path]], x: str, out: Path, target: float
     return _save(fig, out)
 
 
-def to_target(groups: dict[str, list[Path]]) -> dict[str, tuple[float, float] | None]:
+def run_to_target(run_dir: Path, target: float | None) -> tuple[float | None, float | None]:
+    """Simulated time and fleet energy to ``target`` (None: the run's own, from summary.json)."""
+    if target is None:
+        summary = json.loads((run_dir / "summary.json").read_text())
+        return summary["time_to_target_s"], summary["energy_to_target_j"]
+    curve = read_curve(run_dir)
+    for acc, t, e in zip(curve["accuracy"], curve["sim_time_s"], curve["energy_j"]):
+        if acc >= target:
+            return t, e
+    return None, None
+
+
+def to_target(groups: dict[str, list[Path]], target: float | None = None) -> dict[str, tuple[float, float] | None]:
     """Mean simulated time (s) and fleet energy (J) to the target per group; None where a seed
     never reached it."""
     out = {}
     for label, runs in groups.items():
-        summaries = [json.loads((r / "summary.json").read_text()) for r in runs]
-        pairs = [(s["time_to_target_s"], s["energy_to_target_j"]) for s in summaries]
+        pairs = [run_to_target(r, target) for r in runs]
         out[label] = None if any(t is None for t, _ in pairs) else tuple(np.mean(pairs, axis=0))
     return out
 
@@ -183,10 +194,11 @@ def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
     return sorted(front, key=lambda label: points[label])
 
 
-def plot_pareto(groups: dict[str, list[Path]], out: Path) -> Path:
-    """Time vs energy to the target accuracy, one point per group (e.g. device mix)."""
-    reached = {k: v for k, v in to_target(groups).items() if v is not None}
-    missed = [k for k, v in to_target(groups).items() if v is None]
+def plot_pareto(groups: dict[str, list[Path]], out: Path, target: float | None = None) -> Path:
+    """Time vs energy to the target accuracy (the runs' own, or ``target``), one point per group."""
+    figures = to_target(groups, target)
+    reached = {k: v for k, v in figures.items() if v is not None}
+    missed = [k for k, v in figures.items() if v is None]
     fig, ax = plt.subplots(figsize=(7.0, 4.4), dpi=120)
     front = pareto_front(reached)
     for label, (t, e) in reached.items():
@@ -198,7 +210,7 @@ def plot_pareto(groups: dict[str, list[Path]], out: Path) -> Path:
     ax.set_ylabel("fleet energy to target (kJ)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    title = "time vs energy to target"
+    title = "time vs energy to target" + (f" accuracy {target:g}" if target is not None else "")
     if missed:
         title += f" ({len(missed)} never reached it: {', '.join(missed)})"
     ax.set_title(title, fontsize=9)

@@ -75,8 +75,7 @@ def test_interrupted_sweep_completes_only_missing_points(two_seeds, tmp_path):
     assert _rows(out / "sweep.csv") == table
 
 
-def test_local_and_ray_backends_write_identical_rows(two_seeds, tmp_path):
-    pytest.importorskip("ray")
+def test_local_and_ray_backends_write_identical_rows(two_seeds, tmp_path, local_ray):
     path, local_dir, _ = two_seeds
     run_sweep(path, tmp_path / "ray", backend="ray", workers=1)
     local, ray_rows = _rows(local_dir / "sweep.csv"), _rows(tmp_path / "ray" / "sweep.csv")

@@ -75,12 +75,11 @@ def test_replay_beyond_the_trace_is_bad_input(real):
 
 
 @pytest.mark.parametrize("backend", ["local", "ray"])
-def test_parallel_clients_give_the_sequential_outputs(real, backend):
+def test_parallel_clients_give_the_sequential_outputs(real, backend, request):
     if backend == "ray":
-        pytest.importorskip("ray")
+        request.getfixturevalue("local_ray")
     tmp, data, run_dir, _ = real
-    # two local processes split the round; one Ray actor (its startup dominates) takes it whole
-    parallel = {**copy.deepcopy(data), "host": {"workers": 2 if backend == "local" else 1, "backend": backend}}
+    parallel = {**copy.deepcopy(data), "host": {"workers": 2, "backend": backend}}
     par_dir, _ = _run(tmp, parallel, f"parallel-{backend}")
     _same_systems(run_dir, par_dir)
     assert _rows(par_dir / "rounds.csv") == _rows(run_dir / "rounds.csv")  # accuracy and loss too

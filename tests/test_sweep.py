@@ -81,3 +81,20 @@ def test_local_and_ray_backends_write_identical_rows(two_seeds, tmp_path, local_
     local, ray_rows = _rows(local_dir / "sweep.csv"), _rows(tmp_path / "ray" / "sweep.csv")
     assert len(local) == 2 and local == ray_rows
     assert local[0]["final_accuracy"] != "" and "totals.energy_j" in local[0]
+
+
+def test_cli_bad_sweep_input_is_one_line_exit_2(tmp_path, tiny_dict):
+    from typer.testing import CliRunner
+
+    from simulator.cli import app
+
+    write_scenario(tmp_path, tiny_dict, "base.yaml")
+    (tmp_path / "typo.yaml").write_text("base: base.yaml\ngrids: {seed: [1, 2]}\n")
+    (tmp_path / "badpath.yaml").write_text("base: base.yaml\ngrid: {rounds.maxx: [1, 2]}\n")
+    cases = [(["sweep", tmp_path / "typo.yaml"], "grids"), (["sweep", tmp_path / "badpath.yaml"], "rounds.maxx"),
+             (["sweep", tmp_path / "typo.yaml", "--backend", "slurm"], "--backend"),
+             (["sweep", tmp_path / "missing.yaml"], "missing.yaml"), (["regress", "--dir", tmp_path / "none"], "none")]
+    for args, named in cases:
+        result = CliRunner().invoke(app, [str(a) for a in args])
+        assert result.exit_code == 2, (args, result.output)
+        assert named in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -201,13 +201,15 @@ def plot_pareto(groups: dict[str, list[Path]], out: Path, target: float | None =
     missed = [k for k, v in figures.items() if v is None]
     fig, ax = plt.subplots(figsize=(7.0, 4.4), dpi=120)
     front = pareto_front(reached)
+    unit, scale = ("kJ", 1e-3) if max((e for _, e in reached.values()), default=0.0) >= 1e3 else ("J", 1.0)
     for label, (t, e) in reached.items():
-        ax.scatter(t, e / 1e3, s=40, zorder=3, marker="*" if label in front else "o", label=label)
-    if front:
-        ax.plot([reached[k][0] for k in front], [reached[k][1] / 1e3 for k in front], color="grey",
-                linestyle=":", linewidth=1, label="Pareto front")
+        ax.scatter(t, e * scale, s=40, zorder=3, marker="*" if label in front else "o",
+                   label=label + (" (Pareto front)" if label in front else ""))
+    if len(front) > 1:
+        ax.plot([reached[k][0] for k in front], [reached[k][1] * scale for k in front], color="grey",
+                linestyle=":", linewidth=1)
     ax.set_xlabel("simulated time to target (s)")
-    ax.set_ylabel("fleet energy to target (kJ)")
+    ax.set_ylabel(f"fleet energy to target ({unit})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     title = "time vs energy to target" + (f" accuracy {target:g}" if target is not None else "")

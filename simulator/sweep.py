@@ -15,8 +15,8 @@ A sweep file::
 
 Every point runs into ``OUT/<point id>``; the id hashes the point's parameters, so a point whose
 run directory holds a finished ``summary.json`` is skipped and an interrupted sweep resumes. The
-points run on local processes (spawned, so no state leaks between them) or Ray tasks; either way
-``sweep.csv`` joins each point's parameters with its summary, in point order.
+points run on local processes or Ray tasks; either way ``sweep.csv`` joins each point's
+parameters with its summary, in point order.
 """
 from __future__ import annotations
 
@@ -167,7 +167,14 @@ def _threads(workers: int) -> int:
 
 
 def run_local(jobs: list[tuple], workers: int, on_done=None) -> None:
-    """Spawned worker processes: each point starts from a fresh interpreter."""
+    """One worker: the points in turn in this process. More: spawned worker processes (a fresh
+    interpreter each, so nothing a point sets up leaks into another's process)."""
+    if workers == 1:
+        for job in jobs:
+            summary = run_point(*job)
+            if on_done:
+                on_done(Path(job[2]).name, summary)
+        return
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
         futures = [pool.submit(run_point, *job, _threads(workers)) for job in jobs]
         for job, future in zip(jobs, futures):

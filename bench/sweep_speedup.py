@@ -1,6 +1,5 @@
 """An 8-point sweep (tiny-bert, 8 seeds, 3 rounds each) with 1 worker (in this process) and 2 local
-worker processes:
-wall time and speed-up; the two sweep.csv tables must be identical. Figures in
+worker processes: wall time and speed-up; the two sweep.csv tables must be identical. Figures in
 bench/results/sweep_speedup.json.
 
     OMP_NUM_THREADS=1 python bench/sweep_speedup.py

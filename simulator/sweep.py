@@ -163,7 +163,10 @@ def run_sweep(file: Path, out: Path, backend: Literal["local", "ray"] = "local",
 
 
 def _threads(workers: int) -> int:
-    return max(1, (os.cpu_count() or 1) // workers)
+    """Each worker's share of this process's torch threads (which honour OMP_NUM_THREADS)."""
+    import torch
+
+    return max(1, torch.get_num_threads() // workers)
 
 
 def run_local(jobs: list[tuple], workers: int, on_done=None) -> None:

@@ -186,6 +186,84 @@ def calibrate(out_file: Path = typer.Option(Path("host.yaml"), "--out", help="de
     out.print(f"wrote {out_file} (use it with fleet.devices_file and a group `device: host`)")
 
 
+@app.command()
+def sweep(file: Path = typer.Argument(..., help="sweep YAML (a base scenario and a grid of dotted-path values)"),
+          backend: str = typer.Option("local", "--backend", help="local processes or ray (RAY_ADDRESS or a local Ray)"),
+          workers: int = typer.Option(1, "--workers", min=1, help="points run at once"),
+          out_dir: Optional[Path] = typer.Option(None, "--out", help="sweep folder (default: runs/<sweep file stem>)")):
+    """Run every point of a sweep that is not finished yet; write sweep.csv."""
+    from simulator.scenario import ScenarioError
+    from simulator.sweep import run_sweep
+
+    if backend not in ("local", "ray"):
+        fail_input(f"--backend: expected local or ray (got {backend!r})")
+    target = out_dir or Path("runs") / file.stem
+    try:
+        result = run_sweep(file, target, backend, workers,
+                           on_done=lambda pid, s: console.print(f"done {pid}: final accuracy {s['final_accuracy']}"))
+    except ScenarioError as exc:
+        fail_input(str(exc))
+    out.print(f"{len(result['ran'])} points run, {len(result['skipped'])} already complete; table: {result['csv']}")
+
+
+@app.command()
+def regress(update: bool = typer.Option(False, "--update", help="rewrite the goldens and show what changed"),
+            folder: Path = typer.Option(Path("scenarios/regression"), "--dir", help="regression scenarios")):
+    """Rerun the regression scenarios against their goldens (systems exact, accuracy within tolerance)."""
+    from simulator import regress as reg
+    from simulator.scenario import ScenarioError
+
+    files = reg.scenario_files(folder)
+    if not files:
+        fail_input(f"{folder}: no regression scenarios (*.yaml)")
+    failed = 0
+    for file in files:
+        try:
+            if update:
+                diff = reg.update(file)
+                out.print(diff or f"{file.stem}: goldens unchanged", markup=False, highlight=False, soft_wrap=True)
+                continue
+            problems = reg.check(file)
+        except ScenarioError as exc:
+            fail_input(str(exc))
+        failed += bool(problems)
+        out.print(f"{file.stem}: {'FAIL' if problems else 'ok'}", markup=False)
+        for line in problems:
+            out.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def plot(paths: list[Path] = typer.Argument(..., help="run directories and/or sweep directories"),
+         x: str = typer.Option("time", "--x", help="time | energy | bytes | flops"),
+         pareto: bool = typer.Option(False, "--pareto", help="time vs energy to target, one point per group"),
+         target: Optional[float] = typer.Option(None, "--target", help="target accuracy (default: the runs' own)"),
+         out_file: Optional[Path] = typer.Option(None, "--out", help="FILE.png, FILE.svg or FILE.pdf "
+                                                 "(default: PNG and SVG under the first path's plots/)")):
+    """Overlay runs and sweeps: accuracy vs time, energy, bytes or FLOPs (mean and spread over seeds)."""
+    from simulator import plots
+
+    if x not in plots.AXES:
+        fail_input(f"--x: expected one of {', '.join(plots.AXES)} (got {x!r})")
+    if out_file is not None and out_file.suffix.lower() not in (".png", ".svg", ".pdf"):
+        fail_input(f"--out {out_file}: expected a .png, .svg or .pdf file")
+    try:
+        groups = plots.collect(paths)
+    except plots.PlotInputError as exc:
+        fail_input(str(exc))
+    if not groups:
+        fail_input(f"{paths[0]}: no finished runs to plot")
+    stem = "pareto_time_energy" if pareto else f"accuracy_vs_{x}"
+    files = [paths[0] / "plots" / f"{stem}{ext}" for ext in (".png", ".svg")] if out_file is None else [out_file]
+    for path in files:
+        if pareto:
+            written = plots.plot_pareto(groups, path, target)
+        else:
+            written = plots.plot_overlay(groups, x, path, plots.common_target(groups) if target is None else target)
+        out.print(f"plot: {written}")
+
+
 def main() -> None:
     try:
         app()

@@ -134,6 +134,8 @@ class Engine:
         self._arrivals: list[ClientRecord] = []
         self._enough: simpy.Event | None = None
         self._need = 0
+        self.pool = None  # a ClientPool runs client updates on workers (simulator/parallel.py)
+        self.updates: dict[int, tuple[Message, Work]] = {}  # the last round's, for trace recording
 
     # -- selection -----------------------------------------------------------------------
     def usable(self, client: Client) -> bool:
@@ -270,6 +272,18 @@ class Engine:
         if proc.is_alive:
             proc.interrupt("dropped")
 
+    # -- the host's learning ---------------------------------------------------------------
+    def client_updates(self, round: int, selected: list[int]) -> dict[int, tuple[Message, Work]]:
+        """The selected clients' real local steps: in order on the host model, or on ``pool``'s
+        workers (same results; catch-up is pure bookkeeping and stays here)."""
+        if self.pool is not None:
+            return self.pool.client_updates(self.algo, round, selected)
+        return {cid: self.algo.client_update(cid, round) for cid in selected}
+
+    def measure(self, round: int) -> tuple[float, float]:
+        """Held-out accuracy and loss of the global model after ``round``."""
+        return evaluate(self.algo.model, self.algo.data.test)
+
     # -- the server ----------------------------------------------------------------------
     def run_round(self, round: int, evaluate_now: bool):
         """Generator: one synchronous round; returns (RoundRecord, [ClientRecord])."""
@@ -280,11 +294,10 @@ class Engine:
         host_start = time.perf_counter()
         selected = self.select(round, available)
         algo.configure_round(round, selected)
-        jobs: dict[int, Job] = {}
-        for cid in selected:  # the real learning, in a fixed order, in zero simulated time
-            down, replay_work = algo.catch_up(cid, self.last_sync[cid], round)
-            up, work = algo.client_update(cid, round)
-            jobs[cid] = Job(down, replay_work.merge(work), up, algo.rejects(up))
+        downs = {cid: algo.catch_up(cid, self.last_sync[cid], round) for cid in selected}
+        self.updates = self.client_updates(round, selected)  # the real learning, zero simulated time
+        jobs = {cid: Job(downs[cid][0], downs[cid][1].merge(self.updates[cid][1]), self.updates[cid][0],
+                         algo.rejects(self.updates[cid][0])) for cid in selected}
         host_learning = time.perf_counter() - host_start
         median = jobs[selected[len(selected) // 2]]
         self.reference = Estimate(median.download.nbytes, median.upload.nbytes, median.work)
@@ -333,7 +346,7 @@ class Engine:
                 rec.status, rec.note = "rejected", jobs[rec.client].rejected
         accuracy = loss = None
         if evaluate_now:
-            accuracy, loss = evaluate(algo.model, algo.data.test)
+            accuracy, loss = self.measure(round)
         host_seconds = host_learning + time.perf_counter() - host_start
         rows = [records[cid] for cid in selected]
         self.round = round

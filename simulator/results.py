@@ -10,6 +10,7 @@ import io
 import json
 import os
 import tempfile
+from array import array
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -122,3 +123,62 @@ def summarize(rounds: list[dict], clients: list[dict], target: float | None, exc
         "excluded": excluded,
         "host_seconds": host_seconds,
     }
+
+
+# client columns summed into summary.json's totals (kept per row so the sums equal summarize()'s)
+SUMMED = ("download_s", "compute_s", "upload_s", "idle_s", "energy_compute_j", "energy_radio_j", "energy_idle_j",
+          "flops", "energy_j")
+
+
+class StreamingRunWriter(RunWriter):
+    """For fleets of thousands: each flush appends the new rounds' rows (one write per file), and
+    client rows are kept only as the few numbers summary.json sums, not as dicts.
+
+    An append is not atomic: a crash can leave a torn last line, unlike ``RunWriter``'s files.
+    """
+
+    def __init__(self, run_dir: Path):
+        super().__init__(run_dir)
+        self.pending_rounds: list[dict] = []
+        self.pending_clients: list[ClientRecord] = []
+        self.sums = {k: array("d") for k in SUMMED}
+        self.bytes = {"bytes_up": 0, "bytes_down": 0}
+        self.by_status: dict[str, int] = {}
+
+    def add_round(self, record: RoundRecord, rows: list[ClientRecord]) -> None:
+        self.rounds.append(asdict(record))
+        self.pending_rounds.append(self.rounds[-1])
+        self.add_clients(rows)
+
+    def add_clients(self, rows: list[ClientRecord]) -> None:
+        for r in rows:
+            for key in SUMMED[:-1]:
+                self.sums[key].append(getattr(r, key))
+            self.sums["energy_j"].append(r.energy_compute_j + r.energy_radio_j + r.energy_idle_j)
+            self.bytes["bytes_up"] += r.bytes_up
+            self.bytes["bytes_down"] += r.bytes_down
+            self.by_status[r.status] = self.by_status.get(r.status, 0) + 1
+        self.pending_clients.extend(rows)
+
+    def flush(self) -> None:
+        self._append("rounds.csv", ROUND_COLUMNS, [[_fmt(r[c]) for c in ROUND_COLUMNS] for r in self.pending_rounds])
+        self._append("clients.csv", CLIENT_COLUMNS,
+                     [[_fmt(getattr(r, c)) for c in CLIENT_COLUMNS] for r in self.pending_clients])
+        self.pending_rounds, self.pending_clients = [], []
+
+    def _append(self, name: str, columns: list[str], rows: list[list]) -> None:
+        path = self.dir / name
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        if not path.exists():
+            writer.writerow(columns)
+        writer.writerows(rows)
+        with path.open("a") as fh:
+            fh.write(buf.getvalue())
+
+    def summary(self, target: float | None, excluded: list[dict], host_seconds: float, status: str) -> dict:
+        summary = summarize(self.rounds, [], target, excluded, host_seconds, status)
+        totals = {k: sum(v) for k, v in self.sums.items()}
+        summary["totals"].update(energy_j=totals.pop("energy_j"), client_flops=totals.pop("flops"), **self.bytes,
+                                 **totals, client_rounds=self.by_status)
+        return summary

@@ -21,11 +21,13 @@ from simulator.checkpoint import CHECKPOINT, Checkpoint, CheckpointError, load_c
 from simulator.costs import fits_in_memory
 from simulator.engine import Client, Diverged, Engine, RoundRecord
 from simulator.network import link_factors, read_link_trace
+from simulator.parallel import client_pool
+from simulator.replay import TraceRecorder
 from simulator.results import RunWriter, summarize
 from simulator.scenario import Scenario, ScenarioError, resolve_path, scenario_dict
 
 ALGORITHMS = {"decomfl": DeComFL, "fedspzo": FedSPZO, "fedkseed": FedKSeed, "fedzo": FedZO, "fedavg": FedAvg}
-RUN_FILES = ("scenario.yaml", "rounds.csv", "clients.csv", "summary.json", CHECKPOINT)
+RUN_FILES = ("scenario.yaml", "rounds.csv", "clients.csv", "summary.json", "trace.json", CHECKPOINT)
 
 
 def build_fleet(scenario: Scenario, base: Path = Path(".")) -> list[Client]:
@@ -157,7 +159,7 @@ def checkpoint(run_dir: Path, resolved: dict, engine: Engine, writer: RunWriter,
                host_seconds: float) -> None:
     algo = engine.algo
     state = {"scenario": resolved, "engine": engine.state(), "rounds": writer.rounds, "clients": writer.clients,
-             "excluded": excluded, "host_seconds": host_seconds}
+             "excluded": excluded, "host_seconds": host_seconds, "trace": algo.trace, "applied": algo.applied}
     save_checkpoint(run_dir, state, dict(zip(algo.trainable.names, algo.trainable.params)), algo.state())
 
 
@@ -181,13 +183,20 @@ def resume_from(ckpt: Checkpoint, engine: Engine, writer: RunWriter) -> float:
     engine.load_state(ckpt.state["engine"])
     torch.set_rng_state(ckpt.torch_rng)
     writer.rounds, writer.clients = ckpt.state["rounds"], ckpt.state["clients"]
+    engine.algo.trace, engine.algo.applied = ckpt.state["trace"], ckpt.state["applied"]
     writer.flush()
     return ckpt.state["host_seconds"]
 
 
 def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress=None, resume: bool = False) -> dict:
     """Run every round, writing the run directory and a checkpoint as it goes; returns the summary.
-    With ``resume``, continue from the run directory's last checkpoint instead."""
+    With ``resume``, continue from the run directory's last checkpoint instead. A scenario with
+    ``replay`` drives only the systems side from a recorded trace."""
+    if scenario.replay is not None:
+        if resume:
+            raise ScenarioError("--resume: replay runs are quick to redo; run them again instead")
+        from simulator.replay import run_replay
+        return run_replay(scenario, base, run_dir, progress)
     wall_start = time.perf_counter()
     resolved = scenario_dict(scenario)
     if resume:
@@ -198,8 +207,9 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress=None, r
         stale.unlink()
     writer = RunWriter(run_dir)
     writer.write_scenario(resolved, versions())
-    algorithm = build_learning(scenario, base)
-    fit_to_fleet(algorithm, scenario)
+    learning = build_learning(scenario, base)
+    fit_to_fleet(learning, scenario)
+    algorithm = TraceRecorder(learning)
     clients = build_fleet(scenario, base)
     excluded = mark_memory_exclusions(clients, algorithm.peak_memory_bytes())
     if not any(c.eligible for c in clients):
@@ -207,13 +217,15 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress=None, r
         raise ScenarioError(f"fleet: no device can hold this method's peak memory ({need:.2f} GB)")
     engine = Engine(algorithm, clients, scenario.rounds, scenario.seed, scenario.model.dtype, scenario.fleet,
                     build_availability(scenario, base))
+    engine.pool = client_pool(scenario.host, scenario, base)
     host_before = 0.0
     if resume:
         host_before = resume_from(ckpt, engine, writer)
     else:
         accuracy, loss = evaluate(algorithm.model, algorithm.data.test)
-        writer.add_round(RoundRecord(0, 0.0, accuracy, loss, 0, 0, 0, 0, 0, 0.0, 0.0,
-                                     time.perf_counter() - wall_start), engine.excluded_records())
+        initial = RoundRecord(0, 0.0, accuracy, loss, 0, 0, 0, 0, 0, 0.0, 0.0, time.perf_counter() - wall_start)
+        writer.add_round(initial, engine.excluded_records())
+        algorithm.record(initial, {})
         writer.flush()
         checkpoint(run_dir, resolved, engine, writer, excluded, time.perf_counter() - wall_start)
     if progress:
@@ -222,6 +234,7 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress=None, r
     def on_round(record, rows):
         writer.add_round(record, rows)
         writer.flush()
+        algorithm.record(record, engine.updates)
         checkpoint(run_dir, resolved, engine, writer, excluded, host_before + time.perf_counter() - wall_start)
         if progress:
             progress.advance(record)
@@ -235,6 +248,9 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress=None, r
     finally:
         if progress:
             progress.stop()
+        if engine.pool is not None:
+            engine.pool.close()
+        algorithm.write(run_dir / "trace.json")
         summary = summarize(writer.rounds, writer.clients, scenario.rounds.target_accuracy, excluded,
                             host_before + time.perf_counter() - wall_start, status)
         writer.write_summary(summary)

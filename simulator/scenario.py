@@ -208,6 +208,16 @@ class OutputSpec(Strict):
         return value
 
 
+class ReplaySpec(Strict):
+    trace: str = Field(description="trace.json of a real run (relative to the scenario file); the model is not run")
+
+
+class HostSpec(Strict):
+    workers: PositiveInt = Field(1, description="processes or Ray actors running a round's client updates")
+    backend: Literal["local", "ray"] = "local"
+    gpus_per_worker: float = Field(0.0, ge=0.0, description="Ray actors only")
+
+
 class Scenario(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$", max_length=200,
                       description="the run folder's name under output.dir (no '/', no leading '.')")
@@ -219,6 +229,8 @@ class Scenario(Strict):
     fleet: FleetSpec
     rounds: RoundsSpec = RoundsSpec()
     output: OutputSpec = OutputSpec()
+    replay: ReplaySpec | None = None
+    host: HostSpec = HostSpec()
 
     @model_validator(mode="after")
     def _fits_fleet(self) -> "Scenario":

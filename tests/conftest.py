@@ -57,3 +57,12 @@ def shared_data_or_skip(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"../shared/data not present ({path}); benchmark data is optional")
     return path
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """One local Ray for every test that needs it (its start costs seconds); skipped without Ray."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

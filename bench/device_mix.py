@@ -1,0 +1,48 @@
+"""The device-mix sweep (scenarios/sweeps/device-mix.yaml, 4 fleets x 2 seeds, MiniLM head-only
+on a tiny budget) run with 2 local workers; plots accuracy vs simulated time (mean and spread over
+seeds) to docs/device_mix.png and time vs energy to target to docs/device_mix_pareto.png; figures
+in bench/results/device_mix.json.
+
+    OMP_NUM_THREADS=1 python bench/device_mix.py
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from simulator import plots  # noqa: E402
+from simulator.sweep import run_sweep  # noqa: E402
+
+# seed 1 starts at 0.565 and peaks at 0.595 on this budget; seed 0 starts above 0.6
+TARGET = 0.59
+
+
+def main() -> None:
+    out = ROOT / "bench/runs/device-mix"
+    start = time.perf_counter()
+    result = run_sweep(ROOT / "scenarios/sweeps/device-mix.yaml", out, workers=2)
+    wall = time.perf_counter() - start
+    groups = plots.collect([out])
+    plots.plot_overlay(groups, "time", ROOT / "docs/device_mix.png", TARGET)
+    plots.plot_pareto(groups, ROOT / "docs/device_mix_pareto.png", TARGET)
+    figures = {"wall_s": wall, "points_run": len(result["ran"]), "target_accuracy": TARGET,
+               "to_target": {k: (None if v is None else {"time_s": v[0], "energy_j": v[1]})
+                             for k, v in plots.to_target(groups, TARGET).items()}}
+    for label, runs in groups.items():
+        finals = [json.loads((r / "summary.json").read_text()) for r in runs]
+        figures.setdefault("final", {})[label] = {
+            "accuracy": sum(s["final_accuracy"] for s in finals) / len(finals),
+            "sim_time_s": sum(s["totals"]["sim_time_s"] for s in finals) / len(finals),
+            "energy_j": sum(s["totals"]["energy_j"] for s in finals) / len(finals)}
+    (ROOT / "bench/results").mkdir(parents=True, exist_ok=True)
+    (ROOT / "bench/results/device_mix.json").write_text(json.dumps(figures, indent=2) + "\n")
+    print(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Parallel clients: a round's local updates on worker processes or Ray actors.
+
+Each worker builds the scenario's learning once (same seed, so the same model and data). Per round
+the host sends every worker the global trainable weights and the algorithm's server state; the
+worker calls ``configure_round`` itself and runs ``client_update`` for its share of the selected
+clients. ``client_update`` depends only on those (the algorithm contract), so the results equal
+the sequential run's; the engine merges them in client order.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import torch
+
+from simulator.scenario import HostSpec, Scenario, ScenarioError, scenario_dict
+
+_ALGO = None  # a local worker process's own algorithm
+
+
+def _start_worker(resolved: dict, base: str, threads: int) -> None:
+    global _ALGO
+    from simulator.runner import build_learning
+
+    torch.set_num_threads(threads)
+    _ALGO = build_learning(Scenario.model_validate(resolved), Path(base))
+
+
+def _updates(algo, weights, state, round, selected, clients) -> dict:
+    algo.trainable.restore(weights)
+    algo.load_state(state)
+    algo.configure_round(round, selected)
+    return {cid: algo.client_update(cid, round) for cid in clients}
+
+
+def _local_updates(weights, state, round, selected, clients) -> dict:
+    return _updates(_ALGO, weights, state, round, selected, clients)
+
+
+def shares(selected: list[int], workers: int) -> list[list[int]]:
+    """Contiguous, nearly equal shares of the selected clients, one per worker."""
+    size, extra = divmod(len(selected), workers)
+    out, start = [], 0
+    for i in range(workers):
+        end = start + size + (i < extra)
+        if end > start:
+            out.append(selected[start:end])
+        start = end
+    return out
+
+
+class LocalPool:
+    """Spawned worker processes, each holding its own copy of the learning."""
+
+    def __init__(self, scenario: Scenario, base: Path, workers: int):
+        threads = max(1, torch.get_num_threads() // workers)
+        self.workers = workers
+        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                                        initializer=_start_worker,
+                                        initargs=(scenario_dict(scenario), str(base), threads))
+
+    def client_updates(self, algo, round, selected):
+        weights, state = algo.trainable.snapshot(), algo.state()
+        futures = [self.pool.submit(_local_updates, weights, state, round, selected, share)
+                   for share in shares(selected, self.workers)]
+        merged = {}
+        for future in futures:
+            merged.update(future.result())
+        return {cid: merged[cid] for cid in selected}
+
+    def close(self):
+        self.pool.shutdown(cancel_futures=True)
+
+
+class RayPool:
+    """Ray actors (CPU, or GPU with ``host.gpus_per_worker``), on ``RAY_ADDRESS`` or a local Ray."""
+
+    def __init__(self, scenario: Scenario, base: Path, workers: int, gpus: float):
+        try:
+            import ray
+        except ImportError:
+            raise ScenarioError("host.backend: Ray is not installed (pip install 'edgefed[ray]')") from None
+        self.ray = ray
+        self.started = not ray.is_initialized()
+        if self.started:
+            address = os.environ.get("RAY_ADDRESS")
+            ray.init(address=address, **({} if address else {"num_cpus": workers}),
+                     include_dashboard=False, log_to_driver=False)
+
+        class Worker:
+            def __init__(self):
+                _start_worker(scenario_dict(scenario), str(base), 1)
+
+            def updates(self, weights, state, round, selected, clients):
+                return _local_updates(weights, state, round, selected, clients)
+
+        actor = ray.remote(num_cpus=1, num_gpus=gpus)(Worker)
+        self.actors = [actor.remote() for _ in range(workers)]
+
+    def client_updates(self, algo, round, selected):
+        weights, state = self.ray.put(algo.trainable.snapshot()), self.ray.put(algo.state())
+        refs = [a.updates.remote(weights, state, round, selected, share)
+                for a, share in zip(self.actors, shares(selected, len(self.actors)))]
+        merged = {}
+        for part in self.ray.get(refs):
+            merged.update(part)
+        return {cid: merged[cid] for cid in selected}
+
+    def close(self):
+        for actor in self.actors:
+            self.ray.kill(actor)
+        if self.started:
+            self.ray.shutdown()
+
+
+def client_pool(host: HostSpec, scenario: Scenario, base: Path):
+    """None (sequential on the host) for one local worker, else a pool."""
+    if host.backend == "ray":
+        return RayPool(scenario, base, host.workers, host.gpus_per_worker)
+    return LocalPool(scenario, base, host.workers) if host.workers > 1 else None

@@ -1,0 +1,127 @@
+"""Scenario regression (DESIGN section 10): rerun small scenarios and compare with golden outputs.
+
+Goldens live in ``scenarios/regression/golden/<scenario stem>/`` (``summary.json``, ``rounds.csv``).
+Systems figures (time, energy, bytes, FLOPs, counts, *-to-target) must match exactly: they follow
+from the scenario alone. Accuracy and loss come out of float kernels that may differ between CPUs
+and torch builds, so they match within ``ACCURACY_TOL`` (absolute; two of 64 held-out examples)
+and ``LOSS_TOL`` (relative). Host seconds are never compared.
+"""
+from __future__ import annotations
+
+import csv
+import difflib
+import io
+import json
+import math
+import shutil
+import tempfile
+from pathlib import Path
+
+from simulator.results import atomic_write
+
+ACCURACY_TOL = 2 / 64
+LOSS_TOL = 1e-2
+GOLDEN_FILES = ("summary.json", "rounds.csv")
+HOST = {"host_seconds"}
+ACCURACY = {"accuracy", "initial_accuracy", "final_accuracy", "best_accuracy"}
+LOSS = {"loss"}
+
+
+def scenario_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.yaml"))
+
+
+def golden_dir(scenario_file: Path) -> Path:
+    return scenario_file.parent / "golden" / scenario_file.stem
+
+
+def run_into(scenario_file: Path, run_dir: Path, overrides: list[str] | None = None) -> Path:
+    from simulator.runner import run_scenario
+    from simulator.scenario import load_scenario
+
+    scenario, base = load_scenario(scenario_file, overrides)
+    run_scenario(scenario, base, run_dir)
+    return run_dir
+
+
+def _close(key: str, golden, actual) -> bool:
+    if key in ACCURACY or key in LOSS:
+        if golden in (None, "") or actual in (None, ""):
+            return golden == actual
+        g, a = float(golden), float(actual)
+        return abs(g - a) <= ACCURACY_TOL if key in ACCURACY else math.isclose(g, a, rel_tol=LOSS_TOL)
+    return golden == actual
+
+
+def _flat(data, prefix=""):
+    if isinstance(data, dict):
+        out = {}
+        for key, value in data.items():
+            out.update(_flat(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): data}
+
+
+def _read_rounds(path: Path) -> list[dict]:
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def compare(golden: Path, run_dir: Path) -> list[str]:
+    """One line per mismatch: file, row, field, golden and actual values."""
+    problems = []
+    g_sum = _flat(json.loads((golden / "summary.json").read_text()))
+    a_sum = _flat(json.loads((run_dir / "summary.json").read_text()))
+    for key in sorted(set(g_sum) | set(a_sum)):
+        name = key.rsplit(".", 1)[-1]
+        if name not in HOST and not _close(name, g_sum.get(key), a_sum.get(key)):
+            problems.append(f"summary.json {key}: golden {g_sum.get(key)!r}, got {a_sum.get(key)!r}")
+    g_rows, a_rows = _read_rounds(golden / "rounds.csv"), _read_rounds(run_dir / "rounds.csv")
+    if len(g_rows) != len(a_rows):
+        problems.append(f"rounds.csv: golden has {len(g_rows)} rows, got {len(a_rows)}")
+    for g, a in zip(g_rows, a_rows):
+        for key in g:
+            if key not in HOST and not _close(key, g[key], a.get(key)):
+                problems.append(f"rounds.csv round {g['round']} {key}: golden {g[key]}, got {a.get(key)}")
+    return problems
+
+
+def _comparable_text(path: Path) -> list[str]:
+    """A golden file without host-dependent figures, for a readable diff."""
+    if path.suffix == ".json":
+        data = json.loads(path.read_text())
+        data.pop("host_seconds", None)
+        return json.dumps(data, indent=2).splitlines(keepends=True)
+    rows = _read_rounds(path)
+    buf = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buf, [k for k in rows[0] if k not in HOST], extrasaction="ignore",
+                                lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return buf.getvalue().splitlines(keepends=True)
+
+
+def update(scenario_file: Path) -> str:
+    """Rerun ``scenario_file``, rewrite its goldens; return the unified diff against the old ones."""
+    target = golden_dir(scenario_file)
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = run_into(scenario_file, Path(tmp) / "run")
+        diff = []
+        for name in GOLDEN_FILES:
+            old = _comparable_text(target / name) if (target / name).exists() else []
+            diff += difflib.unified_diff(old, _comparable_text(run_dir / name), f"golden/{name}", f"new/{name}")
+            atomic_write(target / name, (run_dir / name).read_text())
+    return "".join(diff)
+
+
+def check(scenario_file: Path) -> list[str]:
+    """Rerun ``scenario_file`` in a temporary folder and compare with its goldens."""
+    target = golden_dir(scenario_file)
+    if not all((target / name).exists() for name in GOLDEN_FILES):
+        return [f"{target}: no goldens (run `edgefed regress --update`)"]
+    tmp = Path(tempfile.mkdtemp())
+    try:
+        return compare(target, run_into(scenario_file, tmp / "run"))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

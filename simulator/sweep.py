@@ -1,0 +1,210 @@
+"""Sweeps (DESIGN section 10): a base scenario times a grid and/or list of dotted-path values.
+
+A sweep file::
+
+    base: ../quickstart.yaml           # relative to the sweep file
+    set: {rounds.max: 5}               # fixed overrides for every point
+    grid:                              # the product of these axes ...
+      seed: [0, 1, 2]
+      fleet.groups:                    # a mapping names its values (the label goes in sweep.csv)
+        phones: [{device: pixel-7a, count: 8}]
+        jetsons: [{device: jetson-orin-nano, count: 8}]
+    points:                            # ... times each of these (default: one empty point)
+      - {algorithm.lr: 0.001}
+      - {algorithm.lr: 0.01}
+
+Every point runs into ``OUT/<point id>``; the id hashes the point's parameters, so a point whose
+run directory holds a finished ``summary.json`` is skipped and an interrupted sweep resumes. The
+points run on local processes or Ray tasks; either way ``sweep.csv`` joins each point's
+parameters with its summary, in point order.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from simulator.results import atomic_write, csv_text
+from simulator.scenario import ScenarioError, load_scenario
+
+# host-dependent figures left out of sweep.csv, so the table depends on the scenarios alone
+HOST_FIELDS = {"host_seconds"}
+
+
+class SweepSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    base: str = Field(description="base scenario, relative to the sweep file")
+    set: dict[str, Any] = Field(default_factory=dict, description="dotted path -> value for every point")
+    grid: dict[str, list | dict[str, Any]] = Field(default_factory=dict,
+                                                   description="dotted path -> values (a list, or label -> value)")
+    points: list[dict[str, Any]] = Field(default_factory=lambda: [{}], min_length=1)
+
+
+class Point(BaseModel):
+    """One scenario of the sweep: its overrides and how sweep.csv names them."""
+
+    id: str
+    overrides: dict[str, Any]
+    labels: dict[str, Any]
+
+
+def point_id(index: int, overrides: dict) -> str:
+    digest = hashlib.sha1(json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:8]
+    return f"p{index:03d}-{digest}"
+
+
+def load_sweep(path: Path) -> tuple[Path, list[Point]]:
+    """Read and expand a sweep file; every point is validated now, so a bad one fails before any runs."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ScenarioError(f"{path}: file not found") from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise ScenarioError(f"{path}: cannot read sweep: {str(exc).splitlines()[0]}") from None
+    try:
+        spec = SweepSpec.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "<root>"
+        raise ScenarioError(f"{path}: {where}: {err['msg']}") from None
+    base = (path.resolve().parent / spec.base).resolve()
+    axes = []
+    for key, values in spec.grid.items():
+        pairs = list(values.items()) if isinstance(values, dict) else [(v, v) for v in values]
+        if not pairs:
+            raise ScenarioError(f"{path}: grid.{key}: no values")
+        axes.append([(key, label, value) for label, value in pairs])
+    points = []
+    for extra in spec.points:
+        for combo in itertools.product(*axes):
+            overrides = {**spec.set, **{k: v for k, _, v in combo}, **extra}
+            labels = {**{k: label for k, label, _ in combo}, **extra}
+            points.append(Point(id=point_id(len(points), overrides), overrides=overrides, labels=labels))
+    for point in points:
+        point_scenario(base, point.overrides)
+    return base, points
+
+
+def point_scenario(base: Path, overrides: dict):
+    """The point's scenario: the base with its overrides (JSON is YAML, so values keep their type)."""
+    return load_scenario(base, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
+
+
+def is_complete(run_dir: Path) -> bool:
+    summary = run_dir / "summary.json"
+    return summary.is_file() and json.loads(summary.read_text()).get("status") == "done"
+
+
+def run_point(base: str, overrides: dict, run_dir: str, threads: int | None = None) -> dict:
+    """Run one point (in a worker process or Ray task); returns its summary."""
+    import torch
+
+    from simulator.runner import run_scenario
+
+    if threads:
+        torch.set_num_threads(threads)
+    scenario, folder = point_scenario(Path(base), overrides)
+    return run_scenario(scenario, folder, Path(run_dir))
+
+
+def flatten(data: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        elif isinstance(value, list):
+            out[name] = json.dumps(value, sort_keys=True)
+        else:
+            out[name] = value
+    return out
+
+
+def sweep_rows(out: Path, points: list[Point]) -> tuple[list[str], list[dict]]:
+    """Each finished point's parameters joined with its summary (host-dependent fields left out)."""
+    param_cols = list(dict.fromkeys(k for p in points for k in p.labels))
+    rows, summary_cols = [], {}
+    for point in points:
+        run_dir = out / point.id
+        if not is_complete(run_dir):
+            continue
+        summary = {k: v for k, v in flatten(json.loads((run_dir / "summary.json").read_text())).items()
+                   if k not in HOST_FIELDS}
+        summary_cols.update(dict.fromkeys(summary))
+        params = {k: (json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v)
+                  for k, v in point.labels.items()}
+        rows.append({"point": point.id, "run_dir": point.id, **params, **summary})
+    return ["point", "run_dir", *param_cols, *summary_cols], rows
+
+
+def run_sweep(file: Path, out: Path, backend: Literal["local", "ray"] = "local", workers: int = 1,
+              on_done=None) -> dict:
+    """Run the sweep's missing points; write ``out/sweep.csv``. Returns which points ran and which
+    were skipped."""
+    base, points = load_sweep(file)
+    out.mkdir(parents=True, exist_ok=True)
+    todo = [p for p in points if not is_complete(out / p.id)]
+    jobs = [(str(base), p.overrides, str(out / p.id)) for p in todo]
+    if jobs:
+        (run_ray if backend == "ray" else run_local)(jobs, workers, on_done)
+    columns, rows = sweep_rows(out, points)
+    atomic_write(out / "sweep.csv", csv_text(columns, rows))
+    return {"ran": [p.id for p in todo], "skipped": [p.id for p in points if p not in todo],
+            "points": len(points), "csv": out / "sweep.csv"}
+
+
+def _threads(workers: int) -> int:
+    """Each worker's share of this process's torch threads (which honour OMP_NUM_THREADS)."""
+    import torch
+
+    return max(1, torch.get_num_threads() // workers)
+
+
+def run_local(jobs: list[tuple], workers: int, on_done=None) -> None:
+    """One worker: the points in turn in this process. More: spawned worker processes (a fresh
+    interpreter each, so nothing a point sets up leaks into another's process)."""
+    if workers == 1:
+        for job in jobs:
+            summary = run_point(*job)
+            if on_done:
+                on_done(Path(job[2]).name, summary)
+        return
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(run_point, *job, _threads(workers)) for job in jobs]
+        for job, future in zip(jobs, futures):
+            summary = future.result()
+            if on_done:
+                on_done(Path(job[2]).name, summary)
+
+
+def run_ray(jobs: list[tuple], workers: int, on_done=None) -> None:
+    """Ray tasks: on the cluster named by ``RAY_ADDRESS`` if set, else a local Ray with ``workers`` CPUs.
+    Cluster nodes need edgefed installed and the scenario's data at the same paths."""
+    try:
+        import ray
+    except ImportError:
+        raise ScenarioError("--backend ray: Ray is not installed (pip install 'edgefed[ray]')") from None
+    started = not ray.is_initialized()
+    if started:
+        address = os.environ.get("RAY_ADDRESS")
+        ray.init(address=address, **({} if address else {"num_cpus": workers}),
+                 include_dashboard=False, log_to_driver=False)
+    try:
+        task = ray.remote(num_cpus=1)(run_point)
+        refs = [task.remote(*job, 1) for job in jobs]
+        for job, ref in zip(jobs, refs):
+            summary = ray.get(ref)
+            if on_done:
+                on_done(Path(job[2]).name, summary)
+    finally:
+        if started:
+            ray.shutdown()

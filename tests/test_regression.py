@@ -1,0 +1,37 @@
+"""Scenario regression: each scenario in scenarios/regression reruns to its goldens (systems
+figures exactly, accuracy within simulator.regress.ACCURACY_TOL), and a changed device link fails."""
+import pytest
+
+from simulator import regress
+from tests.conftest import REPO
+
+SCENARIOS = regress.scenario_files(REPO / "scenarios" / "regression")
+
+
+@pytest.mark.parametrize("scenario_file", SCENARIOS, ids=[f.stem for f in SCENARIOS])
+def test_scenario_matches_its_goldens(scenario_file):
+    assert regress.check(scenario_file) == []
+
+
+def test_changing_a_device_bandwidth_fails_the_regression(tmp_path):
+    scenario_file = REPO / "scenarios" / "regression" / "custom-link-exclusion.yaml"
+    run_dir = regress.run_into(scenario_file, tmp_path / "run", ["fleet.links.field-lte.up_mbps=2.0"])
+    problems = regress.compare(regress.golden_dir(scenario_file), run_dir)
+    assert any("sim_time_s" in p for p in problems)
+    assert any("energy_j" in p for p in problems)
+    assert not any("accuracy" in p for p in problems)  # the learning did not change, only the systems
+
+
+def test_accuracy_within_tolerance_passes_and_beyond_fails(tmp_path):
+    golden = regress.golden_dir(SCENARIOS[0])
+    rows = (golden / "rounds.csv").read_text().splitlines()
+    head, first = rows[0].split(","), rows[1].split(",")
+    col = head.index("accuracy")
+    for shift, ok in ((regress.ACCURACY_TOL / 2, True), (regress.ACCURACY_TOL * 2, False)):
+        run = tmp_path / str(shift)
+        run.mkdir()
+        (run / "summary.json").write_text((golden / "summary.json").read_text())
+        changed = first.copy()
+        changed[col] = repr(float(first[col]) + shift)
+        (run / "rounds.csv").write_text("\n".join([rows[0], ",".join(changed), *rows[2:]]) + "\n")
+        assert (regress.compare(golden, run) == []) is ok

@@ -1,0 +1,100 @@
+"""Sweeps: expansion, resume of an interrupted sweep, and local vs Ray giving the same table."""
+import copy
+import csv
+import json
+import shutil
+
+import pytest
+import yaml
+
+from simulator.scenario import ScenarioError
+from simulator.sweep import load_sweep, run_sweep
+from tests.conftest import write_scenario
+
+
+def _sweep_file(tmp_path, tiny_dict, grid, points=None):
+    tiny_dict["rounds"]["max"] = 2
+    write_scenario(tmp_path, tiny_dict, "base.yaml")
+    spec = {"base": "base.yaml", "grid": grid, "set": {"rounds.clients_per_round": 2}}
+    if points:
+        spec["points"] = points
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def _rows(path):
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_grid_times_points_with_labels_and_stable_ids(tmp_path, tiny_dict):
+    mixes = {"pis": [{"device": "rpi5", "count": 4}], "phones": [{"device": "pixel-7a", "count": 4}]}
+    path = _sweep_file(tmp_path, tiny_dict, {"seed": [1, 2], "fleet.groups": mixes},
+                       points=[{"algorithm.lr": 0.01}, {"algorithm.lr": 0.1}])
+    _, points = load_sweep(path)
+    assert len(points) == 8
+    assert len({p.id for p in points}) == 8
+    assert points[0].labels == {"seed": 1, "fleet.groups": "pis", "algorithm.lr": 0.01}
+    assert points[0].overrides["fleet.groups"] == mixes["pis"]
+    assert [p.id for p in load_sweep(path)[1]] == [p.id for p in points]
+
+
+def test_a_bad_point_fails_before_anything_runs(tmp_path, tiny_dict):
+    path = _sweep_file(tmp_path, tiny_dict, {"rounds.max": [2, -1]})
+    with pytest.raises(ScenarioError, match="rounds.max"):
+        run_sweep(path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def two_seeds(tmp_path_factory):
+    """A two-point sweep run once on local processes, shared by the tests below."""
+    from tests.conftest import TINY
+    tmp = tmp_path_factory.mktemp("sweep")
+    path = _sweep_file(tmp, copy.deepcopy(TINY), {"seed": [1, 2]})
+    result = run_sweep(path, tmp / "local", workers=2)
+    return path, tmp / "local", result
+
+
+def test_interrupted_sweep_completes_only_missing_points(two_seeds, tmp_path):
+    path, local, first = two_seeds
+    out = tmp_path / "out"
+    shutil.copytree(local, out)
+    assert len(first["ran"]) == 2 and not first["skipped"]
+    table = _rows(out / "sweep.csv")
+    assert [r["seed"] for r in table] == ["1", "2"]
+    # interrupt the second point: its run never wrote a finished summary
+    victim = first["ran"][0]
+    summary = json.loads((out / victim / "summary.json").read_text())
+    (out / victim / "summary.json").write_text(json.dumps({**summary, "status": "interrupted"}))
+    kept = {pid: (out / pid / "clients.csv").stat().st_mtime_ns for pid in first["ran"] if pid != victim}
+    again = run_sweep(path, out)
+    assert again["ran"] == [victim] and sorted(again["skipped"]) == sorted(kept)
+    assert {pid: (out / pid / "clients.csv").stat().st_mtime_ns for pid in kept} == kept
+    assert _rows(out / "sweep.csv") == table
+
+
+def test_local_and_ray_backends_write_identical_rows(two_seeds, tmp_path, local_ray):
+    path, local_dir, _ = two_seeds
+    run_sweep(path, tmp_path / "ray", backend="ray", workers=1)
+    local, ray_rows = _rows(local_dir / "sweep.csv"), _rows(tmp_path / "ray" / "sweep.csv")
+    assert len(local) == 2 and local == ray_rows
+    assert local[0]["final_accuracy"] != "" and "totals.energy_j" in local[0]
+
+
+def test_cli_bad_sweep_input_is_one_line_exit_2(tmp_path, tiny_dict):
+    from typer.testing import CliRunner
+
+    from simulator.cli import app
+
+    write_scenario(tmp_path, tiny_dict, "base.yaml")
+    (tmp_path / "typo.yaml").write_text("base: base.yaml\ngrids: {seed: [1, 2]}\n")
+    (tmp_path / "badpath.yaml").write_text("base: base.yaml\ngrid: {rounds.maxx: [1, 2]}\n")
+    cases = [(["sweep", tmp_path / "typo.yaml"], "grids"), (["sweep", tmp_path / "badpath.yaml"], "rounds.maxx"),
+             (["sweep", tmp_path / "typo.yaml", "--backend", "slurm"], "--backend"),
+             (["sweep", tmp_path / "missing.yaml"], "missing.yaml"), (["regress", "--dir", tmp_path / "none"], "none")]
+    for args, named in cases:
+        result = CliRunner().invoke(app, [str(a) for a in args])
+        assert result.exit_code == 2, (args, result.output)
+        assert named in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -1,7 +1,7 @@
 """The same algorithm on three fleets from scenarios/fleets: time-to-accuracy and
 energy-to-accuracy side by side, saved to docs/fleets.png (figures in bench/results/fleets.json).
 
-Tiny budgets so the whole figure costs a few CPU-minutes: head-only DeComFL, 10 rounds, evaluation
+Tiny budgets so the whole figure costs a few CPU-minutes: head-only DeComFL, 15 rounds, evaluation
 every 5 rounds on 300 SST-2 validation sentences.
 
     OMP_NUM_THREADS=1 python bench/fleets.py
@@ -25,7 +25,7 @@ from simulator.runner import run_scenario  # noqa: E402
 from simulator.scenario import load_scenario  # noqa: E402
 
 FLEETS = ["phones-lte", "rpi-wifi", "campus-mixed"]
-BUDGET = ["rounds.max=10", "rounds.eval_every=5", "task.dataset.test_limit=300", "output.plots=false"]
+BUDGET = ["rounds.max=15", "rounds.eval_every=5", "task.dataset.test_limit=300", "output.plots=false"]
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ energy-to-accuracy side by side, saved to docs/fleets.png (figures in bench/resu
 Tiny budgets so the whole figure costs a few CPU-minutes: head-only DeComFL, 15 rounds, evaluation
 every 5 rounds on 300 SST-2 validation sentences.
 
-    OMP_NUM_THREADS=1 python bench/fleets.py
+    OMP_NUM_THREADS=1 python bench/fleets.py [--replot]
 """
 from __future__ import annotations
 
@@ -34,7 +34,10 @@ def main() -> None:
     for name in FLEETS:
         scenario, base = load_scenario(ROOT / "scenarios/fleets" / f"{name}.yaml", BUDGET)
         run_dir = ROOT / "bench/runs/fleets" / name
-        summary = run_scenario(scenario, base, run_dir)
+        if "--replot" in sys.argv:  # redraw from the run directories already there
+            summary = json.loads((run_dir / "summary.json").read_text())
+        else:
+            summary = run_scenario(scenario, base, run_dir)
         with (run_dir / "rounds.csv").open() as fh:
             rounds = list(csv.DictReader(fh))
         energy, points = 0.0, []
@@ -57,7 +60,7 @@ def main() -> None:
     for ax in (ax_t, ax_e):
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle("DeComFL (head only, MiniLM-L6) on three fleets, 10 rounds")
+    fig.suptitle(f"DeComFL (head only, MiniLM-L6) on three fleets, {scenario.rounds.max} rounds")
     fig.tight_layout()
     out = ROOT / "docs/fleets.png"
     out.parent.mkdir(exist_ok=True)

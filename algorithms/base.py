@@ -100,6 +100,8 @@ class Algorithm(ABC):
     name = "base"
     #: whether catching up means replaying (seed, scalar) records (else: download weights)
     seed_based = True
+    #: the perturbation directions of a ZO method (None for first-order methods)
+    dirs = None
 
     def __init__(self, model: TaskModel, data: FederatedData, cfg, seed: int):
         self.model = model
@@ -133,10 +135,17 @@ class Algorithm(ABC):
     def batch_rng(self, client: int, round: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, 1, round, client])
 
+    @property
+    def weight_bytes(self) -> float:
+        """All weights: what one forward pass reads from memory."""
+        return float(param_bytes(self.model.parameters()))
+
     def peak_memory_bytes(self) -> int:
-        """Inference-level memory: all weights, one forward's activations at the largest batch."""
+        """Inference-level memory: all weights, one forward's activations at the largest batch,
+        and the method's direction buffer (ZO methods set ``self.dirs``)."""
+        buffers = self.dirs.buffer_bytes if self.dirs is not None else 0
         return param_bytes(self.model.parameters()) + inference_activation_bytes(
-            self.model, self.cfg.batch_size, self.data.train.max_length)
+            self.model, self.cfg.batch_size, self.data.train.max_length) + buffers
 
     def state(self) -> dict[str, np.ndarray]:
         """Server state needed to resume a run beyond the trainable weights, as named numpy arrays

@@ -96,7 +96,7 @@ class DeComFL(Algorithm):
             for k in range(cfg.local_steps):
                 batch = self.data.train.batch(sample_batch(part, cfg.batch_size, rng))
                 flops = self.model.forward_flops(batch, "full")
-                weight_bytes = self._weight_bytes
+                weight_bytes = self.weight_bytes
 
                 def loss():
                     work.add_forward("full", flops, weight_bytes)
@@ -108,13 +108,6 @@ class DeComFL(Algorithm):
         self.trainable.restore(start)  # the host model stays the global model
         work.peak_memory_bytes = self.peak_memory_bytes()
         return Message("seed-scalars", round, client, {"scalars": scalars}), work
-
-    @property
-    def _weight_bytes(self) -> float:
-        return float(sum(p.numel() * p.element_size() for p in self.model.parameters()))
-
-    def peak_memory_bytes(self):
-        return super().peak_memory_bytes() + self.dirs.buffer_bytes
 
     def state(self):
         """The (round, seeds, scalars) history as stacked arrays (records share one shape)."""

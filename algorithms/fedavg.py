@@ -30,7 +30,7 @@ class FedAvg(WeightDelta):
         rng = self.batch_rng(client, round)
         optim_cls, _, touched = OPTIMIZERS[cfg.optimizer]
         optimizer = optim_cls(self.trainable.params, lr=cfg.lr)
-        weight_bytes = float(param_bytes(self.model.parameters()))
+        weight_bytes = self.weight_bytes
         for _ in range(cfg.local_steps):
             batch = self.data.train.batch(sample_batch(self.data.parts[client], cfg.batch_size, rng))
             forward = self.model.forward_flops(batch, "full")

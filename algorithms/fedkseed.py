@@ -77,7 +77,7 @@ class FedKSeed(Algorithm):
                 flops = self.model.forward_flops(batch, "full")
 
                 def loss():
-                    work.add_forward("full", flops, self._weight_bytes)
+                    work.add_forward("full", flops, self.weight_bytes)
                     return self.model.loss(batch)
 
                 index = int(rng.choice(cfg.pool_size, p=probs))
@@ -112,13 +112,6 @@ class FedKSeed(Algorithm):
 
     def configure_round(self, round, selected):
         self.round = round
-
-    @property
-    def _weight_bytes(self) -> float:
-        return float(sum(p.numel() * p.element_size() for p in self.model.parameters()))
-
-    def peak_memory_bytes(self):
-        return super().peak_memory_bytes() + self.dirs.buffer_bytes
 
     def state(self):
         state = {"abs_sum": self.abs_sum, "uses": self.uses,

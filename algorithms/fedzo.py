@@ -31,7 +31,7 @@ class FedZO(WeightDelta):
                 flops = self.model.forward_flops(batch, "full")
 
                 def loss():
-                    work.add_forward("full", flops, self._weight_bytes)
+                    work.add_forward("full", flops, self.weight_bytes)
                     return self.model.loss(batch)
 
                 seeds = [derive_seed(self.seed, 5, round, client, k, p) for p in range(cfg.perturbations)]
@@ -39,9 +39,3 @@ class FedZO(WeightDelta):
                 for s, g in zip(seeds, scalars):
                     self.dirs.axpy(s, -cfg.lr / cfg.perturbations * float(g), work)
 
-    @property
-    def _weight_bytes(self) -> float:
-        return float(sum(p.numel() * p.element_size() for p in self.model.parameters()))
-
-    def peak_memory_bytes(self):
-        return super().peak_memory_bytes() + self.dirs.buffer_bytes

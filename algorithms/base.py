@@ -61,9 +61,23 @@ class Trainable:
                 p.copy_(saved)
 
 
+LORA_TARGETS = {"encoder": ["query", "value"], "causal": ["q_proj", "v_proj"]}
+
+
+def add_lora(model: TaskModel, rank: int = 8, alpha: int = 16) -> None:
+    """Inject LoRA adapters (peft; DeComFL's r=8, alpha=16) into the attention query and value
+    projections. B starts at zero, so the model computes exactly what it did before."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=LORA_TARGETS[model.kind])
+    inject_adapter_in_model(config, model.backbone)
+
+
 def select_trainable(model: TaskModel, subset: str) -> Trainable:
-    """Resolve a subset spec: ``all``, ``head``, ``bias``, ``head+bias``, ``norm+head``, ``last:N``
-    (the last N layers + head)."""
+    """Resolve a subset spec: ``all``, ``head``, ``bias``, ``norm``, ``lora`` (adapters injected
+    on first use), ``last:N`` (the last N layers + head), joined with ``+``."""
+    if "lora" in subset.split("+") and not any("lora_" in n for n, _ in model.named_parameters()):
+        add_lora(model)
     head_names = {n for n, _ in model.named_parameters() if n.startswith("head.")}
     if model.kind == "causal":
         # a tied LM head is the embedding matrix; "head" then means the final norm
@@ -78,6 +92,8 @@ def select_trainable(model: TaskModel, subset: str) -> Trainable:
             picks |= {n for n, _ in model.named_parameters() if n.endswith(".bias")}
         elif part == "norm":
             picks |= {n for n, _ in model.named_parameters() if "norm" in n.lower()}
+        elif part == "lora":
+            picks |= {n for n, _ in model.named_parameters() if "lora_" in n}
         elif part.startswith("last:"):
             count = int(part.split(":", 1)[1])
             if not 0 < count <= model.num_layers:

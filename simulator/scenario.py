@@ -81,8 +81,8 @@ class ZOCommon(Strict):
     perturbations: PositiveInt = 1
     distribution: Literal["gaussian", "rademacher"] = "gaussian"
     cache_z: bool = Field(False, description="draw z once per step and keep it (faster, one trainable-size buffer)")
-    trainable: str = Field("all", description="all | head | bias | norm | last:N, joined with +",
-                           pattern=r"^(all|head|bias|norm|last:[1-9]\d*)(\+(all|head|bias|norm|last:[1-9]\d*))*$")
+    trainable: str = Field("all", description="all | head | bias | norm | lora | last:N, joined with +",
+                           pattern=r"^(all|head|bias|norm|lora|last:[1-9]\d*)(\+(all|head|bias|norm|lora|last:[1-9]\d*))*$")
 
 
 class DeComFLSpec(ZOCommon):
@@ -118,7 +118,7 @@ class FedAvgSpec(Strict):
     local_steps: PositiveInt = 1
     batch_size: PositiveInt = 16
     optimizer: Literal["sgd", "adam"] = "adam"
-    trainable: str = Field("all", description="all | head | bias | norm | last:N, joined with +")
+    trainable: str = Field("all", description="all | head | bias | norm | lora | last:N, joined with +")
 
 
 AlgorithmSpec = Annotated[Union[DeComFLSpec, FedSPZOSpec, FedKSeedSpec, FedZOSpec, FedAvgSpec],
@@ -261,6 +261,25 @@ def _format_error(exc: ValidationError) -> str:
     return f"{'.'.join(loc) or '<root>'}: {msg}{shown}"
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (plain YAML keeps the
+    last one silently, so a duplicated field would quietly override the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str):
+    """Safe YAML (no tags that build Python objects) with duplicate keys refused."""
+    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def set_dotted(data: dict, path: str, value) -> None:
     """Set ``a.b.c = value`` in nested dicts (lists indexed by integers), creating dicts as needed."""
     keys = path.split(".")
@@ -293,7 +312,7 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> tuple
     """Read, override and validate a scenario; returns it with the folder its paths are relative to."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ScenarioError(f"{path}: file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -339,7 +358,7 @@ def _merge_devices_file(raw: dict, base: Path, path: Path) -> None:
         return
     file = resolve_path(base, str(fleet["devices_file"]))
     try:
-        loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
+        loaded = load_yaml(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ScenarioError(f"{path}: fleet.devices_file: file not found: {file}") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:

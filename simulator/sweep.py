@@ -33,7 +33,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from simulator.results import atomic_write, csv_text
-from simulator.scenario import ScenarioError, load_scenario
+from simulator.scenario import ScenarioError, load_scenario, load_yaml
 
 # host-dependent figures left out of sweep.csv, so the table depends on the scenarios alone
 HOST_FIELDS = {"host_seconds"}
@@ -65,7 +65,7 @@ def point_id(index: int, overrides: dict) -> str:
 def load_sweep(path: Path) -> tuple[Path, list[Point]]:
     """Read and expand a sweep file; every point is validated now, so a bad one fails before any runs."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ScenarioError(f"{path}: file not found") from None
     except (OSError, yaml.YAMLError) as exc:

@@ -77,3 +77,23 @@ def test_fedavg_sgd_step_lowers_the_loss_of_its_batch():
     algo.apply(algo.aggregate([algo.client_update(0, 1)[0]]))
     with torch.no_grad():
         assert float(model.loss(batch)) < before
+
+
+def test_lora_adapters_start_as_a_no_op_and_are_what_zo_trains():
+    from algorithms.base import select_trainable
+    from algorithms.decomfl import DeComFL
+
+    model, data = tiny_setup()
+    batch = data.train.batch(range(8))
+    with torch.no_grad():
+        before = float(model.loss(batch))
+    algo = DeComFL(model, data, zo_cfg(trainable="lora", lr=1e-2), seed=1)
+    assert algo.trainable.names and all("lora_" in n for n in algo.trainable.names)
+    assert algo.trainable.numel < sum(p.numel() for p in model.parameters()) / 10
+    with torch.no_grad():
+        assert float(model.loss(batch)) == before  # B = 0: the adapters change nothing yet
+    frozen = {n: p.clone() for n, p in model.named_parameters() if "lora_" not in n}
+    _rounds(algo, 2)
+    assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if "lora_" not in n)
+    assert any("lora_B" in n and p.abs().sum() > 0 for n, p in zip(algo.trainable.names, algo.trainable.params))
+    assert select_trainable(model, "lora+head").numel > algo.trainable.numel  # no second injection

@@ -71,3 +71,11 @@ def test_devices_lists_the_catalog():
     assert result.returncode == 0, result.stderr
     for name in ("rpi5", "jetson-orin-nano", "lte", "wifi"):
         assert name in result.stdout
+
+
+def test_duplicate_keys_are_refused_with_file_and_line(tmp_path, tiny_dict):
+    """Plain YAML keeps the last of two equal keys silently; a scenario must not."""
+    text = yaml.safe_dump(tiny_dict, sort_keys=False).replace("rounds:\n", "rounds:\n  max: 9\n", 1)
+    path = tmp_path / "dup.yaml"
+    path.write_text(text)
+    _assert_one_line_error(edgefed("validate", path), "dup.yaml", "line", "duplicate key 'max'")

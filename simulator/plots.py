@@ -50,20 +50,20 @@ def plot_runs(run_dirs: list[Path], x: str, out: Path, labels: list[str] | None 
         curve = read_curve(run_dir)
         label = labels[i] if labels else run_label(run_dir)
         ax.plot([v * scale for v in curve[key]], curve["accuracy"], marker="o", markersize=3, label=label)
+    _decorate(ax, xlabel, target, legend_size=8)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def _decorate(ax, xlabel: str, target: float | None, legend_size: int, note: str = "", title_size=None) -> None:
+    """The target line, labels, grid, legend and title every accuracy plot shares."""
     if target is not None:
         ax.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"target {target:.2f}")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("held-out accuracy")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(f"accuracy vs {xlabel.split(' (')[0]}")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(out)
-    return out
+    ax.legend(fontsize=legend_size)
+    ax.set_title(f"accuracy vs {xlabel.split(' (')[0]}" + note, fontsize=title_size)
 
 
 def plot_run_dir(run_dir: Path) -> list[Path]:
@@ -153,14 +153,9 @@ def plot_overlay(groups: dict[str, list[Path]], x: str, out: Path, target: float
         line, = ax.plot(mx * scale, my, marker="o", markersize=3, label=label + seeds)
         if len(runs) > 1:
             ax.fill_between(mx * scale, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
-    if target is not None:
-        ax.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"target {target:.2f}")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("held-out accuracy")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    ax.set_title(f"accuracy vs {xlabel.split(' (')[0]}" + (" (band: min to max over seeds)" if any(
-        len(r) > 1 for r in groups.values()) else ""), fontsize=10)
+    banded = any(len(r) > 1 for r in groups.values())
+    _decorate(ax, xlabel, target, legend_size=7, note=" (band: min to max over seeds)" if banded else "",
+              title_size=10)
     fig.tight_layout()
     return _save(fig, out)
 

@@ -277,7 +277,11 @@ class UniqueKeyLoader(yaml.SafeLoader):
 
 def load_yaml(text: str):
     """Safe YAML (no tags that build Python objects) with duplicate keys refused."""
-    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    loader = UniqueKeyLoader(text)  # what yaml.safe_load does, with our loader class
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def set_dotted(data: dict, path: str, value) -> None:

@@ -102,3 +102,14 @@ def test_sources_use_only_safe_loaders():
             for p in (REPO / pkg).rglob("*.py") for n, line in enumerate(p.read_text().splitlines(), 1)
             if unsafe.search(line)]
     assert hits == []
+
+
+def test_scenario_yaml_loader_is_safe():
+    """Our duplicate-key-refusing loader is a SafeLoader: Python tags stay refused."""
+    import yaml
+
+    from simulator.scenario import UniqueKeyLoader, load_yaml
+
+    assert issubclass(UniqueKeyLoader, yaml.SafeLoader)
+    with pytest.raises(yaml.YAMLError):
+        load_yaml("x: !!python/object/apply:os.system ['true']")

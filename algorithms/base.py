@@ -151,6 +151,17 @@ class Algorithm(ABC):
     def batch_rng(self, client: int, round: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, 1, round, client])
 
+    def counted_loss(self, batch, work: Work):
+        """The full-model loss on ``batch`` as a closure that charges one forward pass per call
+        (the loss function every MeZO-style step evaluates at +eps z and -eps z)."""
+        flops, weight_bytes = self.model.forward_flops(batch, "full"), self.weight_bytes
+
+        def loss():
+            work.add_forward("full", flops, weight_bytes)
+            return self.model.loss(batch)
+
+        return loss
+
     @property
     def weight_bytes(self) -> float:
         """All weights: what one forward pass reads from memory."""

@@ -94,14 +94,7 @@ class DeComFL(Algorithm):
         scalars = np.zeros((cfg.local_steps, cfg.perturbations), dtype=SCALAR_DTYPE)
         with torch.no_grad():
             for k in range(cfg.local_steps):
-                batch = self.data.train.batch(sample_batch(part, cfg.batch_size, rng))
-                flops = self.model.forward_flops(batch, "full")
-                weight_bytes = self.weight_bytes
-
-                def loss():
-                    work.add_forward("full", flops, weight_bytes)
-                    return self.model.loss(batch)
-
+                loss = self.counted_loss(self.data.train.batch(sample_batch(part, cfg.batch_size, rng)), work)
                 for p in range(cfg.perturbations):
                     scalars[k, p] = two_point_scalar(loss, self.dirs, int(self.round_seeds[k, p]), cfg.eps, work)
                 self.replay_step(self.round_seeds[k], scalars[k], work)

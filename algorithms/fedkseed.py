@@ -74,12 +74,7 @@ class FedKSeed(Algorithm):
         with torch.no_grad():
             for _ in range(cfg.local_steps):
                 batch = self.data.train.batch(sample_batch(self.data.parts[client], cfg.batch_size, rng))
-                flops = self.model.forward_flops(batch, "full")
-
-                def loss():
-                    work.add_forward("full", flops, self.weight_bytes)
-                    return self.model.loss(batch)
-
+                loss = self.counted_loss(batch, work)
                 index = int(rng.choice(cfg.pool_size, p=probs))
                 g = two_point_scalar(loss, self.dirs, self.pool[index], cfg.eps, work)
                 self.dirs.axpy(self.pool[index], -cfg.lr * float(g), work)

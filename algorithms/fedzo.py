@@ -24,16 +24,10 @@ class FedZO(WeightDelta):
     def local_steps(self, client, round, work):
         cfg = self.cfg
         rng = self.batch_rng(client, round)
-        flops = None
         with torch.no_grad():
             for k in range(cfg.local_steps):
                 batch = self.data.train.batch(sample_batch(self.data.parts[client], cfg.batch_size, rng))
-                flops = self.model.forward_flops(batch, "full")
-
-                def loss():
-                    work.add_forward("full", flops, self.weight_bytes)
-                    return self.model.loss(batch)
-
+                loss = self.counted_loss(batch, work)
                 seeds = [derive_seed(self.seed, 5, round, client, k, p) for p in range(cfg.perturbations)]
                 scalars = [two_point_scalar(loss, self.dirs, s, cfg.eps, work) for s in seeds]
                 for s, g in zip(seeds, scalars):

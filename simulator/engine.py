@@ -302,7 +302,6 @@ class Engine:
         median = jobs[selected[len(selected) // 2]]
         self.reference = Estimate(median.download.nbytes, median.upload.nbytes, median.work)
 
-        start = env.now
         records = {cid: ClientRecord(round, cid, self.clients[cid].device_name,
                                      peak_memory_bytes=jobs[cid].work.peak_memory_bytes) for cid in selected}
         self._arrivals, self._need = [], min(self.cfg.clients_per_round, len(selected))

@@ -1,6 +1,7 @@
 """Scenario regression (DESIGN section 10): rerun small scenarios and compare with golden outputs.
 
-Goldens live in ``scenarios/regression/golden/<scenario stem>/`` (``summary.json``, ``rounds.csv``).
+Goldens live in ``scenarios/regression/golden/<scenario stem>/`` (``summary.json``, ``rounds.csv``,
+``clients.csv``).
 Systems figures (time, energy, bytes, FLOPs, counts, *-to-target) must match exactly: they follow
 from the scenario alone. Accuracy and loss come out of float kernels that may differ between CPUs
 and torch builds, so they match within ``ACCURACY_TOL`` (absolute; two of 64 held-out examples)
@@ -21,7 +22,7 @@ from simulator.results import atomic_write
 
 ACCURACY_TOL = 2 / 64
 LOSS_TOL = 1e-2
-GOLDEN_FILES = ("summary.json", "rounds.csv")
+GOLDEN_FILES = ("summary.json", "rounds.csv", "clients.csv")
 HOST = {"host_seconds"}
 ACCURACY = {"accuracy", "initial_accuracy", "final_accuracy", "best_accuracy"}
 LOSS = {"loss"}
@@ -62,7 +63,7 @@ def _flat(data, prefix=""):
     return {prefix.rstrip("."): data}
 
 
-def _read_rounds(path: Path) -> list[dict]:
+def _read_csv(path: Path) -> list[dict]:
     with path.open() as fh:
         return list(csv.DictReader(fh))
 
@@ -76,13 +77,15 @@ def compare(golden: Path, run_dir: Path) -> list[str]:
         name = key.rsplit(".", 1)[-1]
         if name not in HOST and not _close(name, g_sum.get(key), a_sum.get(key)):
             problems.append(f"summary.json {key}: golden {g_sum.get(key)!r}, got {a_sum.get(key)!r}")
-    g_rows, a_rows = _read_rounds(golden / "rounds.csv"), _read_rounds(run_dir / "rounds.csv")
-    if len(g_rows) != len(a_rows):
-        problems.append(f"rounds.csv: golden has {len(g_rows)} rows, got {len(a_rows)}")
-    for g, a in zip(g_rows, a_rows):
-        for key in g:
-            if key not in HOST and not _close(key, g[key], a.get(key)):
-                problems.append(f"rounds.csv round {g['round']} {key}: golden {g[key]}, got {a.get(key)}")
+    for name in ("rounds.csv", "clients.csv"):
+        g_rows, a_rows = _read_csv(golden / name), _read_csv(run_dir / name)
+        if len(g_rows) != len(a_rows):
+            problems.append(f"{name}: golden has {len(g_rows)} rows, got {len(a_rows)}")
+        for i, (g, a) in enumerate(zip(g_rows, a_rows)):
+            where = f"round {g['round']}" + (f" client {g['client']}" if "client" in g else "")
+            for key in g:
+                if key not in HOST and not _close(key, g[key], a.get(key)):
+                    problems.append(f"{name} row {i + 1} ({where}) {key}: golden {g[key]}, got {a.get(key)}")
     return problems
 
 
@@ -92,7 +95,7 @@ def _comparable_text(path: Path) -> list[str]:
         data = json.loads(path.read_text())
         data.pop("host_seconds", None)
         return json.dumps(data, indent=2).splitlines(keepends=True)
-    rows = _read_rounds(path)
+    rows = _read_csv(path)
     buf = io.StringIO()
     if rows:
         writer = csv.DictWriter(buf, [k for k in rows[0] if k not in HOST], extrasaction="ignore",

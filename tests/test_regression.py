@@ -1,5 +1,6 @@
 """Scenario regression: each scenario in scenarios/regression reruns to its goldens (systems
-figures exactly, accuracy within simulator.regress.ACCURACY_TOL), and a changed device link fails."""
+figures exactly, accuracy within simulator.regress.ACCURACY_TOL), a run interrupted and resumed
+reruns to the same goldens, and a changed device link fails."""
 import pytest
 
 from simulator import regress
@@ -30,8 +31,40 @@ def test_accuracy_within_tolerance_passes_and_beyond_fails(tmp_path):
     for shift, ok in ((regress.ACCURACY_TOL / 2, True), (regress.ACCURACY_TOL * 2, False)):
         run = tmp_path / str(shift)
         run.mkdir()
-        (run / "summary.json").write_text((golden / "summary.json").read_text())
+        for name in ("summary.json", "clients.csv"):
+            (run / name).write_text((golden / name).read_text())
         changed = first.copy()
         changed[col] = repr(float(first[col]) + shift)
         (run / "rounds.csv").write_text("\n".join([rows[0], ",".join(changed), *rows[2:]]) + "\n")
         assert (regress.compare(golden, run) == []) is ok
+
+
+class StopAfter:
+    """A progress observer that interrupts the run after ``rounds`` rounds, as Ctrl-C would."""
+
+    def __init__(self, rounds: int):
+        self.rounds = rounds
+
+    def start(self, total, accuracy):
+        pass
+
+    def advance(self, record):
+        if record.round >= self.rounds:
+            raise KeyboardInterrupt
+
+    def stop(self):
+        pass
+
+
+@pytest.mark.parametrize("stem", ["mixed-deadline", "fedspzo-split", "fedkseed-pro"])
+def test_a_run_interrupted_then_resumed_matches_the_goldens(tmp_path, stem):
+    from simulator.runner import run_scenario
+    from simulator.scenario import load_scenario
+
+    scenario_file = REPO / "scenarios" / "regression" / f"{stem}.yaml"
+    scenario, base = load_scenario(scenario_file)
+    run_dir = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        run_scenario(scenario, base, run_dir, progress=StopAfter(1))
+    run_scenario(scenario, base, run_dir, resume=True)
+    assert regress.compare(regress.golden_dir(scenario_file), run_dir) == []

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from algorithms.data import Tokenized
-from algorithms.message import Message
-from algorithms.models import TaskModel, inference_activation_bytes, param_bytes
-from algorithms.work import Work
+from edgefed.algorithms.data import Tokenized
+from edgefed.algorithms.message import Message
+from edgefed.algorithms.models import TaskModel, inference_activation_bytes, param_bytes
+from edgefed.algorithms.work import Work
 
 
 @dataclass

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from algorithms.models import Batch, seq_bucket
+from edgefed.algorithms.models import Batch, seq_bucket
 
 
 class DataError(ValueError):

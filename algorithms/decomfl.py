@@ -11,11 +11,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from algorithms.base import Algorithm
-from algorithms.data import sample_batch
-from algorithms.message import Message
-from algorithms.zo import Directions, derive_seed, replay, two_point_scalar
-from algorithms.work import Work
+from edgefed.algorithms.base import Algorithm
+from edgefed.algorithms.data import sample_batch
+from edgefed.algorithms.message import Message
+from edgefed.algorithms.zo import Directions, derive_seed, replay, two_point_scalar
+from edgefed.algorithms.work import Work
 
 SEED_DTYPE = np.uint32  # 4-byte seeds on the wire
 SCALAR_DTYPE = np.float32

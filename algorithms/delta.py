@@ -7,10 +7,10 @@ from abc import abstractmethod
 import numpy as np
 import torch
 
-from algorithms.base import Algorithm
-from algorithms.message import Message
-from algorithms.models import param_bytes
-from algorithms.work import Work
+from edgefed.algorithms.base import Algorithm
+from edgefed.algorithms.message import Message
+from edgefed.algorithms.models import param_bytes
+from edgefed.algorithms.work import Work
 
 
 def to_wire(tensor: torch.Tensor) -> np.ndarray:

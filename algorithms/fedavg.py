@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import torch
 
-from algorithms.data import sample_batch
-from algorithms.delta import WeightDelta
-from algorithms.models import param_bytes, training_activation_bytes
+from edgefed.algorithms.data import sample_batch
+from edgefed.algorithms.delta import WeightDelta
+from edgefed.algorithms.models import param_bytes, training_activation_bytes
 
 # per optimizer: class, parameter-sized tensors it holds during a step (Adam: two moments plus
 # the denominator its update materialises), tensors an update touches

@@ -13,11 +13,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from algorithms.base import Algorithm
-from algorithms.data import sample_batch
-from algorithms.message import Message
-from algorithms.work import Work
-from algorithms.zo import Directions, derive_seed, two_point_scalar
+from edgefed.algorithms.base import Algorithm
+from edgefed.algorithms.data import sample_batch
+from edgefed.algorithms.message import Message
+from edgefed.algorithms.work import Work
+from edgefed.algorithms.zo import Directions, derive_seed, two_point_scalar
 
 INDEX_DTYPE = np.uint16  # pool indices on the wire (K <= 65536)
 SCALAR_DTYPE = np.float32

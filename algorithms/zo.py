@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from algorithms.work import Work
+from edgefed.algorithms.work import Work
 
 
 def derive_seed(root: int, *keys: int) -> int:

@@ -8,18 +8,16 @@ on a host shared with other jobs.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from simulator.calibrate import host_clock, host_profile  # noqa: E402
-from simulator.costs import compute_seconds  # noqa: E402
-from simulator.runner import build_learning  # noqa: E402
-from simulator.scenario import load_scenario  # noqa: E402
+from edgefed.simulator.calibrate import host_clock, host_profile  # noqa: E402
+from edgefed.simulator.costs import compute_seconds  # noqa: E402
+from edgefed.simulator.runner import build_learning  # noqa: E402
+from edgefed.simulator.scenario import load_scenario  # noqa: E402
 
 # (label, overrides): the quickstart's head-only fine-tuning, and full-parameter MeZO
 CASES = [

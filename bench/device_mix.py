@@ -8,15 +8,13 @@ in bench/results/device_mix.json.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from simulator import plots  # noqa: E402
-from simulator.sweep import run_sweep  # noqa: E402
+from edgefed.simulator import plots  # noqa: E402
+from edgefed.simulator.sweep import run_sweep  # noqa: E402
 
 # seed 1 starts at 0.565 and peaks at 0.595 on this budget; seed 0 starts above 0.6
 TARGET = 0.59

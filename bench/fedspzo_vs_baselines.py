@@ -12,16 +12,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from simulator.plots import plot_runs  # noqa: E402
-from simulator.results import summarize  # noqa: E402
-from simulator.runner import run_scenario  # noqa: E402
-from simulator.scenario import load_scenario  # noqa: E402
+from edgefed.simulator.plots import plot_runs  # noqa: E402
+from edgefed.simulator.results import summarize  # noqa: E402
+from edgefed.simulator.runner import run_scenario  # noqa: E402
+from edgefed.simulator.scenario import load_scenario  # noqa: E402
 
 COLUMNS = ("client_flops_to_target", "time_to_target_s", "energy_to_target_j", "bytes_to_target",
            "rounds_to_target", "initial_accuracy", "final_accuracy", "best_accuracy")

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from simulator.runner import run_scenario  # noqa: E402
-from simulator.scenario import load_scenario  # noqa: E402
+from edgefed.simulator.runner import run_scenario  # noqa: E402
+from edgefed.simulator.scenario import load_scenario  # noqa: E402
 
 BUDGET = ["rounds.max=4", "rounds.eval_every=10", "rounds.clients_per_round=4", "algorithm.local_steps=2",
           "algorithm.batch_size=16", "algorithm.trainable=all", "model.max_length=32",

@@ -34,8 +34,8 @@ def base_scenario() -> dict:
 
 def record_trace() -> Path:
     """A real 100-round run of the tiny model; its trace.json drives every replay."""
-    from simulator.runner import run_scenario
-    from simulator.scenario import Scenario
+    from edgefed.simulator.runner import run_scenario
+    from edgefed.simulator.scenario import Scenario
     trace = RUNS / "real" / "trace.json"
     summary = RUNS / "real" / "summary.json"
     if not (summary.exists() and json.loads(summary.read_text())["status"] == "done"):
@@ -53,8 +53,8 @@ def proc_status(field: str) -> int:
 
 def replay_one(devices: int) -> dict:
     """In this process: replay ``devices`` devices; wall time and memory."""
-    from simulator.runner import run_scenario
-    from simulator.scenario import Scenario
+    from edgefed.simulator.runner import run_scenario
+    from edgefed.simulator.scenario import Scenario
     data = base_scenario()
     data["name"] = f"replay-{devices}"
     data["replay"] = {"trace": str(RUNS / "real" / "trace.json")}

@@ -18,7 +18,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from simulator.sweep import run_sweep  # noqa: E402
+from edgefed.simulator.sweep import run_sweep  # noqa: E402
 from tests.conftest import TINY  # noqa: E402
 
 RUNS = ROOT / "bench/runs/sweep-speedup"

@@ -10,19 +10,17 @@ Rademacher from raw bits, cached), the step time, its two forwards and the non-f
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from algorithms.base import select_trainable  # noqa: E402
-from algorithms.models import Batch, TaskModel, load_backbone  # noqa: E402
-from algorithms.work import Work  # noqa: E402
-from algorithms.zo import Directions, two_point_scalar  # noqa: E402
+from edgefed.algorithms.base import select_trainable  # noqa: E402
+from edgefed.algorithms.models import Batch, TaskModel, load_backbone  # noqa: E402
+from edgefed.algorithms.work import Work  # noqa: E402
+from edgefed.algorithms.zo import Directions, two_point_scalar  # noqa: E402
 
 VARIANTS = {"gaussian, regenerated": ("gaussian", False), "gaussian, cache_z": ("gaussian", True),
             "rademacher, cache_z": ("rademacher", True)}

@@ -19,8 +19,8 @@ import time
 
 import torch
 
-from algorithms.work import RNG_FLOPS_PER_NUMBER
-from devices.profile import DeviceProfile
+from edgefed.algorithms.work import RNG_FLOPS_PER_NUMBER
+from edgefed.devices.profile import DeviceProfile
 
 HIDDEN, FFN = 384, 1536  # all-MiniLM-L6-v2
 

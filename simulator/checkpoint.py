@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
-from simulator.results import atomic_write
+from edgefed.simulator.results import atomic_write
 
 CHECKPOINT = "checkpoint.safetensors"
 FORMAT = "edgefed-checkpoint-1"

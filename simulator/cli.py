@@ -58,9 +58,9 @@ def run(file: Path = typer.Argument(..., help="scenario YAML"),
         resume: Optional[Path] = typer.Option(None, "--resume", help="continue this run directory from its last checkpoint"),
         quiet: bool = typer.Option(False, "--quiet", help="no progress bar")):
     """Run a scenario and write its run directory."""
-    from simulator.engine import Diverged
-    from simulator.runner import run_scenario
-    from simulator.scenario import ScenarioError, load_scenario
+    from edgefed.simulator.engine import Diverged
+    from edgefed.simulator.runner import run_scenario
+    from edgefed.simulator.scenario import ScenarioError, load_scenario
 
     try:
         if resume is not None and out_dir is not None and resume.resolve() != out_dir.resolve():
@@ -109,7 +109,7 @@ def validate(file: Path = typer.Argument(..., help="scenario YAML"),
     """Print the resolved scenario, or one line naming what is wrong (exit 2)."""
     import yaml
 
-    from simulator.scenario import ScenarioError, load_scenario, scenario_dict
+    from edgefed.simulator.scenario import ScenarioError, load_scenario, scenario_dict
 
     try:
         scenario, _ = load_scenario(file, set_)
@@ -122,13 +122,13 @@ def validate(file: Path = typer.Argument(..., help="scenario YAML"),
 def devices(scenario_file: Optional[Path] = typer.Option(None, "--scenario", help="show who can run this scenario"),
             as_json: bool = typer.Option(False, "--json", help="machine-readable output")):
     """The device and link catalog; with --scenario, which devices can hold the method."""
-    from devices.profile import default_catalog
+    from edgefed.devices.profile import default_catalog
 
     catalog = default_catalog()
     profiles, peak = catalog.devices, None
     if scenario_file is not None:
-        from simulator.runner import build_learning
-        from simulator.scenario import ScenarioError, load_scenario
+        from edgefed.simulator.runner import build_learning
+        from edgefed.simulator.scenario import ScenarioError, load_scenario
         try:
             scenario, base = load_scenario(scenario_file)
             peak = build_learning(scenario, base).peak_memory_bytes()
@@ -171,7 +171,7 @@ def calibrate(out_file: Path = typer.Option(Path("host.yaml"), "--out", help="de
     for `fleet.devices_file`."""
     import yaml
 
-    from simulator.calibrate import host_profile
+    from edgefed.simulator.calibrate import host_profile
 
     if not 0 <= idle_w <= active_w:
         fail_input(f"--idle-w: must be between 0 and --active-w ({active_w:g}), got {idle_w:g}")
@@ -192,8 +192,8 @@ def sweep(file: Path = typer.Argument(..., help="sweep YAML (a base scenario and
           workers: int = typer.Option(1, "--workers", min=1, help="points run at once"),
           out_dir: Optional[Path] = typer.Option(None, "--out", help="sweep folder (default: runs/<sweep file stem>)")):
     """Run every point of a sweep that is not finished yet; write sweep.csv."""
-    from simulator.scenario import ScenarioError
-    from simulator.sweep import run_sweep
+    from edgefed.simulator.scenario import ScenarioError
+    from edgefed.simulator.sweep import run_sweep
 
     if backend not in ("local", "ray"):
         fail_input(f"--backend: expected local or ray (got {backend!r})")
@@ -210,8 +210,8 @@ def sweep(file: Path = typer.Argument(..., help="sweep YAML (a base scenario and
 def regress(update: bool = typer.Option(False, "--update", help="rewrite the goldens and show what changed"),
             folder: Path = typer.Option(Path("scenarios/regression"), "--dir", help="regression scenarios")):
     """Rerun the regression scenarios against their goldens (systems exact, accuracy within tolerance)."""
-    from simulator import regress as reg
-    from simulator.scenario import ScenarioError
+    from edgefed.simulator import regress as reg
+    from edgefed.simulator.scenario import ScenarioError
 
     files = reg.scenario_files(folder)
     if not files:
@@ -242,7 +242,7 @@ def plot(paths: list[Path] = typer.Argument(..., help="run directories and/or sw
          out_file: Optional[Path] = typer.Option(None, "--out", help="FILE.png, FILE.svg or FILE.pdf "
                                                  "(default: PNG and SVG under the first path's plots/)")):
     """Overlay runs and sweeps: accuracy vs time, energy, bytes or FLOPs (mean and spread over seeds)."""
-    from simulator import plots
+    from edgefed.simulator import plots
 
     if x not in plots.AXES:
         fail_input(f"--x: expected one of {', '.join(plots.AXES)} (got {x!r})")

@@ -6,8 +6,8 @@ than its GEMM rate suggests).
 """
 from __future__ import annotations
 
-from algorithms.work import Work
-from devices.profile import DeviceProfile
+from edgefed.algorithms.work import Work
+from edgefed.devices.profile import DeviceProfile
 
 
 def compute_seconds(work: Work, device: DeviceProfile, dtype: str = "fp32") -> float:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from devices.profile import LinkProfile
+from edgefed.devices.profile import LinkProfile
 
 
 @dataclass

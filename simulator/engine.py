@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import simpy
 
-from algorithms.base import Algorithm, evaluate
-from algorithms.message import Message
-from algorithms.work import Work
-from devices.availability import Availability, AvailabilitySpec, StragglerSpec, slowdown
-from devices.profile import DeviceProfile, LinkProfile
-from simulator.costs import compute_seconds
-from simulator.energy import needs_promotion, radio_energy, tail_energy, transfer_cost
-from simulator.network import Network, Transfer, build_topology
+from edgefed.algorithms.base import Algorithm, evaluate
+from edgefed.algorithms.message import Message
+from edgefed.algorithms.work import Work
+from edgefed.devices.availability import Availability, AvailabilitySpec, StragglerSpec, slowdown
+from edgefed.devices.profile import DeviceProfile, LinkProfile
+from edgefed.simulator.costs import compute_seconds
+from edgefed.simulator.energy import needs_promotion, radio_energy, tail_energy, transfer_cost
+from edgefed.simulator.network import Network, Transfer, build_topology
 
 
 class Diverged(RuntimeError):

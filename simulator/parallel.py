@@ -15,14 +15,14 @@ from pathlib import Path
 
 import torch
 
-from simulator.scenario import HostSpec, Scenario, ScenarioError, scenario_dict
+from edgefed.simulator.scenario import HostSpec, Scenario, ScenarioError, scenario_dict
 
 _ALGO = None  # a local worker process's own algorithm
 
 
 def _start_worker(resolved: dict, base: str, threads: int) -> None:
     global _ALGO
-    from simulator.runner import build_learning
+    from edgefed.simulator.runner import build_learning
 
     torch.set_num_threads(threads)
     _ALGO = build_learning(Scenario.model_validate(resolved), Path(base))

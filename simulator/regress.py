@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from simulator.results import atomic_write
+from edgefed.simulator.results import atomic_write
 
 ACCURACY_TOL = 2 / 64
 LOSS_TOL = 1e-2
@@ -37,8 +37,8 @@ def golden_dir(scenario_file: Path) -> Path:
 
 
 def run_into(scenario_file: Path, run_dir: Path, overrides: list[str] | None = None) -> Path:
-    from simulator.runner import run_scenario
-    from simulator.scenario import load_scenario
+    from edgefed.simulator.runner import run_scenario
+    from edgefed.simulator.scenario import load_scenario
 
     scenario, base = load_scenario(scenario_file, overrides)
     run_scenario(scenario, base, run_dir)

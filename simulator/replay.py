@@ -16,10 +16,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from algorithms.work import OP_KINDS, OpCount, Work
-from simulator.engine import Engine, RoundRecord
-from simulator.results import StreamingRunWriter, atomic_write
-from simulator.scenario import Scenario, ScenarioError, resolve_path, scenario_dict
+from edgefed.algorithms.work import OP_KINDS, OpCount, Work
+from edgefed.simulator.engine import Engine, RoundRecord
+from edgefed.simulator.results import StreamingRunWriter, atomic_write
+from edgefed.simulator.scenario import Scenario, ScenarioError, resolve_path, scenario_dict
 
 TRACE_FORMAT = "edgefed-trace/1"
 
@@ -143,7 +143,7 @@ def load_trace(path: Path) -> dict:
 
 def run_replay(scenario: Scenario, base: Path, run_dir: Path, progress=None) -> dict:
     """Like ``run_scenario``, with the learning read from the trace and rows streamed to disk."""
-    from simulator.runner import build_availability, build_fleet, mark_memory_exclusions, prepare_run_dir, versions
+    from edgefed.simulator.runner import build_availability, build_fleet, mark_memory_exclusions, prepare_run_dir, versions
 
     wall_start = time.perf_counter()
     trace = load_trace(resolve_path(base, scenario.replay.trace))
@@ -189,6 +189,6 @@ def run_replay(scenario: Scenario, base: Path, run_dir: Path, progress=None) -> 
                                  status)
         writer.write_summary(summary)
     if scenario.output.plots:
-        from simulator.plots import plot_run_dir
+        from edgefed.simulator.plots import plot_run_dir
         plot_run_dir(run_dir)
     return summary

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from simulator.engine import ClientRecord, RoundRecord
+from edgefed.simulator.engine import ClientRecord, RoundRecord
 
 ROUND_COLUMNS = [f.name for f in fields(RoundRecord)]
 CLIENT_COLUMNS = [f.name for f in fields(ClientRecord) if f.name != "finished_at"]

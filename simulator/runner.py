@@ -8,23 +8,23 @@ from pathlib import Path
 
 import torch
 
-from algorithms.base import FederatedData, evaluate, init_prototype_head
-from algorithms.data import DataError, Tokenized, load_dataset, partition
-from algorithms.decomfl import DeComFL
-from algorithms.fedavg import FedAvg
-from algorithms.fedkseed import FedKSeed
-from algorithms.fedspzo import FedSPZO
-from algorithms.fedzo import FedZO
-from algorithms.models import ModelLoadError, TaskModel, load_backbone
-from devices.availability import Availability, read_trace
-from simulator.checkpoint import CHECKPOINT, Checkpoint, CheckpointError, load_checkpoint, remove_checkpoint, save_checkpoint
-from simulator.costs import fits_in_memory
-from simulator.engine import Client, Diverged, Engine, RoundRecord
-from simulator.network import link_factors, read_link_trace
-from simulator.parallel import client_pool
-from simulator.replay import TraceRecorder
-from simulator.results import RunWriter, summarize
-from simulator.scenario import Scenario, ScenarioError, resolve_path, scenario_dict
+from edgefed.algorithms.base import FederatedData, evaluate, init_prototype_head
+from edgefed.algorithms.data import DataError, Tokenized, load_dataset, partition
+from edgefed.algorithms.decomfl import DeComFL
+from edgefed.algorithms.fedavg import FedAvg
+from edgefed.algorithms.fedkseed import FedKSeed
+from edgefed.algorithms.fedspzo import FedSPZO
+from edgefed.algorithms.fedzo import FedZO
+from edgefed.algorithms.models import ModelLoadError, TaskModel, load_backbone
+from edgefed.devices.availability import Availability, read_trace
+from edgefed.simulator.checkpoint import CHECKPOINT, Checkpoint, CheckpointError, load_checkpoint, remove_checkpoint, save_checkpoint
+from edgefed.simulator.costs import fits_in_memory
+from edgefed.simulator.engine import Client, Diverged, Engine, RoundRecord
+from edgefed.simulator.network import link_factors, read_link_trace
+from edgefed.simulator.parallel import client_pool
+from edgefed.simulator.replay import TraceRecorder
+from edgefed.simulator.results import RunWriter, summarize
+from edgefed.simulator.scenario import Scenario, ScenarioError, resolve_path, scenario_dict
 
 ALGORITHMS = {"decomfl": DeComFL, "fedspzo": FedSPZO, "fedkseed": FedKSeed, "fedzo": FedZO, "fedavg": FedAvg}
 RUN_FILES = ("scenario.yaml", "rounds.csv", "clients.csv", "summary.json", "trace.json", CHECKPOINT)
@@ -195,7 +195,7 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress=None, r
     if scenario.replay is not None:
         if resume:
             raise ScenarioError("--resume: replay runs are quick to redo; run them again instead")
-        from simulator.replay import run_replay
+        from edgefed.simulator.replay import run_replay
         return run_replay(scenario, base, run_dir, progress)
     wall_start = time.perf_counter()
     resolved = scenario_dict(scenario)
@@ -256,6 +256,6 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress=None, r
         writer.write_summary(summary)
     remove_checkpoint(run_dir)  # finished: nothing left to resume
     if scenario.output.plots:
-        from simulator.plots import plot_run_dir
+        from edgefed.simulator.plots import plot_run_dir
         plot_run_dir(run_dir)
     return summary

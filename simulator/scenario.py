@@ -15,9 +15,9 @@ from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloa
                       field_validator,
                       model_validator)
 
-from devices.availability import AvailabilitySpec, StragglerSpec
-from devices.profile import DeviceProfile, LinkProfile, default_catalog
-from simulator.network import NetworkSpec
+from edgefed.devices.availability import AvailabilitySpec, StragglerSpec
+from edgefed.devices.profile import DeviceProfile, LinkProfile, default_catalog
+from edgefed.simulator.network import NetworkSpec
 
 
 class ScenarioError(ValueError):

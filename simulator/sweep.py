@@ -32,8 +32,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from simulator.results import atomic_write, csv_text
-from simulator.scenario import ScenarioError, load_scenario, load_yaml
+from edgefed.simulator.results import atomic_write, csv_text
+from edgefed.simulator.scenario import ScenarioError, load_scenario, load_yaml
 
 # host-dependent figures left out of sweep.csv, so the table depends on the scenarios alone
 HOST_FIELDS = {"host_seconds"}
@@ -108,7 +108,7 @@ def run_point(base: str, overrides: dict, run_dir: str, threads: int | None = No
     """Run one point (in a worker process or Ray task); returns its summary."""
     import torch
 
-    from simulator.runner import run_scenario
+    from edgefed.simulator.runner import run_scenario
 
     if threads:
         torch.set_num_threads(threads)

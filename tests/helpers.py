@@ -10,9 +10,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from algorithms.base import FederatedData, init_prototype_head
-from algorithms.data import TextDataset, Tokenized, partition
-from algorithms.models import TaskModel, load_backbone
+from edgefed.algorithms.base import FederatedData, init_prototype_head
+from edgefed.algorithms.data import TextDataset, Tokenized, partition
+from edgefed.algorithms.models import TaskModel, load_backbone
 
 TEXTS = ["a gripping , funny and moving film", "dull , lifeless and far too long", "a small gem",
          "the plot makes no sense at all", "wonderful performances all round", "a tedious mess",

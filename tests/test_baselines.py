@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from algorithms.fedavg import FedAvg
-from algorithms.fedkseed import FedKSeed
-from algorithms.fedzo import FedZO
-from algorithms.zo import Directions
+from edgefed.algorithms.fedavg import FedAvg
+from edgefed.algorithms.fedkseed import FedKSeed
+from edgefed.algorithms.fedzo import FedZO
+from edgefed.algorithms.zo import Directions
 from tests.helpers import tiny_setup, zo_cfg
 
 
@@ -80,8 +80,8 @@ def test_fedavg_sgd_step_lowers_the_loss_of_its_batch():
 
 
 def test_lora_adapters_start_as_a_no_op_and_are_what_zo_trains():
-    from algorithms.base import select_trainable
-    from algorithms.decomfl import DeComFL
+    from edgefed.algorithms.base import select_trainable
+    from edgefed.algorithms.decomfl import DeComFL
 
     model, data = tiny_setup()
     batch = data.train.batch(range(8))

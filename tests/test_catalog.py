@@ -8,7 +8,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from devices.profile import CATALOG_PATH, DeviceProfile, LinkProfile, load_catalog
+from edgefed.devices.profile import CATALOG_PATH, DeviceProfile, LinkProfile, load_catalog
 
 CATALOG = load_catalog()
 DEVICES = sorted(CATALOG.devices.items())

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from algorithms.message import Message
+from edgefed.algorithms.message import Message
 from tests.conftest import write_scenario
 
 ROUND_COLS = ["round", "sim_time_s", "accuracy", "loss", "selected", "aggregated", "dropped", "bytes_up",
@@ -18,7 +18,7 @@ CLIENT_COLS = ["round", "client", "device", "status", "download_s", "compute_s",
 
 
 def edgefed(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "simulator.cli", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "edgefed", *map(str, args)], capture_output=True,
                           text=True, cwd=cwd, timeout=600)
 
 
@@ -71,9 +71,9 @@ def test_summary_totals_equal_sums_over_clients(tiny_run):
 
 def test_bytes_equal_serialized_message_lengths(tiny_run, tiny_dict):
     """Replay the learning of round 1 directly and compare with the CSV's byte counts."""
-    from simulator.engine import Engine
-    from simulator.runner import build_fleet, build_learning
-    from simulator.scenario import Scenario
+    from edgefed.simulator.engine import Engine
+    from edgefed.simulator.runner import build_fleet, build_learning
+    from edgefed.simulator.scenario import Scenario
 
     run_dir, _ = tiny_run
     scenario = Scenario.model_validate(tiny_dict)

@@ -9,10 +9,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from simulator.cli import app
-from simulator.engine import Engine
-from simulator.runner import build_fleet, build_learning
-from simulator.scenario import Scenario
+from edgefed.simulator.cli import app
+from edgefed.simulator.engine import Engine
+from edgefed.simulator.runner import build_fleet, build_learning
+from edgefed.simulator.scenario import Scenario
 from tests.conftest import TINY, write_scenario
 from tests.test_end_to_end import read_csv
 
@@ -64,9 +64,9 @@ def test_poisoned_message_is_rejected_and_model_equals_run_without_it(tiny_dict,
 
 
 def test_eval_loss_nan_stops_the_run_with_exit_1_and_keeps_results(tmp_path, tiny_dict, monkeypatch):
-    import simulator.engine
+    from edgefed.simulator import engine as engine_module
 
-    evaluate = simulator.engine.evaluate
+    evaluate = engine_module.evaluate
     calls = []
 
     def failing_evaluate(model, test):
@@ -74,7 +74,7 @@ def test_eval_loss_nan_stops_the_run_with_exit_1_and_keeps_results(tmp_path, tin
         accuracy, loss = evaluate(model, test)
         return (accuracy, float("nan")) if len(calls) == 2 else (accuracy, loss)
 
-    monkeypatch.setattr(simulator.engine, "evaluate", failing_evaluate)
+    monkeypatch.setattr(engine_module, "evaluate", failing_evaluate)
     result = CliRunner().invoke(app, ["run", str(write_scenario(tmp_path, tiny_dict)), "--out",
                                       str(tmp_path / "r"), "--quiet"])
     assert result.exit_code == 1, result.output

@@ -1,12 +1,11 @@
 """FedSPZO: block-2 on cached outputs, pass accounting by hooks, per-block estimates vs autograd,
 and catch-up bit for bit."""
-import numpy as np
 import pytest
 import torch
 
-from algorithms.fedspzo import FedSPZO, split_scalars
-from algorithms.work import Work
-from algorithms.zo import Directions, derive_seed
+from edgefed.algorithms.fedspzo import FedSPZO, split_scalars
+from edgefed.algorithms.work import Work
+from edgefed.algorithms.zo import Directions, derive_seed
 from tests.helpers import tiny_setup, zo_cfg
 
 

@@ -6,11 +6,11 @@ TorchDispatchMode (tests.helpers.PeakLiveBytes). Tolerance: within 30% for both,
 must need at least 2.5x the ZO step (gradients + two Adam moments = 3x the weights)."""
 import torch
 
-from algorithms.decomfl import DeComFL
-from algorithms.fedavg import FedAvg
-from algorithms.models import param_bytes
-from algorithms.work import Work
-from algorithms.zo import two_point_scalar
+from edgefed.algorithms.decomfl import DeComFL
+from edgefed.algorithms.fedavg import FedAvg
+from edgefed.algorithms.models import param_bytes
+from edgefed.algorithms.work import Work
+from edgefed.algorithms.zo import two_point_scalar
 from tests.helpers import PeakLiveBytes, tiny_setup, zo_cfg
 
 

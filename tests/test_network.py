@@ -3,7 +3,7 @@ import networkx as nx
 import pytest
 import simpy
 
-from simulator.network import SERVER, Network, max_min_rates
+from edgefed.simulator.network import SERVER, Network, max_min_rates
 
 MBIT = 1e6 / 8  # bytes in one megabit
 

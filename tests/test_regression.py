@@ -3,7 +3,7 @@ figures exactly, accuracy within simulator.regress.ACCURACY_TOL), a run interrup
 reruns to the same goldens, and a changed device link fails."""
 import pytest
 
-from simulator import regress
+from edgefed.simulator import regress
 from tests.conftest import REPO
 
 SCENARIOS = regress.scenario_files(REPO / "scenarios" / "regression")
@@ -58,8 +58,8 @@ class StopAfter:
 
 @pytest.mark.parametrize("stem", ["mixed-deadline", "fedspzo-split", "fedkseed-pro"])
 def test_a_run_interrupted_then_resumed_matches_the_goldens(tmp_path, stem):
-    from simulator.runner import run_scenario
-    from simulator.scenario import load_scenario
+    from edgefed.simulator.runner import run_scenario
+    from edgefed.simulator.scenario import load_scenario
 
     scenario_file = REPO / "scenarios" / "regression" / f"{stem}.yaml"
     scenario, base = load_scenario(scenario_file)

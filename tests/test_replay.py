@@ -3,8 +3,8 @@ server holds; a client that missed rounds catches up exactly."""
 import numpy as np
 import torch
 
-from algorithms.decomfl import DeComFL
-from algorithms.zo import Directions, replay
+from edgefed.algorithms.decomfl import DeComFL
+from edgefed.algorithms.zo import Directions, replay
 from tests.helpers import tiny_setup, zo_cfg
 
 

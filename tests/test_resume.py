@@ -10,8 +10,8 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from simulator.checkpoint import CHECKPOINT, load_checkpoint
-from simulator.cli import app
+from edgefed.simulator.checkpoint import CHECKPOINT, load_checkpoint
+from edgefed.simulator.cli import app
 from tests.conftest import write_scenario
 from tests.test_end_to_end import read_csv
 
@@ -45,7 +45,7 @@ def scenario(tmp_path, tiny_dict):
 def test_kill_9_mid_round_then_resume_equals_uninterrupted_run(tmp_path, scenario):
     kill_after = random.randrange(0, ROUNDS - 1)  # checkpoint round after which the run is killed
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "simulator.cli", "run", str(scenario), "--out", str(killed),
+    proc = subprocess.Popen([sys.executable, "-m", "edgefed", "run", str(scenario), "--out", str(killed),
                              "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         while checkpoint_round(killed) < kill_after and proc.poll() is None:
@@ -74,7 +74,7 @@ def test_resume_refuses_missing_foreign_or_corrupt_checkpoints(tmp_path, scenari
     result = cli("run", scenario, "--resume", run_dir, "--quiet", "--set", "rounds.max=2")
     assert result.exit_code == 2 and "no checkpoint" in result.output, result.output
 
-    monkeypatch.setattr("simulator.runner.remove_checkpoint", lambda run_dir: None)  # as if killed at the end
+    monkeypatch.setattr("edgefed.simulator.runner.remove_checkpoint", lambda run_dir: None)  # as if killed at the end
     assert cli("run", scenario, "--out", run_dir, "--quiet", "--set", "rounds.max=2").exit_code == 0
     before = (run_dir / "scenario.yaml").read_text()
     result = cli("run", scenario, "--resume", run_dir, "--quiet", "--set", "algorithm.lr=0.5")
@@ -101,7 +101,7 @@ def test_resume_is_exact_for_every_algorithm_and_systems_state(tmp_path, tiny_di
                                                                rounds):
     """Stop after round 2's checkpoint (as a kill would), resume, compare with a whole run: the
     algorithm's history, batteries, resource-aware estimates and the clock must all survive."""
-    from simulator.results import RunWriter
+    from edgefed.simulator.results import RunWriter
 
     tiny_dict["algorithm"] = {**algorithm, "local_steps": 2, "batch_size": 8}
     tiny_dict["fleet"].update(fleet)

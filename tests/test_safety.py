@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from simulator.cli import app
+from edgefed.simulator.cli import app
 from tests.conftest import REPO, write_scenario
 
 
@@ -59,7 +59,7 @@ def test_safetensors_win_over_a_malicious_pickle_next_to_them(tmp_path, tiny_dic
     behind if unpickled, is never opened."""
     import pickle
 
-    from algorithms.models import load_backbone
+    from edgefed.algorithms.models import load_backbone
 
     backbone, tokenizer, _ = load_backbone("tiny-bert", "encoder", "fp32")
     folder = tmp_path / "both"
@@ -108,7 +108,7 @@ def test_scenario_yaml_loader_is_safe():
     """Our duplicate-key-refusing loader is a SafeLoader: Python tags stay refused."""
     import yaml
 
-    from simulator.scenario import UniqueKeyLoader, load_yaml
+    from edgefed.simulator.scenario import UniqueKeyLoader, load_yaml
 
     assert issubclass(UniqueKeyLoader, yaml.SafeLoader)
     with pytest.raises(yaml.YAMLError):

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from simulator.scenario import ScenarioError, load_scenario
+from edgefed.simulator.scenario import ScenarioError, load_scenario
 from tests.conftest import REPO, SHARED_DATA
 
 SHIPPED = sorted(p for p in (REPO / "scenarios").rglob("*.yaml")

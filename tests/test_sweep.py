@@ -7,8 +7,8 @@ import shutil
 import pytest
 import yaml
 
-from simulator.scenario import ScenarioError
-from simulator.sweep import load_sweep, run_sweep
+from edgefed.simulator.scenario import ScenarioError
+from edgefed.simulator.sweep import load_sweep, run_sweep
 from tests.conftest import write_scenario
 
 
@@ -86,7 +86,7 @@ def test_local_and_ray_backends_write_identical_rows(two_seeds, tmp_path, local_
 def test_cli_bad_sweep_input_is_one_line_exit_2(tmp_path, tiny_dict):
     from typer.testing import CliRunner
 
-    from simulator.cli import app
+    from edgefed.simulator.cli import app
 
     write_scenario(tmp_path, tiny_dict, "base.yaml")
     (tmp_path / "typo.yaml").write_text("base: base.yaml\ngrids: {seed: [1, 2]}\n")

@@ -5,13 +5,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from algorithms.decomfl import DeComFL
-from algorithms.work import Work
-from devices.availability import Availability, AvailabilitySpec, StragglerSpec
-from devices.profile import DeviceProfile, LinkProfile
-from simulator.engine import Client, Engine
-from simulator.network import CellSpec, NetworkSpec
-from simulator.scenario import RoundsSpec
+from edgefed.algorithms.decomfl import DeComFL
+from edgefed.algorithms.work import Work
+from edgefed.devices.availability import Availability, AvailabilitySpec, StragglerSpec
+from edgefed.devices.profile import DeviceProfile, LinkProfile
+from edgefed.simulator.engine import Client, Engine
+from edgefed.simulator.network import CellSpec, NetworkSpec
+from edgefed.simulator.scenario import RoundsSpec
 from tests.helpers import tiny_setup, zo_cfg
 
 # Round numbers so the closed forms below can be checked by hand.
@@ -155,7 +155,7 @@ def test_devices_off_at_round_start_are_not_selected_and_the_server_waits(tmp_pa
     trace = tmp_path / "on.csv"
     trace.write_text("client,start_s,end_s\n0,100,1000\n1,100,1000\n2,5000,6000\n")
     spec = AvailabilitySpec(kind="trace", file=str(trace))
-    from devices.availability import read_trace
+    from edgefed.devices.availability import read_trace
     avail = Availability(spec, 3, 0, read_trace(trace))
     record, rows = play(make_engine(FakeAlgo(), [device()] * 3, availability=avail,
                                     rounds=RoundsSpec(max=1, clients_per_round=3)))[0]
@@ -178,7 +178,7 @@ def test_dropout_mid_upload_leaves_the_aggregate_unchanged_and_charges_the_work(
     upload_start = victim.download_s + victim.compute_s
     trace = tmp_path / "on.csv"
     trace.write_text(f"client,start_s,end_s\n{victim.client},0,{upload_start + victim.upload_s / 2}\n")
-    from devices.availability import read_trace
+    from edgefed.devices.availability import read_trace
     spec = AvailabilitySpec(kind="trace", file=str(trace))
     cut = engine(Availability(spec, 4, 0, read_trace(trace)))
     (record, cut_rows), = play(cut)
@@ -200,8 +200,8 @@ def test_dropout_mid_upload_leaves_the_aggregate_unchanged_and_charges_the_work(
 
 
 def test_link_variability_is_lognormal_around_the_catalog_median(tiny_dict):
-    from simulator.runner import build_fleet
-    from simulator.scenario import Scenario
+    from edgefed.simulator.runner import build_fleet
+    from edgefed.simulator.scenario import Scenario
     tiny_dict["fleet"]["groups"] = [{"device": "pixel-7a", "count": 400, "link": "lte"}]
     tiny_dict["fleet"]["network"] = {"variability": {"kind": "lognormal", "sigma": 0.5}}
     ups = [c.link.up_mbps for c in build_fleet(Scenario.model_validate(tiny_dict))]

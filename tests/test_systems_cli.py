@@ -21,7 +21,7 @@ from tests.test_end_to_end import edgefed
     (lambda d: d["fleet"].__setitem__("devices_file", "/no/devices.yaml"), ["fleet.devices_file", "not found"]),
 ])
 def test_bad_systems_fields_name_the_field(tmp_path, tiny_dict, mutate, needles):
-    from simulator.scenario import ScenarioError, load_scenario
+    from edgefed.simulator.scenario import ScenarioError, load_scenario
     mutate(tiny_dict)
     with pytest.raises(ScenarioError) as err:  # the CLI prints this one line and exits 2 (test_cli_errors)
         load_scenario(write_scenario(tmp_path, tiny_dict))

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from simulator.runner import run_scenario
-from simulator.scenario import ScenarioError, load_scenario
+from edgefed.simulator.runner import run_scenario
+from edgefed.simulator.scenario import ScenarioError, load_scenario
 from tests.conftest import TINY, write_scenario
 
 

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from algorithms.base import select_trainable
-from algorithms.work import Work
-from algorithms.zo import Directions, derive_seed, two_point_scalar
+from edgefed.algorithms.base import select_trainable
+from edgefed.algorithms.work import Work
+from edgefed.algorithms.zo import Directions, derive_seed, two_point_scalar
 from tests.helpers import tiny_setup
 
 

@@ -1,0 +1,4 @@
+"""``python -m edgefed``: the command line."""
+from edgefed.simulator.cli import main
+
+main()

@@ -66,7 +66,7 @@ class DeComFL(Algorithm):
         if last_round is None:
             for name, tensor in zip(self.trainable.names, self.initial):
                 if name.startswith("head."):
-                    arrays[name] = tensor.numpy()
+                    arrays[name] = tensor.cpu().numpy()
         work = Work()
         self.charge_replay(work, sum(len(seeds) for _, seeds, _ in records))
         work.peak_memory_bytes = self.peak_memory_bytes()

@@ -15,7 +15,7 @@ from edgefed.algorithms.work import Work
 
 def to_wire(tensor: torch.Tensor) -> np.ndarray:
     """A tensor as the array sent: fp32/fp16 as such, bf16 as its raw 16-bit words."""
-    tensor = tensor.detach()
+    tensor = tensor.detach().cpu()
     if tensor.dtype == torch.bfloat16:
         return tensor.view(torch.int16).numpy().view(np.uint16)
     return tensor.numpy()
@@ -69,7 +69,7 @@ class WeightDelta(Algorithm):
             return
         with torch.no_grad():
             for p, d in zip(self.trainable.params, update):
-                p.add_(d)
+                p.add_(d.to(p.device))
 
     def peak_memory_bytes(self):
         """Inference-level memory plus the round's starting copy of the trainable weights (to

@@ -58,7 +58,7 @@ class FedKSeed(Algorithm):
         if last_round is None:
             for name, tensor in zip(self.trainable.names, self.initial):
                 if name.startswith("head."):
-                    arrays[name] = tensor.numpy()
+                    arrays[name] = tensor.cpu().numpy()
         work = Work()
         work.add_rng(len(used) * self.dirs.numel, self.dirs.distribution, self.dirs.elem_bytes)
         work.add_elementwise(len(used) * self.dirs.numel, self.dirs.elem_bytes, tensors_touched=3)

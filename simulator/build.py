@@ -11,6 +11,7 @@ import torch
 
 from edgefed.algorithms.base import FederatedData, init_prototype_head
 from edgefed.algorithms.data import DataError, Tokenized, load_dataset, partition
+from edgefed.algorithms.features import attach_feature_caches
 from edgefed.algorithms.decomfl import DeComFL
 from edgefed.algorithms.fedavg import FedAvg
 from edgefed.algorithms.fedkseed import FedKSeed
@@ -61,6 +62,28 @@ def build_availability(scenario: Scenario, base: Path) -> Availability:
     return Availability(spec, scenario.fleet.size, scenario.seed, trace)
 
 
+def learning_device(spec: str) -> torch.device:
+    """``model.device`` resolved: ``auto`` is the first GPU torch sees, else the CPU."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda":
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise ScenarioError(f"model.device: {spec} but torch sees no GPU (use auto or cpu)")
+        if device.index is not None and device.index >= count:
+            raise ScenarioError(f"model.device: {spec} but torch sees {count} GPU(s)")
+    return device
+
+
+def device_name(device: torch.device) -> str:
+    """The device as a run directory records it, e.g. ``cuda:0 (NVIDIA H100 80GB HBM3)``."""
+    if device.type != "cuda":
+        return str(device)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+
+
 def build_learning(scenario: Scenario, base: Path):
     """Load data and model, partition, align the head; returns the algorithm."""
     ds = scenario.task.dataset
@@ -81,20 +104,26 @@ def build_learning(scenario: Scenario, base: Path):
                           scenario.task.prompt)
     except ModelLoadError as exc:
         raise ScenarioError(str(exc)) from None
+    device = learning_device(spec.device)
+    model.to(device)
     positions = getattr(backbone.config, "max_position_embeddings", None)
     if positions is not None and spec.max_length > positions:
         raise ScenarioError(f"model.max_length: {spec.max_length} exceeds the model's {positions} positions")
     train_tok = Tokenized(train, tokenizer, spec.max_length, scenario.task.prompt)
     test_tok = Tokenized(test, tokenizer, spec.max_length, scenario.task.prompt)
+    train_tok.device = test_tok.device = device
     try:
         init_prototype_head(model, train_tok, train.labels, scenario.task.head_init_examples, scenario.seed)
     except ValueError as exc:
         raise ScenarioError(f"{resolve_path(base, ds.train)}: {exc}") from None
     data = FederatedData(train_tok, parts, test_tok)
     try:
-        return ALGORITHMS[scenario.algorithm.name](model, data, scenario.algorithm, scenario.seed)
+        algorithm = ALGORITHMS[scenario.algorithm.name](model, data, scenario.algorithm, scenario.seed)
     except ValueError as exc:
         raise ScenarioError(str(exc) if str(exc).startswith("algorithm.") else f"algorithm.trainable: {exc}") from None
+    attach_feature_caches(model, algorithm.prefix, {"held-out": test_tok, "training": train_tok},
+                          scenario.host.feature_cache_bytes)
+    return algorithm
 
 
 def fit_to_fleet(algorithm, scenario: Scenario) -> None:

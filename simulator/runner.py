@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 
 from edgefed.algorithms.base import evaluate
-from edgefed.simulator.build import build_availability, build_fleet, build_learning, fit_to_fleet, mark_memory_exclusions
+from edgefed.simulator.build import (build_availability, build_fleet, build_learning, device_name, fit_to_fleet,
+                                     learning_device, mark_memory_exclusions)
 from edgefed.simulator.checkpoint import CHECKPOINT, Checkpoint, CheckpointError, load_checkpoint, remove_checkpoint, save_checkpoint
 from edgefed.simulator.engine import Diverged, Engine, RoundRecord
 from edgefed.simulator.parallel import client_pool
@@ -94,7 +95,7 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress=None, r
     for stale in run_dir.glob(".*.tmp"):  # what a kill in the middle of an atomic write leaves
         stale.unlink()
     writer = RunWriter(run_dir)
-    writer.write_scenario(resolved, versions())
+    writer.write_scenario(resolved, {**versions(), "device": device_name(learning_device(scenario.model.device))})
     learning = build_learning(scenario, base)
     fit_to_fleet(learning, scenario)
     algorithm = TraceRecorder(learning)

@@ -33,7 +33,8 @@ class ModelSpec(Strict):
     kind: Literal["auto", "encoder", "causal"] = "auto"
     max_length: int = Field(64, ge=8, description="tokens per example (at most the model's positions)")
     dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
-    device: Literal["cpu", "cuda"] = "cpu"
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+                        description="where the host runs the learning: auto (a GPU when torch sees one), cpu, cuda, cuda:N")
 
 
 class DatasetSpec(Strict):
@@ -216,6 +217,8 @@ class HostSpec(Strict):
     workers: PositiveInt = Field(1, description="processes or Ray actors running a round's client updates")
     backend: Literal["local", "ray"] = "local"
     gpus_per_worker: float = Field(0.0, ge=0.0, description="Ray actors only")
+    feature_cache_bytes: NonNegativeInt = Field(2**31, description="host memory for the frozen layers' "
+                                                "outputs per example (0: recompute every pass)")
 
 
 class Scenario(Strict):

@@ -1,6 +1,8 @@
 """Frozen layers computed once: the prefix rule, its accounting in every method, the host's
 feature cache (equal to the uncached path for any batch composition, bounded by its budget) and
 the flat parameter buffer."""
+import csv
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,7 @@ from edgefed.algorithms.fedkseed import FedKSeed
 from edgefed.algorithms.fedspzo import FedSPZO
 from edgefed.algorithms.fedzo import FedZO
 from edgefed.algorithms.zo import Directions
+from tests.conftest import REPO
 from tests.helpers import tiny_setup, zo_cfg
 
 SPZO = dict(p1=1, p2=2, split=2, p2_max=32, auto_device=None, auto_step_s=None, auto_budget=2.0)
@@ -145,3 +148,26 @@ def test_directions_flatten_loose_tensors_and_keep_them_in_sync():
     dirs.axpy(1, 1.0)
     assert torch.equal(torch.cat([p.reshape(-1) for p in params]), dirs.flat)
     assert torch.equal(dirs.flat, torch.cat([z.reshape(-1) for z in dirs.direction(1)]))
+
+
+@pytest.mark.slow
+def test_quickstart_learns_the_same_with_the_feature_cache_on_and_off(tmp_path):
+    """MiniLM, head only, 10 rounds: every evaluation's accuracy within one held-out example and
+    loss within float rounding, cache on (the default) against off."""
+    from edgefed.simulator.runner import run_scenario
+    from edgefed.simulator.scenario import load_scenario
+
+    evaluations = {}
+    for budget in ("2147483648", "0"):
+        scenario, base = load_scenario(REPO / "scenarios/quickstart.yaml",
+                                       ["rounds.max=10", "output.plots=false", f"host.feature_cache_bytes={budget}"])
+        run_scenario(scenario, base, tmp_path / budget)
+        with (tmp_path / budget / "rounds.csv").open() as fh:
+            rows = list(csv.DictReader(fh))
+        evaluations[budget] = [(float(r["accuracy"]), float(r["loss"])) for r in rows if r["accuracy"]]
+    cached, uncached = evaluations.values()
+    print("round-by-round (accuracy, loss) cached vs uncached:", list(zip(cached, uncached)))
+    assert len(cached) == len(uncached) == 3  # rounds 0, 5, 10
+    for (acc_on, loss_on), (acc_off, loss_off) in zip(cached, uncached):
+        assert abs(acc_on - acc_off) <= 1 / 872 + 1e-12
+        assert loss_on == pytest.approx(loss_off, rel=1e-4)

@@ -21,7 +21,9 @@ def derive_seed(root: int, *keys: int) -> int:
 def flatten_(params: list[torch.Tensor]) -> torch.Tensor:
     """One contiguous 1-D buffer holding ``params`` in order, the tensors turned into views of it
     (so a perturbation or update is one vector op, not one per tensor). Tensors that already are
-    consecutive views of one buffer are left as they are."""
+    consecutive views of one buffer are left as they are; no tensors give an empty buffer."""
+    if not params:
+        return torch.empty(0)
     first = params[0]
     total = sum(p.numel() for p in params)
     offset, consecutive = first.storage_offset(), True
@@ -41,6 +43,7 @@ def flatten_(params: list[torch.Tensor]) -> torch.Tensor:
         offset += p.numel()
     return flat
 
+AXPY_TENSORS = 3  # p += alpha * z reads p and z and writes p
 
 # Row b holds the 8 signs (+1/-1) spelt by the bits of byte b, least significant first.
 _SIGNS = ((torch.arange(256).unsqueeze(-1) >> torch.arange(8)) & 1).float().mul_(2).sub_(1)
@@ -85,7 +88,7 @@ class Directions:
         self.cache = cache
         self.numel = sum(p.numel() for p in self.params)
         self.elem_bytes = self.params[0].element_size() if self.params else 4
-        self.flat = flatten_(self.params) if self.params else torch.empty(0)
+        self.flat = flatten_(self.params)
         self.chunk = max((p.numel() for p in self.params), default=0)
         self._buffer = torch.empty(self.numel if cache else self.chunk, dtype=self.flat.dtype, device=self.flat.device)
         self._gen = torch.Generator(device=self.flat.device)
@@ -131,7 +134,13 @@ class Directions:
             for target, z in self._chunks(seed, work):
                 target.add_(z, alpha=alpha)
         if work is not None:
-            work.add_elementwise(self.numel, self.elem_bytes, tensors_touched=3)
+            work.add_elementwise(self.numel, self.elem_bytes, tensors_touched=AXPY_TENSORS)
+
+    def charge_axpy(self, work: Work, count: int = 1) -> None:
+        """What ``count`` axpy's along freshly generated directions cost: the random numbers and one
+        parameter pass each (the update cost every method charges, in one place)."""
+        work.add_rng(count * self.numel, self.distribution, self.elem_bytes)
+        work.add_elementwise(count * self.numel, self.elem_bytes, tensors_touched=AXPY_TENSORS)
 
     def direction(self, seed: int) -> list[torch.Tensor]:
         """z(seed) as fresh tensors shaped like the parameters (for tests and analysis; the

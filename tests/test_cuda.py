@@ -66,16 +66,16 @@ def test_catch_up_is_exact_on_cuda():
     rng = np.random.default_rng(0)
     for r in range(1, 4):
         selected = sorted(rng.choice(data.num_clients, 2, replace=False).tolist())
-        algo.configure_round(r, selected)
-        algo.apply(algo.aggregate([algo.client_update(c, r)[0] for c in selected]))
+        plan = algo.configure_round(r, selected)
+        algo.apply(algo.aggregate([algo.client_update(c, r, plan)[0] for c in selected]), r, plan)
     final = algo.trainable.snapshot()
     assert any(not torch.equal(a, b) for a, b in zip(start, final))
-    msg, _ = algo.catch_up(client=0, last_round=None, round=4)
+    msg, _ = algo.catch_up(client=0, last_round=None, round=4, plan=algo.configure_round(4, [0]))
     algo.trainable.restore(start)
     dirs = Directions(algo.trainable.params, algo.cfg.distribution)
-    scalars = msg.arrays["history_scalars"].reshape(-1, algo.cfg.local_steps, algo.cfg.perturbations)
-    for record, block in zip(algo.history, scalars):
-        replay(dirs, record[1], block, algo.cfg.lr / algo.cfg.perturbations)
+    perts = algo.cfg.perturbations
+    for step_seed, g in zip(msg.arrays["history_seeds"], msg.arrays["history_scalars"].reshape(-1, perts)):
+        replay(dirs, algo.perturbation_seeds(int(step_seed)), g, algo.cfg.lr / perts)
     assert all(torch.equal(a, b) for a, b in zip(final, algo.trainable.snapshot()))
 
 

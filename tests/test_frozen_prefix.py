@@ -37,8 +37,8 @@ def test_every_method_runs_and_counts_the_prefix_once_per_batch(method, extra):
     steps = 3
     algo = method(model, data, zo_cfg(trainable="last:2", local_steps=steps, **extra), seed=1)
     assert algo.prefix == 2
-    algo.configure_round(1, [0])
-    algo.client_update(0, 1)  # FLOPs are measured once per shape by running the blocks: do it first
+    algo.client_update(0, 1, algo.configure_round(1, [0]))  # FLOPs are measured once per shape by running
+    # the blocks: do it first
     calls = {"layer0": 0, "layer1": 0, "layer2": 0}
 
     def counter(key):
@@ -47,8 +47,7 @@ def test_every_method_runs_and_counts_the_prefix_once_per_batch(method, extra):
         return hook
 
     handles = [model.layers[i].register_forward_hook(counter(f"layer{i}")) for i in range(3)]
-    algo.configure_round(2, [0])
-    _, work = algo.client_update(0, 2)
+    _, work = algo.client_update(0, 2, algo.configure_round(2, [0]))
     for h in handles:
         h.remove()
     assert calls["layer0"] == calls["layer1"] == steps
@@ -66,13 +65,11 @@ def test_fedspzo_block1_starts_from_the_prefix():
     model, data = tiny_setup()
     algo = FedSPZO(model, data, zo_cfg(trainable="last:3", local_steps=2, **{**SPZO, "p1": 2}), seed=1)
     assert algo.prefix == 1 and algo.dirs1.numel > 0
-    algo.configure_round(1, [0])
-    algo.client_update(0, 1)
+    algo.client_update(0, 1, algo.configure_round(1, [0]))
     calls = [0, 0]
     handles = [model.layers[i].register_forward_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))
                for i in range(2)]
-    algo.configure_round(2, [0])
-    _, work = algo.client_update(0, 2)
+    _, work = algo.client_update(0, 2, algo.configure_round(2, [0]))
     for h in handles:
         h.remove()
     assert calls == [2, 2 * 2 * 2]

@@ -157,7 +157,7 @@ def run_replay(scenario: Scenario, base: Path, run_dir: Path, progress=None) -> 
     algorithm = ReplayAlgorithm(trace)
     clients = build_fleet(scenario, base)
     excluded = mark_memory_exclusions(clients, algorithm.peak_memory_bytes())
-    if not any(c.eligible for c in clients):
+    if not clients.eligible.any():
         raise ScenarioError("fleet: no device can hold this method's peak memory "
                             f"({algorithm.peak_memory_bytes() / 1e9:.2f} GB)")
     engine = ReplayEngine(algorithm, clients, scenario.rounds, scenario.seed, scenario.model.dtype, scenario.fleet,

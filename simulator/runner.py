@@ -100,7 +100,7 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress=None, r
     algorithm = TraceRecorder(learning)
     clients = build_fleet(scenario, base)
     excluded = mark_memory_exclusions(clients, algorithm.peak_memory_bytes())
-    if not any(c.eligible for c in clients):
+    if not clients.eligible.any():
         need = algorithm.peak_memory_bytes() / 1e9
         raise ScenarioError(f"fleet: no device can hold this method's peak memory ({need:.2f} GB)")
     engine = Engine(algorithm, clients, scenario.rounds, scenario.seed, scenario.model.dtype, scenario.fleet,

@@ -189,14 +189,14 @@ class Network:
         now = self.env.now
         for f in component:
             f.settle(now)
-        if len(component) == 1:
-            rates = [min(component[0].capacities)]
+        if len(component) == 1:  # alone on its links: their capacity, and one timer to its finish
+            first = component[0]
+            first.rate, first.share = min(first.capacities), component
         else:
             capacity = {r: c for f in component for r, c in zip(f.links, f.capacities)}
-            rates = water_filling([f.links for f in component], capacity.__getitem__)
-        for f, rate in zip(component, rates):
-            f.rate, f.share = rate, component
-        first = min(component, key=lambda f: (f.bits - f.sent) / f.rate)
+            for f, rate in zip(component, water_filling([f.links for f in component], capacity.__getitem__)):
+                f.rate, f.share = rate, component
+            first = min(component, key=lambda f: (f.bits - f.sent) / f.rate)
         timer = self.env.timeout((first.bits - first.sent) / first.rate)
         timer.callbacks.append(lambda _ev: self._finish(component, first))
 

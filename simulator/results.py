@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import operator
 import os
 import tempfile
 from array import array
@@ -20,6 +21,8 @@ from edgefed.simulator.engine import ClientRecord, RoundRecord
 
 ROUND_COLUMNS = [f.name for f in fields(RoundRecord)]
 CLIENT_COLUMNS = [f.name for f in fields(ClientRecord) if f.name != "finished_at"]
+# a client row as csv.writer takes it (it writes a float as repr, as _fmt does, and None as "")
+CLIENT_FIELDS = operator.attrgetter(*CLIENT_COLUMNS)
 
 
 def atomic_write(path: Path, data: str | bytes) -> None:
@@ -162,11 +165,10 @@ class StreamingRunWriter(RunWriter):
 
     def flush(self) -> None:
         self._append("rounds.csv", ROUND_COLUMNS, [[_fmt(r[c]) for c in ROUND_COLUMNS] for r in self.pending_rounds])
-        self._append("clients.csv", CLIENT_COLUMNS,
-                     [[_fmt(getattr(r, c)) for c in CLIENT_COLUMNS] for r in self.pending_clients])
+        self._append("clients.csv", CLIENT_COLUMNS, map(CLIENT_FIELDS, self.pending_clients))
         self.pending_rounds, self.pending_clients = [], []
 
-    def _append(self, name: str, columns: list[str], rows: list[list]) -> None:
+    def _append(self, name: str, columns: list[str], rows) -> None:
         path = self.dir / name
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")

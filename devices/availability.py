@@ -24,6 +24,9 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat
 
+from edgefed import streams
+from edgefed.streams import Stream
+
 DAY_S = 86400.0
 
 
@@ -72,14 +75,14 @@ class Availability:
         self.spec, self.seed, self.num_clients = spec, seed, num_clients
         self.trace = trace or {}
         self.traced = np.array(sorted(self.trace), dtype=np.int64)
-        self.phase_s = np.random.default_rng([seed, 21]).uniform(0.0, DAY_S, num_clients)
+        self.phase_s = streams.rng(seed, Stream.DIURNAL_PHASE).uniform(0.0, DAY_S, num_clients)
 
     def on(self, clients: np.ndarray, t: float, draw: tuple[int, int]) -> np.ndarray:
         """Whether each of ``clients`` is on at ``t``; ``draw`` = (round, attempt) seeds the
         Bernoulli coins."""
         kind = self.spec.kind
         if kind == "bernoulli":
-            return np.random.default_rng([self.seed, 22, *draw]).random(self.num_clients)[clients] < self.spec.p
+            return streams.rng(self.seed, Stream.BERNOULLI_ON, *draw).random(self.num_clients)[clients] < self.spec.p
         if kind == "diurnal":
             return (t - self.phase_s[clients]) % DAY_S < self.spec.on_hours * 3600.0
         on = np.ones(len(clients), dtype=bool)
@@ -101,7 +104,7 @@ class Availability:
         elif self.spec.kind == "trace" and client in self.trace:
             end = next((e for s, e in self.trace[client] if s <= t < e), t)
         if self.spec.failures_per_hour > 0:
-            rng = np.random.default_rng([self.seed, 23, client, round])
+            rng = streams.rng(self.seed, Stream.FAILURES, client, round)
             end = min(end, t + rng.exponential(3600.0 / self.spec.failures_per_hour))
         return end
 
@@ -122,6 +125,6 @@ class Availability:
 def slowdown(spec: StragglerSpec, seed: int, client: int, round: int) -> float:
     if spec.sigma == 0 and spec.probability == 0:
         return 1.0
-    rng = np.random.default_rng([seed, 24, client, round])
+    rng = streams.rng(seed, Stream.STRAGGLERS, client, round)
     factor = rng.lognormal(0.0, spec.sigma)
     return factor * (spec.factor if rng.random() < spec.probability else 1.0)

@@ -44,10 +44,11 @@ def base_scenario() -> dict:
 
 
 def record_trace() -> Path:
-    """A real 100-round run of the tiny model; its trace.json drives every replay."""
+    """A real 100-round run of the tiny model; its trace drives every replay."""
+    from edgefed.simulator.replay import TRACE
     from edgefed.simulator.runner import run_scenario
     from edgefed.simulator.scenario import Scenario
-    trace = RUNS / "real" / "trace.json"
+    trace = RUNS / "real" / TRACE
     summary = RUNS / "real" / "summary.json"
     if not (summary.exists() and json.loads(summary.read_text())["status"] == "done"):
         run_scenario(Scenario.model_validate(base_scenario()), ROOT, RUNS / "real")
@@ -68,10 +69,11 @@ def parse_point(text: str) -> tuple[int, int, int]:
 
 
 def replay_scenario(devices: int, per_round: int, rounds: int):
+    from edgefed.simulator.replay import TRACE
     from edgefed.simulator.scenario import Scenario
     data = base_scenario()
     data["name"] = f"replay-{devices}-{per_round}"
-    data["replay"] = {"trace": str(RUNS / "real" / "trace.json")}
+    data["replay"] = {"trace": str(RUNS / "real" / TRACE)}
     data["fleet"]["groups"] = [{"device": d, "count": int(devices * share), "link": link} for d, share, link in MIX]
     data["rounds"].update(clients_per_round=per_round, max=rounds)
     return Scenario.model_validate(data)

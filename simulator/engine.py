@@ -339,26 +339,24 @@ class Engine:
         return None
 
     def state(self) -> dict:
-        """Engine state at a round boundary (JSON). Rounds are synchronous, so no SimPy process
-        is pending then: the clock and who synced when are all there is."""
+        """Engine state at a round boundary (JSON) besides ``arrays()``. Rounds are synchronous, so
+        no SimPy process is pending then: the clock and who synced when are all there is."""
         ref = self.reference
         return {"round": self.round, "sim_time_s": self.env.now,
-                "last_sync": [[int(cid), int(self.last_sync[cid])] for cid in np.flatnonzero(self.last_sync >= 0)],
-                "charge_j": [[int(cid), float(self.charge_j[cid])]
-                             for cid in np.flatnonzero(self.charge_j < math.inf)],
                 "reference": None if ref is None else {
                     "bytes_down": ref.bytes_down, "bytes_up": ref.bytes_up,
                     "ops": {k: [op.flops, op.bytes] for k, op in ref.work.ops.items()}}}
 
-    def load_state(self, state: dict) -> None:
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The per-device state: the round each device last synced at and its battery charge."""
+        return {"last_sync": self.last_sync, "charge_j": self.charge_j}
+
+    def load_state(self, state: dict, arrays: dict[str, np.ndarray]) -> None:
         self.round = state["round"]
         self.env = simpy.Environment(initial_time=state["sim_time_s"])
         self.net = Network(self.env, self.clients.access, self.net.cells)  # the network lives on the new clock
-        self.last_sync[:] = -1
-        for cid, r in state["last_sync"]:
-            self.last_sync[int(cid)] = -1 if r is None else r
-        for cid, j in state["charge_j"]:
-            self.charge_j[int(cid)] = j
+        self.last_sync[:] = arrays["last_sync"]
+        self.charge_j[:] = arrays["charge_j"]
         ref = state["reference"]
         if ref is not None:
             work = Work()

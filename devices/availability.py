@@ -3,14 +3,16 @@ they run (stragglers).
 
 Availability kinds (``AvailabilitySpec.kind``):
 - ``always``: every device is on.
-- ``bernoulli``: each device is on for a round with probability ``p``, drawn per (round, attempt).
+- ``bernoulli``: each device is on for a round with probability ``p``, drawn per (round, attempt)
+  (one generator per draw for the whole fleet, so the coins cost one vector operation).
 - ``diurnal``: each device is on for ``on_hours`` a day (e.g. charging overnight, the FLASH traces
   FedScale uses: available while charging), starting at a per-device hour drawn uniformly.
 - ``trace``: a CSV ``client,start_s,end_s`` of on intervals in simulated seconds; a device with no
   row is always on.
 On top of any kind, ``failures_per_hour`` makes devices fail while working (a Poisson process), so
 dropouts land in the middle of a transfer or a computation. Every draw derives from the scenario
-seed, so a run is deterministic.
+seed, so a run is deterministic. Questions about the fleet take arrays of device ids and answer
+with arrays, so a round costs vector operations, not a Python loop over every device.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import csv
 import math
 from pathlib import Path
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat
 
 from edgefed import streams
@@ -65,24 +68,33 @@ def read_trace(path: Path) -> dict[int, list[tuple[float, float]]]:
 
 
 class Availability:
-    """Answers, for a device at a simulated time, whether it is on and until when."""
+    """Answers, for devices at a simulated time, whether they are on and until when."""
 
     def __init__(self, spec: AvailabilitySpec, num_clients: int, seed: int,
                  trace: dict[int, list[tuple[float, float]]] | None = None):
-        self.spec, self.seed = spec, seed
+        self.spec, self.seed, self.num_clients = spec, seed, num_clients
         self.trace = trace or {}
+        self.traced = np.array(sorted(self.trace), dtype=np.int64)
         self.phase_s = streams.rng(seed, Stream.DIURNAL_PHASE).uniform(0.0, DAY_S, num_clients)
 
-    def is_on(self, client: int, t: float, draw: tuple[int, int]) -> bool:
-        """``draw`` = (round, attempt) seeds the per-round Bernoulli coin."""
+    def on(self, clients: np.ndarray, t: float, draw: tuple[int, int]) -> np.ndarray:
+        """Whether each of ``clients`` is on at ``t``; ``draw`` = (round, attempt) seeds the
+        Bernoulli coins."""
         kind = self.spec.kind
         if kind == "bernoulli":
-            return bool(streams.rng(self.seed, Stream.BERNOULLI_ON, client, *draw).random() < self.spec.p)
+            return streams.rng(self.seed, Stream.BERNOULLI_ON, *draw).random(self.num_clients)[clients] < self.spec.p
         if kind == "diurnal":
-            return (t - self.phase_s[client]) % DAY_S < self.spec.on_hours * 3600.0
-        if kind == "trace" and client in self.trace:
-            return any(s <= t < e for s, e in self.trace[client])
-        return True
+            return (t - self.phase_s[clients]) % DAY_S < self.spec.on_hours * 3600.0
+        on = np.ones(len(clients), dtype=bool)
+        for i in self._traced(clients):
+            on[i] = any(s <= t < e for s, e in self.trace[int(clients[i])])
+        return on
+
+    def _traced(self, clients: np.ndarray) -> np.ndarray:
+        """Positions in ``clients`` of the devices the trace names (a trace only; others are always on)."""
+        if self.spec.kind != "trace" or not self.traced.size:
+            return np.empty(0, dtype=np.int64)
+        return np.flatnonzero(np.isin(clients, self.traced))
 
     def off_at(self, client: int, t: float, round: int) -> float:
         """When a device that is on at ``t`` goes off: its window ends or it fails."""
@@ -96,18 +108,18 @@ class Availability:
             end = min(end, t + rng.exponential(3600.0 / self.spec.failures_per_hour))
         return end
 
-    def next_on(self, client: int, t: float) -> float | None:
-        """The earliest time >= ``t`` a device may be on (None: never again)."""
+    def next_on(self, clients: np.ndarray, t: float) -> np.ndarray:
+        """The earliest time >= ``t`` each of ``clients`` may be on (NaN: never again)."""
         if self.spec.kind == "diurnal":
-            into = (t - self.phase_s[client]) % DAY_S
-            return t if into < self.spec.on_hours * 3600.0 else t + DAY_S - into
-        if self.spec.kind == "trace" and client in self.trace:
-            intervals = self.trace[client]
-            i = bisect.bisect_right([s for s, _ in intervals], t)
-            if i and intervals[i - 1][1] > t:
-                return t
-            return intervals[i][0] if i < len(intervals) else None
-        return t
+            into = (t - self.phase_s[clients]) % DAY_S
+            return np.where(into < self.spec.on_hours * 3600.0, t, t + DAY_S - into)
+        out = np.full(len(clients), t)
+        for i in self._traced(clients):
+            intervals = self.trace[int(clients[i])]
+            j = bisect.bisect_right([s for s, _ in intervals], t)
+            if not (j and intervals[j - 1][1] > t):
+                out[i] = intervals[j][0] if j < len(intervals) else np.nan
+        return out
 
 
 def slowdown(spec: StragglerSpec, seed: int, client: int, round: int) -> float:

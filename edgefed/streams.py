@@ -20,7 +20,7 @@ class Stream(IntEnum):
     PROTOTYPES = 7        # the labelled examples of the prototype head: ()
     LINK_VARIABILITY = 11  # per-device link bandwidth factors: ()
     DIURNAL_PHASE = 21    # each device's diurnal phase: ()
-    BERNOULLI_ON = 22     # per-round Bernoulli availability: (client, round, attempt)
+    BERNOULLI_ON = 22     # per-round Bernoulli availability, one coin per device: (round, attempt)
     FAILURES = 23         # mid-round failures: (client, round)
     STRAGGLERS = 24       # straggler slowdowns: (client, round)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from edgefed.algorithms.base import FederatedData, init_prototype_head
@@ -18,7 +19,8 @@ from edgefed.algorithms.models import ModelLoadError, TaskModel, load_backbone
 from edgefed.algorithms.registry import METHODS
 from edgefed.devices.availability import Availability, read_trace
 from edgefed.simulator.costs import fits_in_memory
-from edgefed.simulator.engine import Client, Engine
+from edgefed.simulator.engine import Engine
+from edgefed.simulator.fleet import Fleet, Group
 from edgefed.simulator.network import link_factors, read_link_trace
 from edgefed.simulator.replay import ReplayAlgorithm, load_trace
 from edgefed.simulator.scenario import Scenario, ScenarioError, resolve_path
@@ -49,7 +51,7 @@ def build_run(scenario: Scenario, base: Path) -> Run:
         fit_to_fleet(algorithm, scenario)
     clients = build_fleet(scenario, base)
     excluded = mark_memory_exclusions(clients, algorithm.peak_memory_bytes())
-    if not any(c.eligible for c in clients):
+    if not clients.eligible.any():
         need = algorithm.peak_memory_bytes() / 1e9
         raise ScenarioError(f"fleet: no device can hold this method's peak memory ({need:.2f} GB)")
     engine = Engine(algorithm, clients, scenario.rounds, scenario.seed, scenario.model.dtype, scenario.fleet,
@@ -57,28 +59,27 @@ def build_run(scenario: Scenario, base: Path) -> Run:
     return Run(engine, excluded)
 
 
-def build_fleet(scenario: Scenario, base: Path = Path(".")) -> list[Client]:
-    """One client per device, its link's bandwidth scaled by the fleet's per-device variability."""
+def build_fleet(scenario: Scenario, base: Path = Path(".")) -> Fleet:
+    """The fleet's devices, group by group, each link's bandwidth scaled by the fleet's per-device
+    variability (or read from its trace)."""
     devices, links = scenario.fleet.profiles()
     variability = scenario.fleet.network.variability
-    factors = link_factors(scenario.fleet.size, variability, scenario.seed)
     trace = {}
     if variability.kind == "trace":
         try:
             trace = read_link_trace(resolve_path(base, variability.file))
         except ValueError as exc:
             raise ScenarioError(f"fleet.network.variability.file: {exc}") from None
-    clients = []
-    for group in scenario.fleet.groups:
-        device = devices[group.device]
-        link = links[group.link or device.default_link]
-        for _ in range(group.count):
-            cid = len(clients)
-            up, down = trace.get(cid, (float(link.up_mbps * factors[cid, 0]), float(link.down_mbps * factors[cid, 1])))
-            own = link if (up, down) == (link.up_mbps, link.down_mbps) else link.model_copy(
-                update={"up_mbps": up, "down_mbps": down})
-            clients.append(Client(cid, group.device, device, own, cell=group.cell))
-    return clients
+    groups = [Group(g.device, devices[g.device], links[g.link or devices[g.device].default_link], g.cell)
+              for g in scenario.fleet.groups]
+    group = np.repeat(np.arange(len(groups), dtype=np.int32), [g.count for g in scenario.fleet.groups])
+    factors = link_factors(len(group), variability, scenario.seed)
+    up = np.array([g.link.up_mbps for g in groups])[group] * factors[:, 0]
+    down = np.array([g.link.down_mbps for g in groups])[group] * factors[:, 1]
+    for cid, (up_mbps, down_mbps) in trace.items():
+        if cid < len(group):
+            up[cid], down[cid] = up_mbps, down_mbps
+    return Fleet(groups, group, up, down)
 
 
 def build_availability(scenario: Scenario, base: Path) -> Availability:
@@ -172,15 +173,14 @@ def fit_to_fleet(algorithm, scenario: Scenario) -> None:
         raise ScenarioError(str(exc)) from None
 
 
-def mark_memory_exclusions(clients: list[Client], peak_bytes: int) -> list[dict]:
+def mark_memory_exclusions(fleet: Fleet, peak_bytes: int) -> list[dict]:
     """Devices that cannot hold the method's peak memory never take part; report them."""
     excluded: dict[str, dict] = {}
-    for c in clients:
-        if not fits_in_memory(peak_bytes, c.device):
-            c.eligible = False
-            c.note = f"needs {peak_bytes / 1e9:.2f} GB, has {c.device.memory_bytes / 1e9:.2f} GB"
-            entry = excluded.setdefault(c.device_name, {"device": c.device_name, "count": 0,
-                                                         "needs_bytes": peak_bytes,
-                                                         "usable_bytes": c.device.memory_bytes})
-            entry["count"] += 1
+    for g, group in enumerate(fleet.groups):
+        if not fits_in_memory(peak_bytes, group.device):
+            fleet.exclude(g, f"needs {peak_bytes / 1e9:.2f} GB, has {group.device.memory_bytes / 1e9:.2f} GB")
+            entry = excluded.setdefault(group.device_name, {"device": group.device_name, "count": 0,
+                                                             "needs_bytes": peak_bytes,
+                                                             "usable_bytes": group.device.memory_bytes})
+            entry["count"] += int(np.count_nonzero(fleet.group == g))
     return list(excluded.values())

@@ -204,7 +204,12 @@ def sweep(file: Path = typer.Argument(..., help="sweep YAML (a base scenario and
                            on_done=lambda pid, s: console.print(f"done {pid}: final accuracy {s['final_accuracy']}"))
     except ScenarioError as exc:
         fail_input(str(exc))
-    out.print(f"{len(result['ran'])} points run, {len(result['skipped'])} already complete; table: {result['csv']}")
+    for pid, why in result["failed"].items():
+        console.print(f"failed {pid} (exit {why['exit_code']}): {why['reason']}", markup=False, highlight=False)
+    out.print(f"{len(result['ran']) - len(result['failed'])} points run, {len(result['failed'])} failed, "
+              f"{len(result['skipped'])} already complete; table: {result['csv']}")
+    if result["failed"]:
+        raise typer.Exit(1)
 
 
 @app.command()

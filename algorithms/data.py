@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,26 +32,34 @@ class TextDataset:
         return TextDataset([self.texts[i] for i in idx], self.labels[idx], self.label_names, self.source)
 
 
+def open_text(path: Path):
+    """A data file as text; ``.gz`` files (how the repository ships its larger data) decompress."""
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8", newline="")
+    return path.open(encoding="utf-8", newline="")
+
+
 def read_rows(path: Path, fmt: str) -> list[dict]:
     try:
         if fmt == "jsonl":
-            with path.open(encoding="utf-8") as fh:
+            with open_text(path) as fh:
                 return [json.loads(line) for line in fh if line.strip()]
         delimiter = "\t" if fmt == "tsv" else ","
-        with path.open(encoding="utf-8", newline="") as fh:
+        with open_text(path) as fh:
             # SST-2/AG News TSVs are unquoted; quotes inside text are literal
             quoting = csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL
             return list(csv.DictReader(fh, delimiter=delimiter, quoting=quoting))
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, csv.Error) as exc:
+    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError, csv.Error) as exc:
         raise DataError(f"{path}: cannot read as {fmt}: {exc}") from None
 
 
 def load_dataset(path: Path, text_field: str, label_field: str, fmt: str | None = None,
                  label_names: list[str] | None = None, limit: int | None = None) -> TextDataset:
     """Read a local TSV/CSV/JSONL file with named text and label columns."""
-    fmt = fmt or {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}.get(path.suffix, "tsv")
+    suffix = Path(path.stem).suffix if path.suffix == ".gz" else path.suffix
+    fmt = fmt or {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}.get(suffix, "tsv")
     rows = read_rows(path, fmt)
     if not rows:
         raise DataError(f"{path}: no examples")

@@ -3,7 +3,7 @@
 Runs every ``scenarios/paper/<task>_*.yaml`` through the engine (one run directory each under
 ``bench/results/fedspzo_vs_baselines/<task>/``), prints client FLOPs, simulated time, energy and
 bytes to the target plus final accuracy, the DeComFL / FedSPZO FLOPs-to-target ratio, and plots
-accuracy against each resource. Needs ``../shared/data``; skips with a message when it is absent.
+accuracy against each resource. The data is in the repository (``scenarios/data``).
 
     OMP_NUM_THREADS=1 python bench/fedspzo_vs_baselines.py [--task sst2] [--only decomfl,fedspzo]
 """
@@ -31,11 +31,9 @@ def main() -> int:
     parser.add_argument("--only", default="", help="comma-separated method suffixes to run")
     parser.add_argument("--report", action="store_true", help="only tabulate the run directories already there")
     args = parser.parse_args()
-    data = REPO.parent / "shared" / "data" / args.task
-    if not data.is_dir():
-        print(f"skipped: {data} not present (../shared/data is optional; see its README)")
-        return 0
     files = sorted((REPO / "scenarios" / "paper").glob(f"{args.task}_*.yaml"))
+    if not files:
+        parser.error(f"--task {args.task}: no scenarios/paper/{args.task}_*.yaml")
     if args.only:
         files = [f for f in files if f.stem.split("_", 1)[1] in args.only.split(",")]
     out = REPO / "bench" / "results" / "fedspzo_vs_baselines" / args.task

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
 from edgefed.simulator.plots import plot_runs  # noqa: E402
+from edgefed.simulator.provenance import write_bench_result  # noqa: E402
 from edgefed.simulator.results import summarize  # noqa: E402
 from edgefed.simulator.runner import run_scenario  # noqa: E402
 from edgefed.simulator.scenario import load_scenario  # noqa: E402
@@ -69,7 +69,7 @@ def main() -> int:
     for axis in ("time", "energy", "bytes", "flops"):
         plot_runs([out / m for m in results], axis, out / f"accuracy_vs_{axis}.png", list(results), target)
     path = REPO / "bench" / "results" / f"fedspzo_vs_baselines_{args.task}.json"
-    path.write_text(json.dumps(figures, indent=2))
+    write_bench_result(path, figures, __file__)
     print(f"figures: {path}; plots: {out}")
     return 0
 

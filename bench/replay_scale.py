@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from edgefed.simulator.provenance import write_bench_result
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -89,8 +91,7 @@ def main() -> None:
         print(f"{devices:>7,} devices, {row['selected_per_round']:>6,}/round x {ROUNDS} rounds: "
               f"{row['wall_s']:7.1f} s wall, peak RSS {row['peak_rss_bytes'] / 2**20:7.0f} MiB "
               f"(+{row['rss_growth_bytes'] / 2**20:.1f} MiB over the RSS after imports)", flush=True)
-    (ROOT / "bench/results").mkdir(parents=True, exist_ok=True)
-    (ROOT / "bench/results/replay_scale.json").write_text(json.dumps(figures, indent=2) + "\n")
+    write_bench_result(ROOT / "bench/results/replay_scale.json", figures, __file__)
 
 
 if __name__ == "__main__":

@@ -143,7 +143,8 @@ def load_trace(path: Path) -> dict:
 
 def run_replay(scenario: Scenario, base: Path, run_dir: Path, progress=None) -> dict:
     """Like ``run_scenario``, with the learning read from the trace and rows streamed to disk."""
-    from edgefed.simulator.runner import build_availability, build_fleet, mark_memory_exclusions, prepare_run_dir, versions
+    from edgefed.simulator.provenance import versions, write_run_provenance
+    from edgefed.simulator.runner import build_availability, build_fleet, mark_memory_exclusions, prepare_run_dir
 
     wall_start = time.perf_counter()
     trace = load_trace(resolve_path(base, scenario.replay.trace))
@@ -153,6 +154,7 @@ def run_replay(scenario: Scenario, base: Path, run_dir: Path, progress=None) -> 
     prepare_run_dir(run_dir)
     writer = StreamingRunWriter(run_dir)
     writer.write_scenario(scenario_dict(scenario), versions())
+    write_run_provenance(run_dir, scenario, base)
     algorithm = ReplayAlgorithm(trace)
     clients = build_fleet(scenario, base)
     excluded = mark_memory_exclusions(clients, algorithm.peak_memory_bytes())

@@ -1,8 +1,6 @@
 """Assemble a run from a scenario (data, model, algorithm, fleet) and drive it to a run directory."""
 from __future__ import annotations
 
-import importlib.metadata
-import platform
 import time
 from pathlib import Path
 
@@ -22,12 +20,13 @@ from edgefed.simulator.costs import fits_in_memory
 from edgefed.simulator.engine import Client, Diverged, Engine, RoundRecord
 from edgefed.simulator.network import link_factors, read_link_trace
 from edgefed.simulator.parallel import client_pool
+from edgefed.simulator.provenance import PROVENANCE, versions, write_run_provenance
 from edgefed.simulator.replay import TraceRecorder
 from edgefed.simulator.results import RunWriter, summarize
 from edgefed.simulator.scenario import Scenario, ScenarioError, resolve_path, scenario_dict
 
 ALGORITHMS = {"decomfl": DeComFL, "fedspzo": FedSPZO, "fedkseed": FedKSeed, "fedzo": FedZO, "fedavg": FedAvg}
-RUN_FILES = ("scenario.yaml", "rounds.csv", "clients.csv", "summary.json", "trace.json", CHECKPOINT)
+RUN_FILES = ("scenario.yaml", "rounds.csv", "clients.csv", "summary.json", "trace.json", PROVENANCE, CHECKPOINT)
 
 
 def build_fleet(scenario: Scenario, base: Path = Path(".")) -> list[Client]:
@@ -132,16 +131,6 @@ def mark_memory_exclusions(clients: list[Client], peak_bytes: int) -> list[dict]
     return list(excluded.values())
 
 
-def versions() -> dict:
-    out = {"python": platform.python_version()}
-    for pkg in ("edgefed", "torch", "transformers", "simpy", "numpy"):
-        try:
-            out[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
 def prepare_run_dir(run_dir: Path) -> None:
     """Refuse to write into a folder that is not an edgefed run; clear an old run's files."""
     if run_dir.exists():
@@ -208,6 +197,7 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress=None, r
     writer = RunWriter(run_dir)
     writer.write_scenario(resolved, versions())
     learning = build_learning(scenario, base)
+    write_run_provenance(run_dir, scenario, base, learning.model.backbone)
     fit_to_fleet(learning, scenario)
     algorithm = TraceRecorder(learning)
     clients = build_fleet(scenario, base)

@@ -15,10 +15,24 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Discrete-event simulator of federated fine-tuning on edge devices.")
 console = Console(stderr=True)
 out = Console()
+
+
+def show_version(value: bool) -> None:
+    if value:
+        from edgefed import __version__
+
+        typer.echo(f"edgefed {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def options(version: bool = typer.Option(False, "--version", callback=show_version, is_eager=True,
+                                          help="print the version and exit")):
+    """Discrete-event simulator of federated fine-tuning on edge devices."""
 
 
 def fail_input(message: str) -> None:
@@ -28,24 +42,30 @@ def fail_input(message: str) -> None:
 
 
 class RoundProgress:
-    """A progress bar over rounds with the latest accuracy and simulated time."""
+    """Progress over rounds on stderr: a bar on a terminal; where stderr is a file or a pipe (batch
+    jobs, CI logs) a plain line per round, since a bar would show nothing there."""
 
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
+    def __init__(self, mode: str):
+        self.mode = mode  # "bar", "lines" or "off"
         self.bar = Progress(TextColumn("[bold]round"), MofNCompleteColumn(), BarColumn(),
                             TextColumn("acc {task.fields[acc]}  sim {task.fields[sim]}"),
-                            TimeElapsedColumn(), console=console, disable=not enabled)
+                            TimeElapsedColumn(), console=console, disable=mode != "bar")
         self.task = None
 
     def start(self, total: int, accuracy: float) -> None:
         self.bar.start()
         self.task = self.bar.add_task("rounds", total=total, acc=f"{accuracy:.3f}", sim="0 s")
-        self.acc = accuracy
+        self.acc, self.total, self.done = accuracy, total, 0
 
     def advance(self, record) -> None:
         if record.accuracy is not None:
             self.acc = record.accuracy
+        self.done += 1
         self.bar.update(self.task, advance=1, acc=f"{self.acc:.3f}", sim=f"{record.sim_time_s:,.0f} s")
+        if self.mode == "lines":
+            print(f"round {record.round} ({self.done}/{self.total}): accuracy {self.acc:.4f}, "
+                  f"sim time {record.sim_time_s:,.1f} s, energy {record.energy_j:,.1f} J, "
+                  f"bytes {record.bytes_up + record.bytes_down:,}", file=sys.stderr, flush=True)
 
     def stop(self) -> None:
         self.bar.stop()
@@ -56,7 +76,7 @@ def run(file: Path = typer.Argument(..., help="scenario YAML"),
         set_: list[str] = typer.Option([], "--set", help="override a field: dotted.path=value"),
         out_dir: Optional[Path] = typer.Option(None, "--out", help="run directory (default: output.dir/NAME)"),
         resume: Optional[Path] = typer.Option(None, "--resume", help="continue this run directory from its last checkpoint"),
-        quiet: bool = typer.Option(False, "--quiet", help="no progress bar")):
+        quiet: bool = typer.Option(False, "--quiet", help="no progress bar or per-round lines")):
     """Run a scenario and write its run directory."""
     from edgefed.simulator.engine import Diverged
     from edgefed.simulator.runner import run_scenario
@@ -67,8 +87,8 @@ def run(file: Path = typer.Argument(..., help="scenario YAML"),
             raise ScenarioError(f"--out {out_dir}: a resumed run stays in its own folder ({resume})")
         scenario, base = load_scenario(file, set_)
         run_dir = resume or out_dir or (Path(scenario.output.dir) / scenario.name)
-        summary = run_scenario(scenario, base, run_dir, RoundProgress(not quiet and sys.stderr.isatty()),
-                               resume=resume is not None)
+        mode = "off" if quiet else "bar" if sys.stderr.isatty() else "lines"
+        summary = run_scenario(scenario, base, run_dir, RoundProgress(mode), resume=resume is not None)
     except ScenarioError as exc:
         fail_input(str(exc))
     except Diverged as exc:
@@ -115,7 +135,25 @@ def validate(file: Path = typer.Argument(..., help="scenario YAML"),
         scenario, _ = load_scenario(file, set_)
     except ScenarioError as exc:
         fail_input(str(exc))
-    out.print(yaml.safe_dump(scenario_dict(scenario), sort_keys=False), markup=False, highlight=False)
+    typer.echo(yaml.safe_dump(scenario_dict(scenario), sort_keys=False, width=float("inf")), nl=False)
+
+
+@app.command()
+def schema(out_file: Optional[Path] = typer.Option(None, "--out", help="write it here instead of stdout")):
+    """The scenario JSON Schema, for editors (a `# yaml-language-server: $schema=...` first line in
+    a scenario file gives completion and checking as you type)."""
+    from edgefed.simulator.results import atomic_write
+    from edgefed.simulator.scenario import json_schema
+
+    text = json_schema()
+    if out_file is None:
+        typer.echo(text, nl=False)
+        return
+    try:
+        atomic_write(out_file, text)
+    except OSError as exc:
+        fail_input(f"{out_file}: cannot write: {exc.strerror}")
+    out.print(f"wrote {out_file}", markup=False, highlight=False)
 
 
 @app.command()

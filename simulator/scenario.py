@@ -5,6 +5,7 @@ fails at once with one line instead of silently running the default.
 """
 from __future__ import annotations
 
+import json
 import re
 import string
 from pathlib import Path
@@ -380,3 +381,13 @@ def resolve_path(base: Path, value: str) -> Path:
 
 def scenario_dict(scenario: Scenario) -> dict:
     return scenario.model_dump(mode="json")
+
+
+def json_schema() -> str:
+    """The scenario JSON Schema (pydantic's), which ``edgefed schema`` writes and editors read."""
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",
+              **Scenario.model_json_schema(), "title": "edgefed scenario"}
+    for profile in ("DeviceProfile", "LinkProfile"):  # fleet.devices/links entries take their key as name
+        definition = schema["$defs"][profile]
+        definition["required"] = [f for f in definition.get("required", []) if f != "name"]
+    return json.dumps(schema, indent=2) + "\n"

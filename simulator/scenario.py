@@ -5,6 +5,7 @@ fails at once with one line instead of silently running the default.
 """
 from __future__ import annotations
 
+import copy
 import json
 import re
 import string
@@ -316,8 +317,14 @@ def parse_overrides(items: list[str]) -> list[tuple[str, object]]:
 def load_scenario(path: str | Path, overrides: list[str] | None = None) -> tuple[Scenario, Path]:
     """Read, override and validate a scenario; returns it with the folder its paths are relative to."""
     path = Path(path)
+    base = path.resolve().parent
+    return validate_scenario(read_scenario_file(path), base, parse_overrides(overrides or []), str(path)), base
+
+
+def read_scenario_file(path: Path):
+    """The parsed YAML of a scenario file, before validation."""
     try:
-        raw = load_yaml(path.read_text(encoding="utf-8"))
+        return load_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ScenarioError(f"{path}: file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -326,11 +333,17 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> tuple
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ScenarioError(f"{path}:{where} invalid YAML: {getattr(exc, 'problem', exc)}") from None
+
+
+def validate_scenario(raw, base: Path, overrides: list[tuple[str, object]] = (), source: str = "scenario") -> Scenario:
+    """Override and validate a scenario given as a mapping (a parsed file, or a dict from Python);
+    relative paths in it are relative to ``base``. ``source`` names it in error messages. The
+    mapping itself is left unchanged."""
     if not isinstance(raw, dict):
-        raise ScenarioError(f"{path}: expected a mapping of scenario sections")
-    base = path.resolve().parent
-    _merge_devices_file(raw, base, path)
-    for dotted, value in parse_overrides(overrides or []):
+        raise ScenarioError(f"{source}: expected a mapping of scenario sections")
+    raw = copy.deepcopy(raw)
+    _merge_devices_file(raw, base, source)
+    for dotted, value in overrides:
         try:
             set_dotted(raw, dotted, value)
         except (IndexError, ValueError, TypeError, AttributeError) as exc:
@@ -340,23 +353,23 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> tuple
     try:
         scenario = Scenario.model_validate(raw)
     except ValidationError as exc:
-        raise ScenarioError(f"{path}: {_format_error(exc)}") from None
+        raise ScenarioError(f"{source}: {_format_error(exc)}") from None
     for field in ("train", "test"):
         file = resolve_path(base, getattr(scenario.task.dataset, field))
         if not file.is_file():
-            raise ScenarioError(f"{path}: task.dataset.{field}: file not found: {file}")
+            raise ScenarioError(f"{source}: task.dataset.{field}: file not found: {file}")
     for dotted, value in (("fleet.availability.file", scenario.fleet.availability.file),
                           ("fleet.network.variability.file", scenario.fleet.network.variability.file)):
         if value is not None and not resolve_path(base, value).is_file():
-            raise ScenarioError(f"{path}: {dotted}: file not found: {resolve_path(base, value)}")
+            raise ScenarioError(f"{source}: {dotted}: file not found: {resolve_path(base, value)}")
     if scenario.fleet.availability.kind == "trace" and scenario.fleet.availability.file is None:
-        raise ScenarioError(f"{path}: fleet.availability.file: required when kind is trace")
+        raise ScenarioError(f"{source}: fleet.availability.file: required when kind is trace")
     if scenario.fleet.network.variability.kind == "trace" and scenario.fleet.network.variability.file is None:
-        raise ScenarioError(f"{path}: fleet.network.variability.file: required when kind is trace")
-    return scenario, base
+        raise ScenarioError(f"{source}: fleet.network.variability.file: required when kind is trace")
+    return scenario
 
 
-def _merge_devices_file(raw: dict, base: Path, path: Path) -> None:
+def _merge_devices_file(raw: dict, base: Path, path: str) -> None:
     """``fleet.devices_file``: its ``devices:`` go under ``fleet.devices`` (inline entries win)."""
     fleet = raw.get("fleet")
     if not isinstance(fleet, dict) or not fleet.get("devices_file"):

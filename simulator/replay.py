@@ -20,6 +20,7 @@ from edgefed.algorithms.work import OP_KINDS, OpCount, Work
 from edgefed.simulator.engine import Engine, RoundRecord
 from edgefed.simulator.results import StreamingRunWriter, atomic_write
 from edgefed.simulator.scenario import Scenario, ScenarioError, resolve_path, scenario_dict
+from edgefed.simulator.tensorboard_log import TensorBoardLog
 
 TRACE_FORMAT = "edgefed-trace/1"
 
@@ -164,17 +165,22 @@ def run_replay(scenario: Scenario, base: Path, run_dir: Path, progress=None) -> 
     engine = ReplayEngine(algorithm, clients, scenario.rounds, scenario.seed, scenario.model.dtype, scenario.fleet,
                           build_availability(scenario, base))
     accuracy, loss = algorithm.accuracy()
-    writer.add_round(RoundRecord(0, 0.0, accuracy, loss, 0, 0, 0, 0, 0, 0.0, 0.0,
-                                 time.perf_counter() - wall_start), engine.excluded_records())
+    initial = RoundRecord(0, 0.0, accuracy, loss, 0, 0, 0, 0, 0, 0.0, 0.0, time.perf_counter() - wall_start)
+    writer.add_round(initial, engine.excluded_records())
     writer.flush()
     if progress:
         progress.start(scenario.rounds.max, accuracy)
+    board = TensorBoardLog(run_dir) if scenario.output.tensorboard else None
+    if board:
+        board.on_round(initial)
 
     def on_round(record, rows):
         writer.add_round(record, rows)
         writer.flush()
         if progress:
             progress.advance(record)
+        if board:
+            board.on_round(record)
 
     status = "done"
     gc.freeze()  # the interpreter's long-lived objects (torch, the trace) need no rescanning per round
@@ -187,6 +193,8 @@ def run_replay(scenario: Scenario, base: Path, run_dir: Path, progress=None) -> 
         gc.unfreeze()
         if progress:
             progress.stop()
+        if board:
+            board.close()
         summary = writer.summary(scenario.rounds.target_accuracy, excluded, time.perf_counter() - wall_start,
                                  status)
         writer.write_summary(summary)

@@ -24,6 +24,7 @@ from edgefed.simulator.provenance import PROVENANCE, versions, write_run_provena
 from edgefed.simulator.replay import TraceRecorder
 from edgefed.simulator.results import RunWriter, summarize
 from edgefed.simulator.scenario import Scenario, ScenarioError, resolve_path, scenario_dict
+from edgefed.simulator.tensorboard_log import TensorBoardLog
 
 ALGORITHMS = {"decomfl": DeComFL, "fedspzo": FedSPZO, "fedkseed": FedKSeed, "fedzo": FedZO, "fedavg": FedAvg}
 RUN_FILES = ("scenario.yaml", "rounds.csv", "clients.csv", "summary.json", "trace.json", PROVENANCE, CHECKPOINT)
@@ -220,6 +221,9 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress=None, r
         checkpoint(run_dir, resolved, engine, writer, excluded, time.perf_counter() - wall_start)
     if progress:
         progress.start(scenario.rounds.max - engine.round, writer.rounds[0]["accuracy"])
+    board = TensorBoardLog(run_dir, fresh=not resume) if scenario.output.tensorboard else None
+    if board and not resume:
+        board.on_round(initial)
 
     def on_round(record, rows):
         writer.add_round(record, rows)
@@ -228,6 +232,8 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress=None, r
         checkpoint(run_dir, resolved, engine, writer, excluded, host_before + time.perf_counter() - wall_start)
         if progress:
             progress.advance(record)
+        if board:
+            board.on_round(record)
 
     status = "done"
     try:
@@ -238,6 +244,8 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress=None, r
     finally:
         if progress:
             progress.stop()
+        if board:
+            board.close()
         if engine.pool is not None:
             engine.pool.close()
         algorithm.write(run_dir / "trace.json")

@@ -200,6 +200,8 @@ class RoundsSpec(Strict):
 class OutputSpec(Strict):
     dir: str = "runs"
     plots: bool = True
+    tensorboard: bool = Field(False, description="TensorBoard scalars per round in RUN_DIR/tensorboard "
+                              "(pip install 'edgefed[tensorboard]')")
 
     @field_validator("dir")
     @classmethod

@@ -120,11 +120,30 @@ def model_record(name: str, backbone) -> dict:
     path, local = resolve_model_path(name)
     if not local:
         return record
-    folder = Path(path)
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    per_file, combined = folder_sha256(Path(path), WEIGHT_SUFFIXES)
+    return {**record, "path": path, "weights_sha256": combined, "files": per_file}
+
+
+def folder_sha256(folder: Path, suffixes: tuple[str, ...] | None = None) -> tuple[dict[str, str], str]:
+    """Per-file hashes of a folder's files (those with ``suffixes``, else all) and one hash over them."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and (suffixes is None or p.suffix in suffixes))
     per_file = {str(p.relative_to(folder)): sha256(p) for p in files}
-    combined = hashlib.sha256("".join(f"{k}\0{v}\n" for k, v in per_file.items()).encode()).hexdigest()
-    return {**record, "path": str(folder), "weights_sha256": combined, "files": per_file}
+    return per_file, hashlib.sha256("".join(f"{k}\0{v}\n" for k, v in per_file.items()).encode()).hexdigest()
+
+
+def dataset_record(spec, base: Path) -> dict | None:
+    """A ``task.dataset.hub`` dataset: a save_to_disk folder is hashed like a model folder; one the
+    datasets library fetched is named by id and config only (its cache is not ours to hash)."""
+    from edgefed.algorithms.data import hub_folder
+
+    if spec.hub is None:
+        return None
+    record = {"hub": spec.hub, "config": spec.config, "splits": [spec.train, spec.test]}
+    folder = hub_folder(spec.hub, base)
+    if folder is None:
+        return record
+    per_file, combined = folder_sha256(folder)
+    return {**record, "path": str(folder), "sha256": combined, "files": per_file}
 
 
 def input_files(scenario, base: Path) -> dict[str, Path]:
@@ -132,9 +151,10 @@ def input_files(scenario, base: Path) -> dict[str, Path]:
     from edgefed.devices.profile import CATALOG_PATH
     from edgefed.simulator.scenario import resolve_path
 
+    local_data = scenario.task.dataset.hub is None and scenario.replay is None  # replay reads no data
     fields = {"devices.catalog": str(CATALOG_PATH),
-              "task.dataset.train": scenario.task.dataset.train,
-              "task.dataset.test": scenario.task.dataset.test,
+              "task.dataset.train": scenario.task.dataset.train if local_data else None,
+              "task.dataset.test": scenario.task.dataset.test if local_data else None,
               "fleet.devices_file": scenario.fleet.devices_file,
               "fleet.availability.file": scenario.fleet.availability.file,
               "fleet.network.variability.file": scenario.fleet.network.variability.file,
@@ -146,7 +166,8 @@ def input_files(scenario, base: Path) -> dict[str, Path]:
 def run_provenance(scenario, base: Path, backbone=None) -> dict:
     files = {field: {"path": str(path), "sha256": sha256(path)} for field, path in input_files(scenario, base).items()}
     model = model_record(scenario.model.name, backbone) if scenario.replay is None else None
-    return {"code": code(), "versions": versions(), "machine": machine(), "files": files, "model": model}
+    return {"code": code(), "versions": versions(), "machine": machine(), "files": files, "model": model,
+            "dataset": dataset_record(scenario.task.dataset, base) if scenario.replay is None else None}
 
 
 def write_run_provenance(run_dir: Path, scenario, base: Path, backbone=None) -> None:

@@ -39,8 +39,12 @@ class ModelSpec(Strict):
 
 
 class DatasetSpec(Strict):
-    train: str
-    test: str
+    train: str = Field(description="training file (TSV/CSV/JSONL, optionally .gz) relative to the scenario; "
+                       "with hub: the split name")
+    test: str = Field(description="held-out file, or with hub the split name")
+    hub: str | None = Field(None, description="a Hugging Face dataset id (needs a network and "
+                            "`pip install 'edgefed[datasets]'`) or a folder written by save_to_disk")
+    config: str | None = Field(None, description="with hub: the dataset's configuration (e.g. glue's sst2)")
     text_field: str = "sentence"
     label_field: str = "label"
     format: Literal["tsv", "csv", "jsonl"] | None = None
@@ -356,7 +360,7 @@ def validate_scenario(raw, base: Path, overrides: list[tuple[str, object]] = (),
         scenario = Scenario.model_validate(raw)
     except ValidationError as exc:
         raise ScenarioError(f"{source}: {_format_error(exc)}") from None
-    for field in ("train", "test"):
+    for field in () if scenario.task.dataset.hub else ("train", "test"):
         file = resolve_path(base, getattr(scenario.task.dataset, field))
         if not file.is_file():
             raise ScenarioError(f"{source}: task.dataset.{field}: file not found: {file}")

@@ -32,7 +32,7 @@ def show_version(value: bool) -> None:
 @app.callback()
 def options(version: bool = typer.Option(False, "--version", callback=show_version, is_eager=True,
                                           help="print the version and exit")):
-    """Discrete-event simulator of federated fine-tuning on edge devices."""
+    """Options before any command (the app's help text is the Typer's own)."""
 
 
 def fail_input(message: str) -> None:
@@ -140,8 +140,7 @@ def validate(file: Path = typer.Argument(..., help="scenario YAML"),
 
 @app.command()
 def schema(out_file: Optional[Path] = typer.Option(None, "--out", help="write it here instead of stdout")):
-    """The scenario JSON Schema, for editors (a `# yaml-language-server: $schema=...` first line in
-    a scenario file gives completion and checking as you type)."""
+    """Print or write the scenario JSON Schema, for editors' completion and checking."""
     from edgefed.simulator.results import atomic_write
     from edgefed.simulator.scenario import json_schema
 

@@ -19,8 +19,10 @@ import csv
 import math
 from pathlib import Path
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat
+
+from edgefed import streams
+from edgefed.streams import Stream
 
 DAY_S = 86400.0
 
@@ -69,13 +71,13 @@ class Availability:
                  trace: dict[int, list[tuple[float, float]]] | None = None):
         self.spec, self.seed = spec, seed
         self.trace = trace or {}
-        self.phase_s = np.random.default_rng([seed, 21]).uniform(0.0, DAY_S, num_clients)
+        self.phase_s = streams.rng(seed, Stream.DIURNAL_PHASE).uniform(0.0, DAY_S, num_clients)
 
     def is_on(self, client: int, t: float, draw: tuple[int, int]) -> bool:
         """``draw`` = (round, attempt) seeds the per-round Bernoulli coin."""
         kind = self.spec.kind
         if kind == "bernoulli":
-            return bool(np.random.default_rng([self.seed, 22, client, *draw]).random() < self.spec.p)
+            return bool(streams.rng(self.seed, Stream.BERNOULLI_ON, client, *draw).random() < self.spec.p)
         if kind == "diurnal":
             return (t - self.phase_s[client]) % DAY_S < self.spec.on_hours * 3600.0
         if kind == "trace" and client in self.trace:
@@ -90,7 +92,7 @@ class Availability:
         elif self.spec.kind == "trace" and client in self.trace:
             end = next((e for s, e in self.trace[client] if s <= t < e), t)
         if self.spec.failures_per_hour > 0:
-            rng = np.random.default_rng([self.seed, 23, client, round])
+            rng = streams.rng(self.seed, Stream.FAILURES, client, round)
             end = min(end, t + rng.exponential(3600.0 / self.spec.failures_per_hour))
         return end
 
@@ -111,6 +113,6 @@ class Availability:
 def slowdown(spec: StragglerSpec, seed: int, client: int, round: int) -> float:
     if spec.sigma == 0 and spec.probability == 0:
         return 1.0
-    rng = np.random.default_rng([seed, 24, client, round])
+    rng = streams.rng(seed, Stream.STRAGGLERS, client, round)
     factor = rng.lognormal(0.0, spec.sigma)
     return factor * (spec.factor if rng.random() < spec.probability else 1.0)

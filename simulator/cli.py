@@ -1,4 +1,4 @@
-"""The ``edgefed`` command line (DESIGN section 11).
+"""The ``edgefed`` command line (docs/design.md, section 8).
 
 Exit codes: 0 done, 2 bad input (one line on stderr naming the field or file), 1 runtime failure
 (results so far kept).
@@ -14,6 +14,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from edgefed.simulator.records import RoundObserver
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Discrete-event simulator of federated fine-tuning on edge devices.")
@@ -41,7 +43,7 @@ def fail_input(message: str) -> None:
     raise typer.Exit(2)
 
 
-class RoundProgress:
+class RoundProgress(RoundObserver):
     """Progress over rounds on stderr: a bar on a terminal; where stderr is a file or a pipe (batch
     jobs, CI logs) a plain line per round, since a bar would show nothing there."""
 
@@ -51,23 +53,22 @@ class RoundProgress:
                             TextColumn("acc {task.fields[acc]}  sim {task.fields[sim]}"),
                             TimeElapsedColumn(), console=console, disable=mode != "bar")
         self.task = None
+        self.acc = None
 
-    def start(self, total: int, accuracy: float) -> None:
-        self.bar.start()
-        self.task = self.bar.add_task("rounds", total=total, acc=f"{accuracy:.3f}", sim="0 s")
-        self.acc, self.total, self.done = accuracy, total, 0
-
-    def advance(self, record) -> None:
+    def round_done(self, engine, record, rows) -> None:
         if record.accuracy is not None:
             self.acc = record.accuracy
-        self.done += 1
-        self.bar.update(self.task, advance=1, acc=f"{self.acc:.3f}", sim=f"{record.sim_time_s:,.0f} s")
-        if self.mode == "lines":
-            print(f"round {record.round} ({self.done}/{self.total}): accuracy {self.acc:.4f}, "
+        fields = {"acc": "-" if self.acc is None else f"{self.acc:.3f}", "sim": f"{record.sim_time_s:,.0f} s"}
+        if self.task is None:
+            self.bar.start()
+            self.task = self.bar.add_task("rounds", total=engine.cfg.max, **fields)
+        self.bar.update(self.task, completed=record.round, **fields)
+        if self.mode == "lines" and record.round > 0:
+            print(f"round {record.round}/{engine.cfg.max}: accuracy {fields['acc']}, "
                   f"sim time {record.sim_time_s:,.1f} s, energy {record.energy_j:,.1f} J, "
                   f"bytes {record.bytes_up + record.bytes_down:,}", file=sys.stderr, flush=True)
 
-    def stop(self) -> None:
+    def close(self, engine, status) -> None:
         self.bar.stop()
 
 

@@ -8,14 +8,15 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from edgefed.simulator.records import RoundObserver
 from edgefed.simulator.scenario import ScenarioError
 
 FOLDER = "tensorboard"
 
 
-class TensorBoardLog:
-    """Receives each round's record; ``fresh`` clears a previous run's events (a resumed run
-    appends to its own)."""
+class TensorBoardLog(RoundObserver):
+    """Observes each round (round 0 included); ``fresh`` clears a previous run's events (a resumed
+    run appends to its own)."""
 
     def __init__(self, run_dir: Path, fresh: bool = True):
         try:
@@ -27,7 +28,7 @@ class TensorBoardLog:
             shutil.rmtree(run_dir / FOLDER, ignore_errors=True)
         self.writer = SummaryWriter(str(run_dir / FOLDER))
 
-    def on_round(self, record) -> None:
+    def round_done(self, engine, record, rows) -> None:
         scalars = {"accuracy": record.accuracy, "loss": record.loss, "sim_time_s": record.sim_time_s,
                    "energy_j": record.energy_j, "bytes_up": record.bytes_up, "bytes_down": record.bytes_down,
                    "client_flops": record.client_flops}
@@ -36,5 +37,5 @@ class TensorBoardLog:
                 self.writer.add_scalar(name, value, record.round)
         self.writer.flush()
 
-    def close(self) -> None:
+    def close(self, engine, status) -> None:
         self.writer.close()

@@ -60,7 +60,7 @@ def test_a_plain_line_per_round_when_stderr_is_not_a_terminal(tmp_path, tiny_dic
     result = edgefed("run", path, "--out", tmp_path / "r")
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("round ")]
-    assert [line.split(":")[0] for line in lines] == ["round 1 (1/2)", "round 2 (2/2)"]
+    assert [line.split(":")[0] for line in lines] == ["round 1/2", "round 2/2"]
     assert all("accuracy 0." in line and "sim time" in line and "energy" in line for line in lines)
     quiet = edgefed("run", path, "--out", tmp_path / "q", "--quiet")
     assert not [line for line in quiet.stderr.splitlines() if line.startswith("round ")]

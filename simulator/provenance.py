@@ -21,6 +21,7 @@ PROVENANCE = "provenance.json"
 CHECKOUT = Path(__file__).resolve().parents[1]  # the repository root when run from a clone
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 HASH_CACHE_FORMAT = "edgefed-sha256-cache/1"
+CODE_PATHS = ("edgefed", "simulator", "algorithms", "devices")  # the checkout folders that are the package
 
 
 def versions() -> dict:
@@ -42,13 +43,14 @@ def _git(*args: str, root: Path) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def code(root: Path = CHECKOUT) -> dict:
-    """The edgefed version, and the git commit plus a dirty flag (tracked files changed) when
-    edgefed runs from a checkout; both null for an installed wheel."""
+def code(root: Path = CHECKOUT, paths: tuple[str, ...] = CODE_PATHS) -> dict:
+    """The edgefed version, and the git commit plus a dirty flag (uncommitted changes to ``paths``,
+    the code; data and results are covered by hashes, and a benchmark rewrites its own results)
+    when edgefed runs from a checkout; both null for an installed wheel."""
     commit = _git("rev-parse", "HEAD", root=root) if (root / ".git").exists() else None
     dirty = None
     if commit is not None:
-        status = _git("status", "--porcelain", "--untracked-files=no", root=root)
+        status = _git("status", "--porcelain", "--untracked-files=no", "--", *paths, root=root)
         dirty = None if status is None else status != ""
     return {"edgefed": versions()["edgefed"], "commit": commit, "dirty": dirty}
 
@@ -184,7 +186,7 @@ def bench_provenance(script: str | Path) -> dict:
         rel = str(script.relative_to(CHECKOUT))
     except ValueError:
         rel = script.name
-    return {**code(), "script": rel, "machine": machine(), "versions": versions()}
+    return {**code(paths=CODE_PATHS + (rel,)), "script": rel, "machine": machine(), "versions": versions()}
 
 
 def write_bench_result(path: Path, figures: dict, script: str | Path) -> None:

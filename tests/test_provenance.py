@@ -133,6 +133,16 @@ def test_stale_follows_each_result_own_script_only(bench_repo):
     assert "no provenance" in out.stdout and "uncommitted changes" in out.stdout
 
 
+def test_dirty_means_uncommitted_code_not_results(bench_repo):
+    repo, _ = bench_repo
+    (repo / "bench" / "results" / "speed.json").write_text("{}")  # a benchmark writing its result
+    git(repo, "add", "-A")
+    assert provenance.code(repo)["dirty"] is False
+    (repo / "simulator" / "engine.py").write_text("A = 3\n")
+    assert provenance.code(repo)["dirty"] is True
+    assert provenance.code(repo)["commit"] == git(repo, "rev-parse", "HEAD")
+
+
 def test_bench_results_carry_provenance(tmp_path):
     path = tmp_path / "x.json"
     provenance.write_bench_result(path, {"speed": 2.0}, REPO / "bench" / "zo_step.py")

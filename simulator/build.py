@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from edgefed.algorithms.base import FederatedData, init_prototype_head
-from edgefed.algorithms.data import DataError, Tokenized, load_dataset, partition
+from edgefed.algorithms.data import DataError, Tokenized, load_split, partition
 from edgefed.algorithms.features import attach_feature_caches
 from edgefed.algorithms.fedspzo import FedSPZOSpec
 from edgefed.algorithms.models import ModelLoadError, TaskModel, load_backbone
@@ -119,10 +119,8 @@ def build_learning(scenario: Scenario, base: Path):
     """Load data and model, partition, align the head; returns the algorithm."""
     ds = scenario.task.dataset
     try:
-        train = load_dataset(resolve_path(base, ds.train), ds.text_field, ds.label_field, ds.format,
-                             scenario.task.label_names, ds.train_limit)
-        test = load_dataset(resolve_path(base, ds.test), ds.text_field, ds.label_field, ds.format,
-                            train.label_names, ds.test_limit)
+        train = load_split(ds, "train", base, scenario.task.label_names)
+        test = load_split(ds, "test", base, train.label_names)
         parts = partition(train.labels, scenario.fleet.size, scenario.partition.kind, scenario.seed,
                           scenario.partition.alpha, scenario.partition.shards_per_client)
     except DataError as exc:
@@ -146,7 +144,7 @@ def build_learning(scenario: Scenario, base: Path):
     try:
         init_prototype_head(model, train_tok, train.labels, scenario.task.head_init_examples, scenario.seed)
     except ValueError as exc:
-        raise ScenarioError(f"{resolve_path(base, ds.train)}: {exc}") from None
+        raise ScenarioError(f"{train.source}: {exc}") from None
     data = FederatedData(train_tok, parts, test_tok)
     try:
         algorithm = METHODS[scenario.algorithm.name](model, data, scenario.algorithm, scenario.seed)

@@ -25,8 +25,10 @@ from edgefed.algorithms.work import Work
 from edgefed.devices.availability import Availability, AvailabilitySpec, StragglerSpec, slowdown
 from edgefed.devices.profile import DeviceProfile, LinkProfile
 from edgefed.simulator.costs import compute_seconds
-from edgefed.simulator.energy import needs_promotion, radio_energy, tail_energy, transfer_cost
+from edgefed.simulator.energy import needs_promotion, radio_energy, transfer_cost
 from edgefed.simulator.network import Network, Transfer, build_topology
+from edgefed.simulator.radio import Radio
+from edgefed.simulator.thermal import Thermal
 
 
 class Diverged(RuntimeError):
@@ -131,6 +133,8 @@ class Engine:
         self.charge_j: dict[int, float] = {c.id: c.device.battery_wh * 3600.0 * fraction for c in clients
                                            if fraction is not None and c.device.battery_wh is not None}
         self.reference: Estimate | None = None  # a recent job's size, for resource-aware selection
+        self.radios = {c.id: Radio(c.link) for c in clients}  # radio and heat carry across rounds
+        self.thermals = {c.id: Thermal(c.device.thermal) for c in clients}
         self._arrivals: list[ClientRecord] = []
         self._enough: simpy.Event | None = None
         self._need = 0
@@ -188,49 +192,57 @@ class Engine:
     # -- one client's systems timeline -----------------------------------------------------
     def client_process(self, client: Client, job: Job, rec: ClientRecord, slow: float = 1.0):
         env, link = self.env, client.link
-        compute_s = compute_seconds(job.work, client.device, self.dtype) * slow
-        phase, phase_start, transfer, promote = "download", env.now, None, needs_promotion(link, None)
+        radio, thermal = self.radios[client.id], self.thermals[client.id]
+        work_s = compute_seconds(job.work, client.device, self.dtype) * slow  # at the burst rate
+        phase, phase_start, transfer = "download", env.now, None
+        promote, refund = radio.begin(env.now)  # a tail left by the last round may still run
+        rec.energy_radio_j -= refund
         try:
             transfer = self.net.start(client.id, job.download.nbytes, "down", link.promotion_s * promote)
             yield from self._powered(transfer.done, client, rec, self._transfer_power(client, "down"))
             rec.download_s, rec.bytes_down = env.now - phase_start, job.download.nbytes
-            rec.energy_radio_j = self._radio_j(client, transfer, "down", promote)
+            rec.energy_radio_j += self._radio_j(client, transfer, "down", promote) + radio.end(env.now)
 
             phase, phase_start = "compute", env.now
-            yield from self._powered(env.timeout(compute_s), client, rec, client.device.power_active_w + link.tail_w)
+            thermal.cool(env.now)
+            compute_s = thermal.duration(work_s)
+            yield from self._powered(env.timeout(compute_s), client, rec, client.device.power_active_w + link.idle_w)
+            thermal.load(compute_s)
             rec.compute_s, rec.flops = compute_s, job.work.flops
             rec.energy_compute_j = compute_s * client.device.power_active_w
-            rec.energy_radio_j += tail_energy(link, compute_s)  # download tail, cut by the upload
+            rec.energy_radio_j += radio.idle_j(phase_start, env.now)
 
-            promote = needs_promotion(link, compute_s)
             phase, phase_start = "upload", env.now
+            promote, refund = radio.begin(env.now)
+            rec.energy_radio_j -= refund
             transfer = self.net.start(client.id, job.upload.nbytes, "up", link.promotion_s * promote)
             yield from self._powered(transfer.done, client, rec, self._transfer_power(client, "up"))
             rec.upload_s, rec.bytes_up = env.now - phase_start, job.upload.nbytes
-            rec.energy_radio_j += self._radio_j(client, transfer, "up", promote) + tail_energy(link, None)
+            rec.energy_radio_j += self._radio_j(client, transfer, "up", promote) + radio.end(env.now)
             rec.finished_at = env.now
             self._arrived(rec)
         except (simpy.Interrupt, BatteryEmpty) as stop:
             rec.status = "dropped" if isinstance(stop, BatteryEmpty) else str(stop.cause)
             rec.note = "battery empty" if isinstance(stop, BatteryEmpty) else rec.note
-            self._charge_partial(client, job, rec, phase, env.now - phase_start, compute_s, transfer, promote)
+            self._charge_partial(client, job, rec, phase, env.now - phase_start, work_s, transfer, promote)
 
-    def _charge_partial(self, client, job, rec, phase, elapsed, compute_s, transfer: Transfer, promote: bool):
+    def _charge_partial(self, client, job, rec, phase, elapsed, work_s, transfer: Transfer, promote: bool):
         """A client cut off mid-phase: charge what it got through of that phase."""
-        link = client.link
+        radio, thermal = self.radios[client.id], self.thermals[client.id]
         if phase == "compute":
-            rec.compute_s, rec.flops = elapsed, job.work.flops * (elapsed / compute_s if compute_s else 0.0)
+            done_s = thermal.work_in(elapsed)
+            thermal.load(elapsed)
+            rec.compute_s, rec.flops = elapsed, job.work.flops * (done_s / work_s if work_s else 0.0)
             rec.energy_compute_j = elapsed * client.device.power_active_w
-            rec.energy_radio_j += tail_energy(link, elapsed)
+            rec.energy_radio_j += radio.idle_j(self.env.now - elapsed, self.env.now)
         else:
             self.net.cancel(transfer)
-            radio = self._radio_j(client, transfer, "down" if phase == "download" else "up", promote)
+            radio_j = self._radio_j(client, transfer, "down" if phase == "download" else "up", promote)
             if phase == "download":
-                rec.download_s, rec.bytes_down, rec.energy_radio_j = elapsed, int(transfer.sent / 8), radio
+                rec.download_s, rec.bytes_down = elapsed, int(transfer.sent / 8)
             else:
                 rec.upload_s, rec.bytes_up = elapsed, int(transfer.sent / 8)
-                rec.energy_radio_j += radio
-            rec.energy_radio_j += tail_energy(link, None)
+            rec.energy_radio_j += radio_j + radio.end(self.env.now)
         rec.finished_at = self.env.now
 
     def _radio_j(self, client: Client, transfer: Transfer, direction: str, promote: bool) -> float:
@@ -338,6 +350,7 @@ class Engine:
             rec.idle_s = idle
             device = self.clients[rec.client].device
             rec.energy_idle_j = device.power_idle_w * (rec.download_s + rec.upload_s + idle)
+            rec.energy_radio_j += self.radios[rec.client].idle_j(rec.finished_at, rec.finished_at + idle)
             if rec.client in self.charge_j:  # a device that ran empty stays off
                 left = 0.0 if rec.note == "battery empty" else self.charge_j[rec.client] - rec.energy_j
                 self.charge_j[rec.client] = max(0.0, left)
@@ -375,11 +388,13 @@ class Engine:
 
     def state(self) -> dict:
         """Engine state at a round boundary (JSON). Rounds are synchronous, so no SimPy process
-        is pending then: the clock and who synced when are all there is."""
+        is pending then: the clock, who synced when, batteries, radios and heat are all there is."""
         ref = self.reference
         return {"round": self.round, "sim_time_s": self.env.now,
                 "last_sync": [[cid, r] for cid, r in self.last_sync.items()],
                 "charge_j": [[cid, j] for cid, j in self.charge_j.items()],
+                "radios": [[cid, *radio.state()] for cid, radio in self.radios.items()],
+                "thermals": [[cid, *thermal.state()] for cid, thermal in self.thermals.items()],
                 "reference": None if ref is None else {
                     "bytes_down": ref.bytes_down, "bytes_up": ref.bytes_up,
                     "ops": {k: [op.flops, op.bytes] for k, op in ref.work.ops.items()}}}
@@ -390,6 +405,10 @@ class Engine:
         self.net = Network(self.env, self.net.graph)  # the network lives on the new clock
         self.last_sync = {int(cid): r for cid, r in state["last_sync"]}
         self.charge_j = {int(cid): j for cid, j in state["charge_j"]}
+        for cid, *radio in state["radios"]:
+            self.radios[int(cid)].load_state(radio)
+        for cid, *thermal in state["thermals"]:
+            self.thermals[int(cid)].load_state(thermal)
         ref = state["reference"]
         if ref is not None:
             work = Work()

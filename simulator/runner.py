@@ -16,7 +16,7 @@ from edgefed.algorithms.fedkseed import FedKSeed
 from edgefed.algorithms.fedspzo import FedSPZO
 from edgefed.algorithms.fedzo import FedZO
 from edgefed.algorithms.models import ModelLoadError, TaskModel, load_backbone
-from edgefed.devices.availability import Availability, read_trace
+from edgefed.devices.availability import DEFAULT_DAILY_TRACE, Availability, daily_windows, read_daily_trace, read_trace
 from edgefed.simulator.checkpoint import CHECKPOINT, Checkpoint, CheckpointError, load_checkpoint, remove_checkpoint, save_checkpoint
 from edgefed.simulator.costs import fits_in_memory
 from edgefed.simulator.engine import Client, Diverged, Engine, RoundRecord
@@ -44,7 +44,7 @@ def build_fleet(scenario: Scenario, base: Path = Path(".")) -> list[Client]:
     clients = []
     for group in scenario.fleet.groups:
         device = devices[group.device]
-        link = links[group.link or device.default_link]
+        link = links[scenario.fleet.link_name(group)]
         for _ in range(group.count):
             cid = len(clients)
             up, down = trace.get(cid, (float(link.up_mbps * factors[cid, 0]), float(link.down_mbps * factors[cid, 1])))
@@ -56,13 +56,18 @@ def build_fleet(scenario: Scenario, base: Path = Path(".")) -> list[Client]:
 
 def build_availability(scenario: Scenario, base: Path) -> Availability:
     spec = scenario.fleet.availability
-    trace = None
-    if spec.kind == "trace":
-        try:
+    trace = daily = None
+    try:
+        if spec.kind == "trace":
             trace = read_trace(resolve_path(base, spec.file))
-        except ValueError as exc:
-            raise ScenarioError(f"fleet.availability.file: {exc}") from None
-    return Availability(spec, scenario.fleet.size, scenario.seed, trace)
+        elif spec.kind == "charging_wifi":
+            users = read_daily_trace(resolve_path(base, spec.file) if spec.file else DEFAULT_DAILY_TRACE)
+            devices, _ = scenario.fleet.profiles()
+            on_battery = [devices[g.device].battery_wh is not None for g in scenario.fleet.groups for _ in range(g.count)]
+            daily = daily_windows(users, on_battery, spec, scenario.seed)
+    except ValueError as exc:
+        raise ScenarioError(f"fleet.availability.file: {exc}") from None
+    return Availability(spec, scenario.fleet.size, scenario.seed, trace, daily)
 
 
 def build_learning(scenario: Scenario, base: Path):

@@ -127,7 +127,7 @@ def devices(scenario_file: Optional[Path] = typer.Option(None, "--scenario", hel
     catalog = default_catalog()
     profiles, peak = catalog.devices, None
     if scenario_file is not None:
-        from edgefed.simulator.runner import build_learning
+        from edgefed.simulator.build import build_learning
         from edgefed.simulator.scenario import ScenarioError, load_scenario
         try:
             scenario, base = load_scenario(scenario_file)

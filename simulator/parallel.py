@@ -22,7 +22,7 @@ _ALGO = None  # a local worker process's own algorithm
 
 def _start_worker(resolved: dict, base: str, threads: int) -> None:
     global _ALGO
-    from edgefed.simulator.runner import build_learning
+    from edgefed.simulator.build import build_learning
 
     torch.set_num_threads(threads)
     _ALGO = build_learning(Scenario.model_validate(resolved), Path(base))

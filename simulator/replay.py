@@ -143,7 +143,8 @@ def load_trace(path: Path) -> dict:
 
 def run_replay(scenario: Scenario, base: Path, run_dir: Path, progress=None) -> dict:
     """Like ``run_scenario``, with the learning read from the trace and rows streamed to disk."""
-    from edgefed.simulator.runner import build_availability, build_fleet, mark_memory_exclusions, prepare_run_dir, versions
+    from edgefed.simulator.build import build_availability, build_fleet, mark_memory_exclusions
+    from edgefed.simulator.runner import prepare_run_dir, versions
 
     wall_start = time.perf_counter()
     trace = load_trace(resolve_path(base, scenario.replay.trace))

@@ -5,7 +5,7 @@ import pytest
 
 from edgefed.devices.availability import (DAY_S, DEFAULT_DAILY_TRACE, Availability, AvailabilitySpec, daily_windows,
                                           read_daily_trace)
-from edgefed.simulator.runner import build_availability, build_fleet
+from edgefed.simulator.build import build_availability, build_fleet
 from edgefed.simulator.scenario import Scenario
 from tests.conftest import write_scenario
 from tests.test_cli_errors import _assert_one_line_error

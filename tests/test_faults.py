@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from edgefed.simulator.cli import app
 from edgefed.simulator.engine import Engine
-from edgefed.simulator.runner import build_fleet, build_learning
+from edgefed.simulator.build import build_fleet, build_learning
 from edgefed.simulator.scenario import Scenario
 from tests.conftest import TINY, write_scenario
 from tests.test_end_to_end import read_csv

@@ -200,7 +200,7 @@ def test_dropout_mid_upload_leaves_the_aggregate_unchanged_and_charges_the_work(
 
 
 def test_link_variability_is_lognormal_around_the_catalog_median(tiny_dict):
-    from edgefed.simulator.runner import build_fleet
+    from edgefed.simulator.build import build_fleet
     from edgefed.simulator.scenario import Scenario
     tiny_dict["fleet"]["groups"] = [{"device": "pixel-7a", "count": 400, "link": "lte"}]
     tiny_dict["fleet"]["network"] = {"variability": {"kind": "lognormal", "sigma": 0.5}}

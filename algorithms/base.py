@@ -1,28 +1,57 @@
-"""The algorithm contract, in the spirit of Flower's Strategy: server hooks apart from the client.
+"""The algorithm contract, in the spirit of Flower's Strategy: hooks get the round and what the
+server planned for it, and return results; the engine owns the loop (docs/design.md, section 4)::
 
-The engine drives one round as::
+    plan = algo.configure_round(round, selected)        # server: what the round's clients share
+    for client in selected:                              # real learning on the host, fixed order
+        down, replay_work = algo.catch_up(client, last_sync[client], round, plan)
+        up, work = algo.client_update(client, round, plan)   # starts from, and leaves, the global model
+    algo.apply(algo.aggregate([up of clients that arrived in time]), round, plan)
+    accuracy, loss = algo.evaluate()
 
-    algo.configure_round(round, selected)             # server: e.g. draw shared seeds
-    for client in selected:                             # host runs the real learning, fixed order
-        down, replay_work = algo.catch_up(client, last_sync[client], round)
-        up, work = algo.client_update(client, round)    # starts from, and leaves, the global model
-    update = algo.aggregate([up of clients that arrived in time])
-    algo.apply(update)
-
-``Message`` sizes are exact wire bytes; ``Work`` counts FLOPs/bytes/passes, never seconds.
+``Message`` sizes are exact wire bytes; ``Work`` counts FLOPs/bytes/passes, never seconds. Each
+method's hyperparameters are a typed spec (``MethodSpec``) defined beside it; the scenario schema
+is built from them.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
+
+from edgefed.streams import Stream, rng
 
 from edgefed.algorithms.data import Tokenized
 from edgefed.algorithms.message import Message
 from edgefed.algorithms.models import TaskModel, inference_activation_bytes, param_bytes
 from edgefed.algorithms.work import Work
+
+TRAINABLE_PATTERN = r"^(all|head|bias|norm|lora|last:[1-9]\d*)(\+(all|head|bias|norm|lora|last:[1-9]\d*))*$"
+
+
+class MethodSpec(BaseModel):
+    """A method's hyperparameters: unknown keys and non-finite numbers are refused."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    name: str  # each method narrows it to its own Literal: the scenario's discriminator
+    lr: PositiveFloat = 1e-3
+    local_steps: PositiveInt = 1
+    batch_size: PositiveInt = 16
+    trainable: str = Field("all", description="all | head | bias | norm | lora | last:N, joined with +",
+                           pattern=TRAINABLE_PATTERN)
+
+
+class ZOSpec(MethodSpec):
+    """What every zero-order method shares: MeZO's step and its directions."""
+
+    eps: PositiveFloat = 1e-3
+    perturbations: PositiveInt = 1
+    distribution: Literal["gaussian", "rademacher"] = "gaussian"
+    cache_z: bool = Field(False, description="draw z once per step and keep it (faster, one trainable-size buffer)")
 
 
 @dataclass
@@ -113,13 +142,12 @@ def select_trainable(model: TaskModel, subset: str) -> Trainable:
 class Algorithm(ABC):
     """A federated method on one host model. Subclasses override the hooks that differ."""
 
-    name = "base"
-    #: whether catching up means replaying (seed, scalar) records (else: download weights)
-    seed_based = True
+    name: ClassVar[str]
+    Spec: ClassVar[type[MethodSpec]]
     #: the perturbation directions of a ZO method (None for first-order methods)
     dirs = None
 
-    def __init__(self, model: TaskModel, data: FederatedData, cfg, seed: int):
+    def __init__(self, model: TaskModel, data: FederatedData, cfg: MethodSpec, seed: int):
         self.model = model
         self.data = data
         self.cfg = cfg
@@ -127,29 +155,71 @@ class Algorithm(ABC):
         self.trainable = select_trainable(model, cfg.trainable)
 
     # -- server hooks --------------------------------------------------------------------
-    def configure_round(self, round: int, selected: list[int]) -> None:
-        """Called once per round before any client runs."""
+    def configure_round(self, round: int, selected: list[int]) -> Any:
+        """Called once per round before any client runs; returns the round's plan (what every
+        selected client shares, e.g. DeComFL's step seeds), handed to the other hooks."""
+        return None
 
     @abstractmethod
-    def catch_up(self, client: int, last_round: int | None, round: int) -> tuple[Message, Work]:
+    def catch_up(self, client: int, last_round: int | None, round: int, plan) -> tuple[Message, Work]:
         """What ``client`` (last synced after ``last_round``, None if never) downloads and
-        recomputes to hold the current global model."""
+        recomputes to hold the current global model, with the round's plan."""
 
     @abstractmethod
-    def client_update(self, client: int, round: int) -> tuple[Message, Work]:
+    def client_update(self, client: int, round: int, plan) -> tuple[Message, Work]:
         """Run the client's real local steps from the global model; return its upload."""
 
     @abstractmethod
     def aggregate(self, messages: list[Message]):
-        """Combine the uploads that arrived in time into one update."""
+        """Combine the uploads that arrived in time into one update (None when there are none)."""
 
     @abstractmethod
-    def apply(self, update) -> None:
-        """Move the global model by ``update``."""
+    def apply(self, update, round: int, plan) -> None:
+        """Move the global model by ``update`` (None: nothing arrived)."""
+
+    def evaluate(self) -> tuple[float, float]:
+        """Held-out accuracy and loss of the global model."""
+        return evaluate(self.model, self.data.test)
+
+    def fit_device(self, device_flops: float, memory_bytes: float) -> None:
+        """Adapt to the device that paces the fleet (its FLOP/s and usable memory) before the
+        first round; methods with a per-device plan (FedSPZO's ``auto`` split) override it."""
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Server state needed to resume a run beyond the trainable weights, as named numpy arrays
+        (checkpoints store them as safetensors, never pickle; parallel workers receive them)."""
+        return {}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        pass
+
+    def rejects(self, message: Message) -> str | None:
+        """Why the server must not absorb ``message`` (None if it may): a diverging local step
+        (NaN/inf loss or scalar) shows as non-finite values in what the client sends."""
+        bad = {name: arr for name, arr in message.arrays.items()
+               if arr.dtype.kind == "f" and not np.isfinite(arr).all()}
+        if not bad:
+            return None
+        return "non-finite " + ", ".join(f"{name} ({int(np.isnan(a).sum())} nan, {int(np.isinf(a).sum())} inf)"
+                                         for name, a in bad.items())
+
+    # -- memory: one rule for every method ------------------------------------------------
+    def peak_memory_bytes(self) -> int:
+        """The method's peak on a device: all weights, the activations its passes keep at the
+        largest batch, and what the method itself holds (``held_bytes``)."""
+        return param_bytes(self.model.parameters()) + self.activation_bytes() + self.held_bytes()
+
+    def activation_bytes(self) -> int:
+        """Inference-level activations (a no-grad forward, one layer live at a time)."""
+        return inference_activation_bytes(self.model, self.cfg.batch_size, self.data.train.max_length)
+
+    def held_bytes(self) -> int:
+        """Buffers beyond weights and activations: a ZO method's direction buffer by default."""
+        return self.dirs.buffer_bytes if self.dirs is not None else 0
 
     # -- shared helpers ------------------------------------------------------------------
     def batch_rng(self, client: int, round: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, 1, round, client])
+        return rng(self.seed, Stream.BATCHES, round, client)
 
     def counted_loss(self, batch, work: Work):
         """The full-model loss on ``batch`` as a closure that charges one forward pass per call
@@ -166,31 +236,6 @@ class Algorithm(ABC):
     def weight_bytes(self) -> float:
         """All weights: what one forward pass reads from memory."""
         return float(param_bytes(self.model.parameters()))
-
-    def peak_memory_bytes(self) -> int:
-        """Inference-level memory: all weights, one forward's activations at the largest batch,
-        and the method's direction buffer (ZO methods set ``self.dirs``)."""
-        buffers = self.dirs.buffer_bytes if self.dirs is not None else 0
-        return param_bytes(self.model.parameters()) + inference_activation_bytes(
-            self.model, self.cfg.batch_size, self.data.train.max_length) + buffers
-
-    def state(self) -> dict[str, np.ndarray]:
-        """Server state needed to resume a run beyond the trainable weights, as named numpy arrays
-        (checkpoints store them as safetensors, never pickle)."""
-        return {}
-
-    def load_state(self, state: dict[str, np.ndarray]) -> None:
-        pass
-
-    def rejects(self, message: Message) -> str | None:
-        """Why the server must not absorb ``message`` (None if it may): a diverging local step
-        (NaN/inf loss or scalar) shows as non-finite values in what the client sends."""
-        bad = {name: arr for name, arr in message.arrays.items()
-               if arr.dtype.kind == "f" and not np.isfinite(arr).all()}
-        if not bad:
-            return None
-        return "non-finite " + ", ".join(f"{name} ({int(np.isnan(a).sum())} nan, {int(np.isinf(a).sum())} inf)"
-                                         for name, a in bad.items())
 
 
 @torch.no_grad()
@@ -210,13 +255,13 @@ def init_prototype_head(model: TaskModel, train: Tokenized, labels: np.ndarray, 
     each class (a nearest-prototype classifier; zero-shot accuracy is its accuracy at round 0)."""
     if model.kind != "encoder":
         return
-    rng = np.random.default_rng([seed, 7])
+    draw = rng(seed, Stream.PROTOTYPES)
     protos = []
     for label in range(model.num_labels):
         pool = np.flatnonzero(labels == label)
         if len(pool) == 0:
             raise ValueError(f"no training example has label {label}")
-        picks = rng.choice(pool, size=min(per_class, len(pool)), replace=False)
+        picks = draw.choice(pool, size=min(per_class, len(pool)), replace=False)
         batch = train.batch(sorted(picks.tolist()))
         hidden = model._backbone_out(batch)
         mask = batch.attention_mask.unsqueeze(-1).to(hidden.dtype)

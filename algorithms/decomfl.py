@@ -8,85 +8,91 @@ model.
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
 
-from edgefed.algorithms.base import Algorithm
+from edgefed.algorithms.aggregation import mean
+from edgefed.algorithms.base import Algorithm, ZOSpec
 from edgefed.algorithms.data import sample_batch
+from edgefed.algorithms.history import History
 from edgefed.algorithms.message import Message
-from edgefed.algorithms.zo import Directions, derive_seed, replay, two_point_scalar
 from edgefed.algorithms.work import Work
+from edgefed.algorithms.zo import Directions, derive_seed, replay, two_point_scalar
+from edgefed.streams import Stream
 
 SEED_DTYPE = np.uint32  # 4-byte seeds on the wire
 SCALAR_DTYPE = np.float32
 
 
+class DeComFLSpec(ZOSpec):
+    name: Literal["decomfl"]
+
+
+def step_seeds(seed: int, round: int, steps: int) -> list[int]:
+    """The round's shared seed of each local step, drawn by the server (DeComFL, FedSPZO)."""
+    return [derive_seed(seed, Stream.ROUND_SEEDS, round, k) for k in range(steps)]
+
+
+def history_download(history: History, last_round: int | None, round: int,
+                     plan_seeds: np.ndarray) -> tuple[dict[str, np.ndarray], int]:
+    """What a client that last synced after ``last_round`` downloads in ``round`` (DeComFL and
+    FedSPZO's wire format): this round's step seeds, every record since (one seed per step and its
+    averaged scalars), and the initial head if it never synced; with the number of steps to replay."""
+    records = history.since(last_round)
+    arrays = {"round_seeds": plan_seeds.astype(SEED_DTYPE)}
+    if records:
+        arrays["history_seeds"] = np.concatenate([r["seeds"] for r in records]).astype(SEED_DTYPE)
+        arrays["history_scalars"] = np.concatenate([r["scalars"].ravel() for r in records]).astype(SCALAR_DTYPE)
+    if last_round is None:
+        arrays.update(history.head)
+    return arrays, sum(len(r["seeds"]) for r in records)
+
+
 class DeComFL(Algorithm):
     name = "decomfl"
+    Spec = DeComFLSpec
+    cfg: DeComFLSpec
 
     def __init__(self, model, data, cfg, seed):
         super().__init__(model, data, cfg, seed)
-        self.make_directions()
-        self.history: list[tuple[int, np.ndarray, np.ndarray]] = []  # (round, seeds[K,P], gbar[K,P])
-        self.initial = self.trainable.snapshot()  # w0 of the trainable subset (head is new)
-        self.round_seeds: np.ndarray | None = None
+        self.dirs = Directions(self.trainable.params, cfg.distribution, cfg.cache_z)
+        self.history = History(self.trainable.names, self.trainable.params)  # seeds[K], scalars[K, P]
 
-    def make_directions(self) -> None:
-        self.dirs = Directions(self.trainable.params, self.cfg.distribution, self.cfg.cache_z)
+    def perturbation_seeds(self, step_seed: int) -> list[int]:
+        """Perturbation p of a step uses the step's seed itself for p = 0 and ``derive(seed, p)``
+        after, so one seed per step goes on the wire."""
+        return [step_seed if p == 0 else derive_seed(step_seed, p) for p in range(self.cfg.perturbations)]
 
-    def replay_step(self, seeds: np.ndarray, scalars: np.ndarray, work: Work | None = None) -> None:
+    def replay_step(self, step_seed: int, scalars: np.ndarray, work: Work | None = None) -> None:
         """Move the model by one local step's records: ``-lr/P * sum_p g_p z(seed_p)``."""
-        replay(self.dirs, seeds, scalars, self.cfg.lr / self.cfg.perturbations, work)
-
-    def charge_replay(self, work: Work, steps: int) -> None:
-        """The RNG and parameter passes of replaying ``steps`` local steps (one axpy per record)."""
-        replays = steps * self.cfg.perturbations
-        work.add_rng(replays * self.dirs.numel, self.dirs.distribution, self.dirs.elem_bytes)
-        work.add_elementwise(replays * self.dirs.numel, self.dirs.elem_bytes, tensors_touched=3)
+        replay(self.dirs, self.perturbation_seeds(step_seed), scalars, self.cfg.lr / self.cfg.perturbations, work)
 
     # -- server --------------------------------------------------------------------------
     def configure_round(self, round, selected):
-        """One seed per local step, shared by all sampled clients; perturbation p of step k
-        uses ``seed_k`` itself for p = 0 and ``derive(seed_k, p)`` after, so one seed per step
-        goes on the wire."""
-        steps, perts = self.cfg.local_steps, self.cfg.perturbations
-        self.round = round
-        step_seeds = [derive_seed(self.seed, 2, round, k) for k in range(steps)]
-        self.round_seeds = np.array([[s if p == 0 else derive_seed(s, p) for p in range(perts)]
-                                     for s in step_seeds], dtype=SEED_DTYPE)
+        """The plan: one seed per local step, shared by all sampled clients."""
+        return np.array(step_seeds(self.seed, round, self.cfg.local_steps), dtype=SEED_DTYPE)
 
-    def catch_up(self, client, last_round, round):
-        """Records since ``last_round`` (seeds + averaged scalars), plus this round's step seeds.
-        A first-time client also downloads the initial head (the only weights it lacks)."""
-        records = [r for r in self.history if last_round is None or r[0] > last_round]
-        arrays = {"round_seeds": self.round_seeds[:, 0].copy()}  # one seed per step on the wire
-        if records:
-            arrays["history_seeds"] = np.concatenate([r[1][:, 0] for r in records]).astype(SEED_DTYPE)
-            arrays["history_scalars"] = np.concatenate([r[2].ravel() for r in records]).astype(SCALAR_DTYPE)
-        if last_round is None:
-            for name, tensor in zip(self.trainable.names, self.initial):
-                if name.startswith("head."):
-                    arrays[name] = tensor.numpy()
+    def catch_up(self, client, last_round, round, plan):
+        arrays, steps = history_download(self.history, last_round, round, plan)
         work = Work()
-        self.charge_replay(work, sum(len(seeds) for _, seeds, _ in records))
+        self.dirs.charge_axpy(work, steps * self.cfg.perturbations)
         work.peak_memory_bytes = self.peak_memory_bytes()
         return Message("history", round, client, arrays), work
 
     def aggregate(self, messages):
-        if not messages:
-            return None
-        scalars = np.stack([m.arrays["scalars"] for m in messages]).astype(np.float64)
-        return scalars.mean(0).astype(SCALAR_DTYPE)
+        return mean([m.arrays["scalars"] for m in messages], SCALAR_DTYPE) if messages else None
 
-    def apply(self, update):
+    def apply(self, update, round, plan):
         if update is None:
             return
-        for seeds, scalars in zip(self.round_seeds, update):
-            self.replay_step(seeds, scalars)
-        self.history.append((self.round, self.round_seeds.copy(), update.copy()))
+        for step_seed, scalars in zip(plan, update):
+            self.replay_step(int(step_seed), scalars)
+        self.history.add(round, seeds=plan, scalars=update)
 
     # -- client --------------------------------------------------------------------------
-    def client_update(self, client, round):
+    def client_update(self, client, round, plan):
         cfg, work = self.cfg, Work()
         rng = self.batch_rng(client, round)
         part = self.data.parts[client]
@@ -95,22 +101,15 @@ class DeComFL(Algorithm):
         with torch.no_grad():
             for k in range(cfg.local_steps):
                 loss = self.counted_loss(self.data.train.batch(sample_batch(part, cfg.batch_size, rng)), work)
-                for p in range(cfg.perturbations):
-                    scalars[k, p] = two_point_scalar(loss, self.dirs, int(self.round_seeds[k, p]), cfg.eps, work)
-                self.replay_step(self.round_seeds[k], scalars[k], work)
+                for p, z_seed in enumerate(self.perturbation_seeds(int(plan[k]))):
+                    scalars[k, p] = two_point_scalar(loss, self.dirs, z_seed, cfg.eps, work)
+                self.replay_step(int(plan[k]), scalars[k], work)
         self.trainable.restore(start)  # the host model stays the global model
         work.peak_memory_bytes = self.peak_memory_bytes()
         return Message("seed-scalars", round, client, {"scalars": scalars}), work
 
     def state(self):
-        """The (round, seeds, scalars) history as stacked arrays (records share one shape)."""
-        if not self.history:
-            return {"history_rounds": np.zeros(0, dtype=np.int64)}
-        return {"history_rounds": np.array([r for r, _, _ in self.history], dtype=np.int64),
-                "history_seeds": np.stack([s for _, s, _ in self.history]),
-                "history_scalars": np.stack([g for _, _, g in self.history])}
+        return self.history.state()
 
     def load_state(self, state):
-        rounds = state["history_rounds"]
-        self.history = [(int(r), state["history_seeds"][i].copy(), state["history_scalars"][i].copy())
-                        for i, r in enumerate(rounds)]
+        self.history.load_state(state)

@@ -7,10 +7,12 @@ from abc import abstractmethod
 import numpy as np
 import torch
 
+from edgefed.algorithms.aggregation import data_weights
 from edgefed.algorithms.base import Algorithm
 from edgefed.algorithms.message import Message
 from edgefed.algorithms.models import param_bytes
 from edgefed.algorithms.work import Work
+from edgefed.algorithms.zo import AXPY_TENSORS
 
 
 def to_wire(tensor: torch.Tensor) -> np.ndarray:
@@ -28,25 +30,23 @@ def from_wire(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
 
 
 class WeightDelta(Algorithm):
-    seed_based = False
-
     @abstractmethod
     def local_steps(self, client: int, round: int, work: Work) -> None:
         """Run the client's local steps in place on the trainable parameters."""
 
-    def catch_up(self, client, last_round, round):
+    def catch_up(self, client, last_round, round, plan):
         """The current trainable weights (the frozen rest is held from the start)."""
         arrays = {n: to_wire(p) for n, p in zip(self.trainable.names, self.trainable.params)}
         work = Work()
         work.peak_memory_bytes = self.peak_memory_bytes()
         return Message("weights", round, client, arrays), work
 
-    def client_update(self, client, round):
+    def client_update(self, client, round, plan):
         work = Work()
         start = self.trainable.snapshot()
         self.local_steps(client, round, work)
         delta = {n: to_wire(p.detach() - s) for n, p, s in zip(self.trainable.names, self.trainable.params, start)}
-        work.add_elementwise(self.trainable.numel, self.trainable.params[0].element_size(), tensors_touched=3)
+        work.add_elementwise(self.trainable.numel, self.trainable.params[0].element_size(), AXPY_TENSORS)
         self.trainable.restore(start)
         work.peak_memory_bytes = self.peak_memory_bytes()
         return Message("weights", round, client, delta), work
@@ -54,8 +54,7 @@ class WeightDelta(Algorithm):
     def aggregate(self, messages):
         if not messages:
             return None
-        weights = np.array([len(self.data.parts[m.client]) for m in messages], dtype=np.float64)
-        weights /= weights.sum()
+        weights = data_weights([len(self.data.parts[m.client]) for m in messages])
         update = []
         for name, p in zip(self.trainable.names, self.trainable.params):
             total = torch.zeros(p.shape, dtype=torch.float32)
@@ -64,14 +63,14 @@ class WeightDelta(Algorithm):
             update.append(total.to(p.dtype))
         return update
 
-    def apply(self, update):
+    def apply(self, update, round, plan):
         if update is None:
             return
         with torch.no_grad():
             for p, d in zip(self.trainable.params, update):
                 p.add_(d)
 
-    def peak_memory_bytes(self):
-        """Inference-level memory plus the round's starting copy of the trainable weights (to
-        form the delta)."""
-        return super().peak_memory_bytes() + param_bytes(self.trainable.params)
+    def held_bytes(self):
+        """Direction buffers plus the round's starting copy of the trainable weights (to form
+        the delta)."""
+        return super().held_bytes() + param_bytes(self.trainable.params)

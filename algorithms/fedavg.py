@@ -6,8 +6,11 @@ device holds gradients, optimizer state and every activation kept for the backwa
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
+from edgefed.algorithms.base import MethodSpec
 from edgefed.algorithms.data import sample_batch
 from edgefed.algorithms.delta import WeightDelta
 from edgefed.algorithms.models import param_bytes, training_activation_bytes
@@ -17,8 +20,15 @@ from edgefed.algorithms.models import param_bytes, training_activation_bytes
 OPTIMIZERS = {"sgd": (torch.optim.SGD, 0, 3), "adam": (torch.optim.Adam, 3, 7)}
 
 
+class FedAvgSpec(MethodSpec):
+    name: Literal["fedavg"]
+    optimizer: Literal["sgd", "adam"] = "adam"
+
+
 class FedAvg(WeightDelta):
     name = "fedavg"
+    Spec = FedAvgSpec
+    cfg: FedAvgSpec
 
     def __init__(self, model, data, cfg, seed):
         super().__init__(model, data, cfg, seed)
@@ -42,9 +52,10 @@ class FedAvg(WeightDelta):
             work.add_elementwise(self.trainable.numel, self.trainable.params[0].element_size(), touched)
         optimizer.zero_grad(set_to_none=True)
 
-    def peak_memory_bytes(self):
-        """Weights + the starting copy + gradients + optimizer state + training activations."""
-        trainable = param_bytes(self.trainable.params)
-        states = OPTIMIZERS[self.cfg.optimizer][1]
-        return (param_bytes(self.model.parameters()) + trainable * (2 + states)
-                + training_activation_bytes(self.model, self.cfg.batch_size, self.data.train.max_length))
+    def activation_bytes(self):
+        """Every activation kept for the backward pass."""
+        return training_activation_bytes(self.model, self.cfg.batch_size, self.data.train.max_length)
+
+    def held_bytes(self):
+        """The starting copy, gradients and the optimizer's state, each trainable-sized."""
+        return param_bytes(self.trainable.params) * (2 + OPTIMIZERS[self.cfg.optimizer][1])

@@ -10,28 +10,42 @@ each seed's aggregated history, sent with the download.
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
+from pydantic import Field, PositiveInt
 
-from edgefed.algorithms.base import Algorithm
+from edgefed.algorithms.aggregation import data_weights, weighted_sparse_sum
+from edgefed.algorithms.base import Algorithm, ZOSpec
 from edgefed.algorithms.data import sample_batch
+from edgefed.algorithms.history import History
 from edgefed.algorithms.message import Message
 from edgefed.algorithms.work import Work
 from edgefed.algorithms.zo import Directions, derive_seed, two_point_scalar
+from edgefed.streams import Stream
 
 INDEX_DTYPE = np.uint16  # pool indices on the wire (K <= 65536)
 SCALAR_DTYPE = np.float32
 
 
+class FedKSeedSpec(ZOSpec):
+    name: Literal["fedkseed"]
+    perturbations: Literal[1] = Field(1, description="FedKSeed takes one perturbation per step")
+    pool_size: PositiveInt = Field(4096, le=65536, description="K candidate seeds shared from the start")
+    pro: bool = Field(False, description="FedKSeed-Pro: sample seeds by their scalar history")
+
+
 class FedKSeed(Algorithm):
     name = "fedkseed"
+    Spec = FedKSeedSpec
+    cfg: FedKSeedSpec
 
     def __init__(self, model, data, cfg, seed):
         super().__init__(model, data, cfg, seed)
         self.dirs = Directions(self.trainable.params, cfg.distribution, cfg.cache_z)
-        self.pool = [derive_seed(seed, 4, k) for k in range(cfg.pool_size)]
-        self.history: list[tuple[int, np.ndarray]] = []  # (round, averaged per-seed sums [K])
-        self.initial = self.trainable.snapshot()
+        self.pool = [derive_seed(seed, Stream.SEED_POOL, k) for k in range(cfg.pool_size)]
+        self.history = History(self.trainable.names, self.trainable.params)  # averaged per-seed sums [K]
         self.abs_sum = np.zeros(cfg.pool_size)
         self.uses = np.zeros(cfg.pool_size)
 
@@ -45,27 +59,23 @@ class FedKSeed(Algorithm):
         weights = np.exp(norm - norm.max())
         return weights / weights.sum()
 
-    def catch_up(self, client, last_round, round):
+    def catch_up(self, client, last_round, round, plan):
         sums = np.zeros(self.cfg.pool_size, dtype=np.float64)
-        for r, update in self.history:
-            if last_round is None or r > last_round:
-                sums += update
+        for record in self.history.since(last_round):
+            sums += record["updates"]
         used = np.flatnonzero(sums)
         arrays = {"indices": used.astype(INDEX_DTYPE), "scalars": sums[used].astype(SCALAR_DTYPE)}
         probs = self.probabilities()
         if probs is not None:
             arrays["probabilities"] = probs.astype(np.float32)
         if last_round is None:
-            for name, tensor in zip(self.trainable.names, self.initial):
-                if name.startswith("head."):
-                    arrays[name] = tensor.numpy()
+            arrays.update(self.history.head)
         work = Work()
-        work.add_rng(len(used) * self.dirs.numel, self.dirs.distribution, self.dirs.elem_bytes)
-        work.add_elementwise(len(used) * self.dirs.numel, self.dirs.elem_bytes, tensors_touched=3)
+        self.dirs.charge_axpy(work, len(used))
         work.peak_memory_bytes = self.peak_memory_bytes()
         return Message("history", round, client, arrays), work
 
-    def client_update(self, client, round):
+    def client_update(self, client, round, plan):
         cfg, work = self.cfg, Work()
         rng = self.batch_rng(client, round)
         probs = self.probabilities()
@@ -88,14 +98,11 @@ class FedKSeed(Algorithm):
     def aggregate(self, messages):
         if not messages:
             return None
-        weights = np.array([len(self.data.parts[m.client]) for m in messages], dtype=np.float64)
-        weights /= weights.sum()
-        update = np.zeros(self.cfg.pool_size)
-        for w, m in zip(weights, messages):
-            np.add.at(update, m.arrays["indices"].astype(np.int64), w * m.arrays["scalars"].astype(np.float64))
-        return update.astype(SCALAR_DTYPE)
+        weights = data_weights([len(self.data.parts[m.client]) for m in messages])
+        return weighted_sparse_sum([m.arrays["indices"] for m in messages], [m.arrays["scalars"] for m in messages],
+                                   weights, self.cfg.pool_size).astype(SCALAR_DTYPE)
 
-    def apply(self, update):
+    def apply(self, update, round, plan):
         if update is None:
             return
         used = np.flatnonzero(update)
@@ -103,18 +110,11 @@ class FedKSeed(Algorithm):
             self.dirs.axpy(self.pool[index], -self.cfg.lr * float(update[index]))
         self.abs_sum[used] += np.abs(update[used])
         self.uses[used] += 1
-        self.history.append((self.round, update))
-
-    def configure_round(self, round, selected):
-        self.round = round
+        self.history.add(round, updates=update)
 
     def state(self):
-        state = {"abs_sum": self.abs_sum, "uses": self.uses,
-                 "history_rounds": np.array([r for r, _ in self.history], dtype=np.int64)}
-        if self.history:
-            state["history_updates"] = np.stack([u for _, u in self.history])
-        return state
+        return {"abs_sum": self.abs_sum, "uses": self.uses, **self.history.state()}
 
     def load_state(self, state):
         self.abs_sum, self.uses = state["abs_sum"].copy(), state["uses"].copy()
-        self.history = [(int(r), state["history_updates"][i].copy()) for i, r in enumerate(state["history_rounds"])]
+        self.history.load_state({k: v for k, v in state.items() if k.startswith("history_")})

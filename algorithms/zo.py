@@ -17,6 +17,8 @@ def derive_seed(root: int, *keys: int) -> int:
     return int(np.random.SeedSequence(root, spawn_key=tuple(int(k) for k in keys)).generate_state(1)[0])
 
 
+AXPY_TENSORS = 3  # p += alpha * z reads p and z and writes p
+
 # Row b holds the 8 signs (+1/-1) spelt by the bits of byte b, least significant first.
 _SIGNS = ((torch.arange(256).unsqueeze(-1) >> torch.arange(8)) & 1).float().mul_(2).sub_(1)
 
@@ -101,7 +103,13 @@ class Directions:
             for p, z in self._views(seed, work):
                 p.add_(z, alpha=alpha)
         if work is not None:
-            work.add_elementwise(self.numel, self.elem_bytes, tensors_touched=3)
+            work.add_elementwise(self.numel, self.elem_bytes, tensors_touched=AXPY_TENSORS)
+
+    def charge_axpy(self, work: Work, count: int = 1) -> None:
+        """What ``count`` axpy's along freshly generated directions cost: the random numbers and one
+        parameter pass each (the update cost every method charges, in one place)."""
+        work.add_rng(count * self.numel, self.distribution, self.elem_bytes)
+        work.add_elementwise(count * self.numel, self.elem_bytes, tensors_touched=AXPY_TENSORS)
 
     def direction(self, seed: int) -> list[torch.Tensor]:
         """z(seed) as fresh tensors (for tests and analysis; the methods never keep z)."""

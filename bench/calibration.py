@@ -33,14 +33,14 @@ CLIENTS = 4
 def measure(overrides: list[str], host) -> dict:
     scenario, base = load_scenario(ROOT / "scenarios/quickstart.yaml", COMMON + overrides)
     algo = build_learning(scenario, base)
-    algo.configure_round(1, list(range(CLIENTS)))
-    algo.client_update(CLIENTS, 1)  # warm-up: allocator, kernels
+    plan = algo.configure_round(1, list(range(CLIENTS)))
+    algo.client_update(CLIENTS, 1, plan)  # warm-up: allocator, kernels
     clock, measured, predicted = host_clock(), 0.0, 0.0
     for client in range(CLIENTS):  # each client's update twice; the faster run (less host noise)
         times = []
         for _ in range(2):
             start = clock()
-            _, work = algo.client_update(client, 1)
+            _, work = algo.client_update(client, 1, plan)
             times.append(clock() - start)
         measured += min(times)
         predicted += compute_seconds(work, host)

@@ -77,7 +77,7 @@ def main() -> int:
 
 
 def resummarize(run_dir: Path, target: float | None) -> dict:
-    """A run's summary (DESIGN section 9) recomputed from its CSVs for ``target``."""
+    """A run's summary (docs/design.md, section 6) recomputed from its CSVs for ``target``."""
     with (run_dir / "rounds.csv").open() as fh:
         rounds = list(csv.DictReader(fh))
     with (run_dir / "clients.csv").open() as fh:

@@ -1,6 +1,6 @@
 """The MeZO step on MiniLM-L6 (all 22.7M parameters): forward time vs everything else.
 
-One step = perturb, forward, flip, forward, restore, update (DESIGN section 4). Prints, per
+One step = perturb, forward, flip, forward, restore, update (the MeZO step). Prints, per
 variant (Gaussian z regenerated 4x as MeZO does; Gaussian drawn once per step with ``cache_z``;
 Rademacher from raw bits, cached), the step time, its two forwards and the non-forward share
 (perturb + RNG + restore + update), and writes bench/results/zo_step.json.

@@ -25,8 +25,10 @@ import csv
 import math
 from pathlib import Path
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat
+
+from edgefed import streams
+from edgefed.streams import Stream
 
 DAY_S = 86400.0
 DEFAULT_DAILY_TRACE = Path(__file__).with_name("traces") / "charging_wifi.csv"
@@ -103,7 +105,7 @@ def daily_windows(users: dict[str, list[tuple[float, float]]], on_battery: list[
                   seed: int) -> dict[int, list[tuple[float, float]]]:
     """Each battery-powered device's windows in simulated seconds modulo a day, over two days
     with touching windows merged (so one crossing midnight is one window)."""
-    rng = np.random.default_rng([seed, 25])
+    rng = streams.rng(seed, Stream.DAILY_USERS)
     names = sorted(users)
     out = {}
     for client, battery in enumerate(on_battery):
@@ -134,13 +136,13 @@ class Availability:
         self.spec, self.seed = spec, seed
         self.trace = trace or {}
         self.daily = daily or {}  # charging_wifi: daily_windows()
-        self.phase_s = np.random.default_rng([seed, 21]).uniform(0.0, DAY_S, num_clients)
+        self.phase_s = streams.rng(seed, Stream.DIURNAL_PHASE).uniform(0.0, DAY_S, num_clients)
 
     def is_on(self, client: int, t: float, draw: tuple[int, int]) -> bool:
         """``draw`` = (round, attempt) seeds the per-round Bernoulli coin."""
         kind = self.spec.kind
         if kind == "bernoulli":
-            return bool(np.random.default_rng([self.seed, 22, client, *draw]).random() < self.spec.p)
+            return bool(streams.rng(self.seed, Stream.BERNOULLI_ON, client, *draw).random() < self.spec.p)
         if kind == "diurnal":
             return (t - self.phase_s[client]) % DAY_S < self.spec.on_hours * 3600.0
         if kind == "trace" and client in self.trace:
@@ -164,7 +166,7 @@ class Availability:
         elif self.spec.kind == "charging_wifi" and client in self.daily:
             end = (self._daily_window(client, t) or (t, t))[1]
         if self.spec.failures_per_hour > 0:
-            rng = np.random.default_rng([self.seed, 23, client, round])
+            rng = streams.rng(self.seed, Stream.FAILURES, client, round)
             end = min(end, t + rng.exponential(3600.0 / self.spec.failures_per_hour))
         return end
 
@@ -188,6 +190,6 @@ class Availability:
 def slowdown(spec: StragglerSpec, seed: int, client: int, round: int) -> float:
     if spec.sigma == 0 and spec.probability == 0:
         return 1.0
-    rng = np.random.default_rng([seed, 24, client, round])
+    rng = streams.rng(seed, Stream.STRAGGLERS, client, round)
     factor = rng.lognormal(0.0, spec.sigma)
     return factor * (spec.factor if rng.random() < spec.probability else 1.0)

@@ -5,25 +5,55 @@ Builders only construct; they import nothing that drives a run (``runner``, ``re
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from edgefed.algorithms.base import FederatedData, init_prototype_head
 from edgefed.algorithms.data import DataError, Tokenized, load_dataset, partition
-from edgefed.algorithms.decomfl import DeComFL
-from edgefed.algorithms.fedavg import FedAvg
-from edgefed.algorithms.fedkseed import FedKSeed
-from edgefed.algorithms.fedspzo import FedSPZO
-from edgefed.algorithms.fedzo import FedZO
+from edgefed.algorithms.fedspzo import FedSPZOSpec
 from edgefed.algorithms.models import ModelLoadError, TaskModel, load_backbone
+from edgefed.algorithms.registry import METHODS
 from edgefed.devices.availability import DEFAULT_DAILY_TRACE, Availability, daily_windows, read_daily_trace, read_trace
 from edgefed.simulator.costs import fits_in_memory
-from edgefed.simulator.engine import Client
+from edgefed.simulator.engine import Client, Engine
 from edgefed.simulator.network import link_factors, read_link_trace
+from edgefed.simulator.replay import ReplayAlgorithm, load_trace
 from edgefed.simulator.scenario import Scenario, ScenarioError, resolve_path
 
-ALGORITHMS = {"decomfl": DeComFL, "fedspzo": FedSPZO, "fedkseed": FedKSeed, "fedzo": FedZO, "fedavg": FedAvg}
+@dataclass
+class Run:
+    """A run ready to drive: the engine (holding the algorithm and the fleet) and who was left out."""
+
+    engine: Engine
+    excluded: list[dict]  # per device kind that cannot hold the method: count, needed and usable bytes
+
+    @property
+    def replay(self) -> bool:
+        return isinstance(self.engine.algo, ReplayAlgorithm)
+
+
+def build_run(scenario: Scenario, base: Path) -> Run:
+    """The learning (or, with ``replay``, the recorded trace standing in for it), the fleet with its
+    memory exclusions and availability, and the engine over them."""
+    if scenario.replay is not None:
+        trace = load_trace(resolve_path(base, scenario.replay.trace))
+        if scenario.rounds.max > len(trace["updates"]):
+            raise ScenarioError(f"rounds.max: {scenario.rounds.max} exceeds the {len(trace['updates'])} rounds "
+                                "in replay.trace")
+        algorithm = ReplayAlgorithm(trace)
+    else:
+        algorithm = build_learning(scenario, base)
+        fit_to_fleet(algorithm, scenario)
+    clients = build_fleet(scenario, base)
+    excluded = mark_memory_exclusions(clients, algorithm.peak_memory_bytes())
+    if not any(c.eligible for c in clients):
+        need = algorithm.peak_memory_bytes() / 1e9
+        raise ScenarioError(f"fleet: no device can hold this method's peak memory ({need:.2f} GB)")
+    engine = Engine(algorithm, clients, scenario.rounds, scenario.seed, scenario.model.dtype, scenario.fleet,
+                    build_availability(scenario, base))
+    return Run(engine, excluded)
 
 
 def build_fleet(scenario: Scenario, base: Path = Path(".")) -> list[Client]:
@@ -97,20 +127,19 @@ def build_learning(scenario: Scenario, base: Path):
         raise ScenarioError(f"{resolve_path(base, ds.train)}: {exc}") from None
     data = FederatedData(train_tok, parts, test_tok)
     try:
-        return ALGORITHMS[scenario.algorithm.name](model, data, scenario.algorithm, scenario.seed)
+        return METHODS[scenario.algorithm.name](model, data, scenario.algorithm, scenario.seed)
     except ValueError as exc:
         raise ScenarioError(str(exc) if str(exc).startswith("algorithm.") else f"algorithm.trainable: {exc}") from None
 
 
 def fit_to_fleet(algorithm, scenario: Scenario) -> None:
-    """Let a method with a per-device plan (FedSPZO's ``auto`` split/p2) fit its chosen device:
-    ``algorithm.auto_device``, else the fleet's slowest, which sets the round's pace."""
-    if not hasattr(algorithm, "fit_device"):
-        return
+    """Let the method fit the device that sets the round's pace: FedSPZO's ``auto_device`` if
+    named, else the fleet's slowest (most methods ignore it)."""
     devices, _ = scenario.fleet.profiles()
     dtype = scenario.model.dtype
-    name = scenario.algorithm.auto_device or min((g.device for g in scenario.fleet.groups),
-                                                 key=lambda d: devices[d].peak_flops(dtype))
+    spec = scenario.algorithm
+    name = (spec.auto_device if isinstance(spec, FedSPZOSpec) else None) or min(
+        (g.device for g in scenario.fleet.groups), key=lambda d: devices[d].peak_flops(dtype))
     if name not in devices:
         raise ScenarioError(f"algorithm.auto_device: unknown device {name!r}")
     try:

@@ -2,26 +2,34 @@
 
 One safetensors file (no pickle) written atomically after every round: the trainable parameters,
 the algorithm's state arrays (e.g. DeComFL's seed/scalar history) and the torch RNG state as
-tensors; the engine state (round, last sync per client, simulated clock), the rows written so far
-and the resolved scenario as JSON in the file's metadata. Rounds are synchronous, so no SimPy
-process or queue is pending at a boundary, and every per-round RNG derives from (seed, round):
-restoring this state is enough to replay the rest bit for bit.
+tensors; the engine state (round, last sync per client, simulated clock, batteries) and the
+resolved scenario as JSON in the file's metadata. The result rows and the learning trace are not
+in it - they are in the run directory's own files, which resume cuts back to the checkpoint's
+round - so its size does not grow with the rows. Rounds are synchronous, so no SimPy process or
+queue is pending at a boundary, and every per-round RNG derives from (seed, round): restoring this
+state is enough to replay the rest bit for bit.
 """
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
+from edgefed.simulator.records import ClientRecord, RoundObserver, RoundRecord
+
+if TYPE_CHECKING:
+    from edgefed.simulator.engine import Engine
 from edgefed.simulator.results import atomic_write
 
 CHECKPOINT = "checkpoint.safetensors"
-FORMAT = "edgefed-checkpoint-1"
+FORMAT = "edgefed-checkpoint-2"
 
 
 class CheckpointError(ValueError):
@@ -30,10 +38,35 @@ class CheckpointError(ValueError):
 
 @dataclass
 class Checkpoint:
-    state: dict  # JSON: scenario, engine, rounds, clients, excluded, host_seconds
+    state: dict  # JSON: scenario, engine, excluded, host_seconds
     params: dict[str, torch.Tensor]
     algorithm: dict[str, np.ndarray]
     torch_rng: torch.Tensor
+
+    def restore(self, engine: Engine) -> None:
+        """Put the engine and its algorithm back where they were after the checkpoint's round."""
+        algo = engine.algo
+        algo.trainable.restore([self.params[name] for name in algo.trainable.names])
+        algo.load_state(self.algorithm)
+        engine.load_state(self.state["engine"])
+        torch.set_rng_state(self.torch_rng)
+
+
+class Checkpointer(RoundObserver):
+    """Saves a checkpoint after every round. ``started``: the ``time.perf_counter()`` at which the
+    run's host time began (earlier sessions of a resumed run included)."""
+
+    def __init__(self, run_dir: Path, resolved: dict, excluded: list[dict], started: float):
+        self.run_dir, self.resolved, self.excluded, self.started = run_dir, resolved, excluded, started
+
+    def host_seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+    def round_done(self, engine: Engine, record: RoundRecord, rows: list[ClientRecord]) -> None:
+        algo = engine.algo
+        state = {"scenario": self.resolved, "engine": engine.state(), "excluded": self.excluded,
+                 "host_seconds": self.host_seconds()}
+        save_checkpoint(self.run_dir, state, dict(zip(algo.trainable.names, algo.trainable.params)), algo.state())
 
 
 def save_checkpoint(run_dir: Path, state: dict, params: dict[str, torch.Tensor],
@@ -52,7 +85,7 @@ def load_checkpoint(run_dir: Path) -> Checkpoint:
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}
             if meta.get("format") != FORMAT:
-                raise CheckpointError(f"{path}: not an edgefed checkpoint")
+                raise CheckpointError(f"{path}: not an edgefed checkpoint of this version ({FORMAT})")
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}
         state = json.loads(meta["state"])
     except (SafetensorError, OSError, ValueError, KeyError) as exc:

@@ -1,4 +1,4 @@
-"""The ``edgefed`` command line (DESIGN section 11).
+"""The ``edgefed`` command line (docs/design.md, section 8).
 
 Exit codes: 0 done, 2 bad input (one line on stderr naming the field or file), 1 runtime failure
 (results so far kept).
@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from edgefed.simulator.records import RoundObserver
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Discrete-event simulator of federated fine-tuning on edge devices.")
 console = Console(stderr=True)
@@ -27,27 +29,26 @@ def fail_input(message: str) -> None:
     raise typer.Exit(2)
 
 
-class RoundProgress:
+class RoundProgress(RoundObserver):
     """A progress bar over rounds with the latest accuracy and simulated time."""
 
     def __init__(self, enabled: bool):
-        self.enabled = enabled
         self.bar = Progress(TextColumn("[bold]round"), MofNCompleteColumn(), BarColumn(),
                             TextColumn("acc {task.fields[acc]}  sim {task.fields[sim]}"),
                             TimeElapsedColumn(), console=console, disable=not enabled)
         self.task = None
+        self.acc = None
 
-    def start(self, total: int, accuracy: float) -> None:
-        self.bar.start()
-        self.task = self.bar.add_task("rounds", total=total, acc=f"{accuracy:.3f}", sim="0 s")
-        self.acc = accuracy
-
-    def advance(self, record) -> None:
+    def round_done(self, engine, record, rows) -> None:
         if record.accuracy is not None:
             self.acc = record.accuracy
-        self.bar.update(self.task, advance=1, acc=f"{self.acc:.3f}", sim=f"{record.sim_time_s:,.0f} s")
+        fields = {"acc": "-" if self.acc is None else f"{self.acc:.3f}", "sim": f"{record.sim_time_s:,.0f} s"}
+        if self.task is None:
+            self.bar.start()
+            self.task = self.bar.add_task("rounds", total=engine.cfg.max, **fields)
+        self.bar.update(self.task, completed=record.round, **fields)
 
-    def stop(self) -> None:
+    def close(self, engine, status) -> None:
         self.bar.stop()
 
 

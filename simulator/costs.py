@@ -1,4 +1,4 @@
-"""Counted work -> seconds on a device: a roofline per op class (DESIGN section 6).
+"""Counted work -> seconds on a device: a roofline per op class (docs/design.md, section 5).
 
 ``time = sum over op classes of max(flops / sustained FLOP/s, bytes / memory bandwidth)``; random
 numbers run at the device's own measured ``rng_flops`` where it has one (a CPU's RNG is far slower

@@ -1,6 +1,6 @@
 """The SimPy engine: a server process running synchronous rounds over client processes.
 
-Per round (DESIGN section 7): the server selects clients; the *learning* of every selected client
+Per round (docs/design.md, section 5): the server selects clients; the *learning* of every selected client
 runs for real on the host first, in a fixed order and in zero simulated time; then SimPy plays the
 systems side - each client process downloads over the network (``simulator.network``: links
 shared by processor sharing), computes for the time its counted work takes on its device (times a
@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import numpy as np
 import simpy
 
-from edgefed.algorithms.base import Algorithm, evaluate
+from edgefed.streams import Stream, rng
+from edgefed.algorithms.base import Algorithm
 from edgefed.algorithms.message import Message
 from edgefed.algorithms.work import Work
 from edgefed.devices.availability import Availability, AvailabilitySpec, StragglerSpec, slowdown
@@ -28,6 +28,7 @@ from edgefed.simulator.costs import compute_seconds
 from edgefed.simulator.energy import needs_promotion, radio_energy, transfer_cost
 from edgefed.simulator.network import Network, Transfer, build_topology
 from edgefed.simulator.radio import Radio
+from edgefed.simulator.records import ClientRecord, RoundObserver, RoundRecord
 from edgefed.simulator.thermal import Thermal
 
 
@@ -47,33 +48,6 @@ class Client:
 
 
 @dataclass
-class ClientRecord:
-    """One row of clients.csv."""
-
-    round: int
-    client: int
-    device: str
-    status: str = "ok"
-    download_s: float = 0.0
-    compute_s: float = 0.0
-    upload_s: float = 0.0
-    idle_s: float = 0.0
-    energy_compute_j: float = 0.0
-    energy_radio_j: float = 0.0
-    energy_idle_j: float = 0.0
-    bytes_up: int = 0
-    bytes_down: int = 0
-    flops: float = 0.0
-    peak_memory_bytes: int = 0
-    note: str = ""
-    finished_at: float = field(default=0.0, repr=False)
-
-    @property
-    def energy_j(self) -> float:
-        return self.energy_compute_j + self.energy_radio_j + self.energy_idle_j
-
-
-@dataclass
 class Job:
     """What the host's real learning produced for one client this round."""
 
@@ -81,24 +55,6 @@ class Job:
     work: Work
     upload: Message
     rejected: str | None = None  # why the server will not absorb the upload
-
-
-@dataclass
-class RoundRecord:
-    """One row of rounds.csv."""
-
-    round: int
-    sim_time_s: float
-    accuracy: float | None
-    loss: float | None
-    selected: int
-    aggregated: int
-    dropped: int
-    bytes_up: int
-    bytes_down: int
-    energy_j: float
-    client_flops: float
-    host_seconds: float
 
 
 @dataclass
@@ -139,7 +95,9 @@ class Engine:
         self._enough: simpy.Event | None = None
         self._need = 0
         self.pool = None  # a ClientPool runs client updates on workers (simulator/parallel.py)
+        self.plan = None  # what the algorithm planned for the current round (configure_round)
         self.updates: dict[int, tuple[Message, Work]] = {}  # the last round's, for trace recording
+        self.observers: list[RoundObserver] = []
 
     # -- selection -----------------------------------------------------------------------
     def usable(self, client: Client) -> bool:
@@ -149,18 +107,18 @@ class Engine:
         """Client ids for ``round`` among ``available`` (default: every usable device)."""
         if available is None:
             available = [c.id for c in self.clients if self.usable(c)]
-        rng = np.random.default_rng([self.seed, 3, round])
+        draw = rng(self.seed, Stream.SELECTION, round)
         k = min(self.cfg.clients_per_round, len(available))
         if self.cfg.selection == "overselect":
             k = min(math.ceil(self.cfg.clients_per_round * self.cfg.overselect), len(available))
         if self.cfg.selection == "resource_aware" and self.reference is not None:
-            return self._select_in_time(available, k, rng)
-        return sorted(rng.choice(available, size=k, replace=False).tolist())
+            return self._select_in_time(available, k, draw)
+        return sorted(draw.choice(available, size=k, replace=False).tolist())
 
-    def _select_in_time(self, available: list[int], k: int, rng) -> list[int]:
+    def _select_in_time(self, available: list[int], k: int, draw) -> list[int]:
         """Uniform among devices expected to finish by the deadline; fill up with the fastest.
         Without a deadline: the k fastest (ties broken at random)."""
-        order = rng.permutation(available).tolist()
+        order = draw.permutation(available).tolist()
         expected = {cid: self.expected_seconds(self.clients[cid]) for cid in order}
         deadline = self.cfg.deadline_s if self.cfg.deadline_s is not None else -math.inf
         in_time = [cid for cid in order if expected[cid] <= deadline]
@@ -285,16 +243,12 @@ class Engine:
             proc.interrupt("dropped")
 
     # -- the host's learning ---------------------------------------------------------------
-    def client_updates(self, round: int, selected: list[int]) -> dict[int, tuple[Message, Work]]:
+    def client_updates(self, round: int, selected: list[int], plan) -> dict[int, tuple[Message, Work]]:
         """The selected clients' real local steps: in order on the host model, or on ``pool``'s
         workers (same results; catch-up is pure bookkeeping and stays here)."""
         if self.pool is not None:
-            return self.pool.client_updates(self.algo, round, selected)
-        return {cid: self.algo.client_update(cid, round) for cid in selected}
-
-    def measure(self, round: int) -> tuple[float, float]:
-        """Held-out accuracy and loss of the global model after ``round``."""
-        return evaluate(self.algo.model, self.algo.data.test)
+            return self.pool.client_updates(self.algo, round, selected, plan)
+        return {cid: self.algo.client_update(cid, round, plan) for cid in selected}
 
     # -- the server ----------------------------------------------------------------------
     def run_round(self, round: int, evaluate_now: bool):
@@ -305,9 +259,11 @@ class Engine:
             return None  # no device will ever be on again
         host_start = time.perf_counter()
         selected = self.select(round, available)
-        algo.configure_round(round, selected)
-        downs = {cid: algo.catch_up(cid, self.last_sync[cid], round) for cid in selected}
-        self.updates = self.client_updates(round, selected)  # the real learning, zero simulated time
+        plan = self.plan = algo.configure_round(round, selected)
+        for observer in self.observers:
+            observer.round_configured(self, round)
+        downs = {cid: algo.catch_up(cid, self.last_sync[cid], round, plan) for cid in selected}
+        self.updates = self.client_updates(round, selected, plan)  # the real learning, zero simulated time
         jobs = {cid: Job(downs[cid][0], downs[cid][1].merge(self.updates[cid][1]), self.updates[cid][0],
                          algo.rejects(self.updates[cid][0])) for cid in selected}
         host_learning = time.perf_counter() - host_start
@@ -341,7 +297,7 @@ class Engine:
 
         arrived = [cid for cid in selected if records[cid].status == "ok" and jobs[cid].rejected is None]
         host_start = time.perf_counter()
-        algo.apply(algo.aggregate([jobs[cid].upload for cid in arrived]))
+        algo.apply(algo.aggregate([jobs[cid].upload for cid in arrived]), round, plan)
         for cid in selected:
             if records[cid].download_s > 0 and records[cid].bytes_down == jobs[cid].download.nbytes:
                 self.last_sync[cid] = round - 1  # it pulled the model as of the previous round
@@ -358,7 +314,7 @@ class Engine:
                 rec.status, rec.note = "rejected", jobs[rec.client].rejected
         accuracy = loss = None
         if evaluate_now:
-            accuracy, loss = self.measure(round)
+            accuracy, loss = algo.evaluate()
         host_seconds = host_learning + time.perf_counter() - host_start
         rows = [records[cid] for cid in selected]
         self.round = round
@@ -416,17 +372,31 @@ class Engine:
                 work.add(kind, flops, nbytes)
             self.reference = Estimate(ref["bytes_down"], ref["bytes_up"], work)
 
-    def run(self, on_round, start_round: int = 1):
-        """Drive rounds ``start_round..max``; ``on_round(RoundRecord, rows)`` after each one.
+    def initial_round(self) -> tuple[RoundRecord, list[ClientRecord]]:
+        """Round 0: the global model's accuracy before training, and the excluded devices."""
+        start = time.perf_counter()
+        accuracy, loss = self.algo.evaluate()
+        return RoundRecord(0, float(self.env.now), accuracy, loss, host_seconds=time.perf_counter() - start), \
+            self.excluded_records()
+
+    def run(self, start_round: int = 1) -> None:
+        """Drive rounds ``start_round..max`` (from 1: round 0 first), telling every observer.
         Raises ``Diverged`` after reporting the round where learning broke down."""
         def server():
+            if start_round == 1:
+                self._report(*self.initial_round())
             for r in range(start_round, self.cfg.max + 1):
                 evaluate_now = r % self.cfg.eval_every == 0 or r == self.cfg.max
                 result = yield from self.run_round(r, evaluate_now)
-                if result is None or on_round(*result) is False:
+                if result is None:
                     return
+                self._report(*result)
                 problem = self.divergence(*result)
                 if problem:
                     raise Diverged(f"learning diverged at round {r}: {problem}")
         self.env.process(server())
         self.env.run()
+
+    def _report(self, record: RoundRecord, rows: list[ClientRecord]) -> None:
+        for observer in self.observers:
+            observer.round_done(self, record, rows)

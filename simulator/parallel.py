@@ -1,9 +1,8 @@
 """Parallel clients: a round's local updates on worker processes or Ray actors.
 
 Each worker builds the scenario's learning once (same seed, so the same model and data). Per round
-the host sends every worker the global trainable weights and the algorithm's server state; the
-worker calls ``configure_round`` itself and runs ``client_update`` for its share of the selected
-clients. ``client_update`` depends only on those (the algorithm contract), so the results equal
+the host sends every worker the global trainable weights, the algorithm's server state and the
+round's plan; the worker runs ``client_update`` for its share of the selected clients. ``client_update`` depends only on those (the algorithm contract), so the results equal
 the sequential run's; the engine merges them in client order.
 """
 from __future__ import annotations
@@ -28,15 +27,14 @@ def _start_worker(resolved: dict, base: str, threads: int) -> None:
     _ALGO = build_learning(Scenario.model_validate(resolved), Path(base))
 
 
-def _updates(algo, weights, state, round, selected, clients) -> dict:
+def _updates(algo, weights, state, round, plan, clients) -> dict:
     algo.trainable.restore(weights)
     algo.load_state(state)
-    algo.configure_round(round, selected)
-    return {cid: algo.client_update(cid, round) for cid in clients}
+    return {cid: algo.client_update(cid, round, plan) for cid in clients}
 
 
-def _local_updates(weights, state, round, selected, clients) -> dict:
-    return _updates(_ALGO, weights, state, round, selected, clients)
+def _local_updates(weights, state, round, plan, clients) -> dict:
+    return _updates(_ALGO, weights, state, round, plan, clients)
 
 
 def shares(selected: list[int], workers: int) -> list[list[int]]:
@@ -61,9 +59,9 @@ class LocalPool:
                                         initializer=_start_worker,
                                         initargs=(scenario_dict(scenario), str(base), threads))
 
-    def client_updates(self, algo, round, selected):
+    def client_updates(self, algo, round, selected, plan):
         weights, state = algo.trainable.snapshot(), algo.state()
-        futures = [self.pool.submit(_local_updates, weights, state, round, selected, share)
+        futures = [self.pool.submit(_local_updates, weights, state, round, plan, share)
                    for share in shares(selected, self.workers)]
         merged = {}
         for future in futures:
@@ -93,15 +91,15 @@ class RayPool:
             def __init__(self):
                 _start_worker(scenario_dict(scenario), str(base), 1)
 
-            def updates(self, weights, state, round, selected, clients):
-                return _local_updates(weights, state, round, selected, clients)
+            def updates(self, weights, state, round, plan, clients):
+                return _local_updates(weights, state, round, plan, clients)
 
         actor = ray.remote(num_cpus=1, num_gpus=gpus)(Worker)
         self.actors = [actor.remote() for _ in range(workers)]
 
-    def client_updates(self, algo, round, selected):
+    def client_updates(self, algo, round, selected, plan):
         weights, state = self.ray.put(algo.trainable.snapshot()), self.ray.put(algo.state())
-        refs = [a.updates.remote(weights, state, round, selected, share)
+        refs = [a.updates.remote(weights, state, round, plan, share)
                 for a, share in zip(self.actors, shares(selected, len(self.actors)))]
         merged = {}
         for part in self.ray.get(refs):

@@ -1,4 +1,4 @@
-"""Scenario regression (DESIGN section 10): rerun small scenarios and compare with golden outputs.
+"""Scenario regression: rerun small scenarios and compare with golden outputs.
 
 Goldens live in ``scenarios/regression/golden/<scenario stem>/`` (``summary.json``, ``rounds.csv``,
 ``clients.csv``).

@@ -1,7 +1,11 @@
-"""The run directory (DESIGN section 9): scenario.yaml, rounds.csv, clients.csv, summary.json.
+"""The run directory (docs/design.md, "Run directory"): scenario.yaml, rounds.csv, clients.csv,
+summary.json.
 
-Every file is written atomically (temp file in the same folder, fsync, rename), so a crash or a
-kill never leaves a half-written file; CSVs are rewritten whole at each round boundary.
+scenario.yaml and summary.json are written atomically (temp file in the same folder, fsync,
+rename). The CSVs grow by one append per file per round - a single write() of that round's rows,
+then fsync - so a killed run never leaves a half-written row and a round costs the same at round
+10 as at round 10,000; ``--resume`` cuts them back to the checkpoint's round. Client rows are kept
+in memory only as the few numbers summary.json sums, so a million-device replay stays small.
 """
 from __future__ import annotations
 
@@ -13,10 +17,14 @@ import tempfile
 from array import array
 from dataclasses import asdict, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
-from edgefed.simulator.engine import ClientRecord, RoundRecord
+from edgefed.simulator.records import ClientRecord, RoundObserver, RoundRecord
+
+if TYPE_CHECKING:
+    from edgefed.simulator.engine import Engine
 
 ROUND_COLUMNS = [f.name for f in fields(RoundRecord)]
 CLIENT_COLUMNS = [f.name for f in fields(ClientRecord) if f.name != "finished_at"]
@@ -52,33 +60,6 @@ def csv_text(columns: list[str], rows: list[dict]) -> str:
     for row in rows:
         writer.writerow({k: _fmt(row.get(k)) for k in columns})
     return buf.getvalue()
-
-
-class RunWriter:
-    """Keeps a run's rows and rewrites its files atomically after each round."""
-
-    def __init__(self, run_dir: Path):
-        self.dir = run_dir
-        self.rounds: list[dict] = []
-        self.clients: list[dict] = []
-
-    def write_scenario(self, resolved: dict, versions: dict) -> None:
-        text = yaml.safe_dump({**resolved, "_versions": versions}, sort_keys=False)
-        atomic_write(self.dir / "scenario.yaml", text)
-
-    def add_round(self, record: RoundRecord, rows: list[ClientRecord]) -> None:
-        self.rounds.append(asdict(record))
-        self.clients.extend({k: v for k, v in asdict(r).items() if k != "finished_at"} for r in rows)
-
-    def add_clients(self, rows: list[ClientRecord]) -> None:
-        self.clients.extend({k: v for k, v in asdict(r).items() if k != "finished_at"} for r in rows)
-
-    def flush(self) -> None:
-        atomic_write(self.dir / "rounds.csv", csv_text(ROUND_COLUMNS, self.rounds))
-        atomic_write(self.dir / "clients.csv", csv_text(CLIENT_COLUMNS, self.clients))
-
-    def write_summary(self, summary: dict) -> None:
-        atomic_write(self.dir / "summary.json", json.dumps(summary, indent=2) + "\n")
 
 
 def summarize(rounds: list[dict], clients: list[dict], target: float | None, excluded: list[dict],
@@ -125,56 +106,47 @@ def summarize(rounds: list[dict], clients: list[dict], target: float | None, exc
     }
 
 
+
 # client columns summed into summary.json's totals (kept per row so the sums equal summarize()'s)
 SUMMED = ("download_s", "compute_s", "upload_s", "idle_s", "energy_compute_j", "energy_radio_j", "energy_idle_j",
           "flops", "energy_j")
 
 
-class StreamingRunWriter(RunWriter):
-    """For fleets of thousands: each flush appends the new rounds' rows (one write per file), and
-    client rows are kept only as the few numbers summary.json sums, not as dicts.
-
-    An append is not atomic: a crash can leave a torn last line, unlike ``RunWriter``'s files.
-    """
+class RunWriter(RoundObserver):
+    """Appends each round's rows to rounds.csv and clients.csv and keeps what the summary needs."""
 
     def __init__(self, run_dir: Path):
-        super().__init__(run_dir)
-        self.pending_rounds: list[dict] = []
-        self.pending_clients: list[ClientRecord] = []
+        self.dir = run_dir
+        self.rounds: list[dict] = []
         self.sums = {k: array("d") for k in SUMMED}
         self.bytes = {"bytes_up": 0, "bytes_down": 0}
         self.by_status: dict[str, int] = {}
 
-    def add_round(self, record: RoundRecord, rows: list[ClientRecord]) -> None:
-        self.rounds.append(asdict(record))
-        self.pending_rounds.append(self.rounds[-1])
-        self.add_clients(rows)
+    def write_scenario(self, resolved: dict, versions: dict) -> None:
+        text = yaml.safe_dump({**resolved, "_versions": versions}, sort_keys=False)
+        atomic_write(self.dir / "scenario.yaml", text)
 
-    def add_clients(self, rows: list[ClientRecord]) -> None:
+    def round_done(self, engine: Engine, record: RoundRecord, rows: list[ClientRecord]) -> None:
+        self.rounds.append(asdict(record))
+        self._count([{c: getattr(r, c) for c in CLIENT_COLUMNS} for r in rows])
+        _append(self.dir / "rounds.csv", ROUND_COLUMNS, [[_fmt(self.rounds[-1][c]) for c in ROUND_COLUMNS]])
+        _append(self.dir / "clients.csv", CLIENT_COLUMNS, [[_fmt(getattr(r, c)) for c in CLIENT_COLUMNS] for r in rows])
+
+    def _count(self, rows: list[dict]) -> None:
         for r in rows:
             for key in SUMMED[:-1]:
-                self.sums[key].append(getattr(r, key))
-            self.sums["energy_j"].append(r.energy_compute_j + r.energy_radio_j + r.energy_idle_j)
-            self.bytes["bytes_up"] += r.bytes_up
-            self.bytes["bytes_down"] += r.bytes_down
-            self.by_status[r.status] = self.by_status.get(r.status, 0) + 1
-        self.pending_clients.extend(rows)
+                self.sums[key].append(float(r[key]))
+            self.sums["energy_j"].append(float(r["energy_compute_j"]) + float(r["energy_radio_j"])
+                                         + float(r["energy_idle_j"]))
+            self.bytes["bytes_up"] += int(r["bytes_up"])
+            self.bytes["bytes_down"] += int(r["bytes_down"])
+            self.by_status[r["status"]] = self.by_status.get(r["status"], 0) + 1
 
-    def flush(self) -> None:
-        self._append("rounds.csv", ROUND_COLUMNS, [[_fmt(r[c]) for c in ROUND_COLUMNS] for r in self.pending_rounds])
-        self._append("clients.csv", CLIENT_COLUMNS,
-                     [[_fmt(getattr(r, c)) for c in CLIENT_COLUMNS] for r in self.pending_clients])
-        self.pending_rounds, self.pending_clients = [], []
-
-    def _append(self, name: str, columns: list[str], rows: list[list]) -> None:
-        path = self.dir / name
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        if not path.exists():
-            writer.writerow(columns)
-        writer.writerows(rows)
-        with path.open("a") as fh:
-            fh.write(buf.getvalue())
+    def resume(self, last_round: int) -> None:
+        """Cut both CSVs back to rounds ``<= last_round`` (what the checkpoint holds) and rebuild
+        the summary's figures from them."""
+        self.rounds = _truncate(self.dir / "rounds.csv", last_round)
+        self._count(_truncate(self.dir / "clients.csv", last_round))
 
     def summary(self, target: float | None, excluded: list[dict], host_seconds: float, status: str) -> dict:
         summary = summarize(self.rounds, [], target, excluded, host_seconds, status)
@@ -182,3 +154,38 @@ class StreamingRunWriter(RunWriter):
         summary["totals"].update(energy_j=totals.pop("energy_j"), client_flops=totals.pop("flops"), **self.bytes,
                                  **totals, client_rounds=self.by_status)
         return summary
+
+    def write_summary(self, summary: dict) -> None:
+        atomic_write(self.dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+
+
+def _append(path: Path, columns: list[str], rows: list[list]) -> None:
+    """One write() of ``rows`` (with the header if the file is new), then fsync."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    if not path.exists():
+        writer.writerow(columns)
+    writer.writerows(rows)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, buf.getvalue().encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _truncate(path: Path, last_round: int) -> list[dict]:
+    """Keep the rows of rounds ``<= last_round`` (rows are in round order); return them."""
+    kept, size = [], 0
+    with path.open(newline="") as fh:
+        header = fh.readline()
+        size = len(header.encode())
+        columns = next(csv.reader([header]))
+        for line in iter(fh.readline, ""):
+            row = dict(zip(columns, next(csv.reader([line]))))
+            if not line.endswith("\n") or int(row["round"]) > last_round:
+                break
+            kept.append(row)
+            size += len(line.encode())
+    os.truncate(path, size)
+    return kept

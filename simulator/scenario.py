@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError,
-                      field_validator,
-                      model_validator)
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator, \
+    model_validator
 
+from edgefed.algorithms.registry import METHODS
 from edgefed.devices.availability import AvailabilitySpec, StragglerSpec
 from edgefed.devices.profile import DeviceProfile, LinkProfile, default_catalog
 from edgefed.simulator.network import NetworkSpec
@@ -73,57 +73,7 @@ class PartitionSpec(Strict):
     shards_per_client: PositiveInt = 2
 
 
-class ZOCommon(Strict):
-    lr: PositiveFloat = 1e-3
-    eps: PositiveFloat = 1e-3
-    local_steps: PositiveInt = 1
-    batch_size: PositiveInt = 16
-    perturbations: PositiveInt = 1
-    distribution: Literal["gaussian", "rademacher"] = "gaussian"
-    cache_z: bool = Field(False, description="draw z once per step and keep it (faster, one trainable-size buffer)")
-    trainable: str = Field("all", description="all | head | bias | norm | lora | last:N, joined with +",
-                           pattern=r"^(all|head|bias|norm|lora|last:[1-9]\d*)(\+(all|head|bias|norm|lora|last:[1-9]\d*))*$")
-
-
-class DeComFLSpec(ZOCommon):
-    name: Literal["decomfl"]
-
-
-class FedSPZOSpec(ZOCommon):
-    name: Literal["fedspzo"]
-    perturbations: Literal[1] = Field(1, description="unused: FedSPZO takes p1 and p2")
-    split: NonNegativeInt | Literal["auto"] = Field("auto", description="layer index: block 1 = embed + layers[:split]")
-    p1: PositiveInt = Field(1, description="block-1 directions per step")
-    p2: PositiveInt | Literal["auto"] = Field("auto", description="block-2 directions per block-1 direction")
-    p2_max: PositiveInt = 32
-    auto_device: str | None = Field(None, description="fleet device that split/p2 auto plan for; default the slowest")
-    auto_step_s: PositiveFloat | None = Field(None, description="seconds one local step may take on auto_device")
-    auto_budget: PositiveFloat = Field(2.0, description="else: step budget in plain MeZO steps (2*p1 full passes)")
-
-
-class FedKSeedSpec(ZOCommon):
-    name: Literal["fedkseed"]
-    perturbations: Literal[1] = Field(1, description="FedKSeed takes one perturbation per step")
-    pool_size: PositiveInt = Field(4096, le=65536, description="K candidate seeds shared from the start")
-    pro: bool = Field(False, description="FedKSeed-Pro: sample seeds by their scalar history")
-
-
-class FedZOSpec(ZOCommon):
-    name: Literal["fedzo"]
-
-
-class FedAvgSpec(Strict):
-    name: Literal["fedavg"]
-    lr: PositiveFloat = 1e-3
-    local_steps: PositiveInt = 1
-    batch_size: PositiveInt = 16
-    optimizer: Literal["sgd", "adam"] = "adam"
-    trainable: str = Field("all", description="all | head | bias | norm | lora | last:N, joined with +")
-
-
-AlgorithmSpec = Annotated[Union[DeComFLSpec, FedSPZOSpec, FedKSeedSpec, FedZOSpec, FedAvgSpec],
-                          Field(discriminator="name")]
-ALGORITHM_NAMES = {"decomfl", "fedspzo", "fedkseed", "fedzo", "fedavg"}
+AlgorithmSpec = Annotated[Union[tuple(method.Spec for method in METHODS.values())], Field(discriminator="name")]
 
 
 class FleetGroup(Strict):
@@ -262,7 +212,7 @@ SUBPATH = re.compile(r"^([A-Za-z_]\w*(?:\.\w+)+): (.*)$", re.S)
 def _format_error(exc: ValidationError) -> str:
     """One line: the dotted field path, what is wrong, and the offending value."""
     err = exc.errors()[0]
-    loc = [str(p) for p in err["loc"] if p not in ALGORITHM_NAMES]
+    loc = [str(p) for p in err["loc"] if p not in METHODS]
     msg = err["msg"].removeprefix("Value error, ")
     match = SUBPATH.match(msg)
     if match:  # a model validator named a deeper path itself

@@ -1,4 +1,4 @@
-"""Sweeps (DESIGN section 10): a base scenario times a grid and/or list of dotted-path values.
+"""Sweeps: a base scenario times a grid and/or list of dotted-path values.
 
 A sweep file::
 

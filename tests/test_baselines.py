@@ -12,19 +12,19 @@ from tests.helpers import tiny_setup, zo_cfg
 
 def _rounds(algo, rounds, selected=(0, 1)):
     for r in range(1, rounds + 1):
-        algo.configure_round(r, list(selected))
-        algo.apply(algo.aggregate([algo.client_update(c, r)[0] for c in selected]))
+        plan = algo.configure_round(r, list(selected))
+        algo.apply(algo.aggregate([algo.client_update(c, r, plan)[0] for c in selected]), r, plan)
 
 
 def test_fedkseed_draws_only_pool_seeds_and_catch_up_needs_at_most_k_replays():
     model, data = tiny_setup()
     algo = FedKSeed(model, data, zo_cfg(pool_size=8, pro=False, local_steps=3, perturbations=1), seed=2)
     start = algo.trainable.snapshot()
-    algo.configure_round(1, [0])
-    up, _ = algo.client_update(0, 1)
+    plan = algo.configure_round(1, [0])
+    up, _ = algo.client_update(0, 1, plan)
     assert len(up.arrays["indices"]) <= 3 and up.arrays["indices"].max() < 8
     _rounds(algo, 5)
-    msg, work = algo.catch_up(0, None, 6)
+    msg, work = algo.catch_up(0, None, 6, algo.configure_round(6, [0]))
     assert 0 < len(msg.arrays["indices"]) <= 8  # 30 local steps, yet at most K directions to replay
     # a new client rebuilds the global model from w0 with one replay per used seed
     final = algo.trainable.snapshot()
@@ -55,11 +55,11 @@ def test_weight_delta_methods_apply_the_data_weighted_mean_delta(make):
     model, data = tiny_setup()
     algo = make(model, data)
     start = algo.trainable.snapshot()
-    algo.configure_round(1, [0, 2])
-    messages = [algo.client_update(c, 1)[0] for c in (0, 2)]
+    plan = algo.configure_round(1, [0, 2])
+    messages = [algo.client_update(c, 1, plan)[0] for c in (0, 2)]
     assert all(m.nbytes >= algo.trainable.numel * 4 for m in messages)  # full weight deltas up
     sizes = np.array([len(data.parts[c]) for c in (0, 2)], dtype=np.float64)
-    algo.apply(algo.aggregate(messages))
+    algo.apply(algo.aggregate(messages), 1, plan)
     for i, (name, p) in enumerate(zip(algo.trainable.names, algo.trainable.params)):
         mean = sum(w * torch.as_tensor(m.arrays[name]) for w, m in zip(sizes / sizes.sum(), messages))
         assert torch.allclose(p - start[i], mean.to(p.dtype), atol=1e-6)
@@ -73,8 +73,8 @@ def test_fedavg_sgd_step_lowers_the_loss_of_its_batch():
     with torch.no_grad():
         before = float(model.loss(batch))
     algo.data.parts[0] = np.arange(len(data.train))  # the client holds the whole batch
-    algo.configure_round(1, [0])
-    algo.apply(algo.aggregate([algo.client_update(0, 1)[0]]))
+    plan = algo.configure_round(1, [0])
+    algo.apply(algo.aggregate([algo.client_update(0, 1, plan)[0]]), 1, plan)
     with torch.no_grad():
         assert float(model.loss(batch)) < before
 

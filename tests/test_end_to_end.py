@@ -80,12 +80,12 @@ def test_bytes_equal_serialized_message_lengths(tiny_run, tiny_dict):
     algo = build_learning(scenario, Path("."))
     engine = Engine(algo, build_fleet(scenario), scenario.rounds, scenario.seed)
     selected = engine.select(1)
-    algo.configure_round(1, selected)
+    plan = algo.configure_round(1, selected)
     rows = {int(c["client"]): c for c in read_csv(run_dir / "clients.csv") if c["round"] == "1"}
     assert sorted(rows) == selected
     for cid in selected:
-        down, _ = algo.catch_up(cid, None, 1)
-        up, _ = algo.client_update(cid, 1)
+        down, _ = algo.catch_up(cid, None, 1, plan)
+        up, _ = algo.client_update(cid, 1, plan)
         assert isinstance(up, Message)
         assert int(rows[cid]["bytes_down"]) == len(down.encode())
         assert int(rows[cid]["bytes_up"]) == len(up.encode())

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from edgefed.simulator.cli import app
 from edgefed.simulator.engine import Engine
+from edgefed.simulator.records import RoundObserver
 from edgefed.simulator.build import build_fleet, build_learning
 from edgefed.simulator.scenario import Scenario
 from tests.conftest import TINY, write_scenario
@@ -27,11 +28,11 @@ def run_engine(tiny_dict, fault=None, drop_victim=False):
     victim = engine.select(BAD_ROUND)[0]
     client_update, loss, aggregate = algo.client_update, algo.model.loss, algo.aggregate
 
-    def poisoned_update(cid, r):
+    def poisoned_update(cid, r, plan):
         hit = fault is not None and (cid, r) == (victim, BAD_ROUND)
         if hit and fault == "loss":
             algo.model.loss = lambda batch: loss(batch) * float("inf")
-        up, work = client_update(cid, r)
+        up, work = client_update(cid, r, plan)
         algo.model.loss = loss
         if hit and fault == "scalar":
             up.arrays["scalars"][0, -1] = np.nan
@@ -40,9 +41,18 @@ def run_engine(tiny_dict, fault=None, drop_victim=False):
     algo.client_update = poisoned_update
     if drop_victim:
         algo.aggregate = lambda msgs: aggregate([m for m in msgs if (m.client, m.round) != (victim, BAD_ROUND)])
-    rows = []
-    engine.run(lambda record, clients: rows.extend(clients))
-    return algo.trainable.snapshot(), rows, victim
+    collect = CollectRows()
+    engine.observers = [collect]
+    engine.run()
+    return algo.trainable.snapshot(), collect.rows, victim
+
+
+class CollectRows(RoundObserver):
+    def __init__(self):
+        self.rows = []
+
+    def round_done(self, engine, record, rows):
+        self.rows.extend(rows)
 
 
 @pytest.fixture(scope="module")
@@ -64,17 +74,17 @@ def test_poisoned_message_is_rejected_and_model_equals_run_without_it(tiny_dict,
 
 
 def test_eval_loss_nan_stops_the_run_with_exit_1_and_keeps_results(tmp_path, tiny_dict, monkeypatch):
-    from edgefed.simulator import engine as engine_module
+    from edgefed.algorithms import base as base_module
 
-    evaluate = engine_module.evaluate
+    evaluate = base_module.evaluate
     calls = []
 
     def failing_evaluate(model, test):
         calls.append(1)
         accuracy, loss = evaluate(model, test)
-        return (accuracy, float("nan")) if len(calls) == 2 else (accuracy, loss)
+        return (accuracy, float("nan")) if len(calls) == 3 else (accuracy, loss)  # rounds 0, 1, 2
 
-    monkeypatch.setattr(engine_module, "evaluate", failing_evaluate)
+    monkeypatch.setattr(base_module, "evaluate", failing_evaluate)
     result = CliRunner().invoke(app, ["run", str(write_scenario(tmp_path, tiny_dict)), "--out",
                                       str(tmp_path / "r"), "--quiet"])
     assert result.exit_code == 1, result.output

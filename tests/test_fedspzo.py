@@ -35,14 +35,12 @@ def test_passes_per_step_counted_by_hooks():
             counts[key] += 1
         return hook
 
-    algo.configure_round(1, [0])
-    algo.client_update(0, 1)  # FLOPs are measured (by running the blocks) once per shape: do it first
+    algo.client_update(0, 1, algo.configure_round(1, [0]))  # FLOPs are measured (by running the blocks) once per shape: do it first
     handles = [model.backbone.embeddings.register_forward_hook(counter("embed")),
                model.layers[split - 1].register_forward_hook(counter("block1_last")),
                model.layers[split].register_forward_hook(counter("block2_first")),
                model.layers[-1].register_forward_hook(counter("block2_last"))]
-    algo.configure_round(2, [0])
-    _, work = algo.client_update(0, 2)
+    _, work = algo.client_update(0, 2, algo.configure_round(2, [0]))
     for h in handles:
         h.remove()
     assert counts["embed"] == counts["block1_last"] == 2 * p1 * steps
@@ -53,8 +51,7 @@ def test_passes_per_step_counted_by_hooks():
 def test_frozen_block1_runs_once_per_step():
     model, data = tiny_setup()
     algo = FedSPZO(model, data, spzo_cfg(trainable="last:2", split=2, p1=2, p2=2, local_steps=1), seed=1)
-    algo.configure_round(1, [0])
-    _, work = algo.client_update(0, 1)
+    _, work = algo.client_update(0, 1, algo.configure_round(1, [0]))
     assert algo.dirs1.numel == 0 and work.passes == {"block1": 1, "block2": 8}
 
 
@@ -103,13 +100,13 @@ def test_catch_up_rebuilds_the_global_model_bit_for_bit():
     snapshots = {0: algo.trainable.snapshot()}
     for r in range(1, 5):
         selected = [r % 4, (r + 1) % 4]
-        algo.configure_round(r, selected)
-        algo.apply(algo.aggregate([algo.client_update(c, r)[0] for c in selected]))
+        plan = algo.configure_round(r, selected)
+        algo.apply(algo.aggregate([algo.client_update(c, r, plan)[0] for c in selected]), r, plan)
         snapshots[r] = algo.trainable.snapshot()
     assert any(not torch.equal(a, b) for a, b in zip(snapshots[0], snapshots[4]))
-    algo.configure_round(5, [0])
+    plan = algo.configure_round(5, [0])
     last = 1  # the client holds the model as of round 1 and missed rounds 2..4
-    msg, work = algo.catch_up(0, last, 5)
+    msg, work = algo.catch_up(0, last, 5, plan)
     algo.trainable.restore(snapshots[last])
     steps, p1, p2 = algo.cfg.local_steps, algo.cfg.p1, algo.p2
     seeds = msg.arrays["history_seeds"]

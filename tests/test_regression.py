@@ -4,6 +4,7 @@ reruns to the same goldens, and a changed device link fails."""
 import pytest
 
 from edgefed.simulator import regress
+from edgefed.simulator.records import RoundObserver
 from tests.conftest import REPO
 
 SCENARIOS = regress.scenario_files(REPO / "scenarios" / "regression")
@@ -39,21 +40,15 @@ def test_accuracy_within_tolerance_passes_and_beyond_fails(tmp_path):
         assert (regress.compare(golden, run) == []) is ok
 
 
-class StopAfter:
-    """A progress observer that interrupts the run after ``rounds`` rounds, as Ctrl-C would."""
+class StopAfter(RoundObserver):
+    """Interrupts the run after ``rounds`` rounds, as Ctrl-C would."""
 
     def __init__(self, rounds: int):
         self.rounds = rounds
 
-    def start(self, total, accuracy):
-        pass
-
-    def advance(self, record):
+    def round_done(self, engine, record, rows):
         if record.round >= self.rounds:
             raise KeyboardInterrupt
-
-    def stop(self):
-        pass
 
 
 @pytest.mark.parametrize("stem", ["mixed-deadline", "fedspzo-split", "fedkseed-pro"])

@@ -110,17 +110,18 @@ def test_resume_is_exact_for_every_algorithm_and_systems_state(tmp_path, tiny_di
     whole = cli("run", scenario, "--out", tmp_path / "whole", "--quiet")
     assert whole.exit_code == 0, whole.output
 
-    flush = RunWriter.flush
+    round_done = RunWriter.round_done
 
-    def stop_after_round_2(self):
-        flush(self)
-        if len(self.rounds) == 4:  # rounds 0..3 written; the checkpoint still holds round 2
+    def stop_after_round_3_rows(self, engine, record, rows):
+        round_done(self, engine, record, rows)
+        if record.round == 3:  # round 3's rows are on disk; the checkpoint still holds round 2
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(RunWriter, "flush", stop_after_round_2)
+    monkeypatch.setattr(RunWriter, "round_done", stop_after_round_3_rows)
     cli("run", scenario, "--out", tmp_path / "cut", "--quiet")
     assert checkpoint_round(tmp_path / "cut") == 2
-    monkeypatch.setattr(RunWriter, "flush", flush)
+    assert read_csv(tmp_path / "cut" / "rounds.csv")[-1]["round"] == "3"
+    monkeypatch.setattr(RunWriter, "round_done", round_done)
     resumed = cli("run", scenario, "--resume", tmp_path / "cut", "--quiet")
     assert resumed.exit_code == 0, resumed.output
     assert without_host_seconds(tmp_path / "cut") == without_host_seconds(tmp_path / "whole")

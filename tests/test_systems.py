@@ -34,12 +34,12 @@ class FakeAlgo:
         self.aggregated: list[list[int]] = []
 
     def configure_round(self, round, selected):
-        pass
+        return None
 
-    def catch_up(self, client, last_round, round):
+    def catch_up(self, client, last_round, round, plan):
         return SimpleNamespace(nbytes=self.down_bytes), Work()
 
-    def client_update(self, client, round):
+    def client_update(self, client, round, plan):
         work = Work()
         work.add("forward", flops=self.flops)
         return SimpleNamespace(nbytes=self.up_bytes, client=client), work
@@ -47,7 +47,7 @@ class FakeAlgo:
     def aggregate(self, messages):
         return sorted(m.client for m in messages)
 
-    def apply(self, update):
+    def apply(self, update, round, plan):
         self.aggregated.append(update)
 
     def rejects(self, message):
@@ -192,8 +192,8 @@ def test_dropout_mid_upload_leaves_the_aggregate_unchanged_and_charges_the_work(
 
     model, data = tiny_setup()  # the same round with only the three survivors' uploads
     expected = DeComFL(model, data, zo_cfg(), seed=1)
-    expected.configure_round(1, [0, 1, 2, 3])
-    expected.apply(expected.aggregate([expected.client_update(c, 1)[0] for c in (0, 2, 3)]))
+    plan = expected.configure_round(1, [0, 1, 2, 3])
+    expected.apply(expected.aggregate([expected.client_update(c, 1, plan)[0] for c in (0, 2, 3)]), 1, plan)
     got = cut.algo.trainable.snapshot()
     assert all(torch.equal(a, b) for a, b in zip(got, expected.trainable.snapshot()))
     assert not all(torch.equal(a, b) for a, b in zip(got, everyone.algo.trainable.snapshot()))

@@ -5,6 +5,8 @@ import json
 
 import pytest
 
+from edgefed.simulator.records import RoundObserver
+from edgefed.simulator.replay import load_trace
 from edgefed.simulator.runner import run_scenario
 from edgefed.simulator.scenario import ScenarioError, load_scenario
 from tests.conftest import TINY, write_scenario
@@ -40,7 +42,7 @@ def _same_systems(a, b):
 
 def test_replay_of_a_real_trace_reproduces_its_systems_figures_exactly(real):
     tmp, data, run_dir, _ = real
-    replay = {**copy.deepcopy(data), "replay": {"trace": str(run_dir / "trace.json")}}
+    replay = {**copy.deepcopy(data), "replay": {"trace": str(run_dir / "trace.jsonl")}}
     replay_dir, _ = _run(tmp, replay, "replayed")
     _same_systems(run_dir, replay_dir)
     # and the replay is not a copy: another fleet's links change the figures
@@ -51,9 +53,9 @@ def test_replay_of_a_real_trace_reproduces_its_systems_figures_exactly(real):
 
 def test_replay_scales_to_a_larger_fleet(real):
     tmp, data, run_dir, _ = real
-    trace = json.loads((run_dir / "trace.json").read_text())
+    trace = load_trace(run_dir / "trace.jsonl")
     big = copy.deepcopy(data)
-    big["replay"] = {"trace": str(run_dir / "trace.json")}
+    big["replay"] = {"trace": str(run_dir / "trace.jsonl")}
     big["fleet"]["groups"] = [{"device": "rpi5", "count": 300}, {"device": "pixel-7a", "count": 200}]
     big["rounds"].update(clients_per_round=50)
     big_dir, summary = _run(tmp, big, "big")
@@ -68,7 +70,7 @@ def test_replay_scales_to_a_larger_fleet(real):
 
 def test_replay_beyond_the_trace_is_bad_input(real):
     tmp, data, run_dir, _ = real
-    long = {**copy.deepcopy(data), "replay": {"trace": str(run_dir / "trace.json")}}
+    long = {**copy.deepcopy(data), "replay": {"trace": str(run_dir / "trace.jsonl")}}
     long["rounds"]["max"] = 4
     with pytest.raises(ScenarioError, match="rounds.max"):
         _run(tmp, long, "long")
@@ -83,3 +85,43 @@ def test_parallel_clients_give_the_sequential_outputs(real, backend, request):
     par_dir, _ = _run(tmp, parallel, f"parallel-{backend}")
     _same_systems(run_dir, par_dir)
     assert _rows(par_dir / "rounds.csv") == _rows(run_dir / "rounds.csv")  # accuracy and loss too
+
+
+class StopAfter(RoundObserver):
+    def __init__(self, rounds):
+        self.rounds = rounds
+
+    def round_done(self, engine, record, rows):
+        if record.round >= self.rounds:
+            raise KeyboardInterrupt
+
+
+def test_a_replay_interrupted_then_resumed_equals_the_uninterrupted_one(real):
+    tmp, data, run_dir, _ = real
+    replay = {**copy.deepcopy(data), "replay": {"trace": str(run_dir / "trace.jsonl")}}
+    replay["fleet"]["groups"] = [{"device": "rpi5", "count": 30}, {"device": "pixel-7a", "count": 20}]
+    replay["rounds"].update(clients_per_round=10)
+    whole, _ = _run(tmp, replay, "whole")
+    scenario, base = load_scenario(write_scenario(tmp, replay, "cut.yaml"))
+    with pytest.raises(KeyboardInterrupt):
+        run_scenario(scenario, base, tmp / "cut", progress=StopAfter(2))
+    assert len(_rows(tmp / "cut" / "rounds.csv")) == 3  # rounds 0..2 on disk
+    run_scenario(scenario, base, tmp / "cut", resume=True)
+    _same_systems(whole, tmp / "cut")
+
+
+def test_the_checkpoint_holds_neither_rows_nor_trace(real, tmp_path):
+    from edgefed.simulator.checkpoint import load_checkpoint
+
+    _, data, _, _ = real
+    sizes = {}
+    for stop in (1, 3):
+        longer = copy.deepcopy(data)
+        longer["rounds"].update(max=5)
+        scenario, base = load_scenario(write_scenario(tmp_path, longer, "ckpt.yaml"))
+        with pytest.raises(KeyboardInterrupt):
+            run_scenario(scenario, base, tmp_path / f"stop{stop}", progress=StopAfter(stop))
+        state = load_checkpoint(tmp_path / f"stop{stop}").state
+        assert set(state) == {"scenario", "engine", "excluded", "host_seconds"}
+        sizes[stop] = len(json.dumps(state))
+    assert abs(sizes[3] - sizes[1]) < 64, sizes  # the header does not grow with the rounds run

@@ -1,0 +1,37 @@
+"""Every random stream of a run, by name, in one list.
+
+Each draw derives from (scenario seed, stream id, keys...), so one stream's numbers never depend
+on how many another one drew, and no two modules share an id by accident. The ids are part of the
+reproducibility contract: renumbering one changes every result that uses it.
+"""
+from __future__ import annotations
+
+from enum import IntEnum
+
+import numpy as np
+
+
+class Stream(IntEnum):
+    BATCHES = 1           # a client's minibatches in a round: (round, client)
+    ROUND_SEEDS = 2       # DeComFL/FedSPZO: the per-step seeds a round's clients share: (round, step)
+    SELECTION = 3         # the clients a round selects: (round,)
+    SEED_POOL = 4         # FedKSeed's K candidate seeds: (k,)
+    CLIENT_DIRECTIONS = 5  # FedZO's client-drawn directions: (round, client, step, perturbation)
+    PROTOTYPES = 7        # the labelled examples of the prototype head: ()
+    LINK_VARIABILITY = 11  # per-device link bandwidth factors: ()
+    DIURNAL_PHASE = 21    # each device's diurnal phase: ()
+    BERNOULLI_ON = 22     # per-round Bernoulli availability: (client, round, attempt)
+    FAILURES = 23         # mid-round failures: (client, round)
+    STRAGGLERS = 24       # straggler slowdowns: (client, round)
+    DAILY_USERS = 25      # charging_wifi: each device's user and window shift: ()
+
+
+# Inside one step's seed (not the scenario seed): DeComFL's perturbation p > 0 uses
+# derive_seed(step_seed, p); FedSPZO's block-1 direction u_i derive_seed(step_seed, BLOCK1, i) and
+# block-2 direction v_ij derive_seed(step_seed, BLOCK2, i, j).
+BLOCK1, BLOCK2 = 1, 2
+
+
+def rng(seed: int, stream: Stream, *keys: int) -> np.random.Generator:
+    """The numpy generator of ``stream`` for ``keys`` under the scenario ``seed``."""
+    return np.random.default_rng([seed, int(stream), *keys])

@@ -1,0 +1,67 @@
+"""What a round produces (a rounds.csv row, clients.csv rows) and the observers that watch rounds.
+
+Kept apart from the engine so that writers, the command line and plots read them without
+importing the simulator's machinery.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ClientRecord:
+    """One row of clients.csv."""
+
+    round: int
+    client: int
+    device: str
+    status: str = "ok"
+    download_s: float = 0.0
+    compute_s: float = 0.0
+    upload_s: float = 0.0
+    idle_s: float = 0.0
+    energy_compute_j: float = 0.0
+    energy_radio_j: float = 0.0
+    energy_idle_j: float = 0.0
+    bytes_up: int = 0
+    bytes_down: int = 0
+    flops: float = 0.0
+    peak_memory_bytes: int = 0
+    note: str = ""
+    finished_at: float = field(default=0.0, repr=False)
+
+    @property
+    def energy_j(self) -> float:
+        return self.energy_compute_j + self.energy_radio_j + self.energy_idle_j
+
+
+@dataclass
+class RoundRecord:
+    """One row of rounds.csv (round 0: the model before training)."""
+
+    round: int
+    sim_time_s: float
+    accuracy: float | None
+    loss: float | None
+    selected: int = 0
+    aggregated: int = 0
+    dropped: int = 0
+    bytes_up: int = 0
+    bytes_down: int = 0
+    energy_j: float = 0.0
+    client_flops: float = 0.0
+    host_seconds: float = 0.0
+
+
+class RoundObserver:
+    """What watches the engine's rounds (writers, trace, checkpoints, progress): hooks get the
+    ``Engine`` driving the run and the round's results, and never change the run."""
+
+    def round_configured(self, engine, round: int) -> None:
+        """After the server configured ``round``, before any client runs."""
+
+    def round_done(self, engine, record: RoundRecord, rows: list[ClientRecord]) -> None:
+        """After ``round`` (round 0: the initial evaluation, with the excluded devices' rows)."""
+
+    def close(self, engine, status: str) -> None:
+        """The run ended: ``done``, ``interrupted`` or ``diverged``."""

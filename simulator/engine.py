@@ -12,10 +12,12 @@ as in SimPy's own examples.
 """
 from __future__ import annotations
 
+import base64
 import math
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import simpy
 
 from edgefed.streams import Stream, rng
@@ -30,6 +32,16 @@ from edgefed.simulator.network import Network, Transfer, build_topology
 from edgefed.simulator.radio import Radio
 from edgefed.simulator.records import ClientRecord, RoundObserver, RoundRecord
 from edgefed.simulator.thermal import Thermal
+
+
+def pack(rows: list[list[float]]) -> str:
+    """Per-device float state as base64 float64: exact, and of a fixed length, so the checkpoint
+    header does not change size as the rounds run."""
+    return base64.b64encode(np.asarray(rows, dtype=np.float64).tobytes()).decode("ascii")
+
+
+def unpack(text: str, width: int) -> list[list[float]]:
+    return np.frombuffer(base64.b64decode(text), dtype=np.float64).reshape(-1, width).tolist()
 
 
 class Diverged(RuntimeError):
@@ -349,8 +361,7 @@ class Engine:
         return {"round": self.round, "sim_time_s": self.env.now,
                 "last_sync": [[cid, r] for cid, r in self.last_sync.items()],
                 "charge_j": [[cid, j] for cid, j in self.charge_j.items()],
-                "radios": [[cid, *radio.state()] for cid, radio in self.radios.items()],
-                "thermals": [[cid, *thermal.state()] for cid, thermal in self.thermals.items()],
+                "radio_thermal": pack([[*self.radios[c.id].state(), *self.thermals[c.id].state()] for c in self.clients]),
                 "reference": None if ref is None else {
                     "bytes_down": ref.bytes_down, "bytes_up": ref.bytes_up,
                     "ops": {k: [op.flops, op.bytes] for k, op in ref.work.ops.items()}}}
@@ -361,10 +372,9 @@ class Engine:
         self.net = Network(self.env, self.net.graph)  # the network lives on the new clock
         self.last_sync = {int(cid): r for cid, r in state["last_sync"]}
         self.charge_j = {int(cid): j for cid, j in state["charge_j"]}
-        for cid, *radio in state["radios"]:
-            self.radios[int(cid)].load_state(radio)
-        for cid, *thermal in state["thermals"]:
-            self.thermals[int(cid)].load_state(thermal)
+        for c, row in zip(self.clients, unpack(state["radio_thermal"], 4)):
+            self.radios[c.id].load_state(row[:2])
+            self.thermals[c.id].load_state(row[2:])
         ref = state["reference"]
         if ref is not None:
             work = Work()

@@ -9,6 +9,7 @@ it did not run. Outside transfers and tails the radio draws the link's ``idle_w`
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from edgefed.devices.profile import LinkProfile
@@ -42,8 +43,9 @@ class Radio:
             tail = max(0.0, min(stop, self.tail_until) - max(start, self.tail_from))
         return self.link.idle_w * max(0.0, stop - start - tail)
 
-    def state(self) -> list:
-        return [self.tail_from, self.tail_until]
+    def state(self) -> list[float]:
+        """[tail_from, tail_until]; NaN while the radio never woke."""
+        return [math.nan if v is None else v for v in (self.tail_from, self.tail_until)]
 
-    def load_state(self, state: list) -> None:
-        self.tail_from, self.tail_until = state
+    def load_state(self, state: list[float]) -> None:
+        self.tail_from, self.tail_until = (None if math.isnan(v) else v for v in state)

@@ -17,7 +17,7 @@ from edgefed.algorithms.features import attach_feature_caches
 from edgefed.algorithms.fedspzo import FedSPZOSpec
 from edgefed.algorithms.models import ModelLoadError, TaskModel, load_backbone
 from edgefed.algorithms.registry import METHODS
-from edgefed.devices.availability import Availability, read_trace
+from edgefed.devices.availability import DEFAULT_DAILY_TRACE, Availability, daily_windows, read_daily_trace, read_trace
 from edgefed.simulator.costs import fits_in_memory
 from edgefed.simulator.engine import Engine
 from edgefed.simulator.fleet import Fleet, Group
@@ -70,7 +70,7 @@ def build_fleet(scenario: Scenario, base: Path = Path(".")) -> Fleet:
             trace = read_link_trace(resolve_path(base, variability.file))
         except ValueError as exc:
             raise ScenarioError(f"fleet.network.variability.file: {exc}") from None
-    groups = [Group(g.device, devices[g.device], links[g.link or devices[g.device].default_link], g.cell)
+    groups = [Group(g.device, devices[g.device], links[scenario.fleet.link_name(g)], g.cell)
               for g in scenario.fleet.groups]
     group = np.repeat(np.arange(len(groups), dtype=np.int32), [g.count for g in scenario.fleet.groups])
     factors = link_factors(len(group), variability, scenario.seed)
@@ -84,13 +84,18 @@ def build_fleet(scenario: Scenario, base: Path = Path(".")) -> Fleet:
 
 def build_availability(scenario: Scenario, base: Path) -> Availability:
     spec = scenario.fleet.availability
-    trace = None
-    if spec.kind == "trace":
-        try:
+    trace = daily = None
+    try:
+        if spec.kind == "trace":
             trace = read_trace(resolve_path(base, spec.file))
-        except ValueError as exc:
-            raise ScenarioError(f"fleet.availability.file: {exc}") from None
-    return Availability(spec, scenario.fleet.size, scenario.seed, trace)
+        elif spec.kind == "charging_wifi":
+            users = read_daily_trace(resolve_path(base, spec.file) if spec.file else DEFAULT_DAILY_TRACE)
+            devices, _ = scenario.fleet.profiles()
+            on_battery = [devices[g.device].battery_wh is not None for g in scenario.fleet.groups for _ in range(g.count)]
+            daily = daily_windows(users, on_battery, spec, scenario.seed)
+    except ValueError as exc:
+        raise ScenarioError(f"fleet.availability.file: {exc}") from None
+    return Availability(spec, scenario.fleet.size, scenario.seed, trace, daily)
 
 
 def learning_device(spec: str) -> torch.device:

@@ -88,6 +88,8 @@ class FleetGroup(Strict):
     count: PositiveInt = 1
     link: str | None = Field(None, description="link name; default: the device's default link")
     cell: str | None = Field(None, description="fleet.network.cells name whose backhaul it shares")
+    home_link: str = Field("wifi", description="availability charging_wifi: the link a phone on a cellular "
+                           "link uses while it is eligible (charging at home on WiFi)")
 
 
 class FleetSpec(Strict):
@@ -125,10 +127,24 @@ class FleetSpec(Strict):
             link = group.link or devices[group.device].default_link
             if link not in links:
                 raise ValueError(f"groups.{i}.link: unknown link {link!r} (known: {', '.join(sorted(links))})")
+            if group.home_link not in links:
+                raise ValueError(f"groups.{i}.home_link: unknown link {group.home_link!r} "
+                                 f"(known: {', '.join(sorted(links))})")
             if group.cell is not None and group.cell not in self.network.cells:
                 raise ValueError(f"groups.{i}.cell: unknown cell {group.cell!r} (known: "
                                  f"{', '.join(sorted(self.network.cells)) or 'none in network.cells'})")
         return self
+
+    def link_name(self, group: FleetGroup) -> str:
+        """The link a group's devices transfer on: its own (or the device's default), except that
+        under ``charging_wifi`` a battery device on a cellular link trains only at home, on
+        ``home_link``."""
+        devices, links = self.profiles()
+        device = devices[group.device]
+        name = group.link or device.default_link
+        if self.availability.kind == "charging_wifi" and device.battery_wh is not None and links[name].cellular:
+            return group.home_link
+        return name
 
     def profiles(self) -> tuple[dict[str, DeviceProfile], dict[str, LinkProfile]]:
         """The catalog's devices and links with this scenario's own on top."""

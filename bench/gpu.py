@@ -9,7 +9,6 @@ quickstart <= 10 s of host time. Without CUDA it says so and writes nothing.
 """
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -21,7 +20,7 @@ from edgefed.algorithms.base import select_trainable
 from edgefed.algorithms.models import Batch, TaskModel, load_backbone
 from edgefed.algorithms.work import Work
 from edgefed.algorithms.zo import Directions, two_point_scalar
-from edgefed.simulator.results import atomic_write
+from edgefed.simulator.provenance import write_bench_result
 from edgefed.simulator.runner import run_scenario
 from edgefed.simulator.scenario import load_scenario
 
@@ -95,8 +94,7 @@ def main() -> None:
                "cpu_threads": torch.get_num_threads(), "zo_step_ms": step, "quickstart_gpu": gpu,
                "quickstart_cpu": cpu, "gpu_cpu_host_ratio": ratio}
     out = REPO / "bench" / "results" / "gpu.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out, json.dumps(results, indent=2) + "\n")
+    write_bench_result(out, results, __file__)
     print(f"wrote {out}")
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,32 +32,45 @@ class TextDataset:
         return TextDataset([self.texts[i] for i in idx], self.labels[idx], self.label_names, self.source)
 
 
+def open_text(path: Path):
+    """A data file as text; ``.gz`` files (how the repository ships its larger data) decompress."""
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8", newline="")
+    return path.open(encoding="utf-8", newline="")
+
+
 def read_rows(path: Path, fmt: str) -> list[dict]:
     try:
         if fmt == "jsonl":
-            with path.open(encoding="utf-8") as fh:
+            with open_text(path) as fh:
                 return [json.loads(line) for line in fh if line.strip()]
         delimiter = "\t" if fmt == "tsv" else ","
-        with path.open(encoding="utf-8", newline="") as fh:
+        with open_text(path) as fh:
             # SST-2/AG News TSVs are unquoted; quotes inside text are literal
             quoting = csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL
             return list(csv.DictReader(fh, delimiter=delimiter, quoting=quoting))
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, csv.Error) as exc:
+    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError, csv.Error) as exc:
         raise DataError(f"{path}: cannot read as {fmt}: {exc}") from None
 
 
 def load_dataset(path: Path, text_field: str, label_field: str, fmt: str | None = None,
                  label_names: list[str] | None = None, limit: int | None = None) -> TextDataset:
     """Read a local TSV/CSV/JSONL file with named text and label columns."""
-    fmt = fmt or {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}.get(path.suffix, "tsv")
-    rows = read_rows(path, fmt)
+    suffix = Path(path.stem).suffix if path.suffix == ".gz" else path.suffix
+    fmt = fmt or {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}.get(suffix, "tsv")
+    return from_rows(read_rows(path, fmt), str(path), text_field, label_field, label_names, limit)
+
+
+def from_rows(rows: list[dict], source: str, text_field: str, label_field: str,
+              label_names: list[str] | None = None, limit: int | None = None) -> TextDataset:
+    """Rows with named text and label columns as a dataset; ``source`` names them in errors."""
     if not rows:
-        raise DataError(f"{path}: no examples")
+        raise DataError(f"{source}: no examples")
     for field in (text_field, label_field):
         if field not in rows[0]:
-            raise DataError(f"{path}: no column {field!r} (has {', '.join(map(str, rows[0].keys()))})")
+            raise DataError(f"{source}: no column {field!r} (has {', '.join(map(str, rows[0].keys()))})")
     if limit is not None:
         rows = rows[:limit]
     raw_labels = [str(r[label_field]).strip() for r in rows]
@@ -67,14 +81,72 @@ def load_dataset(path: Path, text_field: str, label_field: str, fmt: str | None 
     try:
         labels = np.array([index[v] for v in raw_labels], dtype=np.int64)
     except KeyError as exc:
-        raise DataError(f"{path}: label {exc.args[0]!r} is not one of {label_names}") from None
+        raise DataError(f"{source}: label {exc.args[0]!r} is not one of {label_names}") from None
     texts = [str(r[text_field]) for r in rows]
-    return TextDataset(texts, labels, list(label_names), str(path))
+    return TextDataset(texts, labels, list(label_names), source)
+
+
+def load_split(spec, split: str, folder: Path, label_names: list[str] | None = None) -> TextDataset:
+    """``task.dataset``'s ``train`` or ``test``: a local file (relative to ``folder``), or with
+    ``hub`` that split of a Hugging Face dataset."""
+    name, limit = getattr(spec, split), getattr(spec, f"{split}_limit")
+    if spec.hub is None:
+        return load_dataset(folder / Path(name).expanduser(), spec.text_field, spec.label_field, spec.format,
+                            label_names, limit)
+    return load_hub_split(spec.hub, spec.config, name, folder, spec.text_field, spec.label_field, label_names, limit)
+
+
+def hub_folder(hub: str, folder: Path) -> Path | None:
+    """The ``save_to_disk`` folder ``hub`` names, if there is one; else ``hub`` is a hub id."""
+    path = folder / Path(hub).expanduser()
+    return path if path.is_dir() else None
+
+
+def load_hub_split(hub: str, config: str | None, split: str, folder: Path, text_field: str, label_field: str,
+                   label_names: list[str] | None = None, limit: int | None = None) -> TextDataset:
+    """A split of a Hugging Face dataset: a hub id (needs a network, or the datasets cache) or a
+    folder written by ``save_to_disk``. Class-label columns keep their class names."""
+    try:
+        import datasets
+        import huggingface_hub.utils
+    except ImportError:
+        raise DataError("task.dataset.hub: needs `pip install 'edgefed[datasets]'`") from None
+    # retries, warnings and progress bars would spill many lines onto stderr; a failure is one line
+    huggingface_hub.utils.logging.set_verbosity_error()
+    datasets.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    local = hub_folder(hub, folder)
+    where = f"{hub!r}" + (f" (config {config!r})" if config else "")
+    try:
+        if local is not None:
+            data = datasets.load_from_disk(str(local))
+            if isinstance(data, datasets.DatasetDict):
+                if split not in data:
+                    raise DataError(f"task.dataset: {local} has no split {split!r} (has {', '.join(data)})")
+                data = data[split]
+        else:
+            data = datasets.load_dataset(hub, config, split=split)
+    except DataError:
+        raise
+    except Exception as exc:  # datasets raises many kinds (not found, offline, bad config or split)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"task.dataset.hub: cannot load {where} split {split!r}: {first}") from None
+    for field in (text_field, label_field):
+        if field not in data.column_names:
+            raise DataError(f"task.dataset.hub: {where} split {split!r} has no column {field!r} "
+                            f"(has {', '.join(data.column_names)})")
+    if limit is not None:
+        data = data.select(range(min(limit, len(data))))
+    feature = data.features[label_field]
+    names = getattr(feature, "names", None)  # a ClassLabel: ids -> class names
+    labels = [names[v] if names else v for v in data[label_field]]
+    rows = [{text_field: t, label_field: v} for t, v in zip(data[text_field], labels)]
+    return from_rows(rows, f"{hub}[{split}]", text_field, label_field, label_names or names, None)
 
 
 class Tokenized:
     """A dataset tokenised once; batches are padded to a multiple of 16 tokens (few shapes, so
-    FLOP counts are measured once per shape and cached)."""
+    FLOP counts are measured once per shape and cached) and built on the model's ``device``."""
 
     def __init__(self, data: TextDataset, tokenizer, max_length: int, prompt: str = "{text}"):
         texts = [prompt.format(text=t) for t in data.texts]
@@ -83,19 +155,26 @@ class Tokenized:
         self.labels = torch.as_tensor(data.labels)
         self.max_length = max_length
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.device = torch.device("cpu")
+        self.features = None  # a FeatureCache of the model's frozen prefix, when the host keeps one
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def batch(self, indices) -> Batch:
+    def batch(self, indices, cached: bool = True, bucket: bool = True) -> Batch:
+        """The examples at ``indices``, padded to a bucket (or with ``bucket=False`` to the
+        longest); with the dataset's feature cache unless ``cached`` is False (the cache's fill)."""
+        indices = [int(i) for i in indices]
         rows = [self.ids[i] for i in indices]
-        length = seq_bucket(max(len(r) for r in rows), self.max_length)
+        longest = max(len(r) for r in rows)
+        length = seq_bucket(longest, self.max_length) if bucket else longest
         ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), length), dtype=torch.long)
         for j, r in enumerate(rows):
             ids[j, : len(r)] = torch.as_tensor(r)
             mask[j, : len(r)] = 1
-        return Batch(ids, mask, self.labels[list(indices)])
+        return Batch(ids.to(self.device), mask.to(self.device), self.labels[indices].to(self.device),
+                     indices, self.features if cached else None)
 
     def batches(self, batch_size: int):
         for start in range(0, len(self), batch_size):

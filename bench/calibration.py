@@ -7,7 +7,6 @@ on a host shared with other jobs.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -17,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 from edgefed.simulator.calibrate import host_clock, host_profile  # noqa: E402
 from edgefed.simulator.costs import compute_seconds  # noqa: E402
 from edgefed.simulator.build import build_learning  # noqa: E402
+from edgefed.simulator.provenance import write_bench_result  # noqa: E402
 from edgefed.simulator.scenario import load_scenario  # noqa: E402
 
 # (label, overrides): the quickstart's head-only fine-tuning, and full-parameter MeZO
@@ -61,7 +61,7 @@ def main() -> None:
         print(f"{label:40s} measured {r['measured_s']:.3f} s  predicted {r['predicted_s']:.3f} s  "
               f"ratio {r['ratio']:.2f}  {ok}")
     out = ROOT / "bench/results/calibration.json"
-    out.write_text(json.dumps(results, indent=2))
+    write_bench_result(out, results, __file__)
     print(f"wrote {out}")
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 from edgefed.simulator import plots  # noqa: E402
+from edgefed.simulator.provenance import write_bench_result  # noqa: E402
 from edgefed.simulator.sweep import run_sweep  # noqa: E402
 
 # seed 1 starts at 0.565 and peaks at 0.595 on this budget; seed 0 starts above 0.6
@@ -37,8 +38,7 @@ def main() -> None:
             "accuracy": sum(s["final_accuracy"] for s in finals) / len(finals),
             "sim_time_s": sum(s["totals"]["sim_time_s"] for s in finals) / len(finals),
             "energy_j": sum(s["totals"]["energy_j"] for s in finals) / len(finals)}
-    (ROOT / "bench/results").mkdir(parents=True, exist_ok=True)
-    (ROOT / "bench/results/device_mix.json").write_text(json.dumps(figures, indent=2) + "\n")
+    write_bench_result(ROOT / "bench/results/device_mix.json", figures, __file__)
     print(json.dumps(figures, indent=2))
 
 

@@ -3,7 +3,7 @@
 Runs every ``scenarios/paper/<task>_*.yaml`` through the engine (one run directory each under
 ``bench/results/fedspzo_vs_baselines/<task>/``), prints client FLOPs, simulated time, energy and
 bytes to the target plus final accuracy, the DeComFL / FedSPZO FLOPs-to-target ratio, and plots
-accuracy against each resource. Needs ``../shared/data``; skips with a message when it is absent.
+accuracy against each resource. The data is in the repository (``scenarios/data``).
 
     OMP_NUM_THREADS=1 python bench/fedspzo_vs_baselines.py [--task sst2] [--only decomfl,fedspzo]
 """
@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
 from edgefed.simulator.plots import plot_runs  # noqa: E402
+from edgefed.simulator.provenance import write_bench_result  # noqa: E402
 from edgefed.simulator.results import summarize  # noqa: E402
 from edgefed.simulator.runner import run_scenario  # noqa: E402
 from edgefed.simulator.scenario import load_scenario  # noqa: E402
@@ -31,11 +31,9 @@ def main() -> int:
     parser.add_argument("--only", default="", help="comma-separated method suffixes to run")
     parser.add_argument("--report", action="store_true", help="only tabulate the run directories already there")
     args = parser.parse_args()
-    data = REPO.parent / "shared" / "data" / args.task
-    if not data.is_dir():
-        print(f"skipped: {data} not present (../shared/data is optional; see its README)")
-        return 0
     files = sorted((REPO / "scenarios" / "paper").glob(f"{args.task}_*.yaml"))
+    if not files:
+        parser.error(f"--task {args.task}: no scenarios/paper/{args.task}_*.yaml")
     if args.only:
         files = [f for f in files if f.stem.split("_", 1)[1] in args.only.split(",")]
     out = REPO / "bench" / "results" / "fedspzo_vs_baselines" / args.task
@@ -71,7 +69,7 @@ def main() -> int:
     for axis in ("time", "energy", "bytes", "flops"):
         plot_runs([out / m for m in results], axis, out / f"accuracy_vs_{axis}.png", list(results), target)
     path = REPO / "bench" / "results" / f"fedspzo_vs_baselines_{args.task}.json"
-    path.write_text(json.dumps(figures, indent=2))
+    write_bench_result(path, figures, __file__)
     print(f"figures: {path}; plots: {out}")
     return 0
 

@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from edgefed.simulator.provenance import write_bench_result  # noqa: E402
 from edgefed.simulator.runner import run_scenario  # noqa: E402
 from edgefed.simulator.scenario import load_scenario  # noqa: E402
 
@@ -64,8 +65,7 @@ def main() -> None:
     out = ROOT / "docs/fleets.png"
     out.parent.mkdir(exist_ok=True)
     fig.savefig(out, dpi=120)
-    (ROOT / "bench/results").mkdir(exist_ok=True)
-    (ROOT / "bench/results/fleets.json").write_text(json.dumps(figures, indent=2))
+    write_bench_result(ROOT / "bench/results/fleets.json", figures, __file__)
     print(f"wrote {out}")
 
 

@@ -9,11 +9,11 @@ Figures in bench/results/parallel_clients.json.
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from edgefed.simulator.provenance import write_bench_result  # noqa: E402
 from edgefed.simulator.runner import run_scenario  # noqa: E402
 from edgefed.simulator.scenario import load_scenario  # noqa: E402
 
@@ -44,8 +44,7 @@ def main() -> None:
                                     and (runs / "workers-1/clients.csv").read_text()
                                     == (runs / "workers-2/clients.csv").read_text())
     print(f"speed-up {figures['speedup']:.2f}x; identical outputs: {figures['identical_outputs']}")
-    (ROOT / "bench/results").mkdir(parents=True, exist_ok=True)
-    (ROOT / "bench/results/parallel_clients.json").write_text(json.dumps(figures, indent=2) + "\n")
+    write_bench_result(ROOT / "bench/results/parallel_clients.json", figures, __file__)
 
 
 if __name__ == "__main__":

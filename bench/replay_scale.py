@@ -16,16 +16,16 @@ import copy
 import cProfile
 import io
 import json
-import os
-import platform
 import pstats
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from edgefed.simulator.provenance import bench_provenance, write_bench_result
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # for tests.conftest
 
 RUNS = ROOT / "bench/runs/replay-scale"
 RESULTS = ROOT / "bench/results/replay_scale.json"
@@ -108,14 +108,6 @@ def profile_one(devices: int, per_round: int, rounds: int, top: int = 15) -> str
     return out.getvalue()
 
 
-def provenance() -> dict:
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "simulator", "algorithms", "devices"],
-                           cwd=ROOT).returncode != 0
-    return {"commit": commit, "dirty": dirty, "cores": os.cpu_count(), "machine": platform.machine(),
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("points", nargs="*", default=POINTS, help="devices:per_round:rounds")
@@ -142,9 +134,10 @@ def main() -> None:
               f"(+{row['rss_growth_bytes'] / 2**20:.1f} MiB, {row['bytes_per_device']:.0f} B/device)", flush=True)
     figures = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     figures = figures if "tables" in figures else {"tables": {}}
-    figures["tables"][args.label] = {**provenance(), "trace_run_wall_s": trace_s, "replays": rows}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
+    figures["tables"][args.label] = {"provenance": bench_provenance(__file__), "trace_run_wall_s": trace_s,
+                                     "replays": rows}
+    figures.pop("provenance", None)  # the newest table's block is the file's (what bench/stale.py reads)
+    write_bench_result(RESULTS, figures, __file__)
 
 
 if __name__ == "__main__":

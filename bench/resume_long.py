@@ -10,15 +10,14 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
 import torch
 
 from edgefed.simulator.checkpoint import CHECKPOINT
+from edgefed.simulator.provenance import write_bench_result
 from edgefed.simulator.records import RoundObserver
 from edgefed.simulator.runner import run_scenario
 from edgefed.simulator.scenario import Scenario
@@ -94,11 +93,9 @@ def main() -> None:
         "checkpoint_bytes": {str(k): v for k, v in sorted(watch.sizes.items())},
         "whole_run_wall_s": round(whole_s, 1), "cut_and_resumed_wall_s": round(cut_s, 1),
         "trace_jsonl_bytes": (whole_dir / "trace.jsonl").stat().st_size,
-        "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip(),
-        "machine": f"{platform.processor() or platform.machine()}, torch threads 1",
     }
     print(json.dumps(figures, indent=2))
-    (ROOT / "bench" / "results" / "resume_long.json").write_text(json.dumps(figures, indent=2) + "\n")
+    write_bench_result(ROOT / "bench" / "results" / "resume_long.json", figures, __file__)  # + commit, machine
 
 
 if __name__ == "__main__":

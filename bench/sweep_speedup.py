@@ -7,7 +7,6 @@ bench/results/sweep_speedup.json.
 from __future__ import annotations
 
 import copy
-import json
 import shutil
 import sys
 import time
@@ -18,6 +17,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from edgefed.simulator.provenance import write_bench_result  # noqa: E402
 from edgefed.simulator.sweep import run_sweep  # noqa: E402
 from tests.conftest import TINY  # noqa: E402
 
@@ -41,8 +41,7 @@ def main() -> None:
     figures["identical_tables"] = ((RUNS / "workers-1/sweep.csv").read_text()
                                    == (RUNS / "workers-2/sweep.csv").read_text())
     print(f"speed-up {figures['speedup']:.2f}x; identical sweep.csv: {figures['identical_tables']}")
-    (ROOT / "bench/results").mkdir(parents=True, exist_ok=True)
-    (ROOT / "bench/results/sweep_speedup.json").write_text(json.dumps(figures, indent=2) + "\n")
+    write_bench_result(ROOT / "bench/results/sweep_speedup.json", figures, __file__)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from edgefed.simulator.provenance import write_bench_result
+
 REPO = Path(__file__).resolve().parents[1]
 OVERRIDES = ["algorithm.trainable=all", "task.dataset.train_limit=400", "task.dataset.test_limit=200",
              "rounds.eval_every=1", "output.plots=false"]
@@ -49,8 +51,7 @@ def main() -> None:
               "identical": not differ and not client_cols}
     print(json.dumps(result, indent=2))
     out = REPO / "bench" / "results" / "thread_determinism.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_bench_result(out, result, __file__)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ Rademacher from raw bits, cached), the step time, its two forwards and the non-f
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from edgefed.algorithms.base import select_trainable  # noqa: E402
 from edgefed.algorithms.models import Batch, TaskModel, load_backbone  # noqa: E402
 from edgefed.algorithms.work import Work  # noqa: E402
 from edgefed.algorithms.zo import Directions, two_point_scalar  # noqa: E402
+from edgefed.simulator.provenance import write_bench_result  # noqa: E402
 
 VARIANTS = {"gaussian, regenerated": ("gaussian", False), "gaussian, cache_z": ("gaussian", True),
             "rademacher, cache_z": ("rademacher", True)}
@@ -66,8 +66,7 @@ def main(repeats: int = 3) -> None:
             results["variants"][name] = {"step_s": total, "non_forward_s": rest, "non_forward_share": share}
             print(f"{name:24s} step {total * 1e3:7.1f} ms   non-forward {rest * 1e3:6.1f} ms = {share:6.1%}")
     out = REPO / "bench" / "results" / "zo_step.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    write_bench_result(out, results, __file__)
 
 
 if __name__ == "__main__":

@@ -10,3 +10,7 @@ try:
     __version__ = version("edgefed")
 except PackageNotFoundError:  # pragma: no cover - running from an uninstalled checkout
     __version__ = "0+unknown"
+
+from edgefed.api import Result, RunDirError, load, run  # noqa: E402
+
+__all__ = ["Result", "RunDirError", "__version__", "load", "run"]

@@ -23,6 +23,7 @@ class Stream(IntEnum):
     BERNOULLI_ON = 22     # per-round Bernoulli availability, one coin per device: (round, attempt)
     FAILURES = 23         # mid-round failures: (client, round)
     STRAGGLERS = 24       # straggler slowdowns: (client, round)
+    DAILY_USERS = 25      # charging_wifi: each device's user and window shift: ()
 
 
 # Inside one step's seed (not the scenario seed): DeComFL's perturbation p > 0 uses

@@ -12,11 +12,12 @@ import numpy as np
 import torch
 
 from edgefed.algorithms.base import FederatedData, init_prototype_head
-from edgefed.algorithms.data import DataError, Tokenized, load_dataset, partition
+from edgefed.algorithms.data import DataError, Tokenized, load_split, partition
+from edgefed.algorithms.features import attach_feature_caches
 from edgefed.algorithms.fedspzo import FedSPZOSpec
 from edgefed.algorithms.models import ModelLoadError, TaskModel, load_backbone
 from edgefed.algorithms.registry import METHODS
-from edgefed.devices.availability import Availability, read_trace
+from edgefed.devices.availability import DEFAULT_DAILY_TRACE, Availability, daily_windows, read_daily_trace, read_trace
 from edgefed.simulator.costs import fits_in_memory
 from edgefed.simulator.engine import Engine
 from edgefed.simulator.fleet import Fleet, Group
@@ -69,7 +70,7 @@ def build_fleet(scenario: Scenario, base: Path = Path(".")) -> Fleet:
             trace = read_link_trace(resolve_path(base, variability.file))
         except ValueError as exc:
             raise ScenarioError(f"fleet.network.variability.file: {exc}") from None
-    groups = [Group(g.device, devices[g.device], links[g.link or devices[g.device].default_link], g.cell)
+    groups = [Group(g.device, devices[g.device], links[scenario.fleet.link_name(g)], g.cell)
               for g in scenario.fleet.groups]
     group = np.repeat(np.arange(len(groups), dtype=np.int32), [g.count for g in scenario.fleet.groups])
     factors = link_factors(len(group), variability, scenario.seed)
@@ -83,23 +84,48 @@ def build_fleet(scenario: Scenario, base: Path = Path(".")) -> Fleet:
 
 def build_availability(scenario: Scenario, base: Path) -> Availability:
     spec = scenario.fleet.availability
-    trace = None
-    if spec.kind == "trace":
-        try:
+    trace = daily = None
+    try:
+        if spec.kind == "trace":
             trace = read_trace(resolve_path(base, spec.file))
-        except ValueError as exc:
-            raise ScenarioError(f"fleet.availability.file: {exc}") from None
-    return Availability(spec, scenario.fleet.size, scenario.seed, trace)
+        elif spec.kind == "charging_wifi":
+            users = read_daily_trace(resolve_path(base, spec.file) if spec.file else DEFAULT_DAILY_TRACE)
+            devices, _ = scenario.fleet.profiles()
+            on_battery = [devices[g.device].battery_wh is not None for g in scenario.fleet.groups for _ in range(g.count)]
+            daily = daily_windows(users, on_battery, spec, scenario.seed)
+    except ValueError as exc:
+        raise ScenarioError(f"fleet.availability.file: {exc}") from None
+    return Availability(spec, scenario.fleet.size, scenario.seed, trace, daily)
+
+
+def learning_device(spec: str) -> torch.device:
+    """``model.device`` resolved: ``auto`` is the first GPU torch sees, else the CPU."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda":
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise ScenarioError(f"model.device: {spec} but torch sees no GPU (use auto or cpu)")
+        if device.index is not None and device.index >= count:
+            raise ScenarioError(f"model.device: {spec} but torch sees {count} GPU(s)")
+    return device
+
+
+def device_name(device: torch.device) -> str:
+    """The device as a run directory records it, e.g. ``cuda:0 (NVIDIA H100 80GB HBM3)``."""
+    if device.type != "cuda":
+        return str(device)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
 
 
 def build_learning(scenario: Scenario, base: Path):
     """Load data and model, partition, align the head; returns the algorithm."""
     ds = scenario.task.dataset
     try:
-        train = load_dataset(resolve_path(base, ds.train), ds.text_field, ds.label_field, ds.format,
-                             scenario.task.label_names, ds.train_limit)
-        test = load_dataset(resolve_path(base, ds.test), ds.text_field, ds.label_field, ds.format,
-                            train.label_names, ds.test_limit)
+        train = load_split(ds, "train", base, scenario.task.label_names)
+        test = load_split(ds, "test", base, train.label_names)
         parts = partition(train.labels, scenario.fleet.size, scenario.partition.kind, scenario.seed,
                           scenario.partition.alpha, scenario.partition.shards_per_client)
     except DataError as exc:
@@ -112,20 +138,26 @@ def build_learning(scenario: Scenario, base: Path):
                           scenario.task.prompt)
     except ModelLoadError as exc:
         raise ScenarioError(str(exc)) from None
+    device = learning_device(spec.device)
+    model.to(device)
     positions = getattr(backbone.config, "max_position_embeddings", None)
     if positions is not None and spec.max_length > positions:
         raise ScenarioError(f"model.max_length: {spec.max_length} exceeds the model's {positions} positions")
     train_tok = Tokenized(train, tokenizer, spec.max_length, scenario.task.prompt)
     test_tok = Tokenized(test, tokenizer, spec.max_length, scenario.task.prompt)
+    train_tok.device = test_tok.device = device
     try:
         init_prototype_head(model, train_tok, train.labels, scenario.task.head_init_examples, scenario.seed)
     except ValueError as exc:
-        raise ScenarioError(f"{resolve_path(base, ds.train)}: {exc}") from None
+        raise ScenarioError(f"{train.source}: {exc}") from None
     data = FederatedData(train_tok, parts, test_tok)
     try:
-        return METHODS[scenario.algorithm.name](model, data, scenario.algorithm, scenario.seed)
+        algorithm = METHODS[scenario.algorithm.name](model, data, scenario.algorithm, scenario.seed)
     except ValueError as exc:
         raise ScenarioError(str(exc) if str(exc).startswith("algorithm.") else f"algorithm.trainable: {exc}") from None
+    attach_feature_caches(model, algorithm.prefix, {"held-out": test_tok, "training": train_tok},
+                          scenario.host.feature_cache_bytes)
+    return algorithm
 
 
 def fit_to_fleet(algorithm, scenario: Scenario) -> None:

@@ -17,10 +17,24 @@ from rich.table import Table
 
 from edgefed.simulator.records import RoundObserver
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Discrete-event simulator of federated fine-tuning on edge devices.")
 console = Console(stderr=True)
 out = Console()
+
+
+def show_version(value: bool) -> None:
+    if value:
+        from edgefed import __version__
+
+        typer.echo(f"edgefed {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def options(version: bool = typer.Option(False, "--version", callback=show_version, is_eager=True,
+                                          help="print the version and exit")):
+    """Options before any command (the app's help text is the Typer's own)."""
 
 
 def fail_input(message: str) -> None:
@@ -30,12 +44,14 @@ def fail_input(message: str) -> None:
 
 
 class RoundProgress(RoundObserver):
-    """A progress bar over rounds with the latest accuracy and simulated time."""
+    """Progress over rounds on stderr: a bar on a terminal; where stderr is a file or a pipe (batch
+    jobs, CI logs) a plain line per round, since a bar would show nothing there."""
 
-    def __init__(self, enabled: bool):
+    def __init__(self, mode: str):
+        self.mode = mode  # "bar", "lines" or "off"
         self.bar = Progress(TextColumn("[bold]round"), MofNCompleteColumn(), BarColumn(),
                             TextColumn("acc {task.fields[acc]}  sim {task.fields[sim]}"),
-                            TimeElapsedColumn(), console=console, disable=not enabled)
+                            TimeElapsedColumn(), console=console, disable=mode != "bar")
         self.task = None
         self.acc = None
 
@@ -47,6 +63,10 @@ class RoundProgress(RoundObserver):
             self.bar.start()
             self.task = self.bar.add_task("rounds", total=engine.cfg.max, **fields)
         self.bar.update(self.task, completed=record.round, **fields)
+        if self.mode == "lines" and record.round > 0:
+            print(f"round {record.round}/{engine.cfg.max}: accuracy {fields['acc']}, "
+                  f"sim time {record.sim_time_s:,.1f} s, energy {record.energy_j:,.1f} J, "
+                  f"bytes {record.bytes_up + record.bytes_down:,}", file=sys.stderr, flush=True)
 
     def close(self, engine, status) -> None:
         self.bar.stop()
@@ -57,7 +77,7 @@ def run(file: Path = typer.Argument(..., help="scenario YAML"),
         set_: list[str] = typer.Option([], "--set", help="override a field: dotted.path=value"),
         out_dir: Optional[Path] = typer.Option(None, "--out", help="run directory (default: output.dir/NAME)"),
         resume: Optional[Path] = typer.Option(None, "--resume", help="continue this run directory from its last checkpoint"),
-        quiet: bool = typer.Option(False, "--quiet", help="no progress bar")):
+        quiet: bool = typer.Option(False, "--quiet", help="no progress bar or per-round lines")):
     """Run a scenario and write its run directory."""
     from edgefed.simulator.engine import Diverged
     from edgefed.simulator.runner import run_scenario
@@ -68,8 +88,8 @@ def run(file: Path = typer.Argument(..., help="scenario YAML"),
             raise ScenarioError(f"--out {out_dir}: a resumed run stays in its own folder ({resume})")
         scenario, base = load_scenario(file, set_)
         run_dir = resume or out_dir or (Path(scenario.output.dir) / scenario.name)
-        summary = run_scenario(scenario, base, run_dir, RoundProgress(not quiet and sys.stderr.isatty()),
-                               resume=resume is not None)
+        mode = "off" if quiet else "bar" if sys.stderr.isatty() else "lines"
+        summary = run_scenario(scenario, base, run_dir, RoundProgress(mode), resume=resume is not None)
     except ScenarioError as exc:
         fail_input(str(exc))
     except Diverged as exc:
@@ -116,7 +136,24 @@ def validate(file: Path = typer.Argument(..., help="scenario YAML"),
         scenario, _ = load_scenario(file, set_)
     except ScenarioError as exc:
         fail_input(str(exc))
-    out.print(yaml.safe_dump(scenario_dict(scenario), sort_keys=False), markup=False, highlight=False)
+    typer.echo(yaml.safe_dump(scenario_dict(scenario), sort_keys=False, width=float("inf")), nl=False)
+
+
+@app.command()
+def schema(out_file: Optional[Path] = typer.Option(None, "--out", help="write it here instead of stdout")):
+    """Print or write the scenario JSON Schema, for editors' completion and checking."""
+    from edgefed.simulator.results import atomic_write
+    from edgefed.simulator.scenario import json_schema
+
+    text = json_schema()
+    if out_file is None:
+        typer.echo(text, nl=False)
+        return
+    try:
+        atomic_write(out_file, text)
+    except OSError as exc:
+        fail_input(f"{out_file}: cannot write: {exc.strerror}")
+    out.print(f"wrote {out_file}", markup=False, highlight=False)
 
 
 @app.command()
@@ -142,12 +179,13 @@ def devices(scenario_file: Optional[Path] = typer.Option(None, "--scenario", hel
                                    "peak_memory_bytes": peak}))
         return
     table = Table(title="devices" + (f" (method needs {peak / 1e9:.2f} GB)" if peak else ""))
-    for col in ("id", "class", "fp32 GFLOP/s", "mem BW GB/s", "usable GB", "active W", "idle W", "link"):
+    for col in ("id", "class", "fp32 GFLOP/s", "hot", "mem BW GB/s", "usable GB", "active W", "idle W", "link"):
         table.add_column(col, no_wrap=col == "id")
     if peak:
         table.add_column("can run")
     for key, d in profiles.items():
-        row = [key, d.device_class, f"{d.flops['fp32'] / 1e9:,.0f}", f"{d.mem_bandwidth / 1e9:,.1f}",
+        hot = f"x{d.thermal.sustained_fraction:g} after {d.thermal.burst_s:g} s" if d.thermal else "-"
+        row = [key, d.device_class, f"{d.flops['fp32'] / 1e9:,.0f}", hot, f"{d.mem_bandwidth / 1e9:,.1f}",
                f"{d.memory_bytes / 1e9:.1f}", f"{d.power_active_w:g}", f"{d.power_idle_w:g}", d.default_link]
         if peak:
             row.append("yes" if d.memory_bytes >= peak else "[red]no[/red]")

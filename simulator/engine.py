@@ -25,10 +25,12 @@ from edgefed.algorithms.message import Message
 from edgefed.algorithms.work import Work
 from edgefed.devices.availability import Availability, AvailabilitySpec, StragglerSpec, slowdown
 from edgefed.simulator.costs import compute_seconds
-from edgefed.simulator.energy import needs_promotion, radio_energy, tail_energy, transfer_cost
+from edgefed.simulator.energy import needs_promotion, radio_energy, transfer_cost
 from edgefed.simulator.fleet import Client, Fleet
 from edgefed.simulator.network import Network, Transfer
+from edgefed.simulator.radio import Radio
 from edgefed.simulator.records import ClientRecord, RoundObserver, RoundRecord
+from edgefed.simulator.thermal import Thermal
 
 
 class Diverged(RuntimeError):
@@ -80,6 +82,12 @@ class Engine:
                    else math.inf for g in self.clients.groups]
         self.charge_j = np.array(share_j, dtype=float)[self.clients.group]
         self.reference: Estimate | None = None  # a recent job's size, for resource-aware selection
+        # per device, carried across rounds: its radio's last tail (from, until; NaN: never woke) and
+        # its heat (burst seconds spent, at); Radio/Thermal objects exist only for a round's clients
+        self.radio_thermal = np.zeros((len(self.clients), 4))
+        self.radio_thermal[:, :2] = np.nan
+        self.radios: dict[int, Radio] = {}
+        self.thermals: dict[int, Thermal] = {}
         self._arrivals: list[ClientRecord] = []
         self._enough: simpy.Event | None = None
         self._need = 0
@@ -153,49 +161,57 @@ class Engine:
     # -- one client's systems timeline -----------------------------------------------------
     def client_process(self, client: Client, job: Job, rec: ClientRecord, slow: float = 1.0):
         env, link = self.env, client.link
-        compute_s = compute_seconds(job.work, client.device, self.dtype) * slow
-        phase, phase_start, transfer, promote = "download", env.now, None, needs_promotion(link, None)
+        radio, thermal = self.radios[client.id], self.thermals[client.id]
+        work_s = compute_seconds(job.work, client.device, self.dtype) * slow  # at the burst rate
+        phase, phase_start, transfer = "download", env.now, None
+        promote, refund = radio.begin(env.now)  # a tail left by the last round may still run
+        rec.energy_radio_j -= refund
         try:
             transfer = self.net.start(client.id, job.download.nbytes, "down", link.promotion_s * promote)
             yield from self._powered(transfer.done, client, rec, self._transfer_power(client, "down"))
             rec.download_s, rec.bytes_down = env.now - phase_start, job.download.nbytes
-            rec.energy_radio_j = self._radio_j(client, transfer, "down", promote)
+            rec.energy_radio_j += self._radio_j(client, transfer, "down", promote) + radio.end(env.now)
 
             phase, phase_start = "compute", env.now
-            yield from self._powered(env.timeout(compute_s), client, rec, client.device.power_active_w + link.tail_w)
+            thermal.cool(env.now)
+            compute_s = thermal.duration(work_s)
+            yield from self._powered(env.timeout(compute_s), client, rec, client.device.power_active_w + link.idle_w)
+            thermal.load(compute_s)
             rec.compute_s, rec.flops = compute_s, job.work.flops
             rec.energy_compute_j = compute_s * client.device.power_active_w
-            rec.energy_radio_j += tail_energy(link, compute_s)  # download tail, cut by the upload
+            rec.energy_radio_j += radio.idle_j(phase_start, env.now)
 
-            promote = needs_promotion(link, compute_s)
             phase, phase_start = "upload", env.now
+            promote, refund = radio.begin(env.now)
+            rec.energy_radio_j -= refund
             transfer = self.net.start(client.id, job.upload.nbytes, "up", link.promotion_s * promote)
             yield from self._powered(transfer.done, client, rec, self._transfer_power(client, "up"))
             rec.upload_s, rec.bytes_up = env.now - phase_start, job.upload.nbytes
-            rec.energy_radio_j += self._radio_j(client, transfer, "up", promote) + tail_energy(link, None)
+            rec.energy_radio_j += self._radio_j(client, transfer, "up", promote) + radio.end(env.now)
             rec.finished_at = env.now
             self._arrived(rec)
         except (simpy.Interrupt, BatteryEmpty) as stop:
             rec.status = "dropped" if isinstance(stop, BatteryEmpty) else str(stop.cause)
             rec.note = "battery empty" if isinstance(stop, BatteryEmpty) else rec.note
-            self._charge_partial(client, job, rec, phase, env.now - phase_start, compute_s, transfer, promote)
+            self._charge_partial(client, job, rec, phase, env.now - phase_start, work_s, transfer, promote)
 
-    def _charge_partial(self, client, job, rec, phase, elapsed, compute_s, transfer: Transfer, promote: bool):
+    def _charge_partial(self, client, job, rec, phase, elapsed, work_s, transfer: Transfer, promote: bool):
         """A client cut off mid-phase: charge what it got through of that phase."""
-        link = client.link
+        radio, thermal = self.radios[client.id], self.thermals[client.id]
         if phase == "compute":
-            rec.compute_s, rec.flops = elapsed, job.work.flops * (elapsed / compute_s if compute_s else 0.0)
+            done_s = thermal.work_in(elapsed)
+            thermal.load(elapsed)
+            rec.compute_s, rec.flops = elapsed, job.work.flops * (done_s / work_s if work_s else 0.0)
             rec.energy_compute_j = elapsed * client.device.power_active_w
-            rec.energy_radio_j += tail_energy(link, elapsed)
+            rec.energy_radio_j += radio.idle_j(self.env.now - elapsed, self.env.now)
         else:
             self.net.cancel(transfer)
-            radio = self._radio_j(client, transfer, "down" if phase == "download" else "up", promote)
+            radio_j = self._radio_j(client, transfer, "down" if phase == "download" else "up", promote)
             if phase == "download":
-                rec.download_s, rec.bytes_down, rec.energy_radio_j = elapsed, int(transfer.sent / 8), radio
+                rec.download_s, rec.bytes_down = elapsed, int(transfer.sent / 8)
             else:
                 rec.upload_s, rec.bytes_up = elapsed, int(transfer.sent / 8)
-                rec.energy_radio_j += radio
-            rec.energy_radio_j += tail_energy(link, None)
+            rec.energy_radio_j += radio_j + radio.end(self.env.now)
         rec.finished_at = self.env.now
 
     def _radio_j(self, client: Client, transfer: Transfer, direction: str, promote: bool) -> float:
@@ -267,6 +283,11 @@ class Engine:
         self.reference = Estimate(median.download.nbytes, median.upload.nbytes, median.work)
 
         members = {cid: self.clients[cid] for cid in selected}
+        self.radios = {cid: Radio(members[cid].link) for cid in selected}
+        self.thermals = {cid: Thermal(members[cid].device.thermal) for cid in selected}
+        for cid in selected:
+            self.radios[cid].load_state(self.radio_thermal[cid, :2].tolist())
+            self.thermals[cid].load_state(self.radio_thermal[cid, 2:].tolist())
         records = {cid: ClientRecord(round, cid, members[cid].device_name,
                                      peak_memory_bytes=jobs[cid].work.peak_memory_bytes) for cid in selected}
         self._arrivals, self._need = [], min(self.cfg.clients_per_round, len(selected))
@@ -303,11 +324,14 @@ class Engine:
             rec.idle_s = idle
             device = members[rec.client].device
             rec.energy_idle_j = device.power_idle_w * (rec.download_s + rec.upload_s + idle)
+            rec.energy_radio_j += self.radios[rec.client].idle_j(rec.finished_at, rec.finished_at + idle)
             if self.charge_j[rec.client] < math.inf:  # a device that ran empty stays off
                 left = 0.0 if rec.note == "battery empty" else float(self.charge_j[rec.client]) - rec.energy_j
                 self.charge_j[rec.client] = max(0.0, left)
             if rec.status == "ok" and jobs[rec.client].rejected:  # it arrived; the server drops it
                 rec.status, rec.note = "rejected", jobs[rec.client].rejected
+        for cid in selected:
+            self.radio_thermal[cid] = [*self.radios[cid].state(), *self.thermals[cid].state()]
         accuracy = loss = None
         if evaluate_now:
             accuracy, loss = algo.evaluate()
@@ -340,7 +364,8 @@ class Engine:
 
     def state(self) -> dict:
         """Engine state at a round boundary (JSON) besides ``arrays()``. Rounds are synchronous, so
-        no SimPy process is pending then: the clock and who synced when are all there is."""
+        no SimPy process is pending then: the clock, who synced when, batteries, radios and heat are
+        all there is."""
         ref = self.reference
         return {"round": self.round, "sim_time_s": self.env.now,
                 "reference": None if ref is None else {
@@ -348,8 +373,9 @@ class Engine:
                     "ops": {k: [op.flops, op.bytes] for k, op in ref.work.ops.items()}}}
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The per-device state: the round each device last synced at and its battery charge."""
-        return {"last_sync": self.last_sync, "charge_j": self.charge_j}
+        """The per-device state: the round each device last synced at, its battery charge, its
+        radio's tail and its heat."""
+        return {"last_sync": self.last_sync, "charge_j": self.charge_j, "radio_thermal": self.radio_thermal}
 
     def load_state(self, state: dict, arrays: dict[str, np.ndarray]) -> None:
         self.round = state["round"]
@@ -357,6 +383,7 @@ class Engine:
         self.net = Network(self.env, self.clients.access, self.net.cells)  # the network lives on the new clock
         self.last_sync[:] = arrays["last_sync"]
         self.charge_j[:] = arrays["charge_j"]
+        self.radio_thermal[:] = arrays["radio_thermal"]
         ref = state["reference"]
         if ref is not None:
             work = Work()

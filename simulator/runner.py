@@ -3,31 +3,21 @@ the learning trace, checkpoints and progress as observers of the engine's rounds
 from __future__ import annotations
 
 import gc
-import importlib.metadata
-import platform
 import time
 from pathlib import Path
 
-from edgefed.simulator.build import build_run
+from edgefed.simulator.build import build_run, device_name
 from edgefed.simulator.checkpoint import CHECKPOINT, Checkpoint, CheckpointError, Checkpointer, load_checkpoint, \
     remove_checkpoint
 from edgefed.simulator.engine import Diverged, RoundObserver
 from edgefed.simulator.parallel import client_pool
+from edgefed.simulator.provenance import PROVENANCE, versions, write_run_provenance
 from edgefed.simulator.replay import TRACE, TraceRecorder
 from edgefed.simulator.results import RunWriter
 from edgefed.simulator.scenario import Scenario, ScenarioError, scenario_dict
+from edgefed.simulator.tensorboard_log import TensorBoardLog
 
-RUN_FILES = ("scenario.yaml", "rounds.csv", "clients.csv", "summary.json", TRACE, CHECKPOINT)
-
-
-def versions() -> dict:
-    out = {"python": platform.python_version()}
-    for pkg in ("edgefed", "torch", "transformers", "simpy", "numpy"):
-        try:
-            out[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
+RUN_FILES = ("scenario.yaml", "rounds.csv", "clients.csv", "summary.json", TRACE, PROVENANCE, CHECKPOINT)
 
 
 def prepare_run_dir(run_dir: Path) -> None:
@@ -70,7 +60,9 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress: RoundO
     run = build_run(scenario, base)
     engine = run.engine
     writer = RunWriter(run_dir)
-    writer.write_scenario(resolved, versions())
+    ran_on = None if run.replay else device_name(next(engine.algo.model.parameters()).device)
+    writer.write_scenario(resolved, {**versions(), **({"device": ran_on} if ran_on else {})})
+    write_run_provenance(run_dir, scenario, base, None if run.replay else engine.algo.model.backbone, ran_on)
     checkpointer = Checkpointer(run_dir, resolved, run.excluded,
                                 started=wall_start - (ckpt.state["host_seconds"] if ckpt else 0.0))
     resumed_at = None
@@ -83,6 +75,8 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress: RoundO
         engine.observers.append(TraceRecorder(run_dir, engine.algo.peak_memory_bytes(), resumed_at))
         engine.pool = client_pool(scenario.host, scenario, base)
     engine.observers += [checkpointer] + ([progress] if progress else [])
+    if scenario.output.tensorboard:
+        engine.observers.append(TensorBoardLog(run_dir, fresh=ckpt is None))
 
     status = "done"
     gc.freeze()  # long-lived objects (torch, the model, a trace) need no rescanning every round

@@ -5,14 +5,16 @@ fails at once with one line instead of silently running the default.
 """
 from __future__ import annotations
 
+import copy
+import json
 import re
 import string
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator, \
-    model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError, \
+    field_validator, model_validator
 
 from edgefed.algorithms.registry import METHODS
 from edgefed.devices.availability import AvailabilitySpec, StragglerSpec
@@ -33,12 +35,17 @@ class ModelSpec(Strict):
     kind: Literal["auto", "encoder", "causal"] = "auto"
     max_length: int = Field(64, ge=8, description="tokens per example (at most the model's positions)")
     dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
-    device: Literal["cpu", "cuda"] = "cpu"
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+                        description="where the host runs the learning: auto (a GPU when torch sees one), cpu, cuda, cuda:N")
 
 
 class DatasetSpec(Strict):
-    train: str
-    test: str
+    train: str = Field(description="training file (TSV/CSV/JSONL, optionally .gz) relative to the scenario; "
+                       "with hub: the split name")
+    test: str = Field(description="held-out file, or with hub the split name")
+    hub: str | None = Field(None, description="a Hugging Face dataset id (needs a network and "
+                            "`pip install 'edgefed[datasets]'`) or a folder written by save_to_disk")
+    config: str | None = Field(None, description="with hub: the dataset's configuration (e.g. glue's sst2)")
     text_field: str = "sentence"
     label_field: str = "label"
     format: Literal["tsv", "csv", "jsonl"] | None = None
@@ -81,6 +88,8 @@ class FleetGroup(Strict):
     count: PositiveInt = 1
     link: str | None = Field(None, description="link name; default: the device's default link")
     cell: str | None = Field(None, description="fleet.network.cells name whose backhaul it shares")
+    home_link: str = Field("wifi", description="availability charging_wifi: the link a phone on a cellular "
+                           "link uses while it is eligible (charging at home on WiFi)")
 
 
 class FleetSpec(Strict):
@@ -118,10 +127,24 @@ class FleetSpec(Strict):
             link = group.link or devices[group.device].default_link
             if link not in links:
                 raise ValueError(f"groups.{i}.link: unknown link {link!r} (known: {', '.join(sorted(links))})")
+            if group.home_link not in links:
+                raise ValueError(f"groups.{i}.home_link: unknown link {group.home_link!r} "
+                                 f"(known: {', '.join(sorted(links))})")
             if group.cell is not None and group.cell not in self.network.cells:
                 raise ValueError(f"groups.{i}.cell: unknown cell {group.cell!r} (known: "
                                  f"{', '.join(sorted(self.network.cells)) or 'none in network.cells'})")
         return self
+
+    def link_name(self, group: FleetGroup) -> str:
+        """The link a group's devices transfer on: its own (or the device's default), except that
+        under ``charging_wifi`` a battery device on a cellular link trains only at home, on
+        ``home_link``."""
+        devices, links = self.profiles()
+        device = devices[group.device]
+        name = group.link or device.default_link
+        if self.availability.kind == "charging_wifi" and device.battery_wh is not None and links[name].cellular:
+            return group.home_link
+        return name
 
     def profiles(self) -> tuple[dict[str, DeviceProfile], dict[str, LinkProfile]]:
         """The catalog's devices and links with this scenario's own on top."""
@@ -148,6 +171,8 @@ class RoundsSpec(Strict):
 class OutputSpec(Strict):
     dir: str = "runs"
     plots: bool = True
+    tensorboard: bool = Field(False, description="TensorBoard scalars per round in RUN_DIR/tensorboard "
+                              "(pip install 'edgefed[tensorboard]')")
 
     @field_validator("dir")
     @classmethod
@@ -166,6 +191,8 @@ class HostSpec(Strict):
     workers: PositiveInt = Field(1, description="processes or Ray actors running a round's client updates")
     backend: Literal["local", "ray"] = "local"
     gpus_per_worker: float = Field(0.0, ge=0.0, description="Ray actors only")
+    feature_cache_bytes: NonNegativeInt = Field(2**31, description="host memory for the frozen layers' "
+                                                "outputs per example (0: recompute every pass)")
 
 
 class Scenario(Strict):
@@ -265,8 +292,14 @@ def parse_overrides(items: list[str]) -> list[tuple[str, object]]:
 def load_scenario(path: str | Path, overrides: list[str] | None = None) -> tuple[Scenario, Path]:
     """Read, override and validate a scenario; returns it with the folder its paths are relative to."""
     path = Path(path)
+    base = path.resolve().parent
+    return validate_scenario(read_scenario_file(path), base, parse_overrides(overrides or []), str(path)), base
+
+
+def read_scenario_file(path: Path):
+    """The parsed YAML of a scenario file, before validation."""
     try:
-        raw = load_yaml(path.read_text(encoding="utf-8"))
+        return load_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ScenarioError(f"{path}: file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -275,11 +308,17 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> tuple
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ScenarioError(f"{path}:{where} invalid YAML: {getattr(exc, 'problem', exc)}") from None
+
+
+def validate_scenario(raw, base: Path, overrides: list[tuple[str, object]] = (), source: str = "scenario") -> Scenario:
+    """Override and validate a scenario given as a mapping (a parsed file, or a dict from Python);
+    relative paths in it are relative to ``base``. ``source`` names it in error messages. The
+    mapping itself is left unchanged."""
     if not isinstance(raw, dict):
-        raise ScenarioError(f"{path}: expected a mapping of scenario sections")
-    base = path.resolve().parent
-    _merge_devices_file(raw, base, path)
-    for dotted, value in parse_overrides(overrides or []):
+        raise ScenarioError(f"{source}: expected a mapping of scenario sections")
+    raw = copy.deepcopy(raw)
+    _merge_devices_file(raw, base, source)
+    for dotted, value in overrides:
         try:
             set_dotted(raw, dotted, value)
         except (IndexError, ValueError, TypeError, AttributeError) as exc:
@@ -289,23 +328,23 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> tuple
     try:
         scenario = Scenario.model_validate(raw)
     except ValidationError as exc:
-        raise ScenarioError(f"{path}: {_format_error(exc)}") from None
-    for field in ("train", "test"):
+        raise ScenarioError(f"{source}: {_format_error(exc)}") from None
+    for field in () if scenario.task.dataset.hub else ("train", "test"):
         file = resolve_path(base, getattr(scenario.task.dataset, field))
         if not file.is_file():
-            raise ScenarioError(f"{path}: task.dataset.{field}: file not found: {file}")
+            raise ScenarioError(f"{source}: task.dataset.{field}: file not found: {file}")
     for dotted, value in (("fleet.availability.file", scenario.fleet.availability.file),
                           ("fleet.network.variability.file", scenario.fleet.network.variability.file)):
         if value is not None and not resolve_path(base, value).is_file():
-            raise ScenarioError(f"{path}: {dotted}: file not found: {resolve_path(base, value)}")
+            raise ScenarioError(f"{source}: {dotted}: file not found: {resolve_path(base, value)}")
     if scenario.fleet.availability.kind == "trace" and scenario.fleet.availability.file is None:
-        raise ScenarioError(f"{path}: fleet.availability.file: required when kind is trace")
+        raise ScenarioError(f"{source}: fleet.availability.file: required when kind is trace")
     if scenario.fleet.network.variability.kind == "trace" and scenario.fleet.network.variability.file is None:
-        raise ScenarioError(f"{path}: fleet.network.variability.file: required when kind is trace")
-    return scenario, base
+        raise ScenarioError(f"{source}: fleet.network.variability.file: required when kind is trace")
+    return scenario
 
 
-def _merge_devices_file(raw: dict, base: Path, path: Path) -> None:
+def _merge_devices_file(raw: dict, base: Path, path: str) -> None:
     """``fleet.devices_file``: its ``devices:`` go under ``fleet.devices`` (inline entries win)."""
     fleet = raw.get("fleet")
     if not isinstance(fleet, dict) or not fleet.get("devices_file"):
@@ -330,3 +369,13 @@ def resolve_path(base: Path, value: str) -> Path:
 
 def scenario_dict(scenario: Scenario) -> dict:
     return scenario.model_dump(mode="json")
+
+
+def json_schema() -> str:
+    """The scenario JSON Schema (pydantic's), which ``edgefed schema`` writes and editors read."""
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",
+              **Scenario.model_json_schema(), "title": "edgefed scenario"}
+    for profile in ("DeviceProfile", "LinkProfile"):  # fleet.devices/links entries take their key as name
+        definition = schema["$defs"][profile]
+        definition["required"] = [f for f in definition.get("required", []) if f != "name"]
+    return json.dumps(schema, indent=2) + "\n"

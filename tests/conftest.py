@@ -15,7 +15,6 @@ import torch  # noqa: E402
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
 
 TINY = {
     "name": "tiny",
@@ -50,13 +49,6 @@ def tiny_dict() -> dict:
 @pytest.fixture
 def tiny_file(tmp_path, tiny_dict) -> Path:
     return write_scenario(tmp_path, tiny_dict)
-
-
-def shared_data_or_skip(*parts: str) -> Path:
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"../shared/data not present ({path}); benchmark data is optional")
-    return path
 
 
 @pytest.fixture(scope="session")

@@ -66,6 +66,15 @@ def test_the_wheel_installs_only_edgefed_at_top_level(wheel):
         assert module in names
 
 
+def test_the_wheel_ships_the_licence_text(wheel):
+    wheel_zip = zipfile.ZipFile(wheel)
+    licence = [n for n in wheel_zip.namelist() if n.endswith(".dist-info/licenses/LICENSE")]
+    assert licence, "LICENSE missing from the wheel's dist-info"
+    assert "Apache License" in wheel_zip.read(licence[0]).decode()
+    metadata = next(n for n in wheel_zip.namelist() if n.endswith(".dist-info/METADATA"))
+    assert "License-Expression: Apache-2.0" in wheel_zip.read(metadata).decode()
+
+
 def test_the_installed_console_script_runs(wheel, tmp_path):
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)

@@ -1,0 +1,128 @@
+"""The Python API, for notebooks and scripts: run a scenario (a file or a dict) and read runs back.
+
+``run`` writes the same run directory as ``edgefed run`` and returns it read back by ``load``, so a
+result in memory and one loaded later are the same thing. Tables are pandas DataFrames when pandas
+is installed (``pip install 'edgefed[pandas]'``), else lists of dicts with numbers parsed.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+TABLES = ("rounds.csv", "clients.csv")
+
+
+class RunDirError(ValueError):
+    """A run directory that cannot be read; the message names the file."""
+
+
+@dataclass(repr=False)
+class Result:
+    """One run directory in memory: ``summary`` (summary.json), ``rounds`` and ``clients`` (the
+    CSV tables), the resolved ``scenario`` and, where recorded, ``provenance``."""
+
+    run_dir: Path
+    summary: dict
+    rounds: Any
+    clients: Any
+    scenario: dict
+    provenance: dict | None = field(default=None)
+
+    def __repr__(self) -> str:
+        s = self.summary
+        return (f"Result({str(self.run_dir)!r}, status={s.get('status')!r}, rounds={s.get('rounds')}, "
+                f"final_accuracy={s.get('final_accuracy')}, sim_time_s={s.get('totals', {}).get('sim_time_s')})")
+
+
+def run(scenario: str | Path | Mapping, overrides: Sequence[str] | Mapping[str, Any] | None = None,
+        out: str | Path | None = None, base: str | Path | None = None) -> Result:
+    """Run ``scenario`` (a YAML file, or a dict shaped like one) and return its result.
+
+    ``overrides``: ``["rounds.max=5"]`` as on the command line, or ``{"rounds.max": 5}``.
+    ``out``: the run directory (default ``output.dir/name``, relative to the working directory).
+    ``base``: the folder a dict scenario's relative paths start from (default: the working
+    directory; a file's own folder for a file). Bad input raises ``ScenarioError`` with the same
+    one-line message the command line prints.
+    """
+    from edgefed.simulator.runner import run_scenario
+    from edgefed.simulator.scenario import parse_overrides, read_scenario_file, validate_scenario
+
+    pairs = list(overrides.items()) if isinstance(overrides, Mapping) else parse_overrides(list(overrides or []))
+    if isinstance(scenario, Mapping):
+        raw, folder, source = dict(scenario), Path(base if base is not None else Path.cwd()).resolve(), "scenario dict"
+    else:
+        path = Path(scenario)
+        raw, folder, source = read_scenario_file(path), path.resolve().parent, str(path)
+    spec = validate_scenario(raw, folder, pairs, source)
+    run_dir = Path(out) if out is not None else Path(spec.output.dir) / spec.name
+    run_scenario(spec, folder, run_dir)
+    return load(run_dir)
+
+
+def load(run_dir: str | Path) -> Result:
+    """Read a finished (or interrupted) run directory."""
+    import yaml
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir}: not a run directory (no such folder)")
+    summary = _json(run_dir / "summary.json")
+    try:
+        scenario = yaml.safe_load(_text(run_dir / "scenario.yaml"))
+    except yaml.YAMLError as exc:
+        raise RunDirError(f"{run_dir / 'scenario.yaml'}: invalid YAML: {exc}") from None
+    provenance = _json(run_dir / "provenance.json") if (run_dir / "provenance.json").exists() else None
+    rounds, clients = (_table(run_dir / name) for name in TABLES)
+    return Result(run_dir, summary, rounds, clients, scenario, provenance)
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RunDirError(f"{path}: missing (not a finished edgefed run directory?)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunDirError(f"{path}: cannot read: {exc}") from None
+
+
+def _json(path: Path) -> dict:
+    try:
+        data = json.loads(_text(path))
+    except json.JSONDecodeError as exc:
+        raise RunDirError(f"{path}: invalid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise RunDirError(f"{path}: expected a JSON object")
+    return data
+
+
+def _number(value: str):
+    if value == "":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
+def _table(path: Path):
+    text = _text(path)
+    try:
+        import pandas as pd
+    except ImportError:
+        pd = None
+    if pd is not None:
+        import io
+
+        try:
+            return pd.read_csv(io.StringIO(text))
+        except (ValueError, pd.errors.ParserError) as exc:  # EmptyDataError is a ValueError
+            raise RunDirError(f"{path}: not a CSV table: {str(exc).splitlines()[0]}") from None
+    rows = list(csv.DictReader(text.splitlines()))
+    if not text.strip() or any(None in row or None in row.values() for row in rows):
+        raise RunDirError(f"{path}: not a CSV table (empty, or rows with the wrong number of fields)")
+    return [{k: _number(v) for k, v in row.items()} for row in rows]

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from edgefed.simulator.results import atomic_write
+from edgefed.simulator.provenance import write_bench_result
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "results" / "host_speed.json"
@@ -89,7 +89,7 @@ def main(part: str, rounds: int) -> None:
         results["cache_bytes"] = cache_sizes()
     else:
         raise SystemExit(f"unknown part {part!r} (quickstart, last2, memory)")
-    atomic_write(OUT, json.dumps(results, indent=2) + "\n")
+    write_bench_result(OUT, {k: v for k, v in results.items() if k != "provenance"}, __file__)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ OVERRIDES = ["algorithm.trainable=all", "task.dataset.train_limit=400", "task.da
 
 def run(threads: int, rounds: int, out: Path) -> list[dict]:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    sets = [arg for o in OVERRIDES + [f"rounds.max={rounds}"] for arg in ("--set", o)]
+    sets = [arg for o in OVERRIDES + [f"rounds.max={rounds}", "host.threads=null"] for arg in ("--set", o)]
     subprocess.run([sys.executable, "-m", "edgefed", "run", str(REPO / "scenarios/quickstart.yaml"), *sets,
                     "--out", str(out), "--quiet"], env=env, check=True, cwd=REPO)
     with (out / "rounds.csv").open() as fh:

@@ -6,6 +6,8 @@ import gc
 import time
 from pathlib import Path
 
+import torch
+
 from edgefed.simulator.build import build_run, device_name
 from edgefed.simulator.checkpoint import CHECKPOINT, Checkpoint, CheckpointError, Checkpointer, load_checkpoint, \
     remove_checkpoint
@@ -51,6 +53,8 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress: RoundO
     With ``resume``, continue from the run directory's last checkpoint instead. A scenario with
     ``replay`` drives only the systems side from a recorded trace."""
     wall_start = time.perf_counter()
+    if scenario.host.threads is not None:
+        torch.set_num_threads(scenario.host.threads)
     resolved = scenario_dict(scenario)
     ckpt = open_checkpoint(run_dir, resolved) if resume else None
     if ckpt is None:

@@ -16,7 +16,8 @@ from tests.test_end_to_end import read_csv
 def run_with_threads(scenario, out, threads):
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     result = subprocess.run([sys.executable, "-m", "edgefed", "run", str(scenario), "--out", str(out),
-                             "--quiet", "--set", "rounds.max=2"], env=env, capture_output=True, text=True, timeout=300)
+                             "--quiet", "--set", "rounds.max=2", "--set", "host.threads=null"], env=env,
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     rounds = [{k: v for k, v in r.items() if k != "host_seconds"} for r in read_csv(out / "rounds.csv")]
     summary = json.loads((out / "summary.json").read_text())

@@ -26,8 +26,9 @@ from edgefed.streams import Stream, rng
 
 from edgefed.algorithms.data import Tokenized
 from edgefed.algorithms.message import Message
-from edgefed.algorithms.models import TaskModel, inference_activation_bytes, param_bytes
+from edgefed.algorithms.models import TaskModel, inference_activation_bytes, param_bytes, prefix_output_bytes
 from edgefed.algorithms.work import Work
+from edgefed.algorithms.zo import flatten_
 
 TRAINABLE_PATTERN = r"^(all|head|bias|norm|lora|last:[1-9]\d*)(\+(all|head|bias|norm|lora|last:[1-9]\d*))*$"
 
@@ -69,10 +70,13 @@ class FederatedData:
 
 @dataclass
 class Trainable:
-    """The parameter subset a method updates (names in a fixed order)."""
+    """The parameter subset a method updates (names in a fixed order), as views of one flat buffer."""
 
     names: list[str]
     params: list[torch.nn.Parameter] = field(repr=False)
+
+    def __post_init__(self):
+        self.flat = flatten_(self.params)
 
     @property
     def numel(self) -> int:
@@ -153,6 +157,8 @@ class Algorithm(ABC):
         self.cfg = cfg
         self.seed = seed
         self.trainable = select_trainable(model, cfg.trainable)
+        #: layers below the lowest trainable parameter: run once per batch (``prefix_features``)
+        self.prefix = model.frozen_prefix(set(self.trainable.names))
 
     # -- server hooks --------------------------------------------------------------------
     def configure_round(self, round: int, selected: list[int]) -> Any:
@@ -206,8 +212,9 @@ class Algorithm(ABC):
     # -- memory: one rule for every method ------------------------------------------------
     def peak_memory_bytes(self) -> int:
         """The method's peak on a device: all weights, the activations its passes keep at the
-        largest batch, and what the method itself holds (``held_bytes``)."""
-        return param_bytes(self.model.parameters()) + self.activation_bytes() + self.held_bytes()
+        largest batch, the frozen prefix's output and what the method itself holds (``held_bytes``)."""
+        return (param_bytes(self.model.parameters()) + self.activation_bytes() + self.prefix_memory_bytes()
+                + self.held_bytes())
 
     def activation_bytes(self) -> int:
         """Inference-level activations (a no-grad forward, one layer live at a time)."""
@@ -221,29 +228,62 @@ class Algorithm(ABC):
     def batch_rng(self, client: int, round: int) -> np.random.Generator:
         return rng(self.seed, Stream.BATCHES, round, client)
 
+    def prefix_features(self, batch, work: Work):
+        """The frozen prefix's output on ``batch`` (None when there is none), counted once: every
+        perturbation of this batch starts from it. The host may take it from its feature cache;
+        the device is charged for computing it."""
+        if not self.prefix:
+            return None
+        work.add_forward("prefix", self.model.forward_flops(batch, "block1", self.prefix), self.prefix_weight_bytes)
+        return self.model.prefix_features(batch, self.prefix)
+
     def counted_loss(self, batch, work: Work):
-        """The full-model loss on ``batch`` as a closure that charges one forward pass per call
-        (the loss function every MeZO-style step evaluates at +eps z and -eps z)."""
-        flops, weight_bytes = self.model.forward_flops(batch, "full"), self.weight_bytes
+        """The loss on ``batch`` as a closure that charges one pass per call (the loss function every
+        MeZO-style step evaluates at +eps z and -eps z): the full model, or with a frozen prefix
+        only the layers from the first trainable one up, the prefix being charged once here."""
+        if not self.prefix:
+            flops, weight_bytes = self.model.forward_flops(batch, "full"), self.weight_bytes
 
-        def loss():
-            work.add_forward("full", flops, weight_bytes)
-            return self.model.loss(batch)
+            def loss():
+                work.add_forward("full", flops, weight_bytes)
+                return self.model.loss(batch)
 
-        return loss
+            return loss
+        features = self.prefix_features(batch, work)
+        flops = self.model.forward_flops(batch, "block2", self.prefix)
+        weight_bytes = self.weight_bytes - self.prefix_weight_bytes
+
+        def suffix_loss():
+            work.add_forward("suffix", flops, weight_bytes)
+            return self.model.suffix_loss(features, batch, self.prefix)
+
+        return suffix_loss
 
     @property
     def weight_bytes(self) -> float:
         """All weights: what one forward pass reads from memory."""
         return float(param_bytes(self.model.parameters()))
 
+    @property
+    def prefix_weight_bytes(self) -> float:
+        """The frozen prefix's weights: what computing its output reads."""
+        names, _ = self.model.block_param_names(self.prefix)
+        return float(param_bytes(p for n, p in self.model.named_parameters() if n in names)) if self.prefix else 0.0
+
+    def prefix_memory_bytes(self) -> int:
+        """Holding a batch's frozen-prefix output for the step's passes."""
+        if not self.prefix:
+            return 0
+        return prefix_output_bytes(self.model, self.cfg.batch_size, self.data.train.max_length, self.prefix)
+
 
 @torch.no_grad()
 def evaluate(model: TaskModel, test: Tokenized, batch_size: int = 64) -> tuple[float, float]:
-    """Accuracy and mean cross-entropy on the held-out set."""
+    """Accuracy and mean cross-entropy on the held-out set (from its feature cache when it has one)."""
     correct, total_loss = 0, 0.0
     for batch in test.batches(batch_size):
-        logits = model.logits(batch).float()
+        cache = batch.cache
+        logits = (model.suffix_logits(cache.lookup(batch), batch, cache.split) if cache else model.logits(batch)).float()
         total_loss += float(torch.nn.functional.cross_entropy(logits, batch.labels, reduction="sum"))
         correct += int((logits.argmax(-1) == batch.labels).sum())
     return correct / len(test), total_loss / len(test)

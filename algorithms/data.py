@@ -146,7 +146,7 @@ def load_hub_split(hub: str, config: str | None, split: str, folder: Path, text_
 
 class Tokenized:
     """A dataset tokenised once; batches are padded to a multiple of 16 tokens (few shapes, so
-    FLOP counts are measured once per shape and cached)."""
+    FLOP counts are measured once per shape and cached) and built on the model's ``device``."""
 
     def __init__(self, data: TextDataset, tokenizer, max_length: int, prompt: str = "{text}"):
         texts = [prompt.format(text=t) for t in data.texts]
@@ -155,19 +155,26 @@ class Tokenized:
         self.labels = torch.as_tensor(data.labels)
         self.max_length = max_length
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.device = torch.device("cpu")
+        self.features = None  # a FeatureCache of the model's frozen prefix, when the host keeps one
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def batch(self, indices) -> Batch:
+    def batch(self, indices, cached: bool = True, bucket: bool = True) -> Batch:
+        """The examples at ``indices``, padded to a bucket (or with ``bucket=False`` to the
+        longest); with the dataset's feature cache unless ``cached`` is False (the cache's fill)."""
+        indices = [int(i) for i in indices]
         rows = [self.ids[i] for i in indices]
-        length = seq_bucket(max(len(r) for r in rows), self.max_length)
+        longest = max(len(r) for r in rows)
+        length = seq_bucket(longest, self.max_length) if bucket else longest
         ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), length), dtype=torch.long)
         for j, r in enumerate(rows):
             ids[j, : len(r)] = torch.as_tensor(r)
             mask[j, : len(r)] = 1
-        return Batch(ids, mask, self.labels[list(indices)])
+        return Batch(ids.to(self.device), mask.to(self.device), self.labels[indices].to(self.device),
+                     indices, self.features if cached else None)
 
     def batches(self, batch_size: int):
         for start in range(0, len(self), batch_size):

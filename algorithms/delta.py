@@ -17,7 +17,7 @@ from edgefed.algorithms.zo import AXPY_TENSORS
 
 def to_wire(tensor: torch.Tensor) -> np.ndarray:
     """A tensor as the array sent: fp32/fp16 as such, bf16 as its raw 16-bit words."""
-    tensor = tensor.detach()
+    tensor = tensor.detach().cpu()
     if tensor.dtype == torch.bfloat16:
         return tensor.view(torch.int16).numpy().view(np.uint16)
     return tensor.numpy()
@@ -68,7 +68,7 @@ class WeightDelta(Algorithm):
             return
         with torch.no_grad():
             for p, d in zip(self.trainable.params, update):
-                p.add_(d)
+                p.add_(d.to(p.device))
 
     def held_bytes(self):
         """Direction buffers plus the round's starting copy of the trainable weights (to form

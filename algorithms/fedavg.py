@@ -40,14 +40,15 @@ class FedAvg(WeightDelta):
         rng = self.batch_rng(client, round)
         optim_cls, _, touched = OPTIMIZERS[cfg.optimizer]
         optimizer = optim_cls(self.trainable.params, lr=cfg.lr)
-        weight_bytes = self.weight_bytes
         for _ in range(cfg.local_steps):
             batch = self.data.train.batch(sample_batch(self.data.parts[client], cfg.batch_size, rng))
-            forward = self.model.forward_flops(batch, "full")
-            work.add_forward("full", forward, weight_bytes)
-            work.add("backward", self.model.forward_flops(batch, "train") - forward, 2 * weight_bytes)
+            loss = self.counted_loss(batch, work)  # the frozen prefix, if any, runs here once
+            # backprop stops at the first trainable layer: the measured backward is that part's
+            # (measured first: measuring runs a backward of its own)
+            work.add("backward", self.model.forward_flops(batch, "train") - self.model.forward_flops(batch, "full"),
+                     2 * (self.weight_bytes - self.prefix_weight_bytes))
             optimizer.zero_grad(set_to_none=True)
-            self.model.loss(batch).backward()
+            loss().backward()
             optimizer.step()
             work.add_elementwise(self.trainable.numel, self.trainable.params[0].element_size(), touched)
         optimizer.zero_grad(set_to_none=True)

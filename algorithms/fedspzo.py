@@ -56,30 +56,44 @@ def direction_seeds(step_seed: int, p1: int, p2: int) -> tuple[list[int], list[l
 
 def split_scalars(model: TaskModel, batch: Batch, split: int, dirs1: Directions, dirs2: Directions,
                   us: list[int], vs: list[list[int]], eps: float, work: Work, flops=(0.0, 0.0),
-                  weight_bytes=(0.0, 0.0)) -> np.ndarray:
+                  weight_bytes=(0.0, 0.0), features: torch.Tensor | None = None, prefix: int = 0) -> np.ndarray:
     """The ``p1 x p2`` scalars g_uv of one batch; the parameters end where they started (up to
-    rounding of the +-eps moves, as in MeZO)."""
+    rounding of the +-eps moves, as in MeZO). With ``features``, the frozen prefix's output at
+    layer ``prefix`` (computed and counted by the caller), block 1 starts from it, or when block 1
+    is frozen altogether block 2 runs straight on it."""
     g = np.zeros((len(us), len(vs[0])), dtype=SCALAR_DTYPE)
     frozen_block1 = dirs1.numel == 0
-    shared = None
+
+    def block1():
+        if features is None:
+            return model.block1(batch, split)
+        with model.cached_prefix(features, prefix):
+            return model.block1(batch, split)
+
+    def block2_loss(hidden):
+        if frozen_block1 and features is not None:
+            return model.suffix_loss(hidden, batch, prefix)
+        return model.block2_loss(hidden, batch, split)
+
+    shared = features if frozen_block1 else None
     for i, u in enumerate(us):
         if frozen_block1:
             if shared is None:
-                shared = model.block1(batch, split)
+                shared = block1()
                 work.add_forward("block1", flops[0], weight_bytes[0])
             h_plus = h_minus = shared
         else:
             dirs1.axpy(u, eps, work)
-            h_plus = model.block1(batch, split)
+            h_plus = block1()
             dirs1.axpy(u, -2.0 * eps, work)
-            h_minus = model.block1(batch, split)
+            h_minus = block1()
             dirs1.axpy(u, eps, work)
             work.add_forward("block1", flops[0], weight_bytes[0], count=2)
         for j, v in enumerate(vs[i]):
             dirs2.axpy(v, eps, work)
-            loss_plus = float(model.block2_loss(h_plus, batch, split))
+            loss_plus = float(block2_loss(h_plus))
             dirs2.axpy(v, -2.0 * eps, work)
-            loss_minus = float(model.block2_loss(h_minus, batch, split))
+            loss_minus = float(block2_loss(h_minus))
             dirs2.axpy(v, eps, work)
             work.add_forward("block2", flops[1], weight_bytes[1], count=2)
             g[i, j] = (loss_plus - loss_minus) / (2.0 * eps)
@@ -248,15 +262,29 @@ class FedSPZO(Algorithm):
         with torch.no_grad():
             for k in range(cfg.local_steps):
                 batch = self.data.train.batch(sample_batch(part, cfg.batch_size, rng))
-                flops = (self.model.forward_flops(batch, "block1", self.split),
-                         self.model.forward_flops(batch, "block2", self.split))
+                features = self.prefix_features(batch, work)  # the frozen layers, once per batch
+                flops, weight_bytes = self.pass_costs(batch)
                 us, vs = direction_seeds(int(plan[k]), cfg.p1, self.p2)
                 scalars[k] = split_scalars(self.model, batch, self.split, self.dirs1, self.dirs2, us, vs,
-                                           cfg.eps, work, flops, self._block_bytes)
+                                           cfg.eps, work, flops, weight_bytes, features, self.prefix)
                 split_update(self.dirs1, self.dirs2, us, vs, scalars[k], cfg.lr, work)
         self.trainable.restore(start)
         work.peak_memory_bytes = self.peak_memory_bytes()
         return Message("seed-scalars", round, client, {"scalars": scalars}), work
+
+    def pass_costs(self, batch: Batch) -> tuple[tuple[float, float], tuple[float, float]]:
+        """(FLOPs, weight bytes) of one block-1 and one block-2 pass on ``batch``, net of the frozen
+        prefix (counted once per batch by ``prefix_features``): block 1 runs from the prefix's
+        output, or when block 1 is frozen, block 2 does."""
+        model, split, prefix = self.model, self.split, self.prefix
+        block1 = model.forward_flops(batch, "block1", split)
+        block2 = model.forward_flops(batch, "block2", split)
+        if not prefix:
+            return (block1, block2), self._block_bytes
+        if not self.dirs1.numel:
+            return (0.0, model.forward_flops(batch, "block2", prefix)), (0.0, self.weight_bytes - self.prefix_weight_bytes)
+        return ((block1 - model.forward_flops(batch, "block1", prefix), block2),
+                (self._block_bytes[0] - self.prefix_weight_bytes, self._block_bytes[1]))
 
     def held_bytes(self):
         """The two cached block-1 outputs and both blocks' direction buffers."""

@@ -8,7 +8,7 @@ import numpy as np
 
 class History:
     def __init__(self, names: list[str], params):
-        self.head = {n: p.detach().clone().numpy() for n, p in zip(names, params) if n.startswith("head.")}
+        self.head = {n: p.detach().cpu().numpy().copy() for n, p in zip(names, params) if n.startswith("head.")}
         self.rounds: list[int] = []
         self.records: list[dict[str, np.ndarray]] = []
 

@@ -34,6 +34,9 @@ class Batch:
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     labels: torch.Tensor
+    #: the examples' indices in their dataset and that dataset's feature cache (None: uncached)
+    rows: list[int] | None = None
+    cache: object | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -203,34 +206,40 @@ class TaskModel(nn.Module):
         out = self._base(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
         return out.last_hidden_state
 
-    def _head(self, hidden: torch.Tensor, batch: Batch) -> torch.Tensor:
+    def _pool(self, hidden: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """One vector per example: the masked mean (encoder) or the last real token (causal LM)."""
         if self.kind == "encoder":
             mask = batch.attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-            return self.scale * F.linear(F.normalize(pooled, dim=-1), self.head.weight) + self.head.bias
-        # causal LM: hidden state at the last real token, scored on the label words only
+            return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         last = batch.attention_mask.sum(1) - 1
-        h = hidden[torch.arange(hidden.shape[0]), last]
-        return _upcast(self.head(h)[:, self.label_token_ids])
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+    def _head_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
+        if self.kind == "encoder":
+            # Cosine-similarity head: logits = scale * normalize(pooled) @ W.T + b
+            return self.scale * F.linear(F.normalize(pooled, dim=-1), self.head.weight) + self.head.bias
+        return _upcast(self.head(pooled)[:, self.label_token_ids])  # scored on the label words only
 
     def logits(self, batch: Batch) -> torch.Tensor:
-        return self._head(self._backbone_out(batch), batch)
+        return self._head_pooled(self._pool(self._backbone_out(batch), batch))
 
     def loss(self, batch: Batch) -> torch.Tensor:
         return F.cross_entropy(_upcast(self.logits(batch)), batch.labels)
 
     # block split: block 1 once, block 2 many times on its cached output
     def block1(self, batch: Batch, split: int) -> torch.Tensor:
-        """Outputs of embed + layers[:split] (hidden states entering layer ``split``)."""
+        """Outputs of embed + layers[:split] (hidden states entering layer ``split``; at
+        ``split == num_layers`` those entering the head, before a causal LM's final norm)."""
         captured = {}
 
         def grab(_module, args, kwargs):
             captured["h"] = args[0] if args else kwargs["hidden_states"]
             raise _StopForward
 
-        if split >= self.num_layers:
+        if split >= self.num_layers and self.kind == "encoder":
             return self._backbone_out(batch)
-        handle = self.layers[split].register_forward_pre_hook(grab, with_kwargs=True)
+        stop = self.layers[split] if split < self.num_layers else self._base.norm
+        handle = stop.register_forward_pre_hook(grab, with_kwargs=True)
         try:
             self._base(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
         except _StopForward:
@@ -240,14 +249,44 @@ class TaskModel(nn.Module):
         return captured["h"]
 
     def block2_loss(self, hidden: torch.Tensor, batch: Batch, split: int) -> torch.Tensor:
-        if split >= self.num_layers:  # block 2 is the head alone
-            return F.cross_entropy(_upcast(self._head(hidden, batch)), batch.labels)
-        with self.cached_prefix(hidden, split):
-            return self.loss(batch)
+        features = self._pool(hidden, batch) if split >= self.num_layers else hidden
+        return F.cross_entropy(_upcast(self.suffix_logits(features, batch, split)), batch.labels)
+
+    # frozen prefix: what the first trainable layer consumes, computed once per batch
+    def frozen_prefix(self, trainable: set[str]) -> int:
+        """Layers below the lowest trainable parameter (0: the embeddings train, or layer 0 does).
+        Their output cannot change while the model trains, so every method computes and counts it
+        once per batch and runs only the layers from ``split`` up per perturbation."""
+        for split in range(self.num_layers, 0, -1):
+            if not self.block_param_names(split)[0] & trainable:
+                return split
+        return 0
+
+    def prefix_features(self, batch: Batch, split: int) -> torch.Tensor:
+        """What the trainable part consumes: per-token hidden states entering layer ``split``, or
+        one pooled vector per example when only the head trains (``split == num_layers``). Taken
+        from the batch's feature cache when it has one for this split."""
+        if batch.cache is not None and batch.cache.split == split:
+            return batch.cache.lookup(batch)
+        hidden = self.block1(batch, split)
+        return self._pool(hidden, batch) if split >= self.num_layers else hidden
+
+    def suffix_logits(self, features: torch.Tensor, batch: Batch, split: int) -> torch.Tensor:
+        """Logits from ``prefix_features`` (layers ``split`` up and the head)."""
+        if split < self.num_layers:
+            with self.cached_prefix(features, split):
+                return self.logits(batch)
+        if self.kind == "causal":
+            features = self._base.norm(features)  # per token, so it commutes with the pooling
+        return self._head_pooled(features)
+
+    def suffix_loss(self, features: torch.Tensor, batch: Batch, split: int) -> torch.Tensor:
+        return F.cross_entropy(_upcast(self.suffix_logits(features, batch, split)), batch.labels)
 
     @contextlib.contextmanager
     def cached_prefix(self, hidden: torch.Tensor, split: int):
-        """Run the model's own forward with block 1 replaced by its cached output."""
+        """Run the model's own forward with block 1 replaced by its cached output (nests: block 1
+        of a deeper split can start from a shallower prefix's output)."""
         if split >= self.num_layers:
             raise ValueError("cached_prefix needs a split inside the layer stack")
         original_embed = getattr(self._base, self.embed_name)
@@ -268,9 +307,11 @@ class TaskModel(nn.Module):
         forward + backward) on this shape."""
         key = (block, split, batch.shape)
         if key not in self._flops:
-            if block == "block2":  # block 1 runs outside the counter: only block 2 is counted
-                with torch.no_grad():
-                    hidden = self.block1(batch, split)
+            if block == "block2":  # block 2 alone is counted, on a stand-in of block 1's output (FLOPs
+                # depend on shapes, not values)
+                size, length = batch.shape
+                hidden = torch.zeros(size, length, self.backbone.config.hidden_size,
+                                     dtype=next(self.parameters()).dtype, device=batch.input_ids.device)
             with torch.no_grad() if block != "train" else contextlib.nullcontext():
                 with FlopCounterMode(display=False) as counter:
                     if block == "full":
@@ -328,3 +369,10 @@ def training_activation_bytes(model: TaskModel, batch_size: int, seq_len: int) -
 
 def seq_bucket(length: int, max_length: int, multiple: int = 16) -> int:
     return min(max_length, int(math.ceil(length / multiple) * multiple))
+
+
+def prefix_output_bytes(model: TaskModel, batch_size: int, seq_len: int, split: int) -> int:
+    """Memory to hold a batch's frozen-prefix output: one vector per example when only the head
+    trains, else one per token."""
+    per_example = model.backbone.config.hidden_size * (1 if split >= model.num_layers else seq_len)
+    return batch_size * per_example * next(model.parameters()).element_size()

@@ -1,8 +1,9 @@
 """Zero-order primitives: seeded perturbation directions and the MeZO two-point estimate.
 
 A direction ``z`` is never sent or stored by the method: any party regenerates it from an integer
-seed with a ``torch.Generator``, parameter by parameter in a fixed order, so a (seed, scalar) pair
-replays an update bit for bit.
+seed with a ``torch.Generator`` on the model's device, over one flat buffer of the parameters, so a
+(seed, scalar) pair replays an update bit for bit. A CUDA generator draws other numbers than a CPU
+one: results are reproducible per kind of device, and every party of a run uses the same kind.
 """
 from __future__ import annotations
 
@@ -17,10 +18,36 @@ def derive_seed(root: int, *keys: int) -> int:
     return int(np.random.SeedSequence(root, spawn_key=tuple(int(k) for k in keys)).generate_state(1)[0])
 
 
+def flatten_(params: list[torch.Tensor]) -> torch.Tensor:
+    """One contiguous 1-D buffer holding ``params`` in order, the tensors turned into views of it
+    (so a perturbation or update is one vector op, not one per tensor). Tensors that already are
+    consecutive views of one buffer are left as they are; no tensors give an empty buffer."""
+    if not params:
+        return torch.empty(0)
+    first = params[0]
+    total = sum(p.numel() for p in params)
+    offset, consecutive = first.storage_offset(), True
+    for p in params:
+        consecutive &= (p.is_contiguous() and p.storage_offset() == offset
+                        and p.untyped_storage().data_ptr() == first.untyped_storage().data_ptr())
+        offset += p.numel()
+    if consecutive:
+        return first.detach().as_strided((total,), (1,), first.storage_offset())
+    if len({p.dtype for p in params}) > 1:
+        raise ValueError("trainable parameters of mixed dtypes")
+    flat = torch.empty(total, dtype=first.dtype, device=first.device)
+    offset = 0
+    for p in params:
+        flat[offset: offset + p.numel()].copy_(p.detach().reshape(-1))
+        p.data = flat[offset: offset + p.numel()].view_as(p)
+        offset += p.numel()
+    return flat
+
 AXPY_TENSORS = 3  # p += alpha * z reads p and z and writes p
 
 # Row b holds the 8 signs (+1/-1) spelt by the bits of byte b, least significant first.
 _SIGNS = ((torch.arange(256).unsqueeze(-1) >> torch.arange(8)) & 1).float().mul_(2).sub_(1)
+_TABLES: dict[tuple, torch.Tensor] = {}  # _SIGNS per (device, dtype)
 
 
 def rademacher_(out: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -30,9 +57,12 @@ def rademacher_(out: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     into ``out``, about 7x cheaper than ``normal_`` or one ``randint`` per element.
     """
     n = out.numel()
-    words = torch.randint(-2**63, 2**63 - 1, ((n + 63) // 64,), generator=gen, dtype=torch.int64)
+    words = torch.randint(-2**63, 2**63 - 1, ((n + 63) // 64,), generator=gen, dtype=torch.int64, device=out.device)
     index = words.view(torch.uint8).long()
-    table = _SIGNS.to(out.dtype)
+    key = (out.device, out.dtype)
+    if key not in _TABLES:
+        _TABLES[key] = _SIGNS.to(out.device, out.dtype)
+    table = _TABLES[key]
     bulk = n // 8
     torch.index_select(table, 0, index[:bulk], out=out[: bulk * 8].view(bulk, 8))
     if n > bulk * 8:
@@ -41,11 +71,13 @@ def rademacher_(out: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 class Directions:
-    """Perturbation directions over a fixed list of parameter tensors.
+    """Perturbation directions over a fixed list of parameter tensors, made views of one flat
+    buffer (``flatten_``) so that a perturbation is one vector op per chunk of z.
 
-    ``cache=False`` is MeZO's memory-lean way: z is regenerated for every pass (perturb, flip,
-    restore, update). ``cache=True`` draws z once per seed into one flat buffer (one RNG pass per
-    step, at the cost of one trainable-size buffer of memory). Both give identical values.
+    z is drawn in chunks of the largest tensor's size. ``cache=False`` is MeZO's memory-lean way:
+    z is regenerated for every pass (perturb, flip, restore, update), one chunk at a time in a
+    buffer of that size. ``cache=True`` draws all of z once per seed into a buffer the size of the
+    parameters (one RNG pass per step, one op per pass). Both give identical values.
     """
 
     def __init__(self, params: list[torch.Tensor], distribution: str = "gaussian", cache: bool = False):
@@ -56,52 +88,51 @@ class Directions:
         self.cache = cache
         self.numel = sum(p.numel() for p in self.params)
         self.elem_bytes = self.params[0].element_size() if self.params else 4
-        dtype = self.params[0].dtype if self.params else torch.float32
-        size = self.numel if cache else max((p.numel() for p in self.params), default=0)
-        self._buffer = torch.empty(size, dtype=dtype)
+        self.flat = flatten_(self.params)
+        self.chunk = max((p.numel() for p in self.params), default=0)
+        self._buffer = torch.empty(self.numel if cache else self.chunk, dtype=self.flat.dtype, device=self.flat.device)
+        self._gen = torch.Generator(device=self.flat.device)
         self._cached_seed: int | None = None
 
     @property
     def buffer_bytes(self) -> int:
         return self._buffer.numel() * self._buffer.element_size()
 
-    def _sample(self, out: torch.Tensor, gen: torch.Generator) -> None:
-        """Fill the flat tensor ``out`` with z."""
+    def _sample(self, out: torch.Tensor) -> None:
+        """Fill the flat tensor ``out`` with the generator's next values of z."""
         if self.distribution == "gaussian":
-            out.normal_(generator=gen)
+            out.normal_(generator=self._gen)
         else:
-            rademacher_(out, gen)
+            rademacher_(out, self._gen)
 
-    def _views(self, seed: int, work: Work | None):
-        """Yield (param, z) pairs for ``seed``."""
+    def _chunks(self, seed: int, work: Work | None):
+        """Yield (slice of the parameters, its z) pairs covering all of them for ``seed``."""
+        if not self.numel:
+            return
+        starts = range(0, self.numel, self.chunk)
         if self.cache:
             if self._cached_seed != seed:
-                gen = torch.Generator().manual_seed(seed)
-                offset = 0
-                for p in self.params:
-                    self._sample(self._buffer[offset: offset + p.numel()], gen)
-                    offset += p.numel()
+                self._gen.manual_seed(seed)
+                for start in starts:
+                    self._sample(self._buffer[start: start + self.chunk])
                 self._cached_seed = seed
                 if work is not None:
                     work.add_rng(self.numel, self.distribution, self.elem_bytes)
-            offset = 0
-            for p in self.params:
-                yield p, self._buffer[offset: offset + p.numel()].view_as(p)
-                offset += p.numel()
-        else:
-            gen = torch.Generator().manual_seed(seed)
-            if work is not None:
-                work.add_rng(self.numel, self.distribution, self.elem_bytes)
-            for p in self.params:
-                z = self._buffer[: p.numel()]
-                self._sample(z, gen)
-                yield p, z.view_as(p)
+            yield self.flat, self._buffer
+            return
+        self._gen.manual_seed(seed)
+        if work is not None:
+            work.add_rng(self.numel, self.distribution, self.elem_bytes)
+        for start in starts:
+            z = self._buffer[: min(self.chunk, self.numel - start)]
+            self._sample(z)
+            yield self.flat[start: start + z.numel()], z
 
     def axpy(self, seed: int, alpha: float, work: Work | None = None) -> None:
         """params += alpha * z(seed), in place."""
         with torch.no_grad():
-            for p, z in self._views(seed, work):
-                p.add_(z, alpha=alpha)
+            for target, z in self._chunks(seed, work):
+                target.add_(z, alpha=alpha)
         if work is not None:
             work.add_elementwise(self.numel, self.elem_bytes, tensors_touched=AXPY_TENSORS)
 
@@ -112,8 +143,12 @@ class Directions:
         work.add_elementwise(count * self.numel, self.elem_bytes, tensors_touched=AXPY_TENSORS)
 
     def direction(self, seed: int) -> list[torch.Tensor]:
-        """z(seed) as fresh tensors (for tests and analysis; the methods never keep z)."""
-        return [z.clone() for _, z in self._views(seed, None)]
+        """z(seed) as fresh tensors shaped like the parameters (for tests and analysis; the
+        methods never keep z)."""
+        if not self.numel:
+            return []
+        z = torch.cat([z.clone() for _, z in self._chunks(seed, None)])
+        return [t.view_as(p) for t, p in zip(z.split([p.numel() for p in self.params]), self.params)]
 
 
 def two_point_scalar(loss_fn, dirs: Directions, seed: int, eps: float, work: Work) -> np.float32:

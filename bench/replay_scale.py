@@ -1,28 +1,37 @@
-"""Replay mode at scale: 100 rounds on fleets of 1k, 10k and 100k devices (10% selected per
-round), driven by the trace of a real 100-round tiny-bert run (recorded once, kept under
-bench/runs). Prints wall time and peak memory per fleet size, each in a fresh process: the peak
-RSS during the replay (Linux VmHWM, reset just before) and its growth over the RSS after imports.
-Figures in bench/results/replay_scale.json.
+"""Replay mode at scale: fleets of 1k to 1M devices, 100 to 10,000 selected per round, driven by
+the trace of a real 100-round tiny-bert run (recorded once, kept under bench/runs). Each point runs
+in a fresh process and reports its wall time and memory: the peak RSS during the replay (Linux
+VmHWM, reset just before) and its growth over the RSS after imports, also per device. Figures go
+to bench/results/replay_scale.json under a label (``after`` by default; ``before`` for a run of an
+older checkout), so one table holds both; ``--profile`` prints the top entries of one point instead.
 
-    OMP_NUM_THREADS=1 python bench/replay_scale.py
+    OMP_NUM_THREADS=1 python bench/replay_scale.py                    # the default table
+    OMP_NUM_THREADS=1 python bench/replay_scale.py 1000000:1000:100   # devices:per round:rounds
+    OMP_NUM_THREADS=1 python bench/replay_scale.py --profile 1000000:1000:100
 """
 from __future__ import annotations
 
+import argparse
 import copy
+import cProfile
+import io
 import json
+import pstats
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from edgefed.simulator.provenance import write_bench_result
+from edgefed.simulator.provenance import bench_provenance, write_bench_result
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # for tests.conftest
 
 RUNS = ROOT / "bench/runs/replay-scale"
-SIZES = [1_000, 10_000, 100_000]
-ROUNDS = 100
+RESULTS = ROOT / "bench/results/replay_scale.json"
+TRACE_ROUNDS = 100
+POINTS = ["1000:100:100", "10000:100:100", "10000:1000:100", "100000:1000:100", "100000:10000:100",
+          "1000000:1000:100", "1000000:10000:100"]
 MIX = [("pixel-7a", 0.4, "lte"), ("rpi5", 0.3, "wifi"), ("galaxy-s24", 0.2, "5g"), ("jetson-orin-nano", 0.1, "ethernet")]
 
 
@@ -30,15 +39,16 @@ def base_scenario() -> dict:
     from tests.conftest import TINY
     data = copy.deepcopy(TINY)
     data["name"] = "replay-trace"
-    data["rounds"].update(max=ROUNDS, clients_per_round=4, eval_every=10, target_accuracy=0.6)
+    data["rounds"].update(max=TRACE_ROUNDS, clients_per_round=4, eval_every=10, target_accuracy=0.6)
     return data
 
 
 def record_trace() -> Path:
-    """A real 100-round run of the tiny model; its trace.json drives every replay."""
+    """A real 100-round run of the tiny model; its trace drives every replay."""
+    from edgefed.simulator.replay import TRACE
     from edgefed.simulator.runner import run_scenario
     from edgefed.simulator.scenario import Scenario
-    trace = RUNS / "real" / "trace.json"
+    trace = RUNS / "real" / TRACE
     summary = RUNS / "real" / "summary.json"
     if not (summary.exists() and json.loads(summary.read_text())["status"] == "done"):
         run_scenario(Scenario.model_validate(base_scenario()), ROOT, RUNS / "real")
@@ -53,45 +63,81 @@ def proc_status(field: str) -> int:
     raise KeyError(field)
 
 
-def replay_one(devices: int) -> dict:
-    """In this process: replay ``devices`` devices; wall time and memory."""
-    from edgefed.simulator.runner import run_scenario
+def parse_point(text: str) -> tuple[int, int, int]:
+    devices, per_round, rounds = (int(x) for x in text.split(":"))
+    return devices, per_round, rounds
+
+
+def replay_scenario(devices: int, per_round: int, rounds: int):
+    from edgefed.simulator.replay import TRACE
     from edgefed.simulator.scenario import Scenario
     data = base_scenario()
-    data["name"] = f"replay-{devices}"
-    data["replay"] = {"trace": str(RUNS / "real" / "trace.json")}
+    data["name"] = f"replay-{devices}-{per_round}"
+    data["replay"] = {"trace": str(RUNS / "real" / TRACE)}
     data["fleet"]["groups"] = [{"device": d, "count": int(devices * share), "link": link} for d, share, link in MIX]
-    data["rounds"]["clients_per_round"] = devices // 10
-    scenario = Scenario.model_validate(data)
+    data["rounds"].update(clients_per_round=per_round, max=rounds)
+    return Scenario.model_validate(data)
+
+
+def replay_one(devices: int, per_round: int, rounds: int) -> dict:
+    """In this process: replay one point; wall time and memory."""
+    from edgefed.simulator.runner import run_scenario
+    scenario = replay_scenario(devices, per_round, rounds)
+    run_dir = RUNS / f"replay-{devices}-{per_round}"
     base_rss = proc_status("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
     start = time.perf_counter()
-    summary = run_scenario(scenario, ROOT, RUNS / f"replay-{devices}")
+    summary = run_scenario(scenario, ROOT, run_dir)
     wall = time.perf_counter() - start
     peak_rss = proc_status("VmHWM")
-    return {"devices": devices, "selected_per_round": devices // 10, "rounds": ROUNDS, "wall_s": wall,
+    return {"devices": devices, "selected_per_round": per_round, "rounds": rounds, "wall_s": wall,
             "peak_rss_bytes": peak_rss, "rss_growth_bytes": peak_rss - base_rss,
+            "bytes_per_device": (peak_rss - base_rss) / devices,
             "client_rounds": summary["totals"]["client_rounds"], "sim_time_s": summary["totals"]["sim_time_s"],
             "time_to_target_s": summary["time_to_target_s"],
-            "clients_csv_bytes": (RUNS / f"replay-{devices}" / "clients.csv").stat().st_size}
+            "clients_csv_bytes": (run_dir / "clients.csv").stat().st_size}
+
+
+def profile_one(devices: int, per_round: int, rounds: int, top: int = 15) -> str:
+    from edgefed.simulator.runner import run_scenario
+    scenario = replay_scenario(devices, per_round, rounds)
+    profiler = cProfile.Profile()
+    profiler.runcall(run_scenario, scenario, ROOT, RUNS / f"replay-{devices}-{per_round}")
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(top)
+    return out.getvalue()
 
 
 def main() -> None:
-    if len(sys.argv) == 3 and sys.argv[1] == "--one":
-        print(json.dumps(replay_one(int(sys.argv[2]))))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("points", nargs="*", default=POINTS, help="devices:per_round:rounds")
+    parser.add_argument("--label", default="after", help="key of this table in the results file")
+    parser.add_argument("--profile", metavar="POINT", help="profile one point; print the top entries")
+    parser.add_argument("--one", metavar="POINT", help=argparse.SUPPRESS)  # a point in this process
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(replay_one(*parse_point(args.one))))
         return
     start = time.perf_counter()
     record_trace()
-    figures = {"trace_run_wall_s": time.perf_counter() - start, "replays": []}
-    for devices in SIZES:
-        done = subprocess.run([sys.executable, __file__, "--one", str(devices)], capture_output=True, text=True,
-                              check=True)
+    trace_s = time.perf_counter() - start
+    if args.profile:
+        print(profile_one(*parse_point(args.profile)))
+        return
+    rows = []
+    for point in args.points:
+        done = subprocess.run([sys.executable, __file__, "--one", point], capture_output=True, text=True, check=True)
         row = json.loads(done.stdout.strip().splitlines()[-1])
-        figures["replays"].append(row)
-        print(f"{devices:>7,} devices, {row['selected_per_round']:>6,}/round x {ROUNDS} rounds: "
-              f"{row['wall_s']:7.1f} s wall, peak RSS {row['peak_rss_bytes'] / 2**20:7.0f} MiB "
-              f"(+{row['rss_growth_bytes'] / 2**20:.1f} MiB over the RSS after imports)", flush=True)
-    write_bench_result(ROOT / "bench/results/replay_scale.json", figures, __file__)
+        rows.append(row)
+        print(f"{row['devices']:>9,} devices, {row['selected_per_round']:>6,}/round x {row['rounds']:>3} rounds: "
+              f"{row['wall_s']:8.1f} s wall, peak RSS {row['peak_rss_bytes'] / 2**20:6.0f} MiB "
+              f"(+{row['rss_growth_bytes'] / 2**20:.1f} MiB, {row['bytes_per_device']:.0f} B/device)", flush=True)
+    figures = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    figures = figures if "tables" in figures else {"tables": {}}
+    figures["tables"][args.label] = {"provenance": bench_provenance(__file__), "trace_run_wall_s": trace_s,
+                                     "replays": rows}
+    figures.pop("provenance", None)  # the newest table's block is the file's (what bench/stale.py reads)
+    write_bench_result(RESULTS, figures, __file__)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,21 @@ CATALOG_PATH = Path(__file__).with_name("catalog.yaml")
 Dtype = Literal["fp32", "fp16", "bf16"]
 
 
+class ThermalProfile(BaseModel):
+    """A fanless device's speed under sustained load: its full (burst) rate for ``burst_s``
+    seconds of load from cold, then ``sustained_fraction`` of it until it cools; idling drains the
+    heat linearly, from hot to cold in ``cool_s`` seconds (simulator/thermal.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    burst_s: PositiveFloat
+    sustained_fraction: float = Field(gt=0.0, le=1.0)
+    cool_s: PositiveFloat
+
+
 class DeviceProfile(BaseModel):
-    """Compute, memory and power of one device class, as sustained under load."""
+    """Compute, memory and power of one device class, as sustained under load (the burst rate
+    where ``thermal`` says how the device throttles)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -34,6 +47,8 @@ class DeviceProfile(BaseModel):
         default=None, description="FLOP-equivalent rate of random-number generation (measured by "
         "`edgefed calibrate`); None: the dtype's FLOP/s")
     default_link: str = "wifi"
+    thermal: ThermalProfile | None = Field(default=None, description="burst-then-sustained throttling; "
+                                           "None: flops hold under any load")
     sources: dict[str, str] = Field(default_factory=dict, description="field -> citation")
 
     @model_validator(mode="after")
@@ -60,6 +75,8 @@ class LinkProfile(BaseModel):
 
     name: str
     description: str = ""
+    cellular: bool = Field(False, description="a metered cellular link (charging_wifi availability "
+                           "moves such devices to their group's home_link)")
     up_mbps: PositiveFloat
     down_mbps: PositiveFloat
     latency_s: NonNegativeFloat
@@ -83,11 +100,17 @@ class Catalog(BaseModel):
 
 
 def load_catalog(path: Path | str = CATALOG_PATH) -> Catalog:
-    """Read a catalog YAML (``devices:`` and ``links:`` keyed by name)."""
+    """Read a catalog YAML (``devices:`` and ``links:`` keyed by name; ``aliases:`` maps an old
+    link name to the link it now stands for, so scenarios that name it keep working)."""
     raw = yaml.safe_load(Path(path).read_text())
     for section in ("devices", "links"):
         for key, entry in (raw.get(section) or {}).items():
             entry.setdefault("name", key)
+    links = raw.get("links") or {}
+    for alias, target in (raw.pop("aliases", None) or {}).items():
+        if target not in links:
+            raise ValueError(f"{path}: aliases.{alias}: unknown link {target!r}")
+        links[alias] = {**links[target], "name": alias, "description": f"alias of {target}"}
     return Catalog.model_validate(raw)
 
 

@@ -20,9 +20,10 @@ class Stream(IntEnum):
     PROTOTYPES = 7        # the labelled examples of the prototype head: ()
     LINK_VARIABILITY = 11  # per-device link bandwidth factors: ()
     DIURNAL_PHASE = 21    # each device's diurnal phase: ()
-    BERNOULLI_ON = 22     # per-round Bernoulli availability: (client, round, attempt)
+    BERNOULLI_ON = 22     # per-round Bernoulli availability, one coin per device: (round, attempt)
     FAILURES = 23         # mid-round failures: (client, round)
     STRAGGLERS = 24       # straggler slowdowns: (client, round)
+    DAILY_USERS = 25      # charging_wifi: each device's user and window shift: ()
 
 
 # Inside one step's seed (not the scenario seed): DeComFL's perturbation p > 0 uses

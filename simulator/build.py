@@ -8,16 +8,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from edgefed.algorithms.base import FederatedData, init_prototype_head
 from edgefed.algorithms.data import DataError, Tokenized, load_split, partition
+from edgefed.algorithms.features import attach_feature_caches
 from edgefed.algorithms.fedspzo import FedSPZOSpec
 from edgefed.algorithms.models import ModelLoadError, TaskModel, load_backbone
 from edgefed.algorithms.registry import METHODS
-from edgefed.devices.availability import Availability, read_trace
+from edgefed.devices.availability import DEFAULT_DAILY_TRACE, Availability, daily_windows, read_daily_trace, read_trace
 from edgefed.simulator.costs import fits_in_memory
-from edgefed.simulator.engine import Client, Engine
+from edgefed.simulator.engine import Engine
+from edgefed.simulator.fleet import Fleet, Group
 from edgefed.simulator.network import link_factors, read_link_trace
 from edgefed.simulator.replay import ReplayAlgorithm, load_trace
 from edgefed.simulator.scenario import Scenario, ScenarioError, resolve_path
@@ -48,7 +51,7 @@ def build_run(scenario: Scenario, base: Path) -> Run:
         fit_to_fleet(algorithm, scenario)
     clients = build_fleet(scenario, base)
     excluded = mark_memory_exclusions(clients, algorithm.peak_memory_bytes())
-    if not any(c.eligible for c in clients):
+    if not clients.eligible.any():
         need = algorithm.peak_memory_bytes() / 1e9
         raise ScenarioError(f"fleet: no device can hold this method's peak memory ({need:.2f} GB)")
     engine = Engine(algorithm, clients, scenario.rounds, scenario.seed, scenario.model.dtype, scenario.fleet,
@@ -56,39 +59,65 @@ def build_run(scenario: Scenario, base: Path) -> Run:
     return Run(engine, excluded)
 
 
-def build_fleet(scenario: Scenario, base: Path = Path(".")) -> list[Client]:
-    """One client per device, its link's bandwidth scaled by the fleet's per-device variability."""
+def build_fleet(scenario: Scenario, base: Path = Path(".")) -> Fleet:
+    """The fleet's devices, group by group, each link's bandwidth scaled by the fleet's per-device
+    variability (or read from its trace)."""
     devices, links = scenario.fleet.profiles()
     variability = scenario.fleet.network.variability
-    factors = link_factors(scenario.fleet.size, variability, scenario.seed)
     trace = {}
     if variability.kind == "trace":
         try:
             trace = read_link_trace(resolve_path(base, variability.file))
         except ValueError as exc:
             raise ScenarioError(f"fleet.network.variability.file: {exc}") from None
-    clients = []
-    for group in scenario.fleet.groups:
-        device = devices[group.device]
-        link = links[group.link or device.default_link]
-        for _ in range(group.count):
-            cid = len(clients)
-            up, down = trace.get(cid, (float(link.up_mbps * factors[cid, 0]), float(link.down_mbps * factors[cid, 1])))
-            own = link if (up, down) == (link.up_mbps, link.down_mbps) else link.model_copy(
-                update={"up_mbps": up, "down_mbps": down})
-            clients.append(Client(cid, group.device, device, own, cell=group.cell))
-    return clients
+    groups = [Group(g.device, devices[g.device], links[scenario.fleet.link_name(g)], g.cell)
+              for g in scenario.fleet.groups]
+    group = np.repeat(np.arange(len(groups), dtype=np.int32), [g.count for g in scenario.fleet.groups])
+    factors = link_factors(len(group), variability, scenario.seed)
+    up = np.array([g.link.up_mbps for g in groups])[group] * factors[:, 0]
+    down = np.array([g.link.down_mbps for g in groups])[group] * factors[:, 1]
+    for cid, (up_mbps, down_mbps) in trace.items():
+        if cid < len(group):
+            up[cid], down[cid] = up_mbps, down_mbps
+    return Fleet(groups, group, up, down)
 
 
 def build_availability(scenario: Scenario, base: Path) -> Availability:
     spec = scenario.fleet.availability
-    trace = None
-    if spec.kind == "trace":
-        try:
+    trace = daily = None
+    try:
+        if spec.kind == "trace":
             trace = read_trace(resolve_path(base, spec.file))
-        except ValueError as exc:
-            raise ScenarioError(f"fleet.availability.file: {exc}") from None
-    return Availability(spec, scenario.fleet.size, scenario.seed, trace)
+        elif spec.kind == "charging_wifi":
+            users = read_daily_trace(resolve_path(base, spec.file) if spec.file else DEFAULT_DAILY_TRACE)
+            devices, _ = scenario.fleet.profiles()
+            on_battery = [devices[g.device].battery_wh is not None for g in scenario.fleet.groups for _ in range(g.count)]
+            daily = daily_windows(users, on_battery, spec, scenario.seed)
+    except ValueError as exc:
+        raise ScenarioError(f"fleet.availability.file: {exc}") from None
+    return Availability(spec, scenario.fleet.size, scenario.seed, trace, daily)
+
+
+def learning_device(spec: str) -> torch.device:
+    """``model.device`` resolved: ``auto`` is the first GPU torch sees, else the CPU."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda":
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise ScenarioError(f"model.device: {spec} but torch sees no GPU (use auto or cpu)")
+        if device.index is not None and device.index >= count:
+            raise ScenarioError(f"model.device: {spec} but torch sees {count} GPU(s)")
+    return device
+
+
+def device_name(device: torch.device) -> str:
+    """The device as a run directory records it, e.g. ``cuda:0 (NVIDIA H100 80GB HBM3)``."""
+    if device.type != "cuda":
+        return str(device)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
 
 
 def build_learning(scenario: Scenario, base: Path):
@@ -109,20 +138,26 @@ def build_learning(scenario: Scenario, base: Path):
                           scenario.task.prompt)
     except ModelLoadError as exc:
         raise ScenarioError(str(exc)) from None
+    device = learning_device(spec.device)
+    model.to(device)
     positions = getattr(backbone.config, "max_position_embeddings", None)
     if positions is not None and spec.max_length > positions:
         raise ScenarioError(f"model.max_length: {spec.max_length} exceeds the model's {positions} positions")
     train_tok = Tokenized(train, tokenizer, spec.max_length, scenario.task.prompt)
     test_tok = Tokenized(test, tokenizer, spec.max_length, scenario.task.prompt)
+    train_tok.device = test_tok.device = device
     try:
         init_prototype_head(model, train_tok, train.labels, scenario.task.head_init_examples, scenario.seed)
     except ValueError as exc:
         raise ScenarioError(f"{train.source}: {exc}") from None
     data = FederatedData(train_tok, parts, test_tok)
     try:
-        return METHODS[scenario.algorithm.name](model, data, scenario.algorithm, scenario.seed)
+        algorithm = METHODS[scenario.algorithm.name](model, data, scenario.algorithm, scenario.seed)
     except ValueError as exc:
         raise ScenarioError(str(exc) if str(exc).startswith("algorithm.") else f"algorithm.trainable: {exc}") from None
+    attach_feature_caches(model, algorithm.prefix, {"held-out": test_tok, "training": train_tok},
+                          scenario.host.feature_cache_bytes)
+    return algorithm
 
 
 def fit_to_fleet(algorithm, scenario: Scenario) -> None:
@@ -141,15 +176,14 @@ def fit_to_fleet(algorithm, scenario: Scenario) -> None:
         raise ScenarioError(str(exc)) from None
 
 
-def mark_memory_exclusions(clients: list[Client], peak_bytes: int) -> list[dict]:
+def mark_memory_exclusions(fleet: Fleet, peak_bytes: int) -> list[dict]:
     """Devices that cannot hold the method's peak memory never take part; report them."""
     excluded: dict[str, dict] = {}
-    for c in clients:
-        if not fits_in_memory(peak_bytes, c.device):
-            c.eligible = False
-            c.note = f"needs {peak_bytes / 1e9:.2f} GB, has {c.device.memory_bytes / 1e9:.2f} GB"
-            entry = excluded.setdefault(c.device_name, {"device": c.device_name, "count": 0,
-                                                         "needs_bytes": peak_bytes,
-                                                         "usable_bytes": c.device.memory_bytes})
-            entry["count"] += 1
+    for g, group in enumerate(fleet.groups):
+        if not fits_in_memory(peak_bytes, group.device):
+            fleet.exclude(g, f"needs {peak_bytes / 1e9:.2f} GB, has {group.device.memory_bytes / 1e9:.2f} GB")
+            entry = excluded.setdefault(group.device_name, {"device": group.device_name, "count": 0,
+                                                             "needs_bytes": peak_bytes,
+                                                             "usable_bytes": group.device.memory_bytes})
+            entry["count"] += int(np.count_nonzero(fleet.group == g))
     return list(excluded.values())

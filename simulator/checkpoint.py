@@ -2,8 +2,9 @@
 
 One safetensors file (no pickle) written atomically after every round: the trainable parameters,
 the algorithm's state arrays (e.g. DeComFL's seed/scalar history) and the torch RNG state as
-tensors; the engine state (round, last sync per client, simulated clock, batteries) and the
-resolved scenario as JSON in the file's metadata. The result rows and the learning trace are not
+tensors; the engine's per-device arrays (last sync, battery charge) as tensors too, so a million
+devices cost megabytes, not a JSON list; the rest of the engine state (round, simulated clock) and
+the resolved scenario as JSON in the file's metadata. The result rows and the learning trace are not
 in it - they are in the run directory's own files, which resume cuts back to the checkpoint's
 round - so its size does not grow with the rows. Rounds are synchronous, so no SimPy process or
 queue is pending at a boundary, and every per-round RNG derives from (seed, round): restoring this
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 from edgefed.simulator.results import atomic_write
 
 CHECKPOINT = "checkpoint.safetensors"
-FORMAT = "edgefed-checkpoint-2"
+FORMAT = "edgefed-checkpoint-3"
 
 
 class CheckpointError(ValueError):
@@ -42,13 +43,14 @@ class Checkpoint:
     params: dict[str, torch.Tensor]
     algorithm: dict[str, np.ndarray]
     torch_rng: torch.Tensor
+    engine: dict[str, np.ndarray]  # the engine's per-device arrays
 
     def restore(self, engine: Engine) -> None:
         """Put the engine and its algorithm back where they were after the checkpoint's round."""
         algo = engine.algo
         algo.trainable.restore([self.params[name] for name in algo.trainable.names])
         algo.load_state(self.algorithm)
-        engine.load_state(self.state["engine"])
+        engine.load_state(self.state["engine"], self.engine)
         torch.set_rng_state(self.torch_rng)
 
 
@@ -66,13 +68,15 @@ class Checkpointer(RoundObserver):
         algo = engine.algo
         state = {"scenario": self.resolved, "engine": engine.state(), "excluded": self.excluded,
                  "host_seconds": self.host_seconds()}
-        save_checkpoint(self.run_dir, state, dict(zip(algo.trainable.names, algo.trainable.params)), algo.state())
+        save_checkpoint(self.run_dir, state, dict(zip(algo.trainable.names, algo.trainable.params)), algo.state(),
+                        engine.arrays())
 
 
 def save_checkpoint(run_dir: Path, state: dict, params: dict[str, torch.Tensor],
-                    algorithm: dict[str, np.ndarray]) -> None:
+                    algorithm: dict[str, np.ndarray], engine: dict[str, np.ndarray]) -> None:
     tensors = {f"param/{k}": v.detach().cpu().contiguous().clone() for k, v in params.items()}
     tensors.update({f"algo/{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in algorithm.items()})
+    tensors.update({f"engine/{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in engine.items()})
     tensors["rng/torch"] = torch.get_rng_state()
     atomic_write(run_dir / CHECKPOINT, save(tensors, metadata={"format": FORMAT, "state": json.dumps(state)}))
 
@@ -94,7 +98,8 @@ def load_checkpoint(run_dir: Path) -> Checkpoint:
         raise CheckpointError(f"{path}: unreadable checkpoint: {exc}") from None
     params = {k.removeprefix("param/"): v for k, v in tensors.items() if k.startswith("param/")}
     algorithm = {k.removeprefix("algo/"): v.numpy() for k, v in tensors.items() if k.startswith("algo/")}
-    return Checkpoint(state, params, algorithm, tensors["rng/torch"])
+    engine = {k.removeprefix("engine/"): v.numpy() for k, v in tensors.items() if k.startswith("engine/")}
+    return Checkpoint(state, params, algorithm, tensors["rng/torch"], engine)
 
 
 def remove_checkpoint(run_dir: Path) -> None:

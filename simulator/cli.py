@@ -179,12 +179,13 @@ def devices(scenario_file: Optional[Path] = typer.Option(None, "--scenario", hel
                                    "peak_memory_bytes": peak}))
         return
     table = Table(title="devices" + (f" (method needs {peak / 1e9:.2f} GB)" if peak else ""))
-    for col in ("id", "class", "fp32 GFLOP/s", "mem BW GB/s", "usable GB", "active W", "idle W", "link"):
+    for col in ("id", "class", "fp32 GFLOP/s", "hot", "mem BW GB/s", "usable GB", "active W", "idle W", "link"):
         table.add_column(col, no_wrap=col == "id")
     if peak:
         table.add_column("can run")
     for key, d in profiles.items():
-        row = [key, d.device_class, f"{d.flops['fp32'] / 1e9:,.0f}", f"{d.mem_bandwidth / 1e9:,.1f}",
+        hot = f"x{d.thermal.sustained_fraction:g} after {d.thermal.burst_s:g} s" if d.thermal else "-"
+        row = [key, d.device_class, f"{d.flops['fp32'] / 1e9:,.0f}", hot, f"{d.mem_bandwidth / 1e9:,.1f}",
                f"{d.memory_bytes / 1e9:.1f}", f"{d.power_active_w:g}", f"{d.power_idle_w:g}", d.default_link]
         if peak:
             row.append("yes" if d.memory_bytes >= peak else "[red]no[/red]")
@@ -241,7 +242,12 @@ def sweep(file: Path = typer.Argument(..., help="sweep YAML (a base scenario and
                            on_done=lambda pid, s: console.print(f"done {pid}: final accuracy {s['final_accuracy']}"))
     except ScenarioError as exc:
         fail_input(str(exc))
-    out.print(f"{len(result['ran'])} points run, {len(result['skipped'])} already complete; table: {result['csv']}")
+    for pid, why in result["failed"].items():
+        console.print(f"failed {pid} (exit {why['exit_code']}): {why['reason']}", markup=False, highlight=False)
+    out.print(f"{len(result['ran']) - len(result['failed'])} points run, {len(result['failed'])} failed, "
+              f"{len(result['skipped'])} already complete; table: {result['csv']}")
+    if result["failed"]:
+        raise typer.Exit(1)
 
 
 @app.command()

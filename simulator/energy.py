@@ -5,8 +5,10 @@ active for ``T`` seconds (latency + serialisation) and moves ``b`` bytes costs
 ``power_base_w * T + alpha * 8 b / 1e6`` whatever its rate did meanwhile - exact under shared-link
 contention too. After the radio was idle longer than its tail it first pays a promotion
 (``promotion_s`` at ``promotion_w``); after the transfer a tail (``tail_s`` at ``tail_w``) runs
-until a following transfer cuts it short. Bytes lost on the link (``loss``) are sent again. The
-device's own baseline power (``power_idle_w``) is charged whenever it is not computing, so the total is baseline + radio + compute increment.
+until a following transfer cuts it short - ``simulator.radio`` keeps that state across rounds.
+Bytes lost on the link (``loss``) are sent again. The device's own baseline power
+(``power_idle_w``) is charged whenever it is not computing, so the total is baseline + radio +
+compute increment.
 """
 from __future__ import annotations
 
@@ -34,12 +36,6 @@ def radio_energy(link: LinkProfile, direction: str, promote: bool, active_s: flo
     alpha = link.power_up_w_per_mbps if direction == "up" else link.power_down_w_per_mbps
     promo_j = link.promotion_s * link.promotion_w if promote else 0.0
     return promo_j + active_s * link.power_base_w + alpha * 8.0 * nbytes / 1e6 / (1.0 - link.loss)
-
-
-def tail_energy(link: LinkProfile, gap_s: float | None) -> float:
-    """Energy of the tail after a transfer; ``gap_s`` until the next transfer (None: none follows)."""
-    tail = link.tail_s if gap_s is None else min(link.tail_s, gap_s)
-    return tail * link.tail_w
 
 
 def needs_promotion(link: LinkProfile, gap_s: float | None) -> bool:

@@ -16,6 +16,7 @@ import math
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import simpy
 
 from edgefed.streams import Stream, rng
@@ -23,26 +24,17 @@ from edgefed.algorithms.base import Algorithm
 from edgefed.algorithms.message import Message
 from edgefed.algorithms.work import Work
 from edgefed.devices.availability import Availability, AvailabilitySpec, StragglerSpec, slowdown
-from edgefed.devices.profile import DeviceProfile, LinkProfile
 from edgefed.simulator.costs import compute_seconds
-from edgefed.simulator.energy import needs_promotion, radio_energy, tail_energy, transfer_cost
-from edgefed.simulator.network import Network, Transfer, build_topology
+from edgefed.simulator.energy import needs_promotion, radio_energy, transfer_cost
+from edgefed.simulator.fleet import Client, Fleet
+from edgefed.simulator.network import Network, Transfer
+from edgefed.simulator.radio import Radio
 from edgefed.simulator.records import ClientRecord, RoundObserver, RoundRecord
+from edgefed.simulator.thermal import Thermal
 
 
 class Diverged(RuntimeError):
     """The global model's learning diverged (non-finite loss or weights); the run stops."""
-
-
-@dataclass
-class Client:
-    id: int
-    device_name: str
-    device: DeviceProfile
-    link: LinkProfile
-    eligible: bool = True
-    note: str = ""
-    cell: str | None = None
 
 
 @dataclass
@@ -69,24 +61,33 @@ class BatteryEmpty(Exception):
 
 
 class Engine:
-    def __init__(self, algorithm: Algorithm, clients: list[Client], rounds_cfg, seed: int, dtype: str = "fp32",
+    def __init__(self, algorithm: Algorithm, clients: Fleet | list[Client], rounds_cfg, seed: int, dtype: str = "fp32",
                  fleet_cfg=None, availability: Availability | None = None):
         self.algo = algorithm
-        self.clients = clients
+        self.clients = clients if isinstance(clients, Fleet) else Fleet.from_clients(clients)
         self.cfg = rounds_cfg
         self.seed = seed
         self.dtype = dtype
         self.env = simpy.Environment()
-        self.last_sync: dict[int, int | None] = {c.id: None for c in clients}
+        # per device: the round whose global model it last pulled (-1: never), and its battery share
+        # left in joules (inf: none to run out); arrays, so a round's bookkeeping touches only its clients
+        self.last_sync = np.full(len(self.clients), -1, dtype=np.int32)
         self.round = 0
         cells = fleet_cfg.network.cells if fleet_cfg is not None else {}
-        self.net = Network(self.env, build_topology(clients, cells))
-        self.avail = availability or Availability(AvailabilitySpec(), len(clients), seed)
+        self.net = Network(self.env, self.clients.access, cells)
+        self.avail = availability or Availability(AvailabilitySpec(), len(self.clients), seed)
         self.stragglers = fleet_cfg.stragglers if fleet_cfg is not None else StragglerSpec()
         fraction = fleet_cfg.battery_fraction if fleet_cfg is not None else None
-        self.charge_j: dict[int, float] = {c.id: c.device.battery_wh * 3600.0 * fraction for c in clients
-                                           if fraction is not None and c.device.battery_wh is not None}
+        share_j = [g.device.battery_wh * 3600.0 * fraction if fraction is not None and g.device.battery_wh is not None
+                   else math.inf for g in self.clients.groups]
+        self.charge_j = np.array(share_j, dtype=float)[self.clients.group]
         self.reference: Estimate | None = None  # a recent job's size, for resource-aware selection
+        # per device, carried across rounds: its radio's last tail (from, until; NaN: never woke) and
+        # its heat (burst seconds spent, at); Radio/Thermal objects exist only for a round's clients
+        self.radio_thermal = np.zeros((len(self.clients), 4))
+        self.radio_thermal[:, :2] = np.nan
+        self.radios: dict[int, Radio] = {}
+        self.thermals: dict[int, Thermal] = {}
         self._arrivals: list[ClientRecord] = []
         self._enough: simpy.Event | None = None
         self._need = 0
@@ -96,13 +97,17 @@ class Engine:
         self.observers: list[RoundObserver] = []
 
     # -- selection -----------------------------------------------------------------------
-    def usable(self, client: Client) -> bool:
-        return client.eligible and self.charge_j.get(client.id, 1.0) > 0
+    def usable(self) -> np.ndarray:
+        """Ids of the devices that may take part: eligible, with battery left if they have a share."""
+        return np.flatnonzero(self.clients.eligible & (self.charge_j > 0))
 
-    def select(self, round: int, available: list[int] | None = None) -> list[int]:
+    def last_synced(self, cid: int) -> int | None:
+        return None if self.last_sync[cid] < 0 else int(self.last_sync[cid])
+
+    def select(self, round: int, available: np.ndarray | None = None) -> list[int]:
         """Client ids for ``round`` among ``available`` (default: every usable device)."""
         if available is None:
-            available = [c.id for c in self.clients if self.usable(c)]
+            available = self.usable()
         draw = rng(self.seed, Stream.SELECTION, round)
         k = min(self.cfg.clients_per_round, len(available))
         if self.cfg.selection == "overselect":
@@ -111,84 +116,102 @@ class Engine:
             return self._select_in_time(available, k, draw)
         return sorted(draw.choice(available, size=k, replace=False).tolist())
 
-    def _select_in_time(self, available: list[int], k: int, draw) -> list[int]:
+    def _select_in_time(self, available: np.ndarray, k: int, draw) -> list[int]:
         """Uniform among devices expected to finish by the deadline; fill up with the fastest.
         Without a deadline: the k fastest (ties broken at random)."""
-        order = draw.permutation(available).tolist()
-        expected = {cid: self.expected_seconds(self.clients[cid]) for cid in order}
+        order = draw.permutation(available)
+        expected = self.expected_seconds(order)
         deadline = self.cfg.deadline_s if self.cfg.deadline_s is not None else -math.inf
-        in_time = [cid for cid in order if expected[cid] <= deadline]
-        rest = sorted((cid for cid in order if expected[cid] > deadline), key=expected.__getitem__)
-        return sorted((in_time[:k] + rest)[:k])
+        late = expected > deadline
+        rest = order[late][np.argsort(expected[late], kind="stable")]
+        return sorted(np.concatenate([order[~late][:k], rest])[:k].tolist())
 
-    def expected_seconds(self, client: Client) -> float:
-        """Download + compute + upload of the reference job on a dedicated link (no contention)."""
-        link, ref = client.link, self.reference
-        down = transfer_cost(link, ref.bytes_down, "down", needs_promotion(link, None)).seconds
-        compute = compute_seconds(ref.work, client.device, self.dtype)
-        up = transfer_cost(link, ref.bytes_up, "up", needs_promotion(link, compute)).seconds
-        return down + compute + up
+    def expected_seconds(self, ids: np.ndarray) -> np.ndarray:
+        """Download + compute + upload of the reference job on a dedicated link (no contention),
+        per device; computed group by group over the devices' own link rates."""
+        ref, fleet = self.reference, self.clients
+        out = np.empty(len(ids))
+        groups = fleet.group[ids]
+        for g, group in enumerate(fleet.groups):
+            mask = groups == g
+            if mask.any():
+                link, members = group.link, ids[mask]
+                down = transfer_cost(link, ref.bytes_down, "down", needs_promotion(link, None),
+                                     fleet.down_mbps[members]).seconds
+                compute = compute_seconds(ref.work, group.device, self.dtype)
+                up = transfer_cost(link, ref.bytes_up, "up", needs_promotion(link, compute), fleet.up_mbps[members]).seconds
+                out[mask] = down + compute + up
+        return out
 
     def _available_now(self, round: int):
         """Generator: wait until some usable device is on; returns their ids (None: never again)."""
         attempt = 0
         while True:
-            usable = [c.id for c in self.clients if self.usable(c)]
-            on = [cid for cid in usable if self.avail.is_on(cid, self.env.now, (round, attempt))]
-            if on:
+            usable = self.usable()
+            on = usable[self.avail.on(usable, self.env.now, (round, attempt))]
+            if on.size:
                 return on
-            upcoming = [t for t in (self.avail.next_on(cid, self.env.now) for cid in usable) if t is not None]
-            if not upcoming:
+            upcoming = self.avail.next_on(usable, self.env.now)
+            upcoming = upcoming[~np.isnan(upcoming)]
+            if not upcoming.size:
                 return None
-            yield self.env.timeout(min(upcoming) - self.env.now or self.avail.spec.retry_s)
+            yield self.env.timeout(float(upcoming.min()) - self.env.now or self.avail.spec.retry_s)
             attempt += 1
 
     # -- one client's systems timeline -----------------------------------------------------
     def client_process(self, client: Client, job: Job, rec: ClientRecord, slow: float = 1.0):
         env, link = self.env, client.link
-        compute_s = compute_seconds(job.work, client.device, self.dtype) * slow
-        phase, phase_start, transfer, promote = "download", env.now, None, needs_promotion(link, None)
+        radio, thermal = self.radios[client.id], self.thermals[client.id]
+        work_s = compute_seconds(job.work, client.device, self.dtype) * slow  # at the burst rate
+        phase, phase_start, transfer = "download", env.now, None
+        promote, refund = radio.begin(env.now)  # a tail left by the last round may still run
+        rec.energy_radio_j -= refund
         try:
             transfer = self.net.start(client.id, job.download.nbytes, "down", link.promotion_s * promote)
             yield from self._powered(transfer.done, client, rec, self._transfer_power(client, "down"))
             rec.download_s, rec.bytes_down = env.now - phase_start, job.download.nbytes
-            rec.energy_radio_j = self._radio_j(client, transfer, "down", promote)
+            rec.energy_radio_j += self._radio_j(client, transfer, "down", promote) + radio.end(env.now)
 
             phase, phase_start = "compute", env.now
-            yield from self._powered(env.timeout(compute_s), client, rec, client.device.power_active_w + link.tail_w)
+            thermal.cool(env.now)
+            compute_s = thermal.duration(work_s)
+            yield from self._powered(env.timeout(compute_s), client, rec, client.device.power_active_w + link.idle_w)
+            thermal.load(compute_s)
             rec.compute_s, rec.flops = compute_s, job.work.flops
             rec.energy_compute_j = compute_s * client.device.power_active_w
-            rec.energy_radio_j += tail_energy(link, compute_s)  # download tail, cut by the upload
+            rec.energy_radio_j += radio.idle_j(phase_start, env.now)
 
-            promote = needs_promotion(link, compute_s)
             phase, phase_start = "upload", env.now
+            promote, refund = radio.begin(env.now)
+            rec.energy_radio_j -= refund
             transfer = self.net.start(client.id, job.upload.nbytes, "up", link.promotion_s * promote)
             yield from self._powered(transfer.done, client, rec, self._transfer_power(client, "up"))
             rec.upload_s, rec.bytes_up = env.now - phase_start, job.upload.nbytes
-            rec.energy_radio_j += self._radio_j(client, transfer, "up", promote) + tail_energy(link, None)
+            rec.energy_radio_j += self._radio_j(client, transfer, "up", promote) + radio.end(env.now)
             rec.finished_at = env.now
             self._arrived(rec)
         except (simpy.Interrupt, BatteryEmpty) as stop:
             rec.status = "dropped" if isinstance(stop, BatteryEmpty) else str(stop.cause)
             rec.note = "battery empty" if isinstance(stop, BatteryEmpty) else rec.note
-            self._charge_partial(client, job, rec, phase, env.now - phase_start, compute_s, transfer, promote)
+            self._charge_partial(client, job, rec, phase, env.now - phase_start, work_s, transfer, promote)
 
-    def _charge_partial(self, client, job, rec, phase, elapsed, compute_s, transfer: Transfer, promote: bool):
+    def _charge_partial(self, client, job, rec, phase, elapsed, work_s, transfer: Transfer, promote: bool):
         """A client cut off mid-phase: charge what it got through of that phase."""
-        link = client.link
+        radio, thermal = self.radios[client.id], self.thermals[client.id]
         if phase == "compute":
-            rec.compute_s, rec.flops = elapsed, job.work.flops * (elapsed / compute_s if compute_s else 0.0)
+            done_s = thermal.work_in(elapsed)
+            thermal.load(elapsed)
+            rec.compute_s, rec.flops = elapsed, job.work.flops * (done_s / work_s if work_s else 0.0)
             rec.energy_compute_j = elapsed * client.device.power_active_w
-            rec.energy_radio_j += tail_energy(link, elapsed)
+            rec.energy_radio_j += radio.idle_j(self.env.now - elapsed, self.env.now)
         else:
             self.net.cancel(transfer)
-            radio = self._radio_j(client, transfer, "down" if phase == "download" else "up", promote)
+            radio_j = self._radio_j(client, transfer, "down" if phase == "download" else "up", promote)
             if phase == "download":
-                rec.download_s, rec.bytes_down, rec.energy_radio_j = elapsed, int(transfer.sent / 8), radio
+                rec.download_s, rec.bytes_down = elapsed, int(transfer.sent / 8)
             else:
                 rec.upload_s, rec.bytes_up = elapsed, int(transfer.sent / 8)
-                rec.energy_radio_j += radio
-            rec.energy_radio_j += tail_energy(link, None)
+            rec.energy_radio_j += radio_j + radio.end(self.env.now)
         rec.finished_at = self.env.now
 
     def _radio_j(self, client: Client, transfer: Transfer, direction: str, promote: bool) -> float:
@@ -210,11 +233,12 @@ class Engine:
 
     def _powered(self, event: simpy.Event, client: Client, rec: ClientRecord, power_w: float):
         """Wait for ``event`` unless the battery share runs out first (at ``power_w``, an upper bound)."""
-        if client.id not in self.charge_j:
+        charge_j = float(self.charge_j[client.id])
+        if charge_j == math.inf:
             yield event
             return
         spent = rec.energy_j + client.device.power_idle_w * (rec.download_s + rec.upload_s)
-        left_s = max(0.0, self.charge_j[client.id] - spent) / power_w
+        left_s = max(0.0, charge_j - spent) / power_w
         result = yield event | self.env.timeout(left_s)
         if event not in result:
             raise BatteryEmpty
@@ -250,7 +274,7 @@ class Engine:
         plan = self.plan = algo.configure_round(round, selected)
         for observer in self.observers:
             observer.round_configured(self, round)
-        downs = {cid: algo.catch_up(cid, self.last_sync[cid], round, plan) for cid in selected}
+        downs = {cid: algo.catch_up(cid, self.last_synced(cid), round, plan) for cid in selected}
         self.updates = self.client_updates(round, selected, plan)  # the real learning, zero simulated time
         jobs = {cid: Job(downs[cid][0], downs[cid][1].merge(self.updates[cid][1]), self.updates[cid][0],
                          algo.rejects(self.updates[cid][0])) for cid in selected}
@@ -258,14 +282,20 @@ class Engine:
         median = jobs[selected[len(selected) // 2]]
         self.reference = Estimate(median.download.nbytes, median.upload.nbytes, median.work)
 
-        records = {cid: ClientRecord(round, cid, self.clients[cid].device_name,
+        members = {cid: self.clients[cid] for cid in selected}
+        self.radios = {cid: Radio(members[cid].link) for cid in selected}
+        self.thermals = {cid: Thermal(members[cid].device.thermal) for cid in selected}
+        for cid in selected:
+            self.radios[cid].load_state(self.radio_thermal[cid, :2].tolist())
+            self.thermals[cid].load_state(self.radio_thermal[cid, 2:].tolist())
+        records = {cid: ClientRecord(round, cid, members[cid].device_name,
                                      peak_memory_bytes=jobs[cid].work.peak_memory_bytes) for cid in selected}
         self._arrivals, self._need = [], min(self.cfg.clients_per_round, len(selected))
         self._enough = env.event() if self.cfg.selection == "overselect" else None
         procs = {}
         for cid in selected:
             slow = slowdown(self.stragglers, self.seed, cid, round)
-            procs[cid] = env.process(self.client_process(self.clients[cid], jobs[cid], records[cid], slow))
+            procs[cid] = env.process(self.client_process(members[cid], jobs[cid], records[cid], slow))
             off = self.avail.off_at(cid, env.now, round)
             if off < math.inf:
                 env.process(self._watch(procs[cid], off - env.now))
@@ -292,13 +322,16 @@ class Engine:
         for rec in records.values():
             idle = max(0.0, end - rec.finished_at) if rec.status == "ok" else 0.0
             rec.idle_s = idle
-            device = self.clients[rec.client].device
+            device = members[rec.client].device
             rec.energy_idle_j = device.power_idle_w * (rec.download_s + rec.upload_s + idle)
-            if rec.client in self.charge_j:  # a device that ran empty stays off
-                left = 0.0 if rec.note == "battery empty" else self.charge_j[rec.client] - rec.energy_j
+            rec.energy_radio_j += self.radios[rec.client].idle_j(rec.finished_at, rec.finished_at + idle)
+            if self.charge_j[rec.client] < math.inf:  # a device that ran empty stays off
+                left = 0.0 if rec.note == "battery empty" else float(self.charge_j[rec.client]) - rec.energy_j
                 self.charge_j[rec.client] = max(0.0, left)
             if rec.status == "ok" and jobs[rec.client].rejected:  # it arrived; the server drops it
                 rec.status, rec.note = "rejected", jobs[rec.client].rejected
+        for cid in selected:
+            self.radio_thermal[cid] = [*self.radios[cid].state(), *self.thermals[cid].state()]
         accuracy = loss = None
         if evaluate_now:
             accuracy, loss = algo.evaluate()
@@ -313,9 +346,9 @@ class Engine:
             host_seconds=host_seconds), rows
 
     def excluded_records(self) -> list[ClientRecord]:
+        excluded = (self.clients[cid] for cid in np.flatnonzero(~self.clients.eligible))
         return [ClientRecord(0, c.id, c.device_name, status="excluded", note=c.note,
-                             peak_memory_bytes=self.algo.peak_memory_bytes())
-                for c in self.clients if not c.eligible]
+                             peak_memory_bytes=self.algo.peak_memory_bytes()) for c in excluded]
 
     def divergence(self, record: RoundRecord, rows: list[ClientRecord]) -> str | None:
         """Why learning cannot go on after this round (None if it can): a non-finite eval loss or
@@ -330,22 +363,27 @@ class Engine:
         return None
 
     def state(self) -> dict:
-        """Engine state at a round boundary (JSON). Rounds are synchronous, so no SimPy process
-        is pending then: the clock and who synced when are all there is."""
+        """Engine state at a round boundary (JSON) besides ``arrays()``. Rounds are synchronous, so
+        no SimPy process is pending then: the clock, who synced when, batteries, radios and heat are
+        all there is."""
         ref = self.reference
         return {"round": self.round, "sim_time_s": self.env.now,
-                "last_sync": [[cid, r] for cid, r in self.last_sync.items()],
-                "charge_j": [[cid, j] for cid, j in self.charge_j.items()],
                 "reference": None if ref is None else {
                     "bytes_down": ref.bytes_down, "bytes_up": ref.bytes_up,
                     "ops": {k: [op.flops, op.bytes] for k, op in ref.work.ops.items()}}}
 
-    def load_state(self, state: dict) -> None:
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The per-device state: the round each device last synced at, its battery charge, its
+        radio's tail and its heat."""
+        return {"last_sync": self.last_sync, "charge_j": self.charge_j, "radio_thermal": self.radio_thermal}
+
+    def load_state(self, state: dict, arrays: dict[str, np.ndarray]) -> None:
         self.round = state["round"]
         self.env = simpy.Environment(initial_time=state["sim_time_s"])
-        self.net = Network(self.env, self.net.graph)  # the network lives on the new clock
-        self.last_sync = {int(cid): r for cid, r in state["last_sync"]}
-        self.charge_j = {int(cid): j for cid, j in state["charge_j"]}
+        self.net = Network(self.env, self.clients.access, self.net.cells)  # the network lives on the new clock
+        self.last_sync[:] = arrays["last_sync"]
+        self.charge_j[:] = arrays["charge_j"]
+        self.radio_thermal[:] = arrays["radio_thermal"]
         ref = state["reference"]
         if ref is not None:
             work = Work()

@@ -1,21 +1,26 @@
-"""The network: a networkx topology whose links are shared by processor sharing.
+"""The network: a two-level tree of links shared by processor sharing.
 
-Nodes are the server, optional cells (access points or base stations, each with a backhaul link to
-the server) and the clients. Every edge is a full-duplex link with an up and a down capacity, a
-latency and a loss rate. A transfer follows the client's path to the server; the transfers active
-on a link direction share it max-min fairly (progressive filling), recomputed whenever a transfer
-starts or ends: the fluid model of processor sharing that APPFL's fair-share bandwidth pool and
-SimGrid's flow model use. A link with loss rate ``p`` delivers ``(1 - p)`` of its capacity (the
-rest is retransmissions). The default star gives each client its own access link, so nothing is
-shared and a transfer takes exactly ``latency + 8 bytes / rate``.
+Each client has its own access link, to the server or to a cell (an access point or base station
+with a backhaul link to the server). Every link is full-duplex with an up and a down capacity, a
+latency and a loss rate. A transfer crosses its client's access link and, behind a cell, the
+backhaul; the transfers active on a link direction share it max-min fairly: the fluid model of
+processor sharing that APPFL's fair-share bandwidth pool and SimGrid's flow model use. A link with
+loss rate ``p`` delivers ``(1 - p)`` of its capacity (the rest is retransmissions).
+
+Rates are recomputed only where they can change: when a transfer starts or ends, for the flows
+connected to it through shared links (its component of the flow-link graph), by water-filling in
+O(F log F). A flow alone on its links (the default star) gets their capacity at once and finishes
+at ``start + latency + 8 bytes / rate`` with no event in between. The tree is implicit (a path is
+one or two links), so a fleet of a million devices costs no graph.
 """
 from __future__ import annotations
 
 import csv
+import heapq
 from dataclasses import dataclass, field
+from typing import Callable
 from pathlib import Path
 
-import networkx as nx
 import numpy as np
 import simpy
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat
@@ -23,7 +28,6 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFlo
 from edgefed import streams
 from edgefed.streams import Stream
 
-SERVER = "server"
 DONE_BITS = 1e-6  # a flow with less left than this has finished (floating-point slack)
 
 
@@ -80,123 +84,170 @@ def read_link_trace(path: Path) -> dict[int, tuple[float, float]]:
     return out
 
 
-def build_topology(clients, cells: dict[str, CellSpec]) -> nx.Graph:
-    """Star by default; a client whose ``cell`` is set hangs off that cell's node instead."""
-    g = nx.Graph()
-    g.add_node(SERVER)
-    for name, cell in cells.items():
-        g.add_edge(("cell", name), SERVER, up=cell.up_mbps, down=cell.down_mbps, latency=cell.latency_s,
-                   loss=cell.loss)
-    for c in clients:
-        link = c.link
-        g.add_edge(("client", c.id), ("cell", c.cell) if c.cell else SERVER, up=link.up_mbps,
-                   down=link.down_mbps, latency=link.latency_s, loss=link.loss)
-    return g
-
 
 @dataclass(eq=False)
 class Transfer:
-    """One message on its way; ``done`` fires when its last bit arrives."""
+    """One message on its way; ``done`` fires when its last bit arrives. ``sent`` is brought up to
+    date whenever the flow's rate changes, it finishes or it is cancelled."""
 
     bits: float
-    links: list[tuple]  # (edge, direction) resources it crosses
+    links: list[tuple]  # (link, direction) resources it crosses
+    capacities: list[float]  # bits/s of each
     start_delay: float  # promotion + path latency before the first bit flows
     done: simpy.Event
     started: float
     sent: float = 0.0
     rate: float = 0.0  # bits/s, its current max-min share
+    since: float = 0.0  # when ``sent`` was last brought up to date
     flowing: bool = False
     cancelled: bool = False
     finished_at: float | None = None
+    share: list | None = field(default=None, repr=False)  # the component it was last rated with
+
+    def settle(self, now: float) -> None:
+        self.sent = min(self.bits, self.sent + self.rate * (now - self.since))
+        self.since = now
 
 
 @dataclass
 class Network:
-    """Active transfers and their max-min fair rates on a topology."""
+    """Active transfers, the links they occupy, and their max-min fair rates.
+
+    ``access(client)`` gives a client's access link (anything with ``up_mbps``, ``down_mbps``,
+    ``latency_s`` and ``loss``) and its cell's name (None: straight to the server)."""
 
     env: simpy.Environment
-    graph: nx.Graph
-    flows: list[Transfer] = field(default_factory=list)
-    _last: float = 0.0
-    _generation: int = 0
+    access: Callable[[int], tuple]
+    cells: dict[str, CellSpec] = field(default_factory=dict)
+    users: dict[tuple, dict[Transfer, None]] = field(default_factory=dict)  # resource -> its flows, in order
 
     def path(self, client: int) -> list[tuple]:
-        nodes = nx.shortest_path(self.graph, ("client", client), SERVER)
-        return [frozenset(e) for e in zip(nodes, nodes[1:])]
-
-    def capacity_bps(self, resource: tuple) -> float:
-        edge, direction = resource
-        data = self.graph.edges[tuple(edge)]
-        return data[direction] * 1e6 * (1.0 - data["loss"])
+        """(resource key, link) from the client to the server."""
+        link, cell = self.access(client)
+        hops = [(("client", client), link)]
+        if cell is not None:
+            hops.append((("cell", cell), self.cells[cell]))
+        return hops
 
     def start(self, client: int, nbytes: int, direction: str, promotion_s: float = 0.0) -> Transfer:
-        edges = self.path(client)
-        latency = sum(self.graph.edges[tuple(e)]["latency"] for e in edges)
-        tr = Transfer(8.0 * nbytes, [(e, direction) for e in edges], promotion_s + latency, self.env.event(),
-                      self.env.now)
-        self.env.process(self._join_after_delay(tr))
+        hops = self.path(client)
+        tr = Transfer(8.0 * nbytes, [(key, direction) for key, _ in hops],
+                      [(link.up_mbps if direction == "up" else link.down_mbps) * 1e6 * (1.0 - link.loss)
+                       for _, link in hops],
+                      promotion_s + sum(link.latency_s for _, link in hops), self.env.event(), self.env.now)
+        self.env.timeout(tr.start_delay).callbacks.append(lambda _ev: self._join(tr))
         return tr
 
     def cancel(self, tr: Transfer) -> None:
         """A client that drops: its transfer leaves the link (the bits so far stay counted)."""
         tr.cancelled = True
         if tr.flowing and tr.finished_at is None:
-            self._advance()
-            self.flows.remove(tr)
-            tr.flowing = False
-            self._reallocate()
+            tr.settle(self.env.now)
+            self._rerate_components(self._leave(tr))
 
-    def _join_after_delay(self, tr: Transfer):
-        yield self.env.timeout(tr.start_delay)
+    def _join(self, tr: Transfer) -> None:
         if tr.cancelled:
             return
-        self._advance()
-        tr.flowing = True
-        self.flows.append(tr)
-        self._reallocate()
+        tr.flowing, tr.since = True, self.env.now
+        for r in tr.links:
+            self.users.setdefault(r, {})[tr] = None
+        self._rerate(self._component(tr))
 
-    def _advance(self) -> None:
-        dt = self.env.now - self._last
-        for f in self.flows:
-            f.sent = min(f.bits, f.sent + f.rate * dt)
-        self._last = self.env.now
+    def _leave(self, tr: Transfer) -> list[Transfer]:
+        """Take a flow off its links; returns the flows that shared one with it."""
+        tr.flowing, tr.share = False, None
+        neighbours = {}
+        for r in tr.links:
+            flows = self.users[r]
+            del flows[tr]
+            if flows:
+                neighbours.update(flows)
+            else:
+                del self.users[r]
+        return list(neighbours)
 
-    def _reallocate(self) -> None:
-        """Finish what is done, give the rest max-min fair rates, and wake at the next finish."""
-        for f in [f for f in self.flows if f.bits - f.sent <= DONE_BITS]:
-            self.flows.remove(f)
-            f.sent, f.flowing, f.finished_at = f.bits, False, self.env.now
-            f.done.succeed()
-        self._generation += 1
-        if not self.flows:
+    def _component(self, seed: Transfer) -> list[Transfer]:
+        """The flows connected to ``seed`` through shared links (breadth-first, deterministic order)."""
+        found, frontier, seen = {seed: None}, [seed], set()
+        while frontier:
+            for r in frontier.pop().links:
+                if r not in seen:
+                    seen.add(r)
+                    for f in self.users[r]:
+                        if f not in found:
+                            found[f] = None
+                            frontier.append(f)
+        return list(found)
+
+    def _rerate_components(self, flows: list[Transfer]) -> None:
+        rated: set[Transfer] = set()
+        for f in flows:
+            if f not in rated:
+                component = self._component(f)
+                rated.update(component)
+                self._rerate(component)
+
+    def _rerate(self, component: list[Transfer]) -> None:
+        """New fair rates for a component, and a timer for its first finish."""
+        now = self.env.now
+        for f in component:
+            f.settle(now)
+        if len(component) == 1:  # alone on its links: their capacity, and one timer to its finish
+            first = component[0]
+            first.rate, first.share = min(first.capacities), component
+        else:
+            capacity = {r: c for f in component for r, c in zip(f.links, f.capacities)}
+            for f, rate in zip(component, water_filling([f.links for f in component], capacity.__getitem__)):
+                f.rate, f.share = rate, component
+            first = min(component, key=lambda f: (f.bits - f.sent) / f.rate)
+        timer = self.env.timeout((first.bits - first.sent) / first.rate)
+        timer.callbacks.append(lambda _ev: self._finish(component, first))
+
+    def _finish(self, component: list[Transfer], first: Transfer) -> None:
+        """A component's timer: unless re-rated since, ``first`` and whatever else is done finish."""
+        if any(f.share is not component for f in component):
             return
-        for f, rate in zip(self.flows, max_min_rates([f.links for f in self.flows], self.capacity_bps)):
-            f.rate = rate
-        next_s = min((f.bits - f.sent) / f.rate for f in self.flows)
-        generation = self._generation
-        self.env.timeout(next_s).callbacks.append(lambda _ev: self._wake(generation))
+        now, left = self.env.now, []
+        for f in component:
+            f.settle(now)
+            if f is first or f.bits - f.sent <= DONE_BITS:
+                self._leave(f)
+                f.sent, f.finished_at = f.bits, now
+                f.done.succeed()
+            else:
+                left.append(f)
+        self._rerate_components(left)
 
-    def _wake(self, generation: int) -> None:
-        if generation == self._generation:  # no start or end since this timer was set
-            self._advance()
-            self._reallocate()
 
-
-def max_min_rates(paths: list[list[tuple]], capacity) -> list[float]:
-    """Progressive filling: raise all rates together; a link that fills freezes its flows."""
-    rates = [0.0] * len(paths)
-    left = {r: capacity(r) for p in paths for r in p}
-    active = set(range(len(paths)))
-    while active:
-        users: dict[tuple, list[int]] = {}
-        for i in active:
-            for r in paths[i]:
-                users.setdefault(r, []).append(i)
-        bottleneck = min(users, key=lambda r: left[r] / len(users[r]))
-        share = left[bottleneck] / len(users[bottleneck])
-        for i in users[bottleneck]:
-            rates[i] = share
-            for r in paths[i]:
-                left[r] -= share
-            active.discard(i)
+def water_filling(paths: list[list[tuple]], capacity) -> list[float]:
+    """Max-min fair rates: the link with the smallest fair share (capacity left / flows left)
+    freezes its flows at that share, which only raises the other links' shares - so a heap of
+    shares, with outdated entries skipped, finds each next bottleneck in O(log L)."""
+    left: dict[tuple, float] = {}
+    users: dict[tuple, list[int]] = {}
+    for i, p in enumerate(paths):
+        for r in p:
+            if r not in users:
+                left[r], users[r] = capacity(r), []
+            users[r].append(i)
+    count = {r: len(u) for r, u in users.items()}
+    order = {r: n for n, r in enumerate(users)}  # heap tie-break; resources need not be comparable
+    heap = [(left[r] / count[r], order[r], r) for r in users]
+    heapq.heapify(heap)
+    rates: list[float | None] = [None] * len(paths)
+    while heap:
+        share, _, r = heapq.heappop(heap)
+        if count[r] == 0 or share != left[r] / count[r]:
+            continue  # outdated: this link's share rose since, or its flows are all frozen
+        touched = set()
+        for i in users[r]:
+            if rates[i] is None:
+                rates[i] = share
+                for q in paths[i]:
+                    left[q] -= share
+                    count[q] -= 1
+                    touched.add(q)
+        for q in touched:
+            if count[q] > 0:
+                heapq.heappush(heap, (left[q] / count[q], order[q], q))
     return rates

@@ -60,7 +60,7 @@ class LocalPool:
                                         initargs=(scenario_dict(scenario), str(base), threads))
 
     def client_updates(self, algo, round, selected, plan):
-        weights, state = algo.trainable.snapshot(), algo.state()
+        weights, state = [t.cpu() for t in algo.trainable.snapshot()], algo.state()
         futures = [self.pool.submit(_local_updates, weights, state, round, plan, share)
                    for share in shares(selected, self.workers)]
         merged = {}
@@ -87,9 +87,18 @@ class RayPool:
             ray.init(address=address, **({} if address else {"num_cpus": workers}),
                      include_dashboard=False, log_to_driver=False)
 
+        from edgefed.simulator.build import learning_device
+
+        resolved = scenario_dict(scenario)
+        if gpus > 0:  # each actor's model on the GPU Ray gives it (the host draws z on a GPU too)
+            if learning_device(scenario.model.device).type != "cuda":
+                raise ScenarioError("host.gpus_per_worker: the host's model.device is not a GPU; directions "
+                                    "drawn on a GPU differ from a CPU's, so the host and its workers must match")
+            resolved["model"]["device"] = "cuda"
+
         class Worker:
             def __init__(self):
-                _start_worker(scenario_dict(scenario), str(base), 1)
+                _start_worker(resolved, str(base), 1)
 
             def updates(self, weights, state, round, plan, clients):
                 return _local_updates(weights, state, round, plan, clients)
@@ -98,7 +107,7 @@ class RayPool:
         self.actors = [actor.remote() for _ in range(workers)]
 
     def client_updates(self, algo, round, selected, plan):
-        weights, state = self.ray.put(algo.trainable.snapshot()), self.ray.put(algo.state())
+        weights, state = self.ray.put([t.cpu() for t in algo.trainable.snapshot()]), self.ray.put(algo.state())
         refs = [a.updates.remote(weights, state, round, plan, share)
                 for a, share in zip(self.actors, shares(selected, len(self.actors)))]
         merged = {}

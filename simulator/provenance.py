@@ -165,17 +165,19 @@ def input_files(scenario, base: Path) -> dict[str, Path]:
             if value is not None and resolve_path(base, value).is_file()}
 
 
-def run_provenance(scenario, base: Path, backbone=None) -> dict:
+def run_provenance(scenario, base: Path, backbone=None, learning_device: str | None = None) -> dict:
     files = {field: {"path": str(path), "sha256": sha256(path)} for field, path in input_files(scenario, base).items()}
     model = model_record(scenario.model.name, backbone) if scenario.replay is None else None
-    return {"code": code(), "versions": versions(), "machine": machine(), "files": files, "model": model,
+    return {"code": code(), "versions": versions(), "machine": machine(), "learning_device": learning_device,
+            "files": files, "model": model,
             "dataset": dataset_record(scenario.task.dataset, base) if scenario.replay is None else None}
 
 
-def write_run_provenance(run_dir: Path, scenario, base: Path, backbone=None) -> None:
+def write_run_provenance(run_dir: Path, scenario, base: Path, backbone=None, learning_device: str | None = None) -> None:
     """``provenance.json`` in the run directory (machine-dependent, so kept out of the files the
-    determinism guarantees cover)."""
-    atomic_write(run_dir / PROVENANCE, json.dumps(run_provenance(scenario, base, backbone), indent=2) + "\n")
+    determinism guarantees cover); ``learning_device``: where the real learning ran (None: replay)."""
+    atomic_write(run_dir / PROVENANCE,
+                 json.dumps(run_provenance(scenario, base, backbone, learning_device), indent=2) + "\n")
 
 
 def bench_provenance(script: str | Path) -> dict:

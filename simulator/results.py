@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import operator
 import os
 import tempfile
 from array import array
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 
 ROUND_COLUMNS = [f.name for f in fields(RoundRecord)]
 CLIENT_COLUMNS = [f.name for f in fields(ClientRecord) if f.name != "finished_at"]
+# a client row as csv.writer takes it (it writes a float as repr, as _fmt does, and None as "")
+CLIENT_FIELDS = operator.attrgetter(*CLIENT_COLUMNS)
 
 
 def atomic_write(path: Path, data: str | bytes) -> None:
@@ -106,7 +109,6 @@ def summarize(rounds: list[dict], clients: list[dict], target: float | None, exc
     }
 
 
-
 # client columns summed into summary.json's totals (kept per row so the sums equal summarize()'s)
 SUMMED = ("download_s", "compute_s", "upload_s", "idle_s", "energy_compute_j", "energy_radio_j", "energy_idle_j",
           "flops", "energy_j")
@@ -130,7 +132,7 @@ class RunWriter(RoundObserver):
         self.rounds.append(asdict(record))
         self._count([{c: getattr(r, c) for c in CLIENT_COLUMNS} for r in rows])
         _append(self.dir / "rounds.csv", ROUND_COLUMNS, [[_fmt(self.rounds[-1][c]) for c in ROUND_COLUMNS]])
-        _append(self.dir / "clients.csv", CLIENT_COLUMNS, [[_fmt(getattr(r, c)) for c in CLIENT_COLUMNS] for r in rows])
+        _append(self.dir / "clients.csv", CLIENT_COLUMNS, map(CLIENT_FIELDS, rows))
 
     def _count(self, rows: list[dict]) -> None:
         for r in rows:
@@ -159,7 +161,7 @@ class RunWriter(RoundObserver):
         atomic_write(self.dir / "summary.json", json.dumps(summary, indent=2) + "\n")
 
 
-def _append(path: Path, columns: list[str], rows: list[list]) -> None:
+def _append(path: Path, columns: list[str], rows) -> None:
     """One write() of ``rows`` (with the header if the file is new), then fsync."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")

@@ -6,7 +6,7 @@ import gc
 import time
 from pathlib import Path
 
-from edgefed.simulator.build import build_run
+from edgefed.simulator.build import build_run, device_name
 from edgefed.simulator.checkpoint import CHECKPOINT, Checkpoint, CheckpointError, Checkpointer, load_checkpoint, \
     remove_checkpoint
 from edgefed.simulator.engine import Diverged, RoundObserver
@@ -60,8 +60,9 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress: RoundO
     run = build_run(scenario, base)
     engine = run.engine
     writer = RunWriter(run_dir)
-    writer.write_scenario(resolved, versions())
-    write_run_provenance(run_dir, scenario, base, None if run.replay else engine.algo.model.backbone)
+    ran_on = None if run.replay else device_name(next(engine.algo.model.parameters()).device)
+    writer.write_scenario(resolved, {**versions(), **({"device": ran_on} if ran_on else {})})
+    write_run_provenance(run_dir, scenario, base, None if run.replay else engine.algo.model.backbone, ran_on)
     checkpointer = Checkpointer(run_dir, resolved, run.excluded,
                                 started=wall_start - (ckpt.state["host_seconds"] if ckpt else 0.0))
     resumed_at = None

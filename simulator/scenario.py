@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator, \
-    model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError, \
+    field_validator, model_validator
 
 from edgefed.algorithms.registry import METHODS
 from edgefed.devices.availability import AvailabilitySpec, StragglerSpec
@@ -35,7 +35,8 @@ class ModelSpec(Strict):
     kind: Literal["auto", "encoder", "causal"] = "auto"
     max_length: int = Field(64, ge=8, description="tokens per example (at most the model's positions)")
     dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
-    device: Literal["cpu", "cuda"] = "cpu"
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+                        description="where the host runs the learning: auto (a GPU when torch sees one), cpu, cuda, cuda:N")
 
 
 class DatasetSpec(Strict):
@@ -87,6 +88,8 @@ class FleetGroup(Strict):
     count: PositiveInt = 1
     link: str | None = Field(None, description="link name; default: the device's default link")
     cell: str | None = Field(None, description="fleet.network.cells name whose backhaul it shares")
+    home_link: str = Field("wifi", description="availability charging_wifi: the link a phone on a cellular "
+                           "link uses while it is eligible (charging at home on WiFi)")
 
 
 class FleetSpec(Strict):
@@ -124,10 +127,24 @@ class FleetSpec(Strict):
             link = group.link or devices[group.device].default_link
             if link not in links:
                 raise ValueError(f"groups.{i}.link: unknown link {link!r} (known: {', '.join(sorted(links))})")
+            if group.home_link not in links:
+                raise ValueError(f"groups.{i}.home_link: unknown link {group.home_link!r} "
+                                 f"(known: {', '.join(sorted(links))})")
             if group.cell is not None and group.cell not in self.network.cells:
                 raise ValueError(f"groups.{i}.cell: unknown cell {group.cell!r} (known: "
                                  f"{', '.join(sorted(self.network.cells)) or 'none in network.cells'})")
         return self
+
+    def link_name(self, group: FleetGroup) -> str:
+        """The link a group's devices transfer on: its own (or the device's default), except that
+        under ``charging_wifi`` a battery device on a cellular link trains only at home, on
+        ``home_link``."""
+        devices, links = self.profiles()
+        device = devices[group.device]
+        name = group.link or device.default_link
+        if self.availability.kind == "charging_wifi" and device.battery_wh is not None and links[name].cellular:
+            return group.home_link
+        return name
 
     def profiles(self) -> tuple[dict[str, DeviceProfile], dict[str, LinkProfile]]:
         """The catalog's devices and links with this scenario's own on top."""
@@ -174,6 +191,8 @@ class HostSpec(Strict):
     workers: PositiveInt = Field(1, description="processes or Ray actors running a round's client updates")
     backend: Literal["local", "ray"] = "local"
     gpus_per_worker: float = Field(0.0, ge=0.0, description="Ray actors only")
+    feature_cache_bytes: NonNegativeInt = Field(2**31, description="host memory for the frozen layers' "
+                                                "outputs per example (0: recompute every pass)")
 
 
 class Scenario(Strict):

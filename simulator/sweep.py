@@ -16,7 +16,9 @@ A sweep file::
 Every point runs into ``OUT/<point id>``; the id hashes the point's parameters, so a point whose
 run directory holds a finished ``summary.json`` is skipped and an interrupted sweep resumes. The
 points run on local processes or Ray tasks; either way ``sweep.csv`` joins each point's
-parameters with its summary, in point order.
+parameters with its summary, in point order. A point that fails (bad input, diverged learning, a
+crash) does not stop the others: its row gives the exit code ``edgefed run`` would have (2 bad
+input, 1 runtime failure) and a one-line reason, and it runs again when the sweep is resumed.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import itertools
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Literal
@@ -104,16 +107,31 @@ def is_complete(run_dir: Path) -> bool:
     return summary.is_file() and json.loads(summary.read_text()).get("status") == "done"
 
 
+def failure(exit_code: int, exc: BaseException) -> dict:
+    """How a point failed, as its sweep.csv row tells it."""
+    reason = str(exc).strip().splitlines()
+    return {"failed": {"exit_code": exit_code, "reason": reason[0] if reason else type(exc).__name__}}
+
+
 def run_point(base: str, overrides: dict, run_dir: str, threads: int | None = None) -> dict:
-    """Run one point (in a worker process or Ray task); returns its summary."""
+    """Run one point (in a worker process or Ray task); returns its summary, or ``failure``'s
+    answer when it cannot finish."""
     import torch
 
+    from edgefed.simulator.engine import Diverged
     from edgefed.simulator.runner import run_scenario
 
     if threads:
         torch.set_num_threads(threads)
-    scenario, folder = point_scenario(Path(base), overrides)
-    return run_scenario(scenario, folder, Path(run_dir))
+    try:
+        scenario, folder = point_scenario(Path(base), overrides)
+        return run_scenario(scenario, folder, Path(run_dir))
+    except ScenarioError as exc:
+        return failure(2, exc)
+    except Diverged as exc:
+        return failure(1, exc)
+    except Exception as exc:  # a crash of this point; the others go on
+        return failure(1, RuntimeError(f"{type(exc).__name__}: {exc}"))
 
 
 def flatten(data: dict, prefix: str = "") -> dict:
@@ -129,37 +147,50 @@ def flatten(data: dict, prefix: str = "") -> dict:
     return out
 
 
-def sweep_rows(out: Path, points: list[Point]) -> tuple[list[str], list[dict]]:
-    """Each finished point's parameters joined with its summary (host-dependent fields left out)."""
+def sweep_rows(out: Path, points: list[Point], failed: dict[str, dict] | None = None) -> tuple[list[str], list[dict]]:
+    """Each finished point's parameters joined with its summary (host-dependent fields left out),
+    and each point of ``failed`` (id -> exit code and reason) with its status ``failed``."""
+    failed = failed or {}
     param_cols = list(dict.fromkeys(k for p in points for k in p.labels))
     rows, summary_cols = [], {}
     for point in points:
         run_dir = out / point.id
+        params = {k: (json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v)
+                  for k, v in point.labels.items()}
+        if point.id in failed:
+            rows.append({"point": point.id, "run_dir": point.id, **params, "status": "failed", **failed[point.id]})
+            continue
         if not is_complete(run_dir):
             continue
         summary = {k: v for k, v in flatten(json.loads((run_dir / "summary.json").read_text())).items()
                    if k not in HOST_FIELDS}
         summary_cols.update(dict.fromkeys(summary))
-        params = {k: (json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v)
-                  for k, v in point.labels.items()}
-        rows.append({"point": point.id, "run_dir": point.id, **params, **summary})
-    return ["point", "run_dir", *param_cols, *summary_cols], rows
+        rows.append({"point": point.id, "run_dir": point.id, **params, **summary, "exit_code": 0})
+    return ["point", "run_dir", *param_cols, *summary_cols, "exit_code", "reason"], rows
 
 
 def run_sweep(file: Path, out: Path, backend: Literal["local", "ray"] = "local", workers: int = 1,
               on_done=None) -> dict:
-    """Run the sweep's missing points; write ``out/sweep.csv``. Returns which points ran and which
-    were skipped."""
+    """Run the sweep's missing points; write ``out/sweep.csv``. Returns which points ran, which
+    were skipped and which failed (id -> exit code and reason)."""
     base, points = load_sweep(file)
     out.mkdir(parents=True, exist_ok=True)
     todo = [p for p in points if not is_complete(out / p.id)]
     jobs = [(str(base), p.overrides, str(out / p.id)) for p in todo]
+    failed: dict[str, dict] = {}
+
+    def done(point_id: str, result: dict) -> None:
+        if "failed" in result:
+            failed[point_id] = result["failed"]
+        elif on_done:
+            on_done(point_id, result)
+
     if jobs:
-        (run_ray if backend == "ray" else run_local)(jobs, workers, on_done)
-    columns, rows = sweep_rows(out, points)
+        (run_ray if backend == "ray" else run_local)(jobs, workers, done)
+    columns, rows = sweep_rows(out, points, failed)
     atomic_write(out / "sweep.csv", csv_text(columns, rows))
     return {"ran": [p.id for p in todo], "skipped": [p.id for p in points if p not in todo],
-            "points": len(points), "csv": out / "sweep.csv"}
+            "failed": failed, "points": len(points), "csv": out / "sweep.csv"}
 
 
 def _threads(workers: int) -> int:
@@ -169,24 +200,24 @@ def _threads(workers: int) -> int:
     return max(1, torch.get_num_threads() // workers)
 
 
-def run_local(jobs: list[tuple], workers: int, on_done=None) -> None:
+def run_local(jobs: list[tuple], workers: int, on_done) -> None:
     """One worker: the points in turn in this process. More: spawned worker processes (a fresh
     interpreter each, so nothing a point sets up leaks into another's process)."""
     if workers == 1:
         for job in jobs:
-            summary = run_point(*job)
-            if on_done:
-                on_done(Path(job[2]).name, summary)
+            on_done(Path(job[2]).name, run_point(*job))
         return
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
         futures = [pool.submit(run_point, *job, _threads(workers)) for job in jobs]
         for job, future in zip(jobs, futures):
-            summary = future.result()
-            if on_done:
-                on_done(Path(job[2]).name, summary)
+            try:
+                result = future.result()
+            except BrokenProcessPool as exc:  # its worker died (killed, out of memory)
+                result = failure(1, RuntimeError(f"worker process died: {exc}"))
+            on_done(Path(job[2]).name, result)
 
 
-def run_ray(jobs: list[tuple], workers: int, on_done=None) -> None:
+def run_ray(jobs: list[tuple], workers: int, on_done) -> None:
     """Ray tasks: on the cluster named by ``RAY_ADDRESS`` if set, else a local Ray with ``workers`` CPUs.
     Cluster nodes need edgefed installed and the scenario's data at the same paths."""
     try:
@@ -202,9 +233,11 @@ def run_ray(jobs: list[tuple], workers: int, on_done=None) -> None:
         task = ray.remote(num_cpus=1)(run_point)
         refs = [task.remote(*job, 1) for job in jobs]
         for job, ref in zip(jobs, refs):
-            summary = ray.get(ref)
-            if on_done:
-                on_done(Path(job[2]).name, summary)
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.RayError as exc:  # its worker or node died
+                result = failure(1, RuntimeError(f"Ray task failed: {type(exc).__name__}"))
+            on_done(Path(job[2]).name, result)
     finally:
         if started:
             ray.shutdown()

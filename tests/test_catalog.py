@@ -33,8 +33,25 @@ def test_catalog_size_and_diversity():
     assert len(CATALOG.devices) >= 6
     assert len({d.device_class for d in CATALOG.devices.values()}) >= 4
     assert len(CATALOG.links) >= 3
-    for name in ("wifi", "lte", "ethernet"):
+    for name in ("wifi", "lte", "lte-2012", "5g-nsa-lowband", "5g-mmwave", "5g-sa", "5g", "ethernet"):
         assert name in CATALOG.links
+
+
+def test_5g_is_an_alias_of_low_band_nsa_and_lte_is_the_2021_model():
+    alias, target = CATALOG.links["5g"], CATALOG.links["5g-nsa-lowband"]
+    assert alias.model_dump(exclude={"name", "description"}) == target.model_dump(exclude={"name", "description"})
+    lte, old = CATALOG.links["lte"], CATALOG.links["lte-2012"]
+    assert old.power_up_w_per_mbps / lte.power_up_w_per_mbps == pytest.approx(5.7, rel=0.01)
+    assert old.power_down_w_per_mbps / lte.power_down_w_per_mbps == pytest.approx(4.5, rel=0.01)
+    assert CATALOG.links["5g-sa"].promotion_s < lte.promotion_s  # RRC_INACTIVE resumes quickly
+    assert not CATALOG.links["wifi"].cellular and all(CATALOG.links[n].cellular for n in ("lte", "5g-mmwave"))
+
+
+def test_alias_of_an_unknown_link_is_refused(tmp_path):
+    raw = _raw_catalog()
+    raw["aliases"] = {"4g": "lte-2009"}
+    with pytest.raises(ValueError, match="aliases.4g: unknown link 'lte-2009'"):
+        load_catalog(_write(tmp_path, raw))
 
 
 def test_names_match_keys():
@@ -83,7 +100,10 @@ def test_device_numbers_plausible(key, dev):
         assert 1 <= dev.battery_wh <= 100
     if dev.device_class == "phone":
         assert dev.power_active_w <= 12, "a phone cannot sustain more than ~12 W"
-        assert dev.default_link in ("lte", "5g", "wifi")
+        assert CATALOG.links[dev.default_link].cellular or dev.default_link == "wifi"
+        assert dev.thermal is not None, "phones throttle: burst rate plus a thermal profile"
+        assert 0.3 <= dev.thermal.sustained_fraction < 1.0 and dev.thermal.burst_s <= 1800
+        assert dev.sources.get("thermal", "").strip(), f"{key}.thermal has no citation"
 
 
 @pytest.mark.parametrize(("key", "link"), LINKS, ids=[k for k, _ in LINKS])

@@ -21,6 +21,8 @@ def _assert_one_line_error(result, *needles):
     (lambda d: d["algorithm"].__setitem__("name", "sgd"), ["algorithm", "sgd"]),
     (lambda d: d["fleet"]["groups"][1].__setitem__("device", "pdp-11"), ["fleet.groups.1.device", "unknown device"]),
     (lambda d: d["fleet"]["groups"][0].__setitem__("link", "carrier-pigeon"), ["fleet.groups.0.link", "unknown link"]),
+    (lambda d: d["fleet"]["groups"][0].__setitem__("link", "lte-2013"),
+     ["fleet.groups.0.link", "unknown link 'lte-2013'", "lte-2012", "5g-mmwave", "5g-sa"]),
     (lambda d: d["rounds"].__setitem__("clients_per_round", 99), ["rounds.clients_per_round", "fleet size"]),
     (lambda d: d.pop("task"), ["task", "missing"]),
     (lambda d: d["task"]["dataset"].__setitem__("train", "/nonexistent/train.tsv"), ["task.dataset.train", "not found"]),

@@ -110,15 +110,15 @@ def test_a_different_seed_changes_the_outcome(tiny_run, tmp_path, tiny_dict):
 
 
 def test_deadline_marks_late_clients_and_keeps_sums(tmp_path, tiny_dict):
-    tiny_dict["rounds"]["deadline_s"] = 0.35
+    tiny_dict["rounds"]["deadline_s"] = 0.3
     result = edgefed("run", write_scenario(tmp_path, tiny_dict), "--out", tmp_path / "d", "--quiet")
     assert result.returncode == 0, result.stderr
     clients = read_csv(tmp_path / "d" / "clients.csv")
     rounds = read_csv(tmp_path / "d" / "rounds.csv")
     late = [c for c in clients if c["status"] == "late"]
-    assert late, "LTE phones (0.26 s promotion + 2 x 60 ms latency) cannot finish in 0.35 s"
+    assert late, "LTE phones (0.26 s promotion + 2 x 35 ms latency) cannot finish in 0.3 s"
     for r in rounds[1:]:
-        assert float(r["sim_time_s"]) - float(rounds[int(r["round"]) - 1]["sim_time_s"]) <= 0.35 + 1e-9
+        assert float(r["sim_time_s"]) - float(rounds[int(r["round"]) - 1]["sim_time_s"]) <= 0.3 + 1e-9
         rows = [c for c in clients if c["round"] == r["round"]]
         assert int(r["aggregated"]) == sum(c["status"] == "ok" for c in rows)
         assert float(r["energy_j"]) == pytest.approx(

@@ -52,7 +52,7 @@ def test_frozen_block1_runs_once_per_step():
     model, data = tiny_setup()
     algo = FedSPZO(model, data, spzo_cfg(trainable="last:2", split=2, p1=2, p2=2, local_steps=1), seed=1)
     _, work = algo.client_update(0, 1, algo.configure_round(1, [0]))
-    assert algo.dirs1.numel == 0 and work.passes == {"block1": 1, "block2": 8}
+    assert algo.dirs1.numel == 0 and work.passes == {"prefix": 1, "block2": 8}
 
 
 def _grad(model, batch, params):

@@ -98,3 +98,31 @@ def test_cli_bad_sweep_input_is_one_line_exit_2(tmp_path, tiny_dict):
         result = CliRunner().invoke(app, [str(a) for a in args])
         assert result.exit_code == 2, (args, result.output)
         assert named in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_failing_points_are_rows_and_the_sweep_carries_on_then_exits_1(tmp_path, tiny_dict):
+    """A point whose data file turns out malformed (bad input, exit 2) and one whose learning
+    diverges (exit 1) sit between two good points: all four rows are in sweep.csv, the good ones
+    finished, and the command exits 1 after naming each failure."""
+    from typer.testing import CliRunner
+
+    from edgefed.simulator.cli import app
+
+    malformed = tmp_path / "malformed-train.tsv"
+    malformed.write_text("no columns here\n")
+    path = _sweep_file(tmp_path, tiny_dict, {"seed": [1]},
+                       points=[{}, {"task.dataset.train": str(malformed)}, {"algorithm.lr": 1e30}, {"seed": 2}])
+    result = CliRunner().invoke(app, ["sweep", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    table = _rows(tmp_path / "out" / "sweep.csv")
+    assert [r["status"] for r in table] == ["done", "failed", "failed", "done"]
+    assert [r["exit_code"] for r in table] == ["0", "2", "1", "0"]
+    assert "malformed-train.tsv" in table[1]["reason"] and "diverged" in table[2]["reason"]
+    assert all("\n" not in r["reason"] for r in table)
+    assert table[3]["final_accuracy"] != "" and table[1]["final_accuracy"] == ""
+    assert sum("failed p" in line for line in result.stderr.splitlines()) == 2
+    # resuming retries only the failed points
+    again = run_sweep(path, tmp_path / "out")
+    assert sorted(again["ran"]) == sorted(r["point"] for r in table if r["status"] == "failed")
+    assert sorted(again["failed"]) == sorted(again["ran"])

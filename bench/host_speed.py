@@ -1,0 +1,96 @@
+"""Host speed on this machine: the quickstart command end to end, a MiniLM ``last:2`` run with the
+feature cache on and off, and what the cache holds for the quickstart and for SST-2's full
+training set. Writes bench/results/host_speed.json (the parts measured, merged into what is there).
+
+    python bench/host_speed.py quickstart        # `edgefed run scenarios/quickstart.yaml`, timed
+    python bench/host_speed.py last2 [rounds]    # last:2, cache on and off (default 10 rounds)
+    python bench/host_speed.py memory            # cache sizes: quickstart, SST-2 67k sentences
+
+Shared machines: each figure comes with the load average (1 min) before and after and the
+process's CPU seconds, which load inflates far less than wall time.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from edgefed.simulator.results import atomic_write
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "bench" / "results" / "host_speed.json"
+SST2_FULL = REPO.parent / "shared" / "data" / "sst2" / "train.tsv"
+
+
+def timed_run(*overrides: str) -> dict:
+    """``edgefed run scenarios/quickstart.yaml`` as a user types it: wall time from start to exit."""
+    with tempfile.TemporaryDirectory() as tmp:
+        args = [sys.executable, "-m", "edgefed", "run", str(REPO / "scenarios/quickstart.yaml"), "--out",
+                str(Path(tmp) / "run"), "--quiet"] + [a for o in overrides for a in ("--set", o)]
+        load_before, cpu_before = os.getloadavg()[0], resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        subprocess.run(args, check=True, capture_output=True)
+        wall = time.perf_counter() - start
+        cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        summary = json.loads((Path(tmp) / "run" / "summary.json").read_text())
+    return {"overrides": list(overrides), "wall_s": round(wall, 2), "host_seconds": round(summary["host_seconds"], 2),
+            "cpu_s": round(cpu_after.ru_utime + cpu_after.ru_stime - cpu_before.ru_utime - cpu_before.ru_stime, 2),
+            "final_accuracy": summary["final_accuracy"], "load_before": load_before, "load_after": os.getloadavg()[0],
+            "cores": os.cpu_count()}
+
+
+def cache_sizes() -> dict:
+    """Bytes a full cache holds (fp32 MiniLM): pooled vectors (``head``) or per-token states (``last:2``)."""
+    from edgefed.algorithms.data import Tokenized, load_dataset
+    from edgefed.algorithms.features import FeatureCache
+    from edgefed.algorithms.models import TaskModel, load_backbone
+
+    backbone, tokenizer, kind = load_backbone("minilm-l6", "encoder", "fp32")
+    model = TaskModel(backbone, tokenizer, kind, 2)
+    sets = {"quickstart train (2,000)": REPO / "scenarios/data/sst2/train.tsv",
+            "quickstart held-out (872)": REPO / "scenarios/data/sst2/validation.tsv"}
+    if SST2_FULL.exists():
+        sets["SST-2 full train (67,349)"] = SST2_FULL
+    out = {}
+    for name, path in sets.items():
+        data = Tokenized(load_dataset(path, "sentence", "label"), tokenizer, 48)
+        out[name] = {"examples": len(data), "head_bytes": FeatureCache.size_bytes(model, data, model.num_layers),
+                     "last2_bytes": FeatureCache.size_bytes(model, data, model.num_layers - 2)}
+        print(f"{name:28s} head {out[name]['head_bytes'] / 2**20:8.1f} MiB   "
+              f"last:2 {out[name]['last2_bytes'] / 2**20:8.1f} MiB  (max_length 48, fp32)")
+    return out
+
+
+def main(part: str, rounds: int) -> None:
+    results = json.loads(OUT.read_text()) if OUT.exists() else {}
+    if part == "quickstart":
+        run = timed_run()
+        print(f"edgefed run scenarios/quickstart.yaml: wall {run['wall_s']} s (host {run['host_seconds']} s, "
+              f"CPU {run['cpu_s']} s), final accuracy {run['final_accuracy']:.4f}, load {run['load_before']:.1f}"
+              f" -> {run['load_after']:.1f} on {run['cores']} cores")
+        results["quickstart"] = run
+    elif part == "last2":
+        runs = {}
+        for label, budget in (("cache on", 2**31), ("cache off", 0)):
+            runs[label] = timed_run("algorithm.trainable=last:2", f"rounds.max={rounds}", "output.plots=false",
+                                    f"host.feature_cache_bytes={budget}")
+            print(f"last:2, {rounds} rounds, {label}: host {runs[label]['host_seconds']} s, CPU {runs[label]['cpu_s']} s, "
+                  f"load {runs[label]['load_before']:.1f} -> {runs[label]['load_after']:.1f}")
+        runs["host_speedup"] = runs["cache off"]["host_seconds"] / runs["cache on"]["host_seconds"]
+        runs["cpu_speedup"] = runs["cache off"]["cpu_s"] / runs["cache on"]["cpu_s"]
+        print(f"speed-up from the cache: host {runs['host_speedup']:.2f}x, CPU {runs['cpu_speedup']:.2f}x")
+        results["last2"] = runs
+    elif part == "memory":
+        results["cache_bytes"] = cache_sizes()
+    else:
+        raise SystemExit(f"unknown part {part!r} (quickstart, last2, memory)")
+    atomic_write(OUT, json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "quickstart", int(sys.argv[2]) if len(sys.argv) > 2 else 10)

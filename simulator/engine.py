@@ -398,11 +398,11 @@ class Engine:
         return RoundRecord(0, float(self.env.now), accuracy, loss, host_seconds=time.perf_counter() - start), \
             self.excluded_records()
 
-    def run(self, start_round: int = 1) -> None:
-        """Drive rounds ``start_round..max`` (from 1: round 0 first), telling every observer.
-        Raises ``Diverged`` after reporting the round where learning broke down."""
+    def run(self, start_round: int = 1, initial: bool = True) -> None:
+        """Drive rounds ``start_round..max`` (with ``initial``: round 0 first), telling every
+        observer. Raises ``Diverged`` after reporting the round where learning broke down."""
         def server():
-            if start_round == 1:
+            if initial:
                 self._report(*self.initial_round())
             for r in range(start_round, self.cfg.max + 1):
                 evaluate_now = r % self.cfg.eval_every == 0 or r == self.cfg.max

@@ -81,7 +81,7 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress: RoundO
     status = "done"
     gc.freeze()  # long-lived objects (torch, the model, a trace) need no rescanning every round
     try:
-        engine.run(start_round=engine.round + 1)
+        engine.run(start_round=engine.round + 1, initial=ckpt is None)
     except KeyboardInterrupt:
         status = "interrupted"
         raise

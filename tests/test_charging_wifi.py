@@ -14,22 +14,30 @@ from tests.test_end_to_end import edgefed
 H = 3600.0
 
 
+def on(avail, client, t, draw=(1, 0)) -> bool:
+    return bool(avail.on(np.array([client]), t, draw)[0])
+
+
+def next_on(avail, client, t) -> float:
+    return float(avail.next_on(np.array([client]), t)[0])
+
+
 def test_one_users_windows_shifted_and_crossing_midnight():
     spec = AvailabilitySpec(kind="charging_wifi", jitter_h=0.0, start_hour=20.0)
     users = {"night": [(0.0, 7.0), (23.0, 24.0)]}
     avail = Availability(spec, 2, 0, daily=daily_windows(users, [True, False], spec, seed=0))
     # simulated 0 s is 20:00: on from 23:00 (3 h) to 07:00 (11 h) as one window
-    assert not avail.is_on(0, 2.9 * H, (1, 0)) and avail.is_on(0, 3 * H, (1, 0)) and avail.is_on(0, 10.9 * H, (1, 0))
+    assert not on(avail, 0, 2.9 * H) and on(avail, 0, 3 * H) and on(avail, 0, 10.9 * H)
     assert avail.off_at(0, 4 * H, 1) == pytest.approx(11 * H)
-    assert avail.next_on(0, 12 * H) == pytest.approx(DAY_S + 3 * H)  # the next evening
-    assert avail.is_on(0, DAY_S + 5 * H, (9, 0))
-    assert avail.is_on(1, 15 * H, (1, 0)) and avail.next_on(1, 15 * H) == 15 * H  # mains-powered: always
+    assert next_on(avail, 0, 12 * H) == pytest.approx(DAY_S + 3 * H)  # the next evening
+    assert on(avail, 0, DAY_S + 5 * H, (9, 0))
+    assert on(avail, 1, 15 * H) and next_on(avail, 1, 15 * H) == 15 * H  # mains-powered: always
 
 
 def test_fleet_participation_follows_the_time_of_day():
     spec = AvailabilitySpec(kind="charging_wifi")
     avail = Availability(spec, 500, 0, daily=daily_windows(read_daily_trace(DEFAULT_DAILY_TRACE), [True] * 500, spec, 0))
-    share = {h: np.mean([avail.is_on(c, h * H, (1, 0)) for c in range(500)]) for h in (3, 15)}
+    share = {h: avail.on(np.arange(500), h * H, (1, 0)).mean() for h in (3, 15)}
     assert share[3] > 0.5 and share[15] < 0.3, share
 
 

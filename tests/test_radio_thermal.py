@@ -67,7 +67,7 @@ def test_radio_and_heat_survive_a_state_round_trip_exactly():
     first = make_engine(FakeAlgo(flops=16e9), [hot], link=IDLE_LINK, rounds=rounds)
     play(first, 1)
     resumed = make_engine(FakeAlgo(flops=16e9), [hot], link=IDLE_LINK, rounds=rounds)
-    resumed.load_state(json.loads(json.dumps(first.state())))
+    resumed.load_state(json.loads(json.dumps(first.state())), {k: v.copy() for k, v in first.arrays().items()})
     out = []
 
     def server():

@@ -51,8 +51,9 @@ class StopAfter(RoundObserver):
             raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("stem", ["mixed-deadline", "fedspzo-split", "fedkseed-pro"])
-def test_a_run_interrupted_then_resumed_matches_the_goldens(tmp_path, stem):
+@pytest.mark.parametrize("stem, stop", [("mixed-deadline", 1), ("fedspzo-split", 1), ("fedkseed-pro", 2),
+                                        ("decomfl-head", 0)])
+def test_a_run_interrupted_then_resumed_matches_the_goldens(tmp_path, stem, stop):
     from edgefed.simulator.runner import run_scenario
     from edgefed.simulator.scenario import load_scenario
 
@@ -60,6 +61,6 @@ def test_a_run_interrupted_then_resumed_matches_the_goldens(tmp_path, stem):
     scenario, base = load_scenario(scenario_file)
     run_dir = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        run_scenario(scenario, base, run_dir, progress=StopAfter(1))
+        run_scenario(scenario, base, run_dir, progress=StopAfter(stop))
     run_scenario(scenario, base, run_dir, resume=True)
     assert regress.compare(regress.golden_dir(scenario_file), run_dir) == []

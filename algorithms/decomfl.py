@@ -50,6 +50,21 @@ def history_download(history: History, last_round: int | None, round: int,
     return arrays, sum(len(r["seeds"]) for r in records)
 
 
+def apply_round(history: History, replay_step, update: np.ndarray | None, round: int, plan: np.ndarray) -> None:
+    """The server's move for a round of shared step seeds (DeComFL, FedSPZO): replay each step's
+    averaged scalars on the global model, then keep them for clients that catch up later."""
+    if update is None:
+        return
+    for step_seed, scalars in zip(plan, update):
+        replay_step(int(step_seed), scalars)
+    history.add(round, seeds=plan, scalars=update)
+
+
+def mean_scalars(messages: list[Message]) -> np.ndarray | None:
+    """Every client ran the same shared directions, so their scalars average per direction."""
+    return mean([m.arrays["scalars"] for m in messages], SCALAR_DTYPE) if messages else None
+
+
 class DeComFL(Algorithm):
     name = "decomfl"
     Spec = DeComFLSpec
@@ -82,14 +97,10 @@ class DeComFL(Algorithm):
         return Message("history", round, client, arrays), work
 
     def aggregate(self, messages):
-        return mean([m.arrays["scalars"] for m in messages], SCALAR_DTYPE) if messages else None
+        return mean_scalars(messages)
 
     def apply(self, update, round, plan):
-        if update is None:
-            return
-        for step_seed, scalars in zip(plan, update):
-            self.replay_step(int(step_seed), scalars)
-        self.history.add(round, seeds=plan, scalars=update)
+        apply_round(self.history, self.replay_step, update, round, plan)
 
     # -- client --------------------------------------------------------------------------
     def client_update(self, client, round, plan):

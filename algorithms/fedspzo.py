@@ -24,10 +24,9 @@ import numpy as np
 import torch
 from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
 
-from edgefed.algorithms.aggregation import mean
 from edgefed.algorithms.base import Algorithm, ZOSpec
 from edgefed.algorithms.data import sample_batch
-from edgefed.algorithms.decomfl import SCALAR_DTYPE, SEED_DTYPE, history_download, step_seeds
+from edgefed.algorithms.decomfl import SCALAR_DTYPE, SEED_DTYPE, apply_round, history_download, mean_scalars, step_seeds
 from edgefed.algorithms.history import History
 from edgefed.algorithms.message import Message
 from edgefed.algorithms.models import Batch, TaskModel, inference_activation_bytes, param_bytes
@@ -237,14 +236,10 @@ class FedSPZO(Algorithm):
         return Message("history", round, client, arrays), work
 
     def aggregate(self, messages):
-        return mean([m.arrays["scalars"] for m in messages], SCALAR_DTYPE) if messages else None
+        return mean_scalars(messages)
 
     def apply(self, update, round, plan):
-        if update is None:
-            return
-        for step_seed, scalars in zip(plan, update):
-            self.replay_step(int(step_seed), scalars)
-        self.history.add(round, seeds=plan, scalars=update)
+        apply_round(self.history, self.replay_step, update, round, plan)
 
     def state(self):
         return self.history.state()

@@ -2,8 +2,9 @@
 
 One safetensors file (no pickle) written atomically after every round: the trainable parameters,
 the algorithm's state arrays (e.g. DeComFL's seed/scalar history) and the torch RNG state as
-tensors; the engine's per-device arrays (last sync, battery charge) as tensors too, so a million
-devices cost megabytes, not a JSON list; the rest of the engine state (round, simulated clock) and
+tensors; the engine's per-device arrays (last sync, battery charge, radio tail, heat) as tensors
+too, only for the devices that took part so far (the rest hold a fresh engine's values), so a
+checkpoint of a million-device fleet costs what its clients changed, not tens of MB a round; the rest of the engine state (round, simulated clock) and
 the resolved scenario as JSON in the file's metadata. The result rows and the learning trace are not
 in it - they are in the run directory's own files, which resume cuts back to the checkpoint's
 round - so its size does not grow with the rows. Rounds are synchronous, so no SimPy process or
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 from edgefed.simulator.results import atomic_write
 
 CHECKPOINT = "checkpoint.safetensors"
-FORMAT = "edgefed-checkpoint-3"
+FORMAT = "edgefed-checkpoint-4"
 
 
 class CheckpointError(ValueError):

@@ -86,6 +86,7 @@ class Engine:
         # its heat (burst seconds spent, at); Radio/Thermal objects exist only for a round's clients
         self.radio_thermal = np.zeros((len(self.clients), 4))
         self.radio_thermal[:, :2] = np.nan
+        self.took_part = np.zeros(len(self.clients), dtype=bool)  # whose rows above left their start values
         self.radios: dict[int, Radio] = {}
         self.thermals: dict[int, Thermal] = {}
         self._arrivals: list[ClientRecord] = []
@@ -332,6 +333,7 @@ class Engine:
                 rec.status, rec.note = "rejected", jobs[rec.client].rejected
         for cid in selected:
             self.radio_thermal[cid] = [*self.radios[cid].state(), *self.thermals[cid].state()]
+        self.took_part[selected] = True
         accuracy = loss = None
         if evaluate_now:
             accuracy, loss = algo.evaluate()
@@ -373,17 +375,23 @@ class Engine:
                     "ops": {k: [op.flops, op.bytes] for k, op in ref.work.ops.items()}}}
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The per-device state: the round each device last synced at, its battery charge, its
-        radio's tail and its heat."""
-        return {"last_sync": self.last_sync, "charge_j": self.charge_j, "radio_thermal": self.radio_thermal}
+        """The per-device state of the devices that took part so far (``devices``: their ids): the
+        round each last synced at, its battery charge, its radio's tail and its heat. The others
+        still hold what a fresh engine gives them, so a checkpoint grows with the devices that
+        took part, not with the fleet."""
+        ids = np.flatnonzero(self.took_part)
+        return {"devices": ids, "last_sync": self.last_sync[ids], "charge_j": self.charge_j[ids],
+                "radio_thermal": self.radio_thermal[ids]}
 
     def load_state(self, state: dict, arrays: dict[str, np.ndarray]) -> None:
         self.round = state["round"]
         self.env = simpy.Environment(initial_time=state["sim_time_s"])
         self.net = Network(self.env, self.clients.access, self.net.cells)  # the network lives on the new clock
-        self.last_sync[:] = arrays["last_sync"]
-        self.charge_j[:] = arrays["charge_j"]
-        self.radio_thermal[:] = arrays["radio_thermal"]
+        ids = arrays["devices"]
+        self.took_part[ids] = True
+        self.last_sync[ids] = arrays["last_sync"]
+        self.charge_j[ids] = arrays["charge_j"]
+        self.radio_thermal[ids] = arrays["radio_thermal"]
         ref = state["reference"]
         if ref is not None:
             work = Work()

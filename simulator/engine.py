@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import simpy
@@ -29,6 +29,7 @@ from edgefed.simulator.energy import needs_promotion, radio_energy, transfer_cos
 from edgefed.simulator.fleet import Client, Fleet
 from edgefed.simulator.network import Network, Transfer
 from edgefed.simulator.radio import Radio
+from edgefed.simulator.solo import GroupTable, Timelines, idle_j, timelines
 from edgefed.simulator.records import ClientRecord, RoundObserver, RoundRecord
 from edgefed.simulator.thermal import Thermal
 
@@ -61,10 +62,13 @@ class BatteryEmpty(Exception):
 
 
 class Engine:
+    closed_form = True  # clients alone on their links skip the events (simulator/solo.py); tests compare both paths
+
     def __init__(self, algorithm: Algorithm, clients: Fleet | list[Client], rounds_cfg, seed: int, dtype: str = "fp32",
                  fleet_cfg=None, availability: Availability | None = None):
         self.algo = algorithm
         self.clients = clients if isinstance(clients, Fleet) else Fleet.from_clients(clients)
+        self.groups = GroupTable(self.clients)
         self.cfg = rounds_cfg
         self.seed = seed
         self.dtype = dtype
@@ -244,6 +248,12 @@ class Engine:
         if event not in result:
             raise BatteryEmpty
 
+    def _clock(self, steps: list[float]):
+        """The clock steps of the closed-form client that finishes last: the same additions the
+        event path makes, so the round ends at the same bits (``now + (t - now)`` can miss ``t``)."""
+        for step in steps:
+            yield self.env.timeout(step)
+
     def _arrived(self, rec: ClientRecord) -> None:
         self._arrivals.append(rec)
         if self._enough is not None and len(self._arrivals) == self._need:
@@ -277,30 +287,41 @@ class Engine:
             observer.round_configured(self, round)
         downs = {cid: algo.catch_up(cid, self.last_synced(cid), round, plan) for cid in selected}
         self.updates = self.client_updates(round, selected, plan)  # the real learning, zero simulated time
-        jobs = {cid: Job(downs[cid][0], downs[cid][1].merge(self.updates[cid][1]), self.updates[cid][0],
-                         algo.rejects(self.updates[cid][0])) for cid in selected}
+        merged: dict[tuple[int, int], Work] = {}  # a replay serves clients shared Work objects: merge each pair once
+        jobs = {}
+        for cid in selected:
+            (down, down_work), (up, up_work) = downs[cid], self.updates[cid]
+            key = (id(down_work), id(up_work))
+            if key not in merged:
+                merged[key] = Work().merge(down_work).merge(up_work)
+            jobs[cid] = Job(down, merged[key], up, algo.rejects(up))
         host_learning = time.perf_counter() - host_start
         median = jobs[selected[len(selected) // 2]]
         self.reference = Estimate(median.download.nbytes, median.upload.nbytes, median.work)
 
-        members = {cid: self.clients[cid] for cid in selected}
-        self.radios = {cid: Radio(members[cid].link) for cid in selected}
-        self.thermals = {cid: Thermal(members[cid].device.thermal) for cid in selected}
-        for cid in selected:
+        slow = {cid: slowdown(self.stragglers, self.seed, cid, round) for cid in selected}
+        off = {cid: self.avail.off_at(cid, env.now, round) for cid in selected}
+        solo, timelines = self._solo_timelines(selected, jobs, slow, off)
+        events = [cid for cid in selected if cid not in solo]
+        members = {cid: self.clients[cid] for cid in events}
+        self.radios = {cid: Radio(members[cid].link) for cid in events}
+        self.thermals = {cid: Thermal(members[cid].device.thermal) for cid in events}
+        for cid in events:
             self.radios[cid].load_state(self.radio_thermal[cid, :2].tolist())
             self.thermals[cid].load_state(self.radio_thermal[cid, 2:].tolist())
         records = {cid: ClientRecord(round, cid, members[cid].device_name,
-                                     peak_memory_bytes=jobs[cid].work.peak_memory_bytes) for cid in selected}
+                                     peak_memory_bytes=jobs[cid].work.peak_memory_bytes) for cid in events}
         self._arrivals, self._need = [], min(self.cfg.clients_per_round, len(selected))
         self._enough = env.event() if self.cfg.selection == "overselect" else None
         procs = {}
-        for cid in selected:
-            slow = slowdown(self.stragglers, self.seed, cid, round)
-            procs[cid] = env.process(self.client_process(members[cid], jobs[cid], records[cid], slow))
-            off = self.avail.off_at(cid, env.now, round)
-            if off < math.inf:
-                env.process(self._watch(procs[cid], off - env.now))
-        wait = env.all_of(list(procs.values()))
+        for cid in events:
+            procs[cid] = env.process(self.client_process(members[cid], jobs[cid], records[cid], slow[cid]))
+            if off[cid] < math.inf:
+                env.process(self._watch(procs[cid], off[cid] - env.now))
+        waits = list(procs.values())
+        if solo:  # the last closed-form upload ends the round unless an event-path client ends later
+            waits.append(env.process(self._clock(timelines.steps[timelines.finished_at.argmax()].tolist())))
+        wait = env.all_of(waits)
         if self._enough is not None:
             wait = wait | self._enough
         if self.cfg.deadline_s is not None:
@@ -313,6 +334,8 @@ class Engine:
         yield env.timeout(0)  # let the interrupted processes record what they got through
         for rec in self._arrivals[self._need:] if self._enough is not None else []:
             rec.status = "late"  # arrived together with the K-th but beyond K
+        if solo:
+            records.update(self._solo_records(round, solo, timelines, jobs, end))
 
         arrived = [cid for cid in selected if records[cid].status == "ok" and jobs[cid].rejected is None]
         host_start = time.perf_counter()
@@ -320,7 +343,8 @@ class Engine:
         for cid in selected:
             if records[cid].download_s > 0 and records[cid].bytes_down == jobs[cid].download.nbytes:
                 self.last_sync[cid] = round - 1  # it pulled the model as of the previous round
-        for rec in records.values():
+        for cid in events:
+            rec = records[cid]
             idle = max(0.0, end - rec.finished_at) if rec.status == "ok" else 0.0
             rec.idle_s = idle
             device = members[rec.client].device
@@ -329,9 +353,11 @@ class Engine:
             if self.charge_j[rec.client] < math.inf:  # a device that ran empty stays off
                 left = 0.0 if rec.note == "battery empty" else float(self.charge_j[rec.client]) - rec.energy_j
                 self.charge_j[rec.client] = max(0.0, left)
-            if rec.status == "ok" and jobs[rec.client].rejected:  # it arrived; the server drops it
-                rec.status, rec.note = "rejected", jobs[rec.client].rejected
         for cid in selected:
+            rec = records[cid]
+            if rec.status == "ok" and jobs[cid].rejected:  # it arrived; the server drops it
+                rec.status, rec.note = "rejected", jobs[cid].rejected
+        for cid in events:
             self.radio_thermal[cid] = [*self.radios[cid].state(), *self.thermals[cid].state()]
         self.took_part[selected] = True
         accuracy = loss = None
@@ -346,6 +372,62 @@ class Engine:
             bytes_up=sum(r.bytes_up for r in rows), bytes_down=sum(r.bytes_down for r in rows),
             energy_j=sum(r.energy_j for r in rows), client_flops=sum(r.flops for r in rows),
             host_seconds=host_seconds), rows
+
+    def _solo_timelines(self, selected: list[int], jobs: dict[int, Job], slow: dict, off: dict):
+        """The clients whose timelines are computed in closed form (``simulator.solo``): alone on
+        their access link, an unlimited battery share, no off time this round, done before the
+        deadline, and no over-selection (whose arrival order needs the events). Returns their ids
+        (a dict, in round order) and their ``Timelines``."""
+        if not self.closed_form or self.cfg.selection == "overselect":
+            return {}, None
+        fleet, table = self.clients, self.groups
+        ids = np.array(selected, dtype=np.int64)
+        candidate = table.solo[fleet.group[ids]] & (self.charge_j[ids] == math.inf) & \
+            np.array([off[cid] == math.inf for cid in selected], dtype=bool)
+        ids = ids[candidate]
+        if not ids.size:
+            return {}, None
+        chosen = [jobs[cid] for cid in ids.tolist()]
+        group = fleet.group[ids]
+        seconds: dict[tuple[int, int], float] = {}  # per (work, group): clients share a replay's Work objects
+        for job, g in zip(chosen, group.tolist()):
+            if (id(job.work), g) not in seconds:
+                seconds[id(job.work), g] = compute_seconds(job.work, fleet.groups[g].device, self.dtype)
+        work_s = np.array([seconds[id(job.work), g] * slow[cid] for job, g, cid in zip(chosen, group.tolist(), ids.tolist())])
+        found = timelines(self.env.now, table, group, fleet.up_mbps[ids], fleet.down_mbps[ids], self.radio_thermal[ids],
+                          np.array([job.download.nbytes for job in chosen], dtype=float),
+                          np.array([job.upload.nbytes for job in chosen], dtype=float), work_s)
+        if self.cfg.deadline_s is not None:  # a client the deadline cuts off is charged by the events
+            keep = found.finished_at < self.env.now + self.cfg.deadline_s
+            ids, found = ids[keep], Timelines(*(getattr(found, f.name)[keep] for f in fields(Timelines)))
+        return dict.fromkeys(ids.tolist()), found
+
+    def _solo_records(self, round: int, solo: dict, found: Timelines, jobs: dict[int, Job], end: float) -> dict:
+        """Rows of the closed-form clients once the round ended at ``end`` (the idle wait, its radio
+        energy), and their radio/heat rows written back."""
+        ids = np.fromiter(solo, dtype=np.int64, count=len(solo))
+        group = self.clients.group[ids]
+        link = {name: values[group] for name, values in self.groups.link.items()}
+        idle = np.maximum(0.0, end - found.finished_at)
+        energy_idle = self.groups.power_idle_w[group] * (found.download_s + found.upload_s + idle)
+        energy_radio = found.energy_radio_j + idle_j(link, found.state[:, 0], found.state[:, 1], found.finished_at,
+                                                     found.finished_at + idle)
+        self.radio_thermal[ids] = found.state
+        names = [g.device_name for g in self.clients.groups]
+        columns = zip(ids.tolist(), group.tolist(), found.download_s.tolist(), found.compute_s.tolist(),
+                      found.upload_s.tolist(), idle.tolist(), found.energy_compute_j.tolist(), energy_radio.tolist(),
+                      energy_idle.tolist(), found.finished_at.tolist())
+        flops: dict[int, float] = {}  # per Work object, shared by a replay's clients
+        for job in map(jobs.__getitem__, solo):
+            if id(job.work) not in flops:
+                flops[id(job.work)] = job.work.flops
+        records = {}
+        for cid, g, down_s, compute_s, up_s, idle_s, compute_j, radio_j, idle_j_, finished in columns:
+            job = jobs[cid]
+            records[cid] = ClientRecord(round, cid, names[g], "ok", down_s, compute_s, up_s, idle_s, compute_j, radio_j,
+                                        idle_j_, job.upload.nbytes, job.download.nbytes, flops[id(job.work)],
+                                        job.work.peak_memory_bytes, "", finished)
+        return records
 
     def excluded_records(self) -> list[ClientRecord]:
         excluded = (self.clients[cid] for cid in np.flatnonzero(~self.clients.eligible))

@@ -118,17 +118,21 @@ class ReplayAlgorithm:
         return self.trace["peak_memory_bytes"]
 
     def configure_round(self, round, selected):
-        """The plan: the round's recorded updates as ready objects, by recorded client."""
+        """The plan: the round's recorded updates as ready objects, by recorded client, and the
+        catch-ups served so far this round (every client of a staleness gets the same objects)."""
         recorded = self.trace["updates"][round - 1]
         return ({int(cid): i for i, cid in enumerate(recorded)},
-                [(Sized(v[0]), work_from(v[2:], v[1])) for v in recorded.values()])
+                [(Sized(v[0]), work_from(v[2:], v[1])) for v in recorded.values()], {})
 
     def catch_up(self, client, last_round, round, plan):
-        entry = self.trace["catch_up"][round - 1][0 if last_round is None else last_round + 1]
-        return Sized(entry[0]), work_from(entry[2:], entry[1])
+        index, served = 0 if last_round is None else last_round + 1, plan[2]
+        if index not in served:
+            entry = self.trace["catch_up"][round - 1][index]
+            served[index] = Sized(entry[0]), work_from(entry[2:], entry[1])
+        return served[index]
 
     def client_update(self, client, round, plan):
-        by_client, updates = plan
+        by_client, updates, _ = plan
         return updates[by_client.get(client, client % len(updates))]
 
     def aggregate(self, messages):

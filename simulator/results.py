@@ -130,25 +130,31 @@ class RunWriter(RoundObserver):
 
     def round_done(self, engine: Engine, record: RoundRecord, rows: list[ClientRecord]) -> None:
         self.rounds.append(asdict(record))
-        self._count([{c: getattr(r, c) for c in CLIENT_COLUMNS} for r in rows])
+        values = list(map(CLIENT_FIELDS, rows))
+        self._count(values)
         _append(self.dir / "rounds.csv", ROUND_COLUMNS, [[_fmt(self.rounds[-1][c]) for c in ROUND_COLUMNS]])
-        _append(self.dir / "clients.csv", CLIENT_COLUMNS, map(CLIENT_FIELDS, rows))
+        _append(self.dir / "clients.csv", CLIENT_COLUMNS, values)
 
-    def _count(self, rows: list[dict]) -> None:
-        for r in rows:
-            for key in SUMMED[:-1]:
-                self.sums[key].append(float(r[key]))
-            self.sums["energy_j"].append(float(r["energy_compute_j"]) + float(r["energy_radio_j"])
-                                         + float(r["energy_idle_j"]))
-            self.bytes["bytes_up"] += int(r["bytes_up"])
-            self.bytes["bytes_down"] += int(r["bytes_down"])
-            self.by_status[r["status"]] = self.by_status.get(r["status"], 0) + 1
+    def _count(self, rows: list[tuple]) -> None:
+        """Rows as tuples in CLIENT_COLUMNS order (numbers, or the CSV's strings after a resume),
+        taken a column at a time."""
+        if not rows:
+            return
+        columns = dict(zip(CLIENT_COLUMNS, zip(*rows)))
+        for key in SUMMED[:-1]:
+            self.sums[key].extend(map(float, columns[key]))
+        self.sums["energy_j"].extend(float(c) + float(r) + float(i) for c, r, i in
+                                     zip(columns["energy_compute_j"], columns["energy_radio_j"], columns["energy_idle_j"]))
+        for key in self.bytes:
+            self.bytes[key] += sum(map(int, columns[key]))
+        for status in columns["status"]:
+            self.by_status[status] = self.by_status.get(status, 0) + 1
 
     def resume(self, last_round: int) -> None:
         """Cut both CSVs back to rounds ``<= last_round`` (what the checkpoint holds) and rebuild
         the summary's figures from them."""
         self.rounds = _truncate(self.dir / "rounds.csv", last_round)
-        self._count(_truncate(self.dir / "clients.csv", last_round))
+        self._count([tuple(row[c] for c in CLIENT_COLUMNS) for row in _truncate(self.dir / "clients.csv", last_round)])
 
     def summary(self, target: float | None, excluded: list[dict], host_seconds: float, status: str) -> dict:
         summary = summarize(self.rounds, [], target, excluded, host_seconds, status)

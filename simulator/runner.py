@@ -101,7 +101,8 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress: RoundO
             observer.close(engine, status)
         if engine.pool is not None:
             engine.pool.close()
-        summary = writer.summary(scenario.rounds.target_accuracy, run.excluded, checkpointer.host_seconds(), status)
+        summary = writer.summary(scenario.rounds.target_accuracy, scenario.rounds.target_smoothing, run.excluded,
+                                 checkpointer.host_seconds(), status)
         writer.write_summary(summary)
     remove_checkpoint(run_dir)  # finished: nothing left to resume
     if scenario.output.plots:

@@ -95,3 +95,16 @@ def test_availability_answers_for_arrays_as_for_each_device(tmp_path):
     draw = coin.on(ids, 0.0, (2, 0))
     assert 0 < draw.sum() < 50 and coin.on(ids[::-1], 0.0, (2, 0)).tolist() == draw[::-1].tolist()
     assert draw.tolist() != coin.on(ids, 0.0, (2, 1)).tolist()  # a new attempt draws again
+
+
+def test_a_checkpoint_holds_the_devices_that_took_part_and_restores_the_whole_fleet(tiny_dict):
+    from tests.test_systems import FakeAlgo, play
+    fleet = _fleet(tiny_dict, size=3000)
+    engine = Engine(FakeAlgo(), fleet, RoundsSpec(max=2, clients_per_round=5), seed=5)
+    play(engine, 2)
+    arrays = engine.arrays()
+    assert 5 < len(arrays["devices"]) <= 10 and {len(v) for v in arrays.values()} == {len(arrays["devices"])}
+    restored = Engine(FakeAlgo(), fleet, RoundsSpec(max=2, clients_per_round=5), seed=5)
+    restored.load_state(engine.state(), {k: v.copy() for k, v in arrays.items()})
+    for name in ("last_sync", "charge_j", "radio_thermal"):
+        assert np.array_equal(getattr(restored, name), getattr(engine, name), equal_nan=True), name

@@ -68,7 +68,7 @@ class Engine:
                  fleet_cfg=None, availability: Availability | None = None):
         self.algo = algorithm
         self.clients = clients if isinstance(clients, Fleet) else Fleet.from_clients(clients)
-        self.groups = GroupTable(self.clients)
+        self.group_table = GroupTable(self.clients)
         self.cfg = rounds_cfg
         self.seed = seed
         self.dtype = dtype
@@ -380,7 +380,7 @@ class Engine:
         (a dict, in round order) and their ``Timelines``."""
         if not self.closed_form or self.cfg.selection == "overselect":
             return {}, None
-        fleet, table = self.clients, self.groups
+        fleet, table = self.clients, self.group_table
         ids = np.array(selected, dtype=np.int64)
         candidate = table.solo[fleet.group[ids]] & (self.charge_j[ids] == math.inf) & \
             np.array([off[cid] == math.inf for cid in selected], dtype=bool)
@@ -407,9 +407,9 @@ class Engine:
         energy), and their radio/heat rows written back."""
         ids = np.fromiter(solo, dtype=np.int64, count=len(solo))
         group = self.clients.group[ids]
-        link = {name: values[group] for name, values in self.groups.link.items()}
+        link = {name: values[group] for name, values in self.group_table.link.items()}
         idle = np.maximum(0.0, end - found.finished_at)
-        energy_idle = self.groups.power_idle_w[group] * (found.download_s + found.upload_s + idle)
+        energy_idle = self.group_table.power_idle_w[group] * (found.download_s + found.upload_s + idle)
         energy_radio = found.energy_radio_j + idle_j(link, found.state[:, 0], found.state[:, 1], found.finished_at,
                                                      found.finished_at + idle)
         self.radio_thermal[ids] = found.state

@@ -69,7 +69,8 @@ class Tuning(Stage):
 
 class Target(Strict):
     reference_method: str
-    fraction: PositiveFloat = Field(le=1.0)
+    fraction_of_gain: PositiveFloat = Field(le=1.0, description="of the reference's gain from its initial "
+                                            "to its final smoothed accuracy")
 
 
 class Plan(Strict):
@@ -230,19 +231,26 @@ def report_runs(plan: Plan) -> dict[str, list[Path]]:
     return runs
 
 
-def fix_target(plan: Plan, runs: dict[str, list[Path]]) -> float:
-    """The plan's rule on the reference method's report runs only: ``fraction`` x the mean over its
-    seeds of the final smoothed test accuracy. Every report run's summary.json is rewritten for it."""
+def fix_target(plan: Plan, runs: dict[str, list[Path]]) -> tuple[float, list[float]]:
+    """The plan's rule on the reference method's report runs only: its initial accuracy plus
+    ``fraction`` of its gain to the final smoothed test accuracy, each a mean over its seeds (the
+    initial model is every method's: a target below it would be reached before any learning).
+    Every report run's summary.json is rewritten for it."""
     reference = runs.get(plan.target.reference_method, [])
     if len(reference) < len(plan.report.seeds):
         fail(f"report stage unfinished: {len(reference)} of {len(plan.report.seeds)} "
              f"{plan.target.reference_method} seeds (run `report` first)")
-    finals = [json.loads((r / "summary.json").read_text())["final_smoothed_accuracy"] for r in reference]
-    target = plan.target.fraction * float(np.mean(finals))
+    sums = [json.loads((r / "summary.json").read_text()) for r in reference]
+    initial = float(np.mean([s["initial_accuracy"] for s in sums]))
+    final = float(np.mean([s["final_smoothed_accuracy"] for s in sums]))
+    target = initial + plan.target.fraction_of_gain * (final - initial)
     for run_dirs in runs.values():
         for run_dir in run_dirs:
             retarget(run_dir, target)
-    return target
+    gains = [s["final_smoothed_accuracy"] - s["initial_accuracy"] for s in sums]
+    print(f"target {target:.4f}: {plan.target.reference_method} from {initial:.4f} to {final:.4f} "
+          f"(gain per seed {', '.join(f'{g:+.4f}' for g in gains)})", flush=True)
+    return target, gains
 
 
 def classes(plan: Plan) -> None:
@@ -297,12 +305,13 @@ def summary(plan: Plan) -> dict:
     from edgefed.simulator import plots
 
     runs = report_runs(plan)
-    target = fix_target(plan, runs)
+    target, gains = fix_target(plan, runs)
     table: dict[str, Any] = {}
     for method, run_dirs in runs.items():
         sums = [json.loads((r / "summary.json").read_text()) for r in run_dirs]
         table[method] = {
             "config": describe(run_algorithm(run_dirs[0]), plan), "seeds": [seed_of(r) for r in run_dirs],
+            "initial_accuracy": [s["initial_accuracy"] for s in sums],
             "final_accuracy": [s["final_accuracy"] for s in sums],
             "final_smoothed_accuracy": [s["final_smoothed_accuracy"] for s in sums],
             **{f: [s[f] for s in sums] for f in (*FIGURES, "rounds_to_target")},
@@ -325,12 +334,36 @@ def summary(plan: Plan) -> dict:
         plots.plot_overlay(groups, axis, OUT / "plots" / f"accuracy_vs_{axis}.png", target)
     figures = {"plan": yaml.safe_load(PLAN.read_text()), "tuning": tuning,
                "chosen": {m: describe(a, plan) for m, a in choose(plan).items()},
-               "target": {"rule": f"{plan.target.fraction} x mean final smoothed test accuracy of "
-                                  f"{plan.target.reference_method} over its seeds", "accuracy": target},
-               "methods": table, "ratios": ratios, "device_classes": class_table(plan, target)}
+               "target": {"rule": f"initial + {plan.target.fraction_of_gain} x (final smoothed - initial) test "
+                                  f"accuracy of {plan.target.reference_method}, means over its seeds",
+                          "accuracy": target, "reference_gain_per_seed": gains},
+               "methods": table, "ratios": ratios, "device_classes": class_table(plan, target),
+               "auto_picks": auto_picks(plan)}
     write_bench_result(RESULT, figures, __file__)
     print_table(table, ratios, target)
     return figures
+
+
+def auto_picks(plan: Plan) -> dict:
+    """What FedSPZO's ``split: auto`` / ``p2: auto`` plan for each device class's slowest device
+    (the device that paces a round, as in a run)."""
+    auto = next((c for c in plan.methods.get(HEADLINE, []) if "auto" in (c.get("split"), c.get("p2"))), None)
+    if auto is None:
+        return {}
+    from edgefed.simulator.build import build_learning
+
+    overrides = {**plan.regime.set, "algorithm": algorithm(plan, HEADLINE, auto, lrs(plan, HEADLINE)[0])}
+    scenario, base = load_scenario(resolve_path(PLAN.parent, plan.regime.base),
+                                   [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
+    algo = build_learning(scenario, base)
+    devices, _ = scenario.fleet.profiles()
+    dtype = scenario.model.dtype
+    picks = {}
+    for name, groups in plan.device_classes.items():
+        slowest = min((g["device"] for g in groups), key=lambda d: devices[d].peak_flops(dtype))
+        chosen = algo.plan_for(devices[slowest].peak_flops(dtype), devices[slowest].memory_bytes)
+        picks[name] = {"device": slowest, "split": chosen.split, "p2": chosen.p2}
+    return picks
 
 
 def class_table(plan: Plan, target: float) -> dict:

@@ -20,10 +20,11 @@ def plan(base: Path) -> dict:
     return {
         "regime": {"base": str(base), "set": {"algorithm.trainable": "all", "algorithm.local_steps": 1}},
         "lr_grid": {"zero_order": [1.0e-4, 1.0e-3], "first_order": [1.0e-3]},
-        "methods": {"decomfl": [{"perturbations": 1}], "fedspzo": [{"split": 1, "p1": 1, "p2": 2}]},
+        "methods": {"decomfl": [{"perturbations": 1}],
+                    "fedspzo": [{"split": 1, "p1": 1, "p2": 2}, {"split": "auto", "p1": 1, "p2": "auto"}]},
         "tuning": {"seeds": [0], "rounds": 2, "eval_every": 1, "smoothing": 2, "tuning_split": 40},
         "report": {"seeds": [0, 1], "rounds": 3, "eval_every": 1, "smoothing": 2},
-        "target": {"reference_method": "decomfl", "fraction": 0.95},
+        "target": {"reference_method": "decomfl", "fraction_of_gain": 0.9},
         "device_classes": {"jetsons": [{"device": "jetson-orin-nano", "count": 8}]},
     }
 
@@ -47,23 +48,29 @@ def test_the_whole_comparison_on_a_tiny_plan(tmp_path, base):
     assert done.returncode == 0, done.stderr
     result = json.loads((tmp_path / "result.json").read_text())
     tune = yaml.safe_load((tmp_path / "out" / "tune" / "sweep.yaml").read_text())
-    assert tune["set"]["task.evaluate_on"] == "tuning" and len(tune["points"]) == 4
+    assert tune["set"]["task.evaluate_on"] == "tuning" and len(tune["points"]) == 6
     chosen = result["chosen"]
-    for method, row in result["tuning"] and chosen.items():
+    assert len(result["tuning"]) == 6
+    for method, row in chosen.items():
         tuned = [t for t in result["tuning"] if t["method"] == method]
         assert max(t["final_smoothed_tuning_accuracy"] for t in tuned) == next(
-            t["final_smoothed_tuning_accuracy"] for t in tuned if t["lr"] == row["lr"])
+            t["final_smoothed_tuning_accuracy"] for t in tuned if all(t[k] == v for k, v in row.items()))
     report = yaml.safe_load((tmp_path / "out" / "report" / "sweep.yaml").read_text())
     assert report["set"]["task.evaluate_on"] == "test" and report["grid"] == {"seed": [0, 1]}
-    # the target: 0.95 x the reference's mean final smoothed test accuracy, and every run carries it
-    decomfl = result["methods"]["decomfl"]
-    assert result["target"]["accuracy"] == pytest.approx(0.95 * sum(decomfl["final_smoothed_accuracy"]) / 2)
+    # the target: the reference's mean initial accuracy + 0.9 of its mean gain, and every run carries it
+    decomfl = [json.loads((run.parent / "summary.json").read_text())
+               for run in (tmp_path / "out" / "report").glob("p*/scenario.yaml")
+               if yaml.safe_load(run.read_text())["algorithm"]["name"] == "decomfl"]
+    initial = sum(s["initial_accuracy"] for s in decomfl) / 2
+    final = sum(s["final_smoothed_accuracy"] for s in decomfl) / 2
+    assert len(decomfl) == 2 and result["target"]["accuracy"] == pytest.approx(initial + 0.9 * (final - initial))
     for run in (tmp_path / "out" / "report").glob("p*/summary.json"):
         summary = json.loads(run.read_text())
         assert summary["target_accuracy"] == result["target"]["accuracy"] and summary["target_smoothing"] == 2
     ratios = result["ratios"]["decomfl/fedspzo"]["client_flops_to_target"]["per_seed"]
     assert len(ratios) == 2 and all(len(r) == 1 for r in ratios)
     assert set(result["device_classes"]["jetsons"]) == {"decomfl", "fedspzo"}
+    assert result["auto_picks"]["jetsons"]["device"] == "jetson-orin-nano" and result["auto_picks"]["jetsons"]["p2"] >= 1
     assert (tmp_path / "out" / "plots" / "accuracy_vs_flops.png").is_file()
     again = bench(tmp_path, plan(base), "all")
     assert again.returncode == 0 and "0 ran" in again.stdout and json.loads(

@@ -17,6 +17,7 @@ import numpy as np
 import simpy
 
 from edgefed.algorithms.message import Message
+from edgefed.simulator.network import Transfer
 from edgefed.simulator.records import ClientRecord
 
 
@@ -29,10 +30,11 @@ class EdgeServer:
     clients: list[int]  # its selected clients, in selection order
     keep: int  # how many arrivals it aggregates; later ones are late
     enough: simpy.Event | None  # fires at the ``keep``-th arrival (over-selection only)
+    downloads: list[Transfer] = field(default_factory=list)  # server -> edge, one per distinct download
     ready: dict[int, simpy.Event] = field(default_factory=dict)  # client -> its download is at the edge
     arrivals: list[ClientRecord] = field(default_factory=list)
     message: Message | None = None  # the partial aggregate it forwarded
-    bytes_down: int = 0  # backhaul, server -> edge
+    bytes_down: int = 0  # backhaul, server -> edge (set when it closes: a cut-off download counts what it sent)
     bytes_up: int = 0  # backhaul, edge -> server
 
     def arrived(self, rec: ClientRecord) -> None:

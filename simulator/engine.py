@@ -402,9 +402,8 @@ class Engine:
             keep = cell_quota(len(cids), need, len(selected)) if overselect else len(cids)
             edge = EdgeServer(cell, self.edges[cell], cids, keep, env.event() if overselect else None)
             for group in distinct_downloads([jobs[cid].download for cid in cids]):
-                nbytes = jobs[cids[group[0]]].download.nbytes
-                transfer = self.net.send(self.net.backhaul(cell), nbytes, "down")
-                edge.bytes_down += nbytes
+                transfer = self.net.send(self.net.backhaul(cell), jobs[cids[group[0]]].download.nbytes, "down")
+                edge.downloads.append(transfer)
                 edge.ready.update({cids[i]: transfer.done for i in group})
             edges.append(edge)
         procs = self._start_clients(round, selected, members, jobs, records,
@@ -427,6 +426,10 @@ class Engine:
         yield env.timeout(0)  # let the interrupted processes record what they got through
         for rec in edge.arrivals[edge.keep:] if edge.enough is not None else []:
             rec.status = "late"
+        for transfer in edge.downloads:  # one that no client waits for any more stops with the round
+            if transfer.finished_at is None:
+                self.net.cancel(transfer)
+        edge.bytes_down = sum(int(transfer.sent / 8) for transfer in edge.downloads)
         host_start = time.perf_counter()
         edge.message = self.algo.partial([jobs[cid].upload for cid in edge.clients
                                           if records[cid].status == "ok" and jobs[cid].rejected is None],

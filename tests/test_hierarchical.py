@@ -253,3 +253,15 @@ def test_bad_hierarchical_input_is_one_line_exit_2(tmp_path, tiny_dict, mutate, 
     raw = in_cells(tiny_dict, "decomfl", "hierarchical")
     mutate(raw)
     _assert_one_line_error(edgefed("validate", write_scenario(tmp_path, raw)), *needles)
+
+
+def test_a_download_the_deadline_cuts_off_on_the_backhaul_stops_with_the_round():
+    algo = EdgeFake(down=10_000_000, flops=1e6)  # 80 Mbit over the 8 Mbps backhaul: 10.05 s
+    rounds = RoundsSpec(max=1, clients_per_round=2, deadline_s=3.0, aggregation={"kind": "hierarchical"})
+    engine = edge_engine(algo, [device()] * 2, ["ap", "ap"], rounds)
+    record, rows = play(engine)[0]
+    assert [r.status for r in rows] == ["late", "late"] and record.aggregated == 0
+    assert [r.download_s for r in rows] == pytest.approx([3.0, 3.0]) and record.bytes_down == 0
+    assert record.backhaul_bytes_down == pytest.approx((3.0 - 0.05) * 8e6 / 8, abs=1)  # what it sent
+    assert record.backhaul_bytes_up == 0 and record.sim_time_s == pytest.approx(3.0)
+    assert engine.net.users == {}  # nothing left on the links for the next round

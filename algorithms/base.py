@@ -17,6 +17,7 @@ is built from them.
 """
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -282,12 +283,13 @@ class Algorithm(ABC):
 
         return suffix_loss
 
-    @property
+    @functools.cached_property
     def weight_bytes(self) -> float:
-        """All weights: what one forward pass reads from memory."""
+        """All weights: what one forward pass reads from memory (the parameter set is fixed once the
+        method is built, so it is summed once)."""
         return float(param_bytes(self.model.parameters()))
 
-    @property
+    @functools.cached_property
     def prefix_weight_bytes(self) -> float:
         """The frozen prefix's weights: what computing its output reads."""
         names, _ = self.model.block_param_names(self.prefix)

@@ -86,6 +86,15 @@ def from_rows(rows: list[dict], source: str, text_field: str, label_field: str,
     return TextDataset(texts, labels, list(label_names), source)
 
 
+def split_off(data: TextDataset, count: int, draw: np.random.Generator) -> tuple[TextDataset, TextDataset]:
+    """``count`` examples drawn from ``data`` and the rest (each keeping the file's order)."""
+    if count >= len(data):
+        raise DataError(f"task.tuning_split: {count} examples asked of a training set of {len(data)}")
+    held = np.zeros(len(data), dtype=bool)
+    held[draw.choice(len(data), size=count, replace=False)] = True
+    return data.subset(np.flatnonzero(~held)), data.subset(np.flatnonzero(held))
+
+
 def load_split(spec, split: str, folder: Path, label_names: list[str] | None = None) -> TextDataset:
     """``task.dataset``'s ``train`` or ``test``: a local file (relative to ``folder``), or with
     ``hub`` that split of a Hugging Face dataset."""

@@ -10,6 +10,11 @@ which clients or workers use it. Per-token
 states are kept trimmed to each example's length and zero-padded to the asking batch's length:
 padded positions are masked out of attention and pooling, so the real positions equal the
 uncached path up to float rounding for any batch composition.
+
+A chunk is filled with the torch threads the process had when the cache was made (all cores, or
+OMP_NUM_THREADS, unless a worker was given its share): 64 examples are work enough for several
+threads, unlike a client's batch of 16, which the run steps on ``host.threads``. The thread count
+does not change the files (``bench/thread_determinism.py``).
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ class FeatureCache:
 
     def __init__(self, model: TaskModel, data: Tokenized, split: int):
         self.model, self.data, self.split = model, data, split
+        self.threads = torch.get_num_threads()
         self.pooled = split >= model.num_layers
         self.rows: list[torch.Tensor | None] = [None] * len(data)
         order = sorted(range(len(data)), key=lambda i: (len(data.ids[i]), i))
@@ -55,7 +61,12 @@ class FeatureCache:
     def _fill(self, chunk: int) -> None:
         indices = self.chunks[chunk]
         batch = self.data.batch(indices, cached=False, bucket=False)  # similar lengths: little padding
-        features = self.model.prefix_features(batch, self.split)
+        stepping = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            features = self.model.prefix_features(batch, self.split)
+        finally:
+            torch.set_num_threads(stepping)
         for j, i in enumerate(indices):
             self.rows[i] = features[j].clone() if self.pooled else features[j, : len(self.data.ids[i])].clone()
 

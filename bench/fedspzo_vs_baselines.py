@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
 from edgefed.simulator.plots import plot_runs  # noqa: E402
 from edgefed.simulator.provenance import write_bench_result  # noqa: E402
-from edgefed.simulator.results import summarize  # noqa: E402
+from edgefed.simulator.results import to_target  # noqa: E402
 from edgefed.simulator.runner import run_scenario  # noqa: E402
 from edgefed.simulator.scenario import load_scenario  # noqa: E402
 
@@ -75,12 +76,11 @@ def main() -> int:
 
 
 def resummarize(run_dir: Path, target: float | None) -> dict:
-    """A run's summary (docs/design.md, section 6) recomputed from its CSVs for ``target``."""
+    """A run's summary with its to-target figures recomputed from rounds.csv for ``target``."""
+    summary = json.loads((run_dir / "summary.json").read_text())
     with (run_dir / "rounds.csv").open() as fh:
         rounds = list(csv.DictReader(fh))
-    with (run_dir / "clients.csv").open() as fh:
-        clients = list(csv.DictReader(fh))
-    return summarize(rounds, clients, target, [], 0.0, "done")
+    return {**summary, "target_accuracy": target, **to_target(rounds, target, summary.get("target_smoothing", 1))}
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ feature cache on and off, and what the cache holds for the quickstart and for SS
 training set. Writes bench/results/host_speed.json (the parts measured, merged into what is there).
 
     python bench/host_speed.py quickstart        # `edgefed run scenarios/quickstart.yaml`, timed
-    python bench/host_speed.py last2 [rounds]    # last:2, cache on and off (default 10 rounds)
+    python bench/host_speed.py last2 [rounds]    # last:2, cache on and off (default 30: the quickstart's)
     python bench/host_speed.py memory            # cache sizes: quickstart, SST-2 67k sentences
 
 Shared machines: each figure comes with the load average (1 min) before and after and the
@@ -93,4 +93,4 @@ def main(part: str, rounds: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "quickstart", int(sys.argv[2]) if len(sys.argv) > 2 else 10)
+    main(sys.argv[1] if len(sys.argv) > 1 else "quickstart", int(sys.argv[2]) if len(sys.argv) > 2 else 30)

@@ -24,6 +24,7 @@ class Stream(IntEnum):
     FAILURES = 23         # mid-round failures: (client, round)
     STRAGGLERS = 24       # straggler slowdowns: (client, round)
     DAILY_USERS = 25      # charging_wifi: each device's user and window shift: ()
+    TUNING_SPLIT = 31     # the training examples task.tuning_split keeps out, under seed 0 for every seed: ()
 
 
 # Inside one step's seed (not the scenario seed): DeComFL's perturbation p > 0 uses

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from edgefed.algorithms.base import FederatedData, init_prototype_head
-from edgefed.algorithms.data import DataError, Tokenized, load_split, partition
+from edgefed.algorithms.data import DataError, Tokenized, load_split, partition, split_off
 from edgefed.algorithms.features import attach_feature_caches
 from edgefed.algorithms.fedspzo import FedSPZOSpec
 from edgefed.algorithms.models import ModelLoadError, TaskModel, load_backbone
@@ -24,6 +24,7 @@ from edgefed.simulator.fleet import Fleet, Group
 from edgefed.simulator.network import link_factors, read_link_trace
 from edgefed.simulator.replay import ReplayAlgorithm, load_trace
 from edgefed.simulator.scenario import Scenario, ScenarioError, resolve_path
+from edgefed.streams import Stream, rng
 
 @dataclass
 class Run:
@@ -125,7 +126,9 @@ def build_learning(scenario: Scenario, base: Path):
     ds = scenario.task.dataset
     try:
         train = load_split(ds, "train", base, scenario.task.label_names)
-        test = load_split(ds, "test", base, train.label_names)
+        if scenario.task.tuning_split is not None:
+            train, tuning = split_off(train, scenario.task.tuning_split, rng(0, Stream.TUNING_SPLIT))
+        test = tuning if scenario.task.evaluate_on == "tuning" else load_split(ds, "test", base, train.label_names)
         parts = partition(train.labels, scenario.fleet.size, scenario.partition.kind, scenario.seed,
                           scenario.partition.alpha, scenario.partition.shards_per_client)
     except DataError as exc:

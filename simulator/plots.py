@@ -11,6 +11,8 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from edgefed.simulator import results  # noqa: E402
+
 AXES = {
     "time": ("sim_time_s", "simulated time (s)", 1.0),
     "energy": ("energy_j", "fleet energy (kJ)", 1e-3),
@@ -162,14 +164,11 @@ def plot_overlay(groups: dict[str, list[Path]], x: str, out: Path, target: float
 
 def run_to_target(run_dir: Path, target: float | None) -> tuple[float | None, float | None]:
     """Simulated time and fleet energy to ``target`` (None: the run's own, from summary.json)."""
-    if target is None:
-        summary = json.loads((run_dir / "summary.json").read_text())
-        return summary["time_to_target_s"], summary["energy_to_target_j"]
-    curve = read_curve(run_dir)
-    for acc, t, e in zip(curve["accuracy"], curve["sim_time_s"], curve["energy_j"]):
-        if acc >= target:
-            return t, e
-    return None, None
+    summary = json.loads((run_dir / "summary.json").read_text())
+    if target is not None:
+        with (run_dir / "rounds.csv").open(newline="") as fh:
+            summary = results.to_target(list(csv.DictReader(fh)), target, summary.get("target_smoothing", 1))
+    return summary["time_to_target_s"], summary["energy_to_target_j"]
 
 
 def to_target(groups: dict[str, list[Path]], target: float | None = None) -> dict[str, tuple[float, float] | None]:

@@ -66,51 +66,68 @@ def csv_text(columns: list[str], rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def summarize(rounds: list[dict], clients: list[dict], target: float | None, excluded: list[dict],
-              host_seconds: float, status: str) -> dict:
-    """Totals and the *-to-target figures (null when the target was not reached)."""
+def smoothed(accuracies: list[float], window: int) -> list[float | None]:
+    """The moving mean of the last ``window`` evaluations at each evaluation (None until there are
+    ``window`` of them): what the to-target figures compare with the target, so one lucky
+    evaluation of a noisy curve does not decide them."""
+    return [None if i + 1 < window else sum(accuracies[i + 1 - window: i + 1]) / window
+            for i in range(len(accuracies))]
+
+
+def to_target(rounds: list[dict], target: float | None, window: int = 1) -> dict:
+    """Rounds, simulated time, energy, bytes and client FLOPs up to the first evaluation whose
+    smoothed accuracy reaches ``target`` (all None when none does, or there is no target)."""
     evaluated = [r for r in rounds if r["accuracy"] not in (None, "")]
-    accs = [float(r["accuracy"]) for r in evaluated]
-    cum = {"time": 0.0, "energy": 0.0, "bytes": 0, "flops": 0.0}
-    reached = None
+    curve = dict(zip((int(r["round"]) for r in evaluated),
+                     smoothed([float(r["accuracy"]) for r in evaluated], window)))
+    energy, sent, flops = 0.0, 0, 0.0
     for r in rounds:
-        cum["time"] = float(r["sim_time_s"])
-        cum["energy"] += float(r["energy_j"])
-        cum["bytes"] += int(r["bytes_up"]) + int(r["bytes_down"])
-        cum["flops"] += float(r["client_flops"])
-        if reached is None and target is not None and r["accuracy"] not in (None, "") and float(r["accuracy"]) >= target:
-            reached = {"rounds_to_target": int(r["round"]), "time_to_target_s": cum["time"],
-                       "energy_to_target_j": cum["energy"], "bytes_to_target": cum["bytes"],
-                       "client_flops_to_target": cum["flops"]}
-    by_status: dict[str, int] = {}
-    for c in clients:
-        by_status[c["status"]] = by_status.get(c["status"], 0) + 1
-    sums = {k: sum(float(c[k]) for c in clients) for k in
-            ("download_s", "compute_s", "upload_s", "idle_s", "energy_compute_j", "energy_radio_j", "energy_idle_j")}
+        energy += float(r["energy_j"])
+        sent += int(r["bytes_up"]) + int(r["bytes_down"])
+        flops += float(r["client_flops"])
+        acc = curve.get(int(r["round"]))
+        if target is not None and acc is not None and acc >= target:
+            return {"rounds_to_target": int(r["round"]), "time_to_target_s": float(r["sim_time_s"]),
+                    "energy_to_target_j": energy, "bytes_to_target": sent, "client_flops_to_target": flops}
+    return dict.fromkeys(("rounds_to_target", "time_to_target_s", "energy_to_target_j", "bytes_to_target",
+                          "client_flops_to_target"))
+
+
+def summarize(rounds: list[dict], totals: dict, target: float | None, window: int, excluded: list[dict],
+              host_seconds: float, status: str) -> dict:
+    """summary.json: accuracies, the *-to-target figures (null when the target was not reached) and
+    the run's ``totals`` (summed as the rows were written)."""
+    accs = [float(r["accuracy"]) for r in rounds if r["accuracy"] not in (None, "")]
+    curve = smoothed(accs, window)
     return {
         "status": status,
         "rounds": int(rounds[-1]["round"]) if rounds else 0,
         "initial_accuracy": accs[0] if accs else None,
         "final_accuracy": accs[-1] if accs else None,
         "best_accuracy": max(accs) if accs else None,
+        "final_smoothed_accuracy": curve[-1] if curve else None,
         "target_accuracy": target,
-        **(reached or {"rounds_to_target": None, "time_to_target_s": None, "energy_to_target_j": None,
-                       "bytes_to_target": None, "client_flops_to_target": None}),
-        "totals": {
-            "sim_time_s": cum["time"],
-            "energy_j": sum(float(c["energy_compute_j"]) + float(c["energy_radio_j"]) + float(c["energy_idle_j"]) for c in clients),
-            "bytes_up": sum(int(c["bytes_up"]) for c in clients),
-            "bytes_down": sum(int(c["bytes_down"]) for c in clients),
-            "client_flops": sum(float(c["flops"]) for c in clients),
-            **sums,
-            "client_rounds": by_status,
-        },
+        "target_smoothing": window,
+        **to_target(rounds, target, window),
+        "totals": {"sim_time_s": float(rounds[-1]["sim_time_s"]) if rounds else 0.0, **totals},
         "excluded": excluded,
         "host_seconds": host_seconds,
     }
 
 
-# client columns summed into summary.json's totals (kept per row so the sums equal summarize()'s)
+def retarget(run_dir: Path, target: float) -> dict:
+    """Rewrite a finished run's summary.json for a target fixed after it ran (a benchmark whose
+    target derives from its reference runs): the to-target figures from its rounds.csv, under the
+    smoothing it ran with; everything else unchanged."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    with (run_dir / "rounds.csv").open(newline="") as fh:
+        rounds = list(csv.DictReader(fh))
+    summary.update(target_accuracy=target, **to_target(rounds, target, summary["target_smoothing"]))
+    atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+# client columns summed into summary.json's totals
 SUMMED = ("download_s", "compute_s", "upload_s", "idle_s", "energy_compute_j", "energy_radio_j", "energy_idle_j",
           "flops", "energy_j")
 
@@ -152,14 +169,14 @@ class RunWriter(RoundObserver):
         self.rounds = _truncate(self.dir / "rounds.csv", last_round)
         self._count(_truncate(self.dir / "clients.csv", last_round))
 
-    def summary(self, target: float | None, excluded: list[dict], host_seconds: float, status: str) -> dict:
-        summary = summarize(self.rounds, [], target, excluded, host_seconds, status)
-        totals = {k: sum(v) for k, v in self.sums.items()}
-        summary["totals"].update(energy_j=totals.pop("energy_j"), client_flops=totals.pop("flops"), **self.bytes,
-                                 **totals, client_rounds=self.by_status)
-        if self.columns != ROUND_COLUMNS:
-            summary["totals"].update({c: sum(int(r[c]) for r in self.rounds) for c in EDGE_COLUMNS})
-        return summary
+    def summary(self, target: float | None, window: int, excluded: list[dict], host_seconds: float,
+                status: str) -> dict:
+        sums = {k: sum(v) for k, v in self.sums.items()}
+        totals = {"energy_j": sums.pop("energy_j"), **self.bytes, "client_flops": sums.pop("flops"), **sums,
+                  "client_rounds": self.by_status}
+        if self.columns != ROUND_COLUMNS:  # hierarchical aggregation: the backhaul's bytes
+            totals.update({c: sum(int(r[c]) for r in self.rounds) for c in EDGE_COLUMNS})
+        return summarize(self.rounds, totals, target, window, excluded, host_seconds, status)
 
     def write_summary(self, summary: dict) -> None:
         atomic_write(self.dir / "summary.json", json.dumps(summary, indent=2) + "\n")

@@ -53,15 +53,15 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress: RoundO
     With ``resume``, continue from the run directory's last checkpoint instead. A scenario with
     ``replay`` drives only the systems side from a recorded trace."""
     wall_start = time.perf_counter()
-    if scenario.host.threads is not None:
-        torch.set_num_threads(scenario.host.threads)
     resolved = scenario_dict(scenario)
     ckpt = open_checkpoint(run_dir, resolved) if resume else None
     if ckpt is None:
         prepare_run_dir(run_dir)
     for stale in run_dir.glob(".*.tmp"):  # what a kill in the middle of an atomic write leaves
         stale.unlink()
-    run = build_run(scenario, base)
+    run = build_run(scenario, base)  # feature caches keep the process's threads for their fills
+    if scenario.host.threads is not None:
+        torch.set_num_threads(scenario.host.threads)
     engine = run.engine
     writer = RunWriter(run_dir, edge_tier=scenario.rounds.aggregation.kind == "hierarchical")
     ran_on = None if run.replay else device_name(next(engine.algo.model.parameters()).device)
@@ -101,7 +101,8 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress: RoundO
             observer.close(engine, status)
         if engine.pool is not None:
             engine.pool.close()
-        summary = writer.summary(scenario.rounds.target_accuracy, run.excluded, checkpointer.host_seconds(), status)
+        summary = writer.summary(scenario.rounds.target_accuracy, scenario.rounds.target_smoothing, run.excluded,
+                                 checkpointer.host_seconds(), status)
         writer.write_summary(summary)
     remove_checkpoint(run_dir)  # finished: nothing left to resume
     if scenario.output.plots:

@@ -59,6 +59,17 @@ class TaskSpec(Strict):
     label_words: list[str] | None = Field(None, description="one word per class (causal LMs)")
     prompt: str = Field("{text}", description="template with {text}")
     head_init_examples: PositiveInt = Field(16, description="labelled examples per class for the prototype head")
+    tuning_split: PositiveInt | None = Field(None, description="examples drawn from the training data (the same "
+                                             "draw for every seed) and kept out of training, for choosing "
+                                             "hyperparameters without looking at the test split")
+    evaluate_on: Literal["test", "tuning"] = Field("test", description="the held-out set every evaluation "
+                                                   "reads: the test split, or the tuning split")
+
+    @model_validator(mode="after")
+    def _tuning_split_exists(self) -> TaskSpec:
+        if self.evaluate_on == "tuning" and self.tuning_split is None:
+            raise ValueError("evaluate_on: 'tuning' needs task.tuning_split (how many training examples to hold out)")
+        return self
 
     @field_validator("prompt")
     @classmethod
@@ -169,6 +180,8 @@ class RoundsSpec(Strict):
     deadline_s: PositiveFloat | None = None
     eval_every: PositiveInt = 1
     target_accuracy: float | None = Field(None, ge=0.0, le=1.0)
+    target_smoothing: PositiveInt = Field(1, description="the to-target figures compare the target with the "
+                                          "moving mean of this many evaluations (1: each evaluation alone)")
     selection: Literal["uniform", "overselect", "resource_aware"] = Field(
         "uniform", description="overselect: pick clients_per_round x overselect, aggregate the first "
         "clients_per_round to arrive; resource_aware: prefer devices expected to finish by the deadline")

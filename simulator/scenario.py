@@ -214,10 +214,10 @@ class HostSpec(Strict):
     gpus_per_worker: float = Field(0.0, ge=0.0, description="Ray actors only")
     feature_cache_bytes: NonNegativeInt = Field(2**31, description="host memory for the frozen layers' "
                                                 "outputs per example (0: recompute every pass)")
-    threads: PositiveInt | None = Field(1, description="torch CPU threads for the host's learning (null: "
+    threads: PositiveInt | None = Field(1, description="torch CPU threads for a round's client steps (null: "
                                         "torch's default, or OMP_NUM_THREADS); 1 by default because a client's "
                                         "batches are small and OpenMP's waiting made 2 threads 2.5x slower "
-                                        "on the quickstart on 2 cores")
+                                        "on 2 cores. Feature-cache fills keep the process's threads")
 
 
 class Scenario(Strict):

@@ -1,0 +1,93 @@
+"""bench/fedspzo_paper.py end to end on a tiny plan: tuning on the tuning split, each method's best
+reported over seeds, the target fixed from the reference method alone, paired ratios, per-class
+replays; resuming skips finished runs; bad plans fail with one line before any run."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, TINY, write_scenario
+
+SCRIPT = REPO / "bench" / "fedspzo_paper.py"
+
+
+def plan(base: Path) -> dict:
+    return {
+        "regime": {"base": str(base), "set": {"algorithm.trainable": "all", "algorithm.local_steps": 1}},
+        "lr_grid": {"zero_order": [1.0e-4, 1.0e-3], "first_order": [1.0e-3]},
+        "methods": {"decomfl": [{"perturbations": 1}],
+                    "fedspzo": [{"split": 1, "p1": 1, "p2": 2}, {"split": "auto", "p1": 1, "p2": "auto"}]},
+        "tuning": {"seeds": [0], "rounds": 2, "eval_every": 1, "smoothing": 2, "tuning_split": 40},
+        "report": {"seeds": [0, 1], "rounds": 3, "eval_every": 1, "smoothing": 2},
+        "target": {"reference_method": "decomfl", "fraction_of_gain": 0.9},
+        "device_classes": {"jetsons": [{"device": "jetson-orin-nano", "count": 8}]},
+    }
+
+
+def bench(tmp_path: Path, data: dict, *stage: str) -> subprocess.CompletedProcess:
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return subprocess.run([sys.executable, str(SCRIPT), *stage, "--plan", str(path), "--out", str(tmp_path / "out"),
+                           "--result", str(tmp_path / "result.json")], capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture
+def base(tmp_path) -> Path:
+    tiny = json.loads(json.dumps(TINY))
+    tiny["model"]["device"] = "cpu"
+    return write_scenario(tmp_path, tiny, "base.yaml")
+
+
+def test_the_whole_comparison_on_a_tiny_plan(tmp_path, base):
+    done = bench(tmp_path, plan(base), "all")
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "result.json").read_text())
+    tune = yaml.safe_load((tmp_path / "out" / "tune" / "sweep.yaml").read_text())
+    assert tune["set"]["task.evaluate_on"] == "tuning" and len(tune["points"]) == 6
+    chosen = result["chosen"]
+    assert len(result["tuning"]) == 6
+    for method, row in chosen.items():
+        tuned = [t for t in result["tuning"] if t["method"] == method]
+        assert max(t["final_smoothed_tuning_accuracy"] for t in tuned) == next(
+            t["final_smoothed_tuning_accuracy"] for t in tuned if all(t[k] == v for k, v in row.items()))
+    report = yaml.safe_load((tmp_path / "out" / "report" / "sweep.yaml").read_text())
+    assert report["set"]["task.evaluate_on"] == "test" and report["grid"] == {"seed": [0, 1]}
+    # the target: the reference's mean initial accuracy + 0.9 of its mean gain, and every run carries it
+    decomfl = [json.loads((run.parent / "summary.json").read_text())
+               for run in (tmp_path / "out" / "report").glob("p*/scenario.yaml")
+               if yaml.safe_load(run.read_text())["algorithm"]["name"] == "decomfl"]
+    initial = sum(s["initial_accuracy"] for s in decomfl) / 2
+    final = sum(s["final_smoothed_accuracy"] for s in decomfl) / 2
+    assert len(decomfl) == 2 and result["target"]["accuracy"] == pytest.approx(initial + 0.9 * (final - initial))
+    for run in (tmp_path / "out" / "report").glob("p*/summary.json"):
+        summary = json.loads(run.read_text())
+        assert summary["target_accuracy"] == result["target"]["accuracy"] and summary["target_smoothing"] == 2
+    ratios = result["ratios"]["decomfl/fedspzo"]["client_flops_to_target"]["per_seed"]
+    assert len(ratios) == 2 and all(len(r) == 1 for r in ratios)
+    assert set(result["device_classes"]["jetsons"]) == {"decomfl", "fedspzo"}
+    assert result["auto_picks"]["jetsons"]["device"] == "jetson-orin-nano" and result["auto_picks"]["jetsons"]["p2"] >= 1
+    assert (tmp_path / "out" / "plots" / "accuracy_vs_flops.png").is_file()
+    again = bench(tmp_path, plan(base), "all")
+    assert again.returncode == 0 and "0 ran" in again.stdout and json.loads(
+        (tmp_path / "result.json").read_text())["methods"] == result["methods"]
+
+
+@pytest.mark.parametrize("edit, named", [
+    (lambda p: p["methods"].update(fedfoo=[{}]), "fedfoo"),
+    (lambda p: p["methods"]["fedspzo"].append({"split": 9, "p1": 1, "p2": 2}), "split 9"),
+    (lambda p: p["methods"]["decomfl"].append({"perturbationz": 2}), "perturbationz"),
+    (lambda p: p["regime"].update(base="missing.yaml"), "missing.yaml"),
+    (lambda p: p.update(seeds=3), "seeds"),
+])
+def test_a_bad_plan_is_one_line_exit_2_before_any_run(tmp_path, base, edit, named):
+    data = plan(base)
+    edit(data)
+    done = bench(tmp_path, data, "tune")
+    assert done.returncode == 2, done.stderr
+    assert named in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not list((tmp_path / "out").glob("tune/p*"))

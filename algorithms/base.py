@@ -8,6 +8,9 @@ server planned for it, and return results; the engine owns the loop (docs/design
     algo.apply(algo.aggregate([up of clients that arrived in time]), round, plan)
     accuracy, loss = algo.evaluate()
 
+With hierarchical aggregation each cell's edge server sends ``algo.partial(its cell's uploads)``
+and the server applies ``algo.aggregate`` of those partial messages instead.
+
 ``Message`` sizes are exact wire bytes; ``Work`` counts FLOPs/bytes/passes, never seconds. Each
 method's hyperparameters are a typed spec (``MethodSpec``) defined beside it; the scenario schema
 is built from them.
@@ -25,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
 
 from edgefed.streams import Stream, rng
 
+from edgefed.algorithms.aggregation import partial_message, upload_weights
 from edgefed.algorithms.data import Tokenized
 from edgefed.algorithms.message import Message
 from edgefed.algorithms.models import TaskModel, inference_activation_bytes, param_bytes, prefix_output_bytes
@@ -183,6 +187,25 @@ class Algorithm(ABC):
     @abstractmethod
     def apply(self, update, round: int, plan) -> None:
         """Move the global model by ``update`` (None: nothing arrived)."""
+
+    @abstractmethod
+    def update_arrays(self, update) -> dict[str, np.ndarray]:
+        """An ``aggregate`` result as arrays in the layout of a client upload (what an edge
+        server forwards, so that ``aggregate`` takes its message like a client's)."""
+
+    def upload_weight(self, message: Message) -> int:
+        """How much a client's upload counts in the server's mean (1: every client alike)."""
+        return 1
+
+    def partial(self, messages: list[Message], round: int, edge: int) -> Message | None:
+        """An edge server's aggregate of its cell's uploads (None when there are none): their
+        mean as ``aggregate`` forms it, with the total weight it stands for, so the server's
+        ``aggregate`` of the cells' messages equals the flat one up to float rounding."""
+        update = self.aggregate(messages)
+        if update is None:
+            return None
+        weight = int(upload_weights(messages, self.upload_weight).sum())
+        return partial_message(self.update_arrays(update), weight, round, edge)
 
     def evaluate(self) -> tuple[float, float]:
         """Held-out accuracy and loss of the global model."""

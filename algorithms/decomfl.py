@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from edgefed.algorithms.aggregation import mean
+from edgefed.algorithms.aggregation import mean, upload_weights
 from edgefed.algorithms.base import Algorithm, ZOSpec
 from edgefed.algorithms.data import sample_batch
 from edgefed.algorithms.history import History
@@ -61,8 +61,11 @@ def apply_round(history: History, replay_step, update: np.ndarray | None, round:
 
 
 def mean_scalars(messages: list[Message]) -> np.ndarray | None:
-    """Every client ran the same shared directions, so their scalars average per direction."""
-    return mean([m.arrays["scalars"] for m in messages], SCALAR_DTYPE) if messages else None
+    """Every client ran the same shared directions, so their scalars average per direction (each
+    client counts 1; an edge's partial mean counts its clients)."""
+    if not messages:
+        return None
+    return mean([m.arrays["scalars"] for m in messages], upload_weights(messages, lambda m: 1), SCALAR_DTYPE)
 
 
 class DeComFL(Algorithm):
@@ -98,6 +101,9 @@ class DeComFL(Algorithm):
 
     def aggregate(self, messages):
         return mean_scalars(messages)
+
+    def update_arrays(self, update):
+        return {"scalars": update}
 
     def apply(self, update, round, plan):
         apply_round(self.history, self.replay_step, update, round, plan)

@@ -7,7 +7,7 @@ from abc import abstractmethod
 import numpy as np
 import torch
 
-from edgefed.algorithms.aggregation import data_weights
+from edgefed.algorithms.aggregation import data_weights, upload_weights
 from edgefed.algorithms.base import Algorithm
 from edgefed.algorithms.message import Message
 from edgefed.algorithms.models import param_bytes
@@ -51,10 +51,14 @@ class WeightDelta(Algorithm):
         work.peak_memory_bytes = self.peak_memory_bytes()
         return Message("weights", round, client, delta), work
 
+    def upload_weight(self, message):
+        """Clients count by their examples (FedAvg's rule)."""
+        return len(self.data.parts[message.client])
+
     def aggregate(self, messages):
         if not messages:
             return None
-        weights = data_weights([len(self.data.parts[m.client]) for m in messages])
+        weights = data_weights(upload_weights(messages, self.upload_weight))
         update = []
         for name, p in zip(self.trainable.names, self.trainable.params):
             total = torch.zeros(p.shape, dtype=torch.float32)
@@ -62,6 +66,9 @@ class WeightDelta(Algorithm):
                 total.add_(from_wire(m.arrays[name], p.dtype).float(), alpha=float(w))
             update.append(total.to(p.dtype))
         return update
+
+    def update_arrays(self, update):
+        return {n: to_wire(d) for n, d in zip(self.trainable.names, update)}
 
     def apply(self, update, round, plan):
         if update is None:

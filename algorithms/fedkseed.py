@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from pydantic import Field, PositiveInt
 
-from edgefed.algorithms.aggregation import data_weights, weighted_sparse_sum
+from edgefed.algorithms.aggregation import data_weights, upload_weights, weighted_sparse_sum
 from edgefed.algorithms.base import Algorithm, ZOSpec
 from edgefed.algorithms.data import sample_batch
 from edgefed.algorithms.history import History
@@ -95,12 +95,21 @@ class FedKSeed(Algorithm):
         scalars = np.array([sums[int(i)] for i in indices], dtype=SCALAR_DTYPE)
         return Message("seed-scalars", round, client, {"indices": indices, "scalars": scalars}), work
 
+    def upload_weight(self, message):
+        """Clients count by their examples (FedKSeed's data-size weighting)."""
+        return len(self.data.parts[message.client])
+
     def aggregate(self, messages):
         if not messages:
             return None
-        weights = data_weights([len(self.data.parts[m.client]) for m in messages])
+        weights = data_weights(upload_weights(messages, self.upload_weight))
         return weighted_sparse_sum([m.arrays["indices"] for m in messages], [m.arrays["scalars"] for m in messages],
                                    weights, self.cfg.pool_size).astype(SCALAR_DTYPE)
+
+    def update_arrays(self, update):
+        """The pool's seeds with a non-zero mean, as a client names the seeds it used."""
+        used = np.flatnonzero(update)
+        return {"indices": used.astype(INDEX_DTYPE), "scalars": update[used]}
 
     def apply(self, update, round, plan):
         if update is None:

@@ -238,6 +238,9 @@ class FedSPZO(Algorithm):
     def aggregate(self, messages):
         return mean_scalars(messages)
 
+    def update_arrays(self, update):
+        return {"scalars": update}
+
     def apply(self, update, round, plan):
         apply_round(self.history, self.replay_step, update, round, plan)
 

@@ -18,7 +18,7 @@ HEADER = struct.Struct("<4sHHiiI")
 ARRAY_HEAD = struct.Struct("<HBB")
 DTYPES = {np.dtype("float32"): 1, np.dtype("float16"): 2, np.dtype("uint32"): 3, np.dtype("uint64"): 4,
           np.dtype("int64"): 5, np.dtype("uint16"): 6, np.dtype("int32"): 7}
-KINDS = {"weights": 2, "history": 3, "seed-scalars": 4}  # ids on the wire; 1 and 5 are retired
+KINDS = {"weights": 2, "history": 3, "seed-scalars": 4, "partial": 6}  # ids on the wire; 1 and 5 are retired
 
 
 @dataclass(frozen=True)

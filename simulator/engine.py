@@ -6,7 +6,9 @@ systems side - each client process downloads over the network (``simulator.netwo
 shared by processor sharing), computes for the time its counted work takes on its device (times a
 straggler slowdown), and uploads. The server waits for all uploads, the deadline, or (with
 over-selection) the first ``clients_per_round`` arrivals; whatever arrived in time is aggregated,
-the rest is charged but not aggregated (``late``). A device that goes off or runs its battery
+the rest is charged but not aggregated (``late``). With hierarchical aggregation each cell's edge
+server (``simulator.edge``) does this for its own clients and forwards one partial aggregate; the
+server aggregates those. A device that goes off or runs its battery
 empty mid-round is ``dropped``: the work it got through is charged. Processes are plain generators,
 as in SimPy's own examples.
 """
@@ -25,6 +27,7 @@ from edgefed.algorithms.message import Message
 from edgefed.algorithms.work import Work
 from edgefed.devices.availability import Availability, AvailabilitySpec, StragglerSpec, slowdown
 from edgefed.simulator.costs import compute_seconds
+from edgefed.simulator.edge import EdgeServer, cell_quota, distinct_downloads
 from edgefed.simulator.energy import needs_promotion, radio_energy, transfer_cost
 from edgefed.simulator.fleet import Client, Fleet
 from edgefed.simulator.network import Network, Transfer
@@ -79,6 +82,10 @@ class Engine:
         self.round = 0
         cells = fleet_cfg.network.cells if fleet_cfg is not None else {}
         self.net = Network(self.env, self.clients.access, cells)
+        # hierarchical aggregation: each cell's id on the wire (None: flat, clients talk to the server)
+        self.edges = ({name: i for i, name in enumerate(sorted(cells))}
+                      if rounds_cfg.aggregation.kind == "hierarchical" else None)
+        self.edge_host_s = 0.0  # host seconds the edge servers spent aggregating this round
         self.avail = availability or Availability(AvailabilitySpec(), len(self.clients), seed)
         self.stragglers = fleet_cfg.stragglers if fleet_cfg is not None else StragglerSpec()
         fraction = fleet_cfg.battery_fraction if fleet_cfg is not None else None
@@ -164,15 +171,24 @@ class Engine:
             attempt += 1
 
     # -- one client's systems timeline -----------------------------------------------------
-    def client_process(self, client: Client, job: Job, rec: ClientRecord, slow: float = 1.0):
+    def client_process(self, client: Client, job: Job, rec: ClientRecord, slow: float = 1.0,
+                       edge: EdgeServer | None = None):
+        """Download, compute, upload; behind an ``edge`` server, the transfers cross the access link
+        only, and the download waits (device idle, counted in ``download_s``) until the edge holds it."""
         env, link = self.env, client.link
         radio, thermal = self.radios[client.id], self.thermals[client.id]
         work_s = compute_seconds(job.work, client.device, self.dtype) * slow  # at the burst rate
-        phase, phase_start, transfer = "download", env.now, None
-        promote, refund = radio.begin(env.now)  # a tail left by the last round may still run
-        rec.energy_radio_j -= refund
+        phase, phase_start, transfer, promote = "download", env.now, None, False
+        hops = self.net.path(client.id)[:1] if edge is not None else self.net.path(client.id)
         try:
-            transfer = self.net.start(client.id, job.download.nbytes, "down", link.promotion_s * promote)
+            if edge is not None:
+                phase = "edge"
+                yield from self._powered(edge.ready[client.id], client, rec, client.device.power_idle_w + link.idle_w)
+                rec.energy_radio_j += radio.idle_j(phase_start, env.now)
+                phase = "download"
+            promote, refund = radio.begin(env.now)  # a tail left by the last round may still run
+            rec.energy_radio_j -= refund
+            transfer = self.net.send(hops, job.download.nbytes, "down", link.promotion_s * promote)
             yield from self._powered(transfer.done, client, rec, self._transfer_power(client, "down"))
             rec.download_s, rec.bytes_down = env.now - phase_start, job.download.nbytes
             rec.energy_radio_j += self._radio_j(client, transfer, "down", promote) + radio.end(env.now)
@@ -189,12 +205,12 @@ class Engine:
             phase, phase_start = "upload", env.now
             promote, refund = radio.begin(env.now)
             rec.energy_radio_j -= refund
-            transfer = self.net.start(client.id, job.upload.nbytes, "up", link.promotion_s * promote)
+            transfer = self.net.send(hops, job.upload.nbytes, "up", link.promotion_s * promote)
             yield from self._powered(transfer.done, client, rec, self._transfer_power(client, "up"))
             rec.upload_s, rec.bytes_up = env.now - phase_start, job.upload.nbytes
             rec.energy_radio_j += self._radio_j(client, transfer, "up", promote) + radio.end(env.now)
             rec.finished_at = env.now
-            self._arrived(rec)
+            edge.arrived(rec) if edge is not None else self._arrived(rec)
         except (simpy.Interrupt, BatteryEmpty) as stop:
             rec.status = "dropped" if isinstance(stop, BatteryEmpty) else str(stop.cause)
             rec.note = "battery empty" if isinstance(stop, BatteryEmpty) else rec.note
@@ -203,7 +219,10 @@ class Engine:
     def _charge_partial(self, client, job, rec, phase, elapsed, work_s, transfer: Transfer, promote: bool):
         """A client cut off mid-phase: charge what it got through of that phase."""
         radio, thermal = self.radios[client.id], self.thermals[client.id]
-        if phase == "compute":
+        if phase == "edge":  # its edge server did not hold the download yet: it only waited
+            rec.download_s = elapsed
+            rec.energy_radio_j += radio.idle_j(self.env.now - elapsed, self.env.now)
+        elif phase == "compute":
             done_s = thermal.work_in(elapsed)
             thermal.load(elapsed)
             rec.compute_s, rec.flops = elapsed, job.work.flops * (done_s / work_s if work_s else 0.0)
@@ -311,35 +330,15 @@ class Engine:
             self.thermals[cid].load_state(self.radio_thermal[cid, 2:].tolist())
         records = {cid: ClientRecord(round, cid, members[cid].device_name,
                                      peak_memory_bytes=jobs[cid].work.peak_memory_bytes) for cid in events}
-        self._arrivals, self._need = [], min(self.cfg.clients_per_round, len(selected))
-        self._enough = env.event() if self.cfg.selection == "overselect" else None
-        procs = {}
-        for cid in events:
-            procs[cid] = env.process(self.client_process(members[cid], jobs[cid], records[cid], slow[cid]))
-            if off[cid] < math.inf:
-                env.process(self._watch(procs[cid], off[cid] - env.now))
-        waits = list(procs.values())
-        if solo:  # the last closed-form upload ends the round unless an event-path client ends later
-            waits.append(env.process(self._clock(timelines.steps[timelines.finished_at.argmax()].tolist())))
-        wait = env.all_of(waits)
-        if self._enough is not None:
-            wait = wait | self._enough
-        if self.cfg.deadline_s is not None:
-            wait = wait | env.timeout(self.cfg.deadline_s)
-        yield wait
-        end = env.now
-        for proc in procs.values():
-            if proc.is_alive:
-                proc.interrupt("late")
-        yield env.timeout(0)  # let the interrupted processes record what they got through
-        for rec in self._arrivals[self._need:] if self._enough is not None else []:
-            rec.status = "late"  # arrived together with the K-th but beyond K
-        if solo:
-            records.update(self._solo_records(round, solo, timelines, jobs, end))
+        if self.edges is None:
+            end, messages, edges = yield from self._flat_tier(round, selected, members, jobs, records, slow, off,
+                                                              solo, timelines)
+        else:
+            end, messages, edges = yield from self._edge_tier(round, selected, members, jobs, records, slow, off)
 
         arrived = [cid for cid in selected if records[cid].status == "ok" and jobs[cid].rejected is None]
         host_start = time.perf_counter()
-        algo.apply(algo.aggregate([jobs[cid].upload for cid in arrived]), round, plan)
+        algo.apply(algo.aggregate(messages), round, plan)
         for cid in selected:
             if records[cid].download_s > 0 and records[cid].bytes_down == jobs[cid].download.nbytes:
                 self.last_sync[cid] = round - 1  # it pulled the model as of the previous round
@@ -363,22 +362,123 @@ class Engine:
         accuracy = loss = None
         if evaluate_now:
             accuracy, loss = algo.evaluate()
-        host_seconds = host_learning + time.perf_counter() - host_start
+        host_seconds = host_learning + self.edge_host_s + time.perf_counter() - host_start
         rows = [records[cid] for cid in selected]
         self.round = round
+        backhaul = {} if edges is None else {"backhaul_bytes_up": sum(e.bytes_up for e in edges),
+                                             "backhaul_bytes_down": sum(e.bytes_down for e in edges)}
         return RoundRecord(
             round=round, sim_time_s=end, accuracy=accuracy, loss=loss, selected=len(selected),
             aggregated=len(arrived), dropped=len(selected) - len(arrived),
             bytes_up=sum(r.bytes_up for r in rows), bytes_down=sum(r.bytes_down for r in rows),
             energy_j=sum(r.energy_j for r in rows), client_flops=sum(r.flops for r in rows),
-            host_seconds=host_seconds), rows
+            host_seconds=host_seconds, **backhaul), rows
+
+    def _start_clients(self, cids, members, jobs, records, slow, off, edges=None) -> dict[int, simpy.Process]:
+        """Start the processes of clients ``cids`` (and their availability watches); ``slow``/``off``:
+        each one's straggler slowdown and off time; ``edges``: client -> its edge server, under
+        hierarchical aggregation."""
+        env, procs = self.env, {}
+        for cid in cids:
+            edge = edges[cid] if edges is not None else None
+            procs[cid] = env.process(self.client_process(members[cid], jobs[cid], records[cid], slow[cid], edge))
+            if off[cid] < math.inf:
+                env.process(self._watch(procs[cid], off[cid] - env.now))
+        return procs
+
+    def _flat_tier(self, round, selected, members, jobs, records, slow, off, solo, timelines):
+        """Generator: clients talk to the server itself, which waits for every upload, the deadline
+        or the first ``clients_per_round`` arrivals; the ``solo`` clients' ``timelines`` are known
+        already. Returns (round end, the uploads to aggregate, None)."""
+        env = self.env
+        self._arrivals, self._need = [], min(self.cfg.clients_per_round, len(selected))
+        self._enough = env.event() if self.cfg.selection == "overselect" else None
+        procs = self._start_clients(list(members), members, jobs, records, slow, off)  # the event path's clients
+        waits = list(procs.values())
+        if solo:  # the last closed-form upload ends the round unless an event-path client ends later
+            waits.append(env.process(self._clock(timelines.steps[timelines.finished_at.argmax()].tolist())))
+        wait = env.all_of(waits)
+        if self._enough is not None:
+            wait = wait | self._enough
+        if self.cfg.deadline_s is not None:
+            wait = wait | env.timeout(self.cfg.deadline_s)
+        yield wait
+        end = env.now
+        self._cut_off(procs.values())
+        yield env.timeout(0)  # let the interrupted processes record what they got through
+        for rec in self._arrivals[self._need:] if self._enough is not None else []:
+            rec.status = "late"  # arrived together with the K-th but beyond K
+        if solo:
+            records.update(self._solo_records(round, solo, timelines, jobs, end))
+        return end, [jobs[cid].upload for cid in selected
+                     if records[cid].status == "ok" and jobs[cid].rejected is None], None
+
+    @staticmethod
+    def _cut_off(procs) -> None:
+        for proc in procs:
+            if proc.is_alive:
+                proc.interrupt("late")
+
+    def _edge_tier(self, round, selected, members, jobs, records, slow, off):
+        """Generator: each cell's edge server receives its clients' distinct downloads once over the
+        backhaul, applies the deadline and over-selection to its own clients, and forwards one
+        partial aggregate; returns (the last cell message's arrival, those messages, the edges)."""
+        env = self.env
+        need = min(self.cfg.clients_per_round, len(selected))
+        overselect = self.cfg.selection == "overselect"
+        in_cell: dict[str, list[int]] = {}
+        for cid in selected:
+            in_cell.setdefault(members[cid].cell, []).append(cid)
+        edges = []
+        for cell in sorted(in_cell):
+            cids = in_cell[cell]
+            keep = cell_quota(len(cids), need, len(selected)) if overselect else len(cids)
+            edge = EdgeServer(cell, self.edges[cell], cids, keep, env.event() if overselect else None)
+            for group in distinct_downloads([jobs[cid].download for cid in cids]):
+                transfer = self.net.send(self.net.backhaul(cell), jobs[cids[group[0]]].download.nbytes, "down")
+                edge.downloads.append(transfer)
+                edge.ready.update({cids[i]: transfer.done for i in group})
+            edges.append(edge)
+        procs = self._start_clients(selected, members, jobs, records, slow, off,
+                                    {cid: edge for edge in edges for cid in edge.clients})
+        self.edge_host_s = 0.0
+        yield env.all_of([env.process(self._edge_process(round, edge, procs, jobs, records)) for edge in edges])
+        return env.now, [edge.message for edge in edges if edge.message is not None], edges
+
+    def _edge_process(self, round, edge: EdgeServer, procs, jobs, records):
+        """One edge server's round after the downloads: wait for its clients (all, the deadline or
+        its over-selection quota), aggregate what arrived, send it up the backhaul."""
+        env = self.env
+        wait = env.all_of([procs[cid] for cid in edge.clients])
+        if edge.enough is not None:
+            wait = wait | edge.enough
+        if self.cfg.deadline_s is not None:
+            wait = wait | env.timeout(self.cfg.deadline_s)
+        yield wait
+        self._cut_off(procs[cid] for cid in edge.clients)
+        yield env.timeout(0)  # let the interrupted processes record what they got through
+        for rec in edge.arrivals[edge.keep:] if edge.enough is not None else []:
+            rec.status = "late"
+        for transfer in edge.downloads:  # one that no client waits for any more stops with the round
+            if transfer.finished_at is None:
+                self.net.cancel(transfer)
+        edge.bytes_down = sum(int(transfer.sent / 8) for transfer in edge.downloads)
+        host_start = time.perf_counter()
+        edge.message = self.algo.partial([jobs[cid].upload for cid in edge.clients
+                                          if records[cid].status == "ok" and jobs[cid].rejected is None],
+                                         round, edge.index)
+        self.edge_host_s += time.perf_counter() - host_start
+        if edge.message is not None:
+            edge.bytes_up = edge.message.nbytes
+            yield self.net.send(self.net.backhaul(edge.cell), edge.bytes_up, "up").done
 
     def _solo_timelines(self, selected: list[int], jobs: dict[int, Job], slow: dict, off: dict):
         """The clients whose timelines are computed in closed form (``simulator.solo``): alone on
         their access link, an unlimited battery share, no off time this round, done before the
-        deadline, and no over-selection (whose arrival order needs the events). Returns their ids
-        (a dict, in round order) and their ``Timelines``."""
-        if not self.closed_form or self.cfg.selection == "overselect":
+        deadline, no over-selection (whose arrival order needs the events) and no edge servers
+        (which pace their clients' downloads). Returns their ids (a dict, in round order) and their
+        ``Timelines``."""
+        if not self.closed_form or self.cfg.selection == "overselect" or self.edges is not None:
             return {}, None
         fleet, table = self.clients, self.group_table
         ids = np.array(selected, dtype=np.int64)
@@ -485,8 +585,9 @@ class Engine:
         """Round 0: the global model's accuracy before training, and the excluded devices."""
         start = time.perf_counter()
         accuracy, loss = self.algo.evaluate()
-        return RoundRecord(0, float(self.env.now), accuracy, loss, host_seconds=time.perf_counter() - start), \
-            self.excluded_records()
+        backhaul = {} if self.edges is None else {"backhaul_bytes_up": 0, "backhaul_bytes_down": 0}
+        return RoundRecord(0, float(self.env.now), accuracy, loss, host_seconds=time.perf_counter() - start,
+                           **backhaul), self.excluded_records()
 
     def run(self, start_round: int = 1, initial: bool = True) -> None:
         """Drive rounds ``start_round..max`` (with ``initial``: round 0 first), telling every

@@ -129,8 +129,18 @@ class Network:
             hops.append((("cell", cell), self.cells[cell]))
         return hops
 
+    def backhaul(self, cell: str) -> list[tuple]:
+        """(resource key, link) of a cell's backhaul alone: what its edge server sends and receives
+        (hierarchical aggregation; its clients then use ``path(client)[:1]``, their access link)."""
+        return [(("cell", cell), self.cells[cell])]
+
     def start(self, client: int, nbytes: int, direction: str, promotion_s: float = 0.0) -> Transfer:
-        hops = self.path(client)
+        """A transfer between ``client`` and the server, over its whole path."""
+        return self.send(self.path(client), nbytes, direction, promotion_s)
+
+    def send(self, hops: list[tuple], nbytes: int, direction: str, promotion_s: float = 0.0) -> Transfer:
+        """A transfer of ``nbytes`` over ``hops`` ((resource key, link) pairs), flowing after
+        ``promotion_s`` and the hops' latency."""
         tr = Transfer(8.0 * nbytes, [(key, direction) for key, _ in hops],
                       [(link.up_mbps if direction == "up" else link.down_mbps) * 1e6 * (1.0 - link.loss)
                        for _, link in hops],

@@ -51,6 +51,9 @@ class RoundRecord:
     energy_j: float = 0.0
     client_flops: float = 0.0
     host_seconds: float = 0.0
+    # hierarchical aggregation only (None otherwise, and then not written): the edge tier's bytes
+    backhaul_bytes_up: int | None = None  # the cells' partial aggregates, edge -> server
+    backhaul_bytes_down: int | None = None  # the distinct downloads each edge received, server -> edge
 
 
 class RoundObserver:

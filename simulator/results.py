@@ -27,7 +27,8 @@ from edgefed.simulator.records import ClientRecord, RoundObserver, RoundRecord
 if TYPE_CHECKING:
     from edgefed.simulator.engine import Engine
 
-ROUND_COLUMNS = [f.name for f in fields(RoundRecord)]
+EDGE_COLUMNS = ["backhaul_bytes_up", "backhaul_bytes_down"]  # written under hierarchical aggregation only
+ROUND_COLUMNS = [f.name for f in fields(RoundRecord) if f.name not in EDGE_COLUMNS]
 CLIENT_COLUMNS = [f.name for f in fields(ClientRecord) if f.name != "finished_at"]
 # a client row as csv.writer takes it (it writes a float as repr, as _fmt does, and None as "")
 CLIENT_FIELDS = operator.attrgetter(*CLIENT_COLUMNS)
@@ -134,8 +135,9 @@ SUMMED = ("download_s", "compute_s", "upload_s", "idle_s", "energy_compute_j", "
 class RunWriter(RoundObserver):
     """Appends each round's rows to rounds.csv and clients.csv and keeps what the summary needs."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, edge_tier: bool = False):
         self.dir = run_dir
+        self.columns = ROUND_COLUMNS + (EDGE_COLUMNS if edge_tier else [])
         self.rounds: list[dict] = []
         self.sums = {k: array("d") for k in SUMMED}
         self.bytes = {"bytes_up": 0, "bytes_down": 0}
@@ -149,7 +151,7 @@ class RunWriter(RoundObserver):
         self.rounds.append(asdict(record))
         values = list(map(CLIENT_FIELDS, rows))
         self._count(values)
-        _append(self.dir / "rounds.csv", ROUND_COLUMNS, [[_fmt(self.rounds[-1][c]) for c in ROUND_COLUMNS]])
+        _append(self.dir / "rounds.csv", self.columns, [[_fmt(self.rounds[-1][c]) for c in self.columns]])
         _append(self.dir / "clients.csv", CLIENT_COLUMNS, values)
 
     def _count(self, rows: list[tuple]) -> None:
@@ -178,6 +180,8 @@ class RunWriter(RoundObserver):
         sums = {k: sum(v) for k, v in self.sums.items()}
         totals = {"energy_j": sums.pop("energy_j"), **self.bytes, "client_flops": sums.pop("flops"), **sums,
                   "client_rounds": self.by_status}
+        if self.columns != ROUND_COLUMNS:  # hierarchical aggregation: the backhaul's bytes
+            totals.update({c: sum(int(r[c]) for r in self.rounds) for c in EDGE_COLUMNS})
         return summarize(self.rounds, totals, target, window, excluded, host_seconds, status)
 
     def write_summary(self, summary: dict) -> None:

@@ -63,7 +63,7 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress: RoundO
     if scenario.host.threads is not None:
         torch.set_num_threads(scenario.host.threads)
     engine = run.engine
-    writer = RunWriter(run_dir)
+    writer = RunWriter(run_dir, edge_tier=scenario.rounds.aggregation.kind == "hierarchical")
     ran_on = None if run.replay else device_name(next(engine.algo.model.parameters()).device)
     writer.write_scenario(resolved, {**versions(), **({"device": ran_on} if ran_on else {})})
     write_run_provenance(run_dir, scenario, base, None if run.replay else engine.algo.model.backbone, ran_on)

@@ -167,6 +167,13 @@ class FleetSpec(Strict):
         return sum(g.count for g in self.groups)
 
 
+class AggregationSpec(Strict):
+    kind: Literal["flat", "hierarchical"] = Field(
+        "flat", description="flat: clients talk to the server; hierarchical: each cell's edge server "
+        "aggregates its own clients (deadline and over-selection per cell) and forwards one message "
+        "over the backhaul (needs every fleet group in a fleet.network.cells cell)")
+
+
 class RoundsSpec(Strict):
     max: PositiveInt = 10
     clients_per_round: PositiveInt = 4
@@ -179,6 +186,7 @@ class RoundsSpec(Strict):
         "uniform", description="overselect: pick clients_per_round x overselect, aggregate the first "
         "clients_per_round to arrive; resource_aware: prefer devices expected to finish by the deadline")
     overselect: float = Field(1.3, ge=1.0, description="over-commitment factor (FedScale's default 1.3)")
+    aggregation: AggregationSpec = AggregationSpec()
 
 
 class OutputSpec(Strict):
@@ -206,10 +214,10 @@ class HostSpec(Strict):
     gpus_per_worker: float = Field(0.0, ge=0.0, description="Ray actors only")
     feature_cache_bytes: NonNegativeInt = Field(2**31, description="host memory for the frozen layers' "
                                                 "outputs per example (0: recompute every pass)")
-    threads: PositiveInt | None = Field(1, description="torch CPU threads for the host's learning (null: "
+    threads: PositiveInt | None = Field(1, description="torch CPU threads for a round's client steps (null: "
                                         "torch's default, or OMP_NUM_THREADS); 1 by default because a client's "
                                         "batches are small and OpenMP's waiting made 2 threads 2.5x slower "
-                                        "on the quickstart on 2 cores")
+                                        "on 2 cores. Feature-cache fills keep the process's threads")
 
 
 class Scenario(Strict):
@@ -231,6 +239,17 @@ class Scenario(Strict):
         if self.rounds.clients_per_round > self.fleet.size:
             raise ValueError(f"rounds.clients_per_round: {self.rounds.clients_per_round} exceeds the "
                              f"fleet size {self.fleet.size}")
+        if self.rounds.aggregation.kind == "hierarchical":
+            if not self.fleet.network.cells:
+                raise ValueError("rounds.aggregation.kind: hierarchical needs cells (edge servers) in "
+                                 "fleet.network.cells")
+            for i, group in enumerate(self.fleet.groups):
+                if group.cell is None:
+                    raise ValueError(f"fleet.groups.{i}.cell: hierarchical aggregation needs every group "
+                                     "in a cell (rounds.aggregation.kind)")
+            if self.replay is not None:
+                raise ValueError("rounds.aggregation.kind: hierarchical cannot be replayed (an edge's message "
+                                 "size depends on what its clients uploaded); run it for real")
         return self
 
 

@@ -52,7 +52,7 @@ class StopAfter(RoundObserver):
 
 
 @pytest.mark.parametrize("stem, stop", [("mixed-deadline", 1), ("fedspzo-split", 1), ("fedkseed-pro", 2),
-                                        ("decomfl-head", 0)])
+                                        ("decomfl-head", 0), ("hierarchical-cells", 2)])
 def test_a_run_interrupted_then_resumed_matches_the_goldens(tmp_path, stem, stop):
     from edgefed.simulator.runner import run_scenario
     from edgefed.simulator.scenario import load_scenario

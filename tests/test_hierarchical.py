@@ -1,0 +1,267 @@
+"""Hierarchical (edge-server) aggregation: the learning equals flat aggregation up to float rounding
+for every method; the backhaul carries one upload per cell and each distinct download once; time
+matches a hand computation; deadline and over-selection apply per cell; bad input is one line."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from edgefed.algorithms.aggregation import WEIGHT
+from edgefed.algorithms.decomfl import DeComFL
+from edgefed.algorithms.fedkseed import FedKSeed
+from edgefed.algorithms.message import ARRAY_HEAD, HEADER, Message
+from edgefed.algorithms.work import Work
+from edgefed.devices.availability import StragglerSpec
+from edgefed.simulator.build import build_run
+from edgefed.simulator.engine import Client, Engine
+from edgefed.simulator.network import CellSpec, NetworkSpec
+from edgefed.simulator.scenario import RoundsSpec, validate_scenario
+from tests.conftest import REPO, write_scenario
+from tests.helpers import tiny_setup, zo_cfg
+from tests.test_cli_errors import _assert_one_line_error
+from tests.test_end_to_end import edgefed, read_csv
+from tests.test_systems import LINK, device, play
+
+CELLS = {"north": {"up_mbps": 20.0, "down_mbps": 50.0, "latency_s": 0.01},
+         "south": {"up_mbps": 10.0, "down_mbps": 30.0, "latency_s": 0.02},
+         "west": {"up_mbps": 40.0, "down_mbps": 40.0}}
+
+METHODS = {
+    "decomfl": {"name": "decomfl", "lr": 1e-3, "eps": 1e-3, "local_steps": 2, "batch_size": 8, "perturbations": 2,
+                "trainable": "all"},
+    "fedspzo": {"name": "fedspzo", "lr": 1e-3, "eps": 1e-3, "local_steps": 2, "batch_size": 8, "split": 2, "p1": 2,
+                "p2": 3, "trainable": "all"},
+    "fedkseed": {"name": "fedkseed", "lr": 1e-3, "eps": 1e-3, "local_steps": 3, "batch_size": 8, "pool_size": 16,
+                 "pro": True, "trainable": "last:2"},
+    "fedzo": {"name": "fedzo", "lr": 1e-3, "eps": 1e-3, "local_steps": 2, "batch_size": 8, "perturbations": 2,
+              "trainable": "all"},
+    "fedavg": {"name": "fedavg", "lr": 1e-3, "local_steps": 2, "batch_size": 8, "optimizer": "adam",
+               "trainable": "last:1"},
+}
+
+
+def in_cells(tiny: dict, method: str, kind: str) -> dict:
+    """The tiny scenario with its three groups in three cells and every client in every round."""
+    raw = copy.deepcopy(tiny)
+    raw["algorithm"] = METHODS[method]
+    raw["fleet"]["network"] = {"cells": CELLS}
+    for group, cell in zip(raw["fleet"]["groups"], CELLS):
+        group["cell"] = cell
+    raw["rounds"].update(max=2, clients_per_round=8, eval_every=2, aggregation={"kind": kind})
+    return raw
+
+
+def trained(raw: dict):
+    """Run a scenario in memory; returns (initial weights, final weights, engine)."""
+    engine = build_run(validate_scenario(raw, REPO), REPO).engine
+    start = [p.detach().clone() for p in engine.algo.trainable.params]
+    rounds = []
+
+    class Keep:
+        def round_configured(self, engine, round):
+            pass
+
+        def round_done(self, engine, record, rows):
+            rounds.append((record, rows))
+
+    engine.observers = [Keep()]
+    engine.run()
+    return start, [p.detach().clone() for p in engine.algo.trainable.params], rounds
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_learning_equals_flat_aggregation_up_to_float_rounding(tiny_dict, method):
+    start, flat, flat_rounds = trained(in_cells(tiny_dict, method, "flat"))
+    _, hier, hier_rounds = trained(in_cells(tiny_dict, method, "hierarchical"))
+    flat_move = torch.cat([(f - s).flatten().double() for f, s in zip(flat, start)])
+    hier_move = torch.cat([(h - s).flatten().double() for h, s in zip(hier, start)])
+    assert flat_move.abs().max() > 0  # the model moved, so equal moves say something
+    # float rounding: each cell's mean goes on the wire in the method's dtype before the server's mean
+    assert torch.allclose(hier_move, flat_move, rtol=1e-4, atol=1e-4 * float(flat_move.abs().max()))
+    assert [r.aggregated for r, _ in hier_rounds] == [r.aggregated for r, _ in flat_rounds] == [0, 8, 8]
+    assert hier_rounds[-1][0].loss == pytest.approx(flat_rounds[-1][0].loss, rel=1e-5)
+    assert all(r.backhaul_bytes_up > 0 for r, _ in hier_rounds[1:]) and flat_rounds[1][0].backhaul_bytes_up is None
+
+
+def test_the_server_weights_each_cell_by_what_it_stands_for():
+    """A cell of one client and a cell of three: the server's mean of the two cell means, weighted by
+    their counts, is the flat mean; the unweighted mean of means is not."""
+    model, data = tiny_setup(num_clients=4)
+    algo = DeComFL(model, data, zo_cfg(), 0)
+    rng = np.random.default_rng(0)
+    ups = [Message("seed-scalars", 1, c, {"scalars": rng.standard_normal((2, 2)).astype(np.float32)})
+           for c in range(4)]
+    one, three = algo.partial(ups[:1], 1, 0), algo.partial(ups[1:], 1, 1)
+    assert one.arrays[WEIGHT].tolist() == [1] and three.arrays[WEIGHT].tolist() == [3]
+    flat = algo.aggregate(ups)
+    np.testing.assert_allclose(algo.aggregate([one, three]), flat, rtol=1e-6)
+    naive = (one.arrays["scalars"] + three.arrays["scalars"]) / 2
+    assert not np.allclose(naive, flat, rtol=1e-3)
+
+
+def test_fedkseed_cells_weight_by_examples_and_forward_only_the_seeds_used():
+    model, data = tiny_setup(num_clients=4)
+    algo = FedKSeed(model, data, zo_cfg(perturbations=1, pool_size=32, pro=False, local_steps=3), 0)
+    ups = [algo.client_update(c, 1, None)[0] for c in range(4)]
+    cells = [algo.partial(ups[:3], 1, 0), algo.partial(ups[3:], 1, 1)]
+    assert cells[0].arrays[WEIGHT].tolist() == [sum(len(data.parts[c]) for c in range(3))]
+    used = set(np.concatenate([u.arrays["indices"] for u in ups[:3]]).tolist())
+    assert set(cells[0].arrays["indices"].tolist()) <= used  # sparse, as a client's upload
+    np.testing.assert_allclose(algo.aggregate(cells), algo.aggregate(ups), rtol=1e-6, atol=1e-7)
+
+
+# -- systems: the fake method below has hand-sized messages -------------------------------------
+
+def sized(kind: str, round: int, client: int, nbytes: int) -> Message:
+    """A message of exactly ``nbytes`` on the wire (one uint8 array)."""
+    return Message(kind, round, client, {"w": np.zeros(nbytes - HEADER.size - ARRAY_HEAD.size - 4, np.uint8)})
+
+
+class EdgeFake:
+    """Fixed-size downloads (identical for every client), uploads and work; a cell's partial is a
+    fixed-size message listing the clients it aggregated."""
+
+    def __init__(self, down=1_000_000, up=1_000_000, partial=500_000, flops=2e9):
+        self.down, self.up, self.part, self.flops = down, up, partial, flops
+        self.aggregated: list = []
+        self.cells: dict[int, list[int]] = {}  # edge -> the clients its partial aggregated
+
+    def configure_round(self, round, selected):
+        return None
+
+    def catch_up(self, client, last_round, round, plan):
+        return sized("weights", round, client, self.down), Work()
+
+    def client_update(self, client, round, plan):
+        work = Work()
+        work.add("forward", flops=self.flops)
+        return sized("weights", round, client, self.up), work
+
+    def partial(self, messages, round, edge):
+        if not messages:
+            return None
+        self.cells[edge] = [m.client for m in messages]
+        return sized("partial", round, edge, self.part)
+
+    def aggregate(self, messages):
+        return sorted(c for m in messages for c in self.cells[m.client])
+
+    def apply(self, update, round, plan):
+        self.aggregated.append(update)
+
+    def rejects(self, message):
+        return None
+
+
+def edge_engine(algo, devices, cells, rounds=None, link=LINK):
+    clients = [Client(i, d.name, d, link, cell=c) for i, (d, c) in enumerate(zip(devices, cells))]
+    rounds = rounds or RoundsSpec(max=1, clients_per_round=len(devices), aggregation={"kind": "hierarchical"})
+    fleet = type("Fleet", (), {"network": NetworkSpec(cells={c: CellSpec(up_mbps=4.0, down_mbps=8.0, latency_s=0.05)
+                                                             for c in set(cells)}),
+                               "stragglers": StragglerSpec(), "battery_fraction": None})
+    return Engine(algo, clients, rounds, seed=0, fleet_cfg=fleet)
+
+
+def test_one_cell_matches_a_hand_computation():
+    algo = EdgeFake()
+    (record, rows), = play(edge_engine(algo, [device(1.0)] * 2, ["ap", "ap"]))
+    # backhaul down, once for both (identical downloads): 0.05 s + 8 Mbit / 8 Mbps = 1.05 s; then each
+    # access link: promotion 0.5 + latency 0.1 + 8 Mbit / 16 Mbps = 1.1 s -> downloaded at 2.15 s
+    # compute 2 GFLOP / 1 GFLOP/s = 2 s; upload (inside the 5 s tail: no promotion) 0.1 + 8/8 = 1.1 s -> 5.25 s
+    # the edge forwards 4 Mbit over the 4 Mbps backhaul: 0.05 + 1 = 1.05 s -> the round ends at 6.3 s
+    assert [r.download_s for r in rows] == pytest.approx([2.15, 2.15])
+    assert [r.upload_s for r in rows] == pytest.approx([1.1, 1.1])
+    assert [r.idle_s for r in rows] == pytest.approx([1.05, 1.05])
+    assert record.sim_time_s == pytest.approx(6.3)
+    assert (record.backhaul_bytes_down, record.backhaul_bytes_up) == (1_000_000, 500_000)
+    assert (record.bytes_down, record.bytes_up) == (2_000_000, 2_000_000)  # the devices' own
+    # the device waited idle for the edge (radio idle_w is 0 here): baseline 0.5 W over download + upload + idle
+    assert rows[0].energy_idle_j == pytest.approx(0.5 * (2.15 + 1.1 + 1.05))
+    down_j = 0.5 * 2.0 + (0.1 + 0.5) * 1.0 + 0.1 * 8
+    up_j = (0.1 + 1.0) * 1.0 + 0.5 * 8
+    assert rows[0].energy_radio_j == pytest.approx(down_j + 2.0 * 1.0 + up_j + 5.0 * 1.0)
+    assert algo.aggregated == [[0, 1]]
+
+
+def test_the_backhaul_carries_one_upload_per_cell_and_each_distinct_download_once():
+    algo = EdgeFake(down=10_000, up=20_000, partial=30_000, flops=1e6)
+    cells = ["a", "a", "a", "b", "b", "c"]
+    (record, rows), = play(edge_engine(algo, [device()] * 6, cells))
+    assert record.backhaul_bytes_up == 3 * 30_000  # one per cell, not one per client
+    assert record.backhaul_bytes_down == 3 * 10_000
+    assert record.bytes_up == 6 * 20_000 and record.aggregated == 6
+
+    class Stale(EdgeFake):  # client 0 catches up on more history than the others
+        def catch_up(self, client, last_round, round, plan):
+            return sized("history", round, client, 15_000 if client == 0 else self.down), Work()
+
+    (record, _), = play(edge_engine(Stale(down=10_000, flops=1e6), [device()] * 6, cells))
+    assert record.backhaul_bytes_down == 15_000 + 3 * 10_000  # cell a receives two distinct downloads
+
+
+def test_overselection_applies_per_cell():
+    """Four devices, two cells; the server wants 2 of 4: each cell keeps its first arrival, so the
+    slow cell's faster device counts although both fast-cell devices beat it."""
+    algo = EdgeFake(flops=8e9, down=1000, up=1000, partial=1000)
+    rounds = RoundsSpec(max=1, clients_per_round=2, selection="overselect", overselect=2.0,
+                        aggregation={"kind": "hierarchical"})
+    engine = edge_engine(algo, [device(g) for g in (4, 8, 1, 2)], ["fast", "fast", "slow", "slow"], rounds)
+    record, rows = play(engine)[0]
+    assert algo.aggregated == [[1, 3]]
+    assert {r.client: r.status for r in rows} == {0: "late", 1: "ok", 2: "late", 3: "ok"}
+    assert record.aggregated == 2 and record.backhaul_bytes_up == 2000
+    assert record.sim_time_s > rows[3].download_s + rows[3].compute_s + rows[3].upload_s  # + the backhaul
+
+
+def test_the_deadline_applies_per_cell_and_a_cell_with_no_arrival_sends_nothing():
+    algo = EdgeFake(flops=4e9, down=1000, up=1000, partial=1000)
+    rounds = RoundsSpec(max=1, clients_per_round=4, deadline_s=3.0, aggregation={"kind": "hierarchical"})
+    record, rows = play(edge_engine(algo, [device(g) for g in (8, 8, 1, 1)], ["fast", "fast", "slow", "slow"],
+                                    rounds))[0]
+    assert algo.aggregated == [[0, 1]]
+    assert {r.client: r.status for r in rows} == {0: "ok", 1: "ok", 2: "late", 3: "late"}
+    assert record.backhaul_bytes_up == 1000  # the slow cell had nothing to forward
+    assert record.sim_time_s == pytest.approx(3.0)  # the slow cell's edge waited for its deadline
+    assert all(r.compute_s < 4.0 for r in rows if r.status == "late")  # cut off, charged
+
+
+def test_rounds_csv_and_summary_report_the_backhaul(tmp_path, tiny_dict):
+    raw = in_cells(tiny_dict, "fedzo", "hierarchical")
+    raw["rounds"].update(max=2, clients_per_round=4)
+    run_dir = tmp_path / "run"
+    result = edgefed("run", write_scenario(tmp_path, raw), "--out", run_dir, "--quiet")
+    assert result.returncode == 0, result.stderr
+    rounds = read_csv(run_dir / "rounds.csv")
+    assert [int(r["backhaul_bytes_up"]) > 0 for r in rounds] == [False, True, True]
+    import json
+    totals = json.loads((run_dir / "summary.json").read_text())["totals"]
+    assert totals["backhaul_bytes_up"] == sum(int(r["backhaul_bytes_up"]) for r in rounds)
+    assert totals["backhaul_bytes_down"] == sum(int(r["backhaul_bytes_down"]) for r in rounds)
+    flat = read_csv(REPO / "scenarios" / "regression" / "golden" / "fedzo" / "rounds.csv")
+    assert "backhaul_bytes_up" not in flat[0]  # flat runs keep their columns
+
+
+@pytest.mark.parametrize("mutate, needles", [
+    (lambda d: [d["fleet"].pop("network"), *(g.pop("cell") for g in d["fleet"]["groups"])],
+     ["rounds.aggregation.kind", "fleet.network.cells"]),
+    (lambda d: d["fleet"]["groups"][2].pop("cell"), ["fleet.groups.2.cell", "every group in a cell"]),
+    (lambda d: d.__setitem__("replay", {"trace": "trace.jsonl"}), ["rounds.aggregation.kind", "replayed"]),
+    (lambda d: d["rounds"].__setitem__("aggregation", {"kind": "tree"}), ["rounds.aggregation.kind"]),
+])
+def test_bad_hierarchical_input_is_one_line_exit_2(tmp_path, tiny_dict, mutate, needles):
+    raw = in_cells(tiny_dict, "decomfl", "hierarchical")
+    mutate(raw)
+    _assert_one_line_error(edgefed("validate", write_scenario(tmp_path, raw)), *needles)
+
+
+def test_a_download_the_deadline_cuts_off_on_the_backhaul_stops_with_the_round():
+    algo = EdgeFake(down=10_000_000, flops=1e6)  # 80 Mbit over the 8 Mbps backhaul: 10.05 s
+    rounds = RoundsSpec(max=1, clients_per_round=2, deadline_s=3.0, aggregation={"kind": "hierarchical"})
+    engine = edge_engine(algo, [device()] * 2, ["ap", "ap"], rounds)
+    record, rows = play(engine)[0]
+    assert [r.status for r in rows] == ["late", "late"] and record.aggregated == 0
+    assert [r.download_s for r in rows] == pytest.approx([3.0, 3.0]) and record.bytes_down == 0
+    assert record.backhaul_bytes_down == pytest.approx((3.0 - 0.05) * 8e6 / 8, abs=1)  # what it sent
+    assert record.backhaul_bytes_up == 0 and record.sim_time_s == pytest.approx(3.0)
+    assert engine.net.users == {}  # nothing left on the links for the next round

@@ -23,6 +23,7 @@ import io
 import json
 import os
 import pstats
+import shutil
 import signal
 import subprocess
 import sys
@@ -133,6 +134,7 @@ def resume_check(devices: int, per_round: int, rounds: int) -> dict:
     start = time.perf_counter()
     run_scenario(scenario, ROOT, straight)
     straight_s = time.perf_counter() - start
+    shutil.rmtree(killed, ignore_errors=True)  # an earlier check's complete rounds.csv would trigger the kill at once
     child = subprocess.Popen([sys.executable, __file__, "--until-killed", f"{devices}:{per_round}:{rounds}"])
     kill_at = int(rounds * KILL_AFTER)
     while child.poll() is None:

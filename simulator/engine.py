@@ -258,7 +258,7 @@ class Engine:
     def _powered(self, event: simpy.Event, client: Client, rec: ClientRecord, power_w: float):
         """Wait for ``event`` unless the battery share runs out first (at ``power_w``, an upper bound)."""
         charge_j = float(self.charge_j[client.id])
-        if charge_j == math.inf:
+        if charge_j == math.inf or power_w <= 0.0:  # nothing drains the share
             yield event
             return
         spent = rec.energy_j + client.device.power_idle_w * (rec.download_s + rec.upload_s)

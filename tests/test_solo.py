@@ -34,7 +34,7 @@ def devices(draw):
     active_w = draw(positive)
     return DeviceProfile(name="d", device_class="phone", flops={"fp32": draw(st.floats(0.05, 10.0)) * 1e9},
                          mem_bandwidth=1e12, memory_bytes=1e9, power_active_w=active_w,
-                         power_idle_w=active_w * draw(st.floats(0.05, 1.0)), thermal=thermal,
+                         power_idle_w=active_w * draw(st.floats(0.0, 1.0)), thermal=thermal,
                          battery_wh=draw(st.sampled_from([None, None, 0.01, 1.0])))
 
 

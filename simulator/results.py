@@ -34,10 +34,20 @@ CLIENT_COLUMNS = [f.name for f in fields(ClientRecord) if f.name != "finished_at
 CLIENT_FIELDS = operator.attrgetter(*CLIENT_COLUMNS)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _umask()  # read once at import: os.umask can only be read by setting it
+
+
 def atomic_write(path: Path, data: str | bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = "wb" if isinstance(data, bytes) else "w"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~UMASK)  # a plain file's mode, not mkstemp's owner-only 0600
     try:
         with os.fdopen(fd, mode) as fh:
             fh.write(data)

@@ -45,6 +45,8 @@ def test_run_directory_has_the_contract_files(tiny_run):
     assert list(read_csv(run_dir / "clients.csv")[0])[: len(CLIENT_COLS)] == CLIENT_COLS
     assert "results:" in result.stdout
     assert not list(run_dir.glob(".*.tmp"))
+    # atomically written files get the umask's mode like the appended CSVs, not mkstemp's 0600
+    assert (run_dir / "summary.json").stat().st_mode & 0o777 == (run_dir / "rounds.csv").stat().st_mode & 0o777
 
 
 def test_summary_totals_equal_sums_over_clients(tiny_run):

@@ -121,11 +121,13 @@ def stage_set(plan: Plan, stage: Stage, evaluate_on: str) -> dict:
             "task.tuning_split": held, "task.evaluate_on": evaluate_on, "output.plots": False}
 
 
-def write_sweep(folder: Path, plan: Plan, stage: Stage, evaluate_on: str, points: list[dict]) -> Path:
-    """The stage as an `edgefed sweep` file (seeds as a grid axis), returned for run_sweep."""
+def write_sweep(folder: Path, plan: Plan, stage: Stage, evaluate_on: str, points: list[dict],
+                seeds: bool = True) -> Path:
+    """The stage as an `edgefed sweep` file (seeds as a grid axis unless the points name theirs),
+    returned for run_sweep."""
     folder.mkdir(parents=True, exist_ok=True)
     sweep = {"base": str(resolve_path(PLAN.parent, plan.regime.base)), "set": stage_set(plan, stage, evaluate_on),
-             "grid": {"seed": stage.seeds}, "points": points}
+             **({"grid": {"seed": stage.seeds}} if seeds else {}), "points": points}
     path = folder / "sweep.yaml"
     atomic_write(path, yaml.safe_dump(sweep, sort_keys=False))
     return path
@@ -259,12 +261,7 @@ def classes(plan: Plan) -> None:
                "seed": seed_of(run_dir), "fleet.groups": groups}
               for run_dirs in report_runs(plan).values() for run_dir in run_dirs
               for groups in plan.device_classes.values()]
-    folder = OUT / "classes"
-    folder.mkdir(parents=True, exist_ok=True)
-    sweep = {"base": str(resolve_path(PLAN.parent, plan.regime.base)), "set": stage_set(plan, plan.report, "test"),
-             "points": points}
-    atomic_write(folder / "sweep.yaml", yaml.safe_dump(sweep, sort_keys=False))
-    run_stage(folder / "sweep.yaml", 1)
+    run_stage(write_sweep(OUT / "classes", plan, plan.report, "test", points, seeds=False), 1)
 
 
 def run_algorithm(run_dir: Path) -> dict:

@@ -10,15 +10,13 @@ accuracy against each resource. The data is in the repository (``scenarios/data`
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
 from edgefed.simulator.plots import plot_runs  # noqa: E402
 from edgefed.simulator.provenance import write_bench_result  # noqa: E402
-from edgefed.simulator.results import to_target  # noqa: E402
+from edgefed.simulator.results import retargeted  # noqa: E402
 from edgefed.simulator.runner import run_scenario  # noqa: E402
 from edgefed.simulator.scenario import load_scenario  # noqa: E402
 
@@ -46,7 +44,7 @@ def main() -> int:
             print(f"running {method} ...", flush=True)
             run_scenario(scenario, base, out / method)
         if (out / method / "rounds.csv").is_file():
-            results[method] = resummarize(out / method, scenario.rounds.target_accuracy)
+            results[method] = retargeted(out / method, scenario.rounds.target_accuracy)
 
     print(f"\n{args.task}: to target accuracy {next(iter(results.values()))['target_accuracy']}")
     print(f"{'method':10s} " + " ".join(f"{c.replace('_to_target', ''):>16s}" for c in COLUMNS))
@@ -59,7 +57,7 @@ def main() -> int:
     if base and ours and not (base["client_flops_to_target"] and ours["client_flops_to_target"]):
         common = min(base["best_accuracy"], ours["best_accuracy"])
         print(f"\nthe target was not reached by both; comparing at the best accuracy both reached, {common:.4f}")
-        base, ours = resummarize(out / "decomfl", common), resummarize(out / "fedspzo", common)
+        base, ours = retargeted(out / "decomfl", common), retargeted(out / "fedspzo", common)
         figures["common_target"] = common
     if base and ours and base["client_flops_to_target"] and ours["client_flops_to_target"]:
         ratio = base["client_flops_to_target"] / ours["client_flops_to_target"]
@@ -73,14 +71,6 @@ def main() -> int:
     write_bench_result(path, figures, __file__)
     print(f"figures: {path}; plots: {out}")
     return 0
-
-
-def resummarize(run_dir: Path, target: float | None) -> dict:
-    """A run's summary with its to-target figures recomputed from rounds.csv for ``target``."""
-    summary = json.loads((run_dir / "summary.json").read_text())
-    with (run_dir / "rounds.csv").open() as fh:
-        rounds = list(csv.DictReader(fh))
-    return {**summary, "target_accuracy": target, **to_target(rounds, target, summary.get("target_smoothing", 1))}
 
 
 if __name__ == "__main__":

@@ -164,10 +164,10 @@ def plot_overlay(groups: dict[str, list[Path]], x: str, out: Path, target: float
 
 def run_to_target(run_dir: Path, target: float | None) -> tuple[float | None, float | None]:
     """Simulated time and fleet energy to ``target`` (None: the run's own, from summary.json)."""
-    summary = json.loads((run_dir / "summary.json").read_text())
-    if target is not None:
-        with (run_dir / "rounds.csv").open(newline="") as fh:
-            summary = results.to_target(list(csv.DictReader(fh)), target, summary.get("target_smoothing", 1))
+    if target is None:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    else:
+        summary = results.retargeted(run_dir, target)
     return summary["time_to_target_s"], summary["energy_to_target_j"]
 
 

@@ -125,14 +125,19 @@ def summarize(rounds: list[dict], totals: dict, target: float | None, window: in
     }
 
 
-def retarget(run_dir: Path, target: float) -> dict:
-    """Rewrite a finished run's summary.json for a target fixed after it ran (a benchmark whose
-    target derives from its reference runs): the to-target figures from its rounds.csv, under the
-    smoothing it ran with; everything else unchanged."""
+def retargeted(run_dir: Path, target: float | None) -> dict:
+    """A finished run's summary.json with its to-target figures recomputed from rounds.csv for
+    ``target``, under the smoothing it ran with; everything else unchanged."""
     summary = json.loads((run_dir / "summary.json").read_text())
     with (run_dir / "rounds.csv").open(newline="") as fh:
         rounds = list(csv.DictReader(fh))
-    summary.update(target_accuracy=target, **to_target(rounds, target, summary["target_smoothing"]))
+    return {**summary, "target_accuracy": target, **to_target(rounds, target, summary.get("target_smoothing", 1))}
+
+
+def retarget(run_dir: Path, target: float) -> dict:
+    """Rewrite a finished run's summary.json for a target fixed after it ran (a benchmark whose
+    target derives from its reference runs)."""
+    summary = retargeted(run_dir, target)
     atomic_write(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
 

@@ -56,21 +56,28 @@ def read_rows(path: Path, fmt: str) -> list[dict]:
 
 
 def load_dataset(path: Path, text_field: str, label_field: str, fmt: str | None = None,
-                 label_names: list[str] | None = None, limit: int | None = None) -> TextDataset:
+                 label_names: list[str] | None = None, limit: int | None = None,
+                 min_words: int | None = None) -> TextDataset:
     """Read a local TSV/CSV/JSONL file with named text and label columns."""
     suffix = Path(path.stem).suffix if path.suffix == ".gz" else path.suffix
     fmt = fmt or {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}.get(suffix, "tsv")
-    return from_rows(read_rows(path, fmt), str(path), text_field, label_field, label_names, limit)
+    return from_rows(read_rows(path, fmt), str(path), text_field, label_field, label_names, limit, min_words)
 
 
 def from_rows(rows: list[dict], source: str, text_field: str, label_field: str,
-              label_names: list[str] | None = None, limit: int | None = None) -> TextDataset:
-    """Rows with named text and label columns as a dataset; ``source`` names them in errors."""
+              label_names: list[str] | None = None, limit: int | None = None,
+              min_words: int | None = None) -> TextDataset:
+    """Rows with named text and label columns as a dataset; ``source`` names them in errors. With
+    ``min_words``, rows of fewer whitespace-separated words are dropped first (then ``limit``)."""
     if not rows:
         raise DataError(f"{source}: no examples")
     for field in (text_field, label_field):
         if field not in rows[0]:
             raise DataError(f"{source}: no column {field!r} (has {', '.join(map(str, rows[0].keys()))})")
+    if min_words is not None:
+        rows = [r for r in rows if len(str(r[text_field]).split()) >= min_words]
+        if not rows:
+            raise DataError(f"{source}: no example has {min_words} or more words (task.dataset.train_min_words)")
     if limit is not None:
         rows = rows[:limit]
     raw_labels = [str(r[label_field]).strip() for r in rows]
@@ -99,10 +106,12 @@ def load_split(spec, split: str, folder: Path, label_names: list[str] | None = N
     """``task.dataset``'s ``train`` or ``test``: a local file (relative to ``folder``), or with
     ``hub`` that split of a Hugging Face dataset."""
     name, limit = getattr(spec, split), getattr(spec, f"{split}_limit")
+    min_words = spec.train_min_words if split == "train" else None
     if spec.hub is None:
         return load_dataset(folder / Path(name).expanduser(), spec.text_field, spec.label_field, spec.format,
-                            label_names, limit)
-    return load_hub_split(spec.hub, spec.config, name, folder, spec.text_field, spec.label_field, label_names, limit)
+                            label_names, limit, min_words)
+    return load_hub_split(spec.hub, spec.config, name, folder, spec.text_field, spec.label_field, label_names, limit,
+                          min_words)
 
 
 def hub_folder(hub: str, folder: Path) -> Path | None:
@@ -112,7 +121,8 @@ def hub_folder(hub: str, folder: Path) -> Path | None:
 
 
 def load_hub_split(hub: str, config: str | None, split: str, folder: Path, text_field: str, label_field: str,
-                   label_names: list[str] | None = None, limit: int | None = None) -> TextDataset:
+                   label_names: list[str] | None = None, limit: int | None = None,
+                   min_words: int | None = None) -> TextDataset:
     """A split of a Hugging Face dataset: a hub id (needs a network, or the datasets cache) or a
     folder written by ``save_to_disk``. Class-label columns keep their class names."""
     try:
@@ -144,6 +154,8 @@ def load_hub_split(hub: str, config: str | None, split: str, folder: Path, text_
         if field not in data.column_names:
             raise DataError(f"task.dataset.hub: {where} split {split!r} has no column {field!r} "
                             f"(has {', '.join(data.column_names)})")
+    if min_words is not None:
+        data = data.filter(lambda text: len(str(text).split()) >= min_words, input_columns=text_field)
     if limit is not None:
         data = data.select(range(min(limit, len(data))))
     feature = data.features[label_field]

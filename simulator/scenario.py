@@ -51,6 +51,9 @@ class DatasetSpec(Strict):
     format: Literal["tsv", "csv", "jsonl"] | None = None
     train_limit: PositiveInt | None = None
     test_limit: PositiveInt | None = None
+    train_min_words: PositiveInt | None = Field(None, description="drop training examples of fewer words "
+                                                "(before train_limit): SST-2's training split is mostly phrase "
+                                                "fragments, its validation split whole sentences")
 
 
 class TaskSpec(Strict):

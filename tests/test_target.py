@@ -8,11 +8,12 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from edgefed.algorithms.data import load_split
 from edgefed.simulator.build import build_learning
 from edgefed.simulator.cli import app
 from edgefed.simulator.results import retarget, smoothed, to_target
 from edgefed.simulator.scenario import load_scenario
-from tests.conftest import write_scenario
+from tests.conftest import REPO, write_scenario
 
 
 def _rounds(accuracies):
@@ -72,6 +73,21 @@ def test_the_tuning_split_leaves_training_and_is_the_same_for_every_seed(tmp_pat
     tiny_dict["task"]["evaluate_on"] = "test"
     algorithm = build_learning(*load_scenario(write_scenario(tmp_path, tiny_dict)))
     assert (len(algorithm.data.train), len(algorithm.data.test)) == (200, 64)  # still kept out of training
+
+
+def test_train_min_words_keeps_sentences_before_the_limit_and_leaves_the_test_split(tmp_path, tiny_dict):
+    """SST-2's training split is mostly phrase fragments: the filter runs before train_limit, so the
+    limit still gives that many training examples, and the test split is never filtered."""
+    full = str(REPO / "scenarios/data/sst2/train_full.tsv.gz")
+    tiny_dict["task"]["dataset"].update(train=full, train_min_words=12, test_limit=None)
+    algorithm = build_learning(*load_scenario(write_scenario(tmp_path, tiny_dict)))
+    train = load_split(load_scenario(write_scenario(tmp_path, tiny_dict))[0].task.dataset, "train", tmp_path)
+    assert len(train) == 240 and min(len(t.split()) for t in train.texts) >= 12
+    assert len(algorithm.data.test) == 872
+    tiny_dict["task"]["dataset"]["train_min_words"] = 500
+    result = CliRunner().invoke(app, ["run", str(write_scenario(tmp_path, tiny_dict)), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "train_min_words" in result.stderr, result.output
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("task, named", [({"evaluate_on": "tuning"}, "task.tuning_split"),

@@ -335,10 +335,28 @@ def summary(plan: Plan) -> dict:
                                   f"accuracy of {plan.target.reference_method}, means over its seeds",
                           "accuracy": target, "reference_gain_per_seed": gains},
                "methods": table, "ratios": ratios, "device_classes": class_table(plan, target),
-               "auto_picks": auto_picks(plan)}
+               "auto_picks": auto_picks(plan),
+               "learning_ran_on": {stage: learning_hardware(OUT / stage) for stage in ("tune", "report")}}
     write_bench_result(RESULT, figures, __file__)
     print_table(table, ratios, target)
     return figures
+
+
+def learning_hardware(folder: Path) -> dict:
+    """Where a stage's learning ran (device, CPU, commit of each finished run, as its
+    provenance.json records) and its host seconds summed over runs: the results are per kind of
+    device, so a table must not mix kinds."""
+    where: dict[str, int] = {}
+    host = 0.0
+    for _, summary_ in summaries(folder):
+        if summary_ is None:
+            continue
+        host += summary_["host_seconds"]
+    for prov in sorted(folder.glob("p*/provenance.json")):
+        p = json.loads(prov.read_text())
+        key = f"{p['learning_device']} | {p['machine']['cpu']} | commit {p['code']['commit']}"
+        where[key] = where.get(key, 0) + 1
+    return {"runs_by_device": where, "host_seconds": host}
 
 
 def auto_picks(plan: Plan) -> dict:

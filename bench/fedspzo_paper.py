@@ -188,10 +188,17 @@ def describe(algo: dict, plan: Plan) -> dict:
 
 
 def choose(plan: Plan) -> dict[str, dict]:
-    """Per method the tuning point with the best final smoothed accuracy (ties: the smaller lr)."""
+    """Per method the tuning point with the best final smoothed accuracy (ties: the smaller lr).
+    Every tuning point must have finished: a choice among some of a method's points is not the
+    plan's rule (a grid cut short by a time limit once reported a configuration chosen that way)."""
     best: dict[str, tuple] = {}
-    for overrides, summary in summaries(OUT / "tune"):
-        if summary is None or summary.get("final_smoothed_accuracy") is None:
+    tuned = summaries(OUT / "tune")
+    unfinished = [o["algorithm"]["name"] for o, s in tuned if s is None]
+    if unfinished:
+        fail(f"tune stage unfinished: {len(unfinished)} of {len(tuned)} tuning runs have no summary "
+             f"({', '.join(sorted(set(unfinished)))}); run `tune` first")
+    for overrides, summary in tuned:
+        if summary.get("final_smoothed_accuracy") is None:
             continue
         algo = overrides["algorithm"]
         key = (summary["final_smoothed_accuracy"], -algo["lr"])

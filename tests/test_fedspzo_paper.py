@@ -75,6 +75,10 @@ def test_the_whole_comparison_on_a_tiny_plan(tmp_path, base):
     again = bench(tmp_path, plan(base), "all")
     assert again.returncode == 0 and "0 ran" in again.stdout and json.loads(
         (tmp_path / "result.json").read_text())["methods"] == result["methods"]
+    # a tuning grid cut short (here: one run's summary gone) chooses nothing: one line, exit 2
+    next((tmp_path / "out" / "tune").glob("p*/summary.json")).unlink()
+    cut = bench(tmp_path, plan(base), "report")
+    assert cut.returncode == 2 and "tune stage unfinished: 1 of 6" in cut.stderr, cut.stderr
 
 
 @pytest.mark.parametrize("edit, named", [

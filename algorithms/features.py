@@ -15,26 +15,108 @@ A chunk is filled with the torch threads the process had when the cache was made
 OMP_NUM_THREADS, unless a worker was given its share): 64 examples are work enough for several
 threads, unlike a client's batch of 16, which the run steps on ``host.threads``. The thread count
 does not change the files (``bench/thread_determinism.py``).
+
+Pooled vectors (only the head trains) also persist across runs in a ``FeatureStore``: a chunk's
+file is named by a hash of everything its vectors depend on, so the next run of the same model on
+the same data (a re-run, a sweep's next point, a benchmark's next method) reads what the last one
+computed instead of running the frozen encoder again. Per-token states are not stored: they are
+hundreds of times larger.
 """
 from __future__ import annotations
 
+import hashlib
+import os
+import platform
 import sys
+from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from edgefed.algorithms.data import Tokenized
 from edgefed.algorithms.models import Batch, TaskModel
 
 CHUNK = 64  # examples per prefix pass while filling
+STORE_ENV = "EDGEFED_FEATURE_STORE"
+STORE_FORMAT = b"edgefed-features/1"
+
+
+class FeatureStore:
+    """A folder of pooled prefix vectors, one file per chunk, shared by every run of the user.
+
+    The key hashes the backbone's weights and buffers, its config, the code that computes the
+    vectors (this module and models.py), torch's version, the device and the CPU, and the chunk's
+    token ids and mask: a file can only be read by a run that would compute the same bits. Files
+    are written atomically; one that cannot be read is computed again and rewritten."""
+
+    def __init__(self, folder: Path, model: TaskModel):
+        self.folder = folder
+        digest = hashlib.sha256(STORE_FORMAT)
+        for source in (Path(__file__), Path(sys.modules[TaskModel.__module__].__file__)):
+            digest.update(source.read_bytes())
+        device = next(model.parameters()).device
+        digest.update(repr((torch.__version__, str(device), torch.cuda.get_device_name(device)
+                            if device.type == "cuda" else "", platform.machine(), _cpu_model(), model.kind,
+                            model.backbone.config.to_json_string())).encode())
+        for name, tensor in model.backbone.state_dict().items():
+            digest.update(name.encode() + str((tensor.dtype, tuple(tensor.shape))).encode())
+            digest.update(tensor.detach().contiguous().reshape(-1).view(torch.uint8).cpu().numpy().tobytes())
+        self.model_key = digest.digest()
+
+    @staticmethod
+    def default() -> Path | None:
+        """``$EDGEFED_FEATURE_STORE`` (``off``: none), else the user's cache folder."""
+        value = os.environ.get(STORE_ENV)
+        if value == "off":
+            return None
+        if value:
+            return Path(value).expanduser()
+        return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgefed" / "features"
+
+    def path(self, batch: Batch) -> Path:
+        digest = hashlib.sha256(self.model_key)
+        for tensor in (batch.input_ids, batch.attention_mask):
+            digest.update(str(tuple(tensor.shape)).encode() + tensor.cpu().numpy().tobytes())
+        return self.folder / f"{digest.hexdigest()}.safetensors"
+
+    def load(self, path: Path, rows: int) -> torch.Tensor | None:
+        try:
+            features = load_file(path)["features"]
+        except (OSError, SafetensorError, KeyError):
+            return None
+        return features if features.shape[0] == rows else None
+
+    def save(self, path: Path, features: torch.Tensor) -> None:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            save_file({"features": features.detach().cpu().contiguous()}, tmp)
+            os.replace(tmp, path)
+        except OSError as exc:  # a full or read-only disk costs host seconds, never the run
+            print(f"warning: {STORE_ENV}: cannot write {self.folder}: {exc.strerror}; features not kept",
+                  file=sys.stderr)
+            self.folder = Path(os.devnull)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
 
 
 class FeatureCache:
     """``prefix_features`` at ``split`` for every example of ``data``, filled chunk by chunk."""
 
-    def __init__(self, model: TaskModel, data: Tokenized, split: int):
+    def __init__(self, model: TaskModel, data: Tokenized, split: int, store: FeatureStore | None = None):
         self.model, self.data, self.split = model, data, split
         self.threads = torch.get_num_threads()
         self.pooled = split >= model.num_layers
+        self.store = store if self.pooled else None
         self.rows: list[torch.Tensor | None] = [None] * len(data)
         order = sorted(range(len(data)), key=lambda i: (len(data.ids[i]), i))
         self.chunks = [order[start: start + CHUNK] for start in range(0, len(order), CHUNK)]
@@ -61,22 +143,32 @@ class FeatureCache:
     def _fill(self, chunk: int) -> None:
         indices = self.chunks[chunk]
         batch = self.data.batch(indices, cached=False, bucket=False)  # similar lengths: little padding
-        stepping = torch.get_num_threads()
-        torch.set_num_threads(self.threads)
-        try:
-            features = self.model.prefix_features(batch, self.split)
-        finally:
-            torch.set_num_threads(stepping)
+        path = self.store.path(batch) if self.store is not None else None
+        features = self.store.load(path, len(indices)) if path is not None and path.is_file() else None
+        if features is not None:
+            features = features.to(batch.input_ids.device)
+        else:
+            stepping = torch.get_num_threads()
+            torch.set_num_threads(self.threads)
+            try:
+                features = self.model.prefix_features(batch, self.split)
+            finally:
+                torch.set_num_threads(stepping)
+            if path is not None:
+                self.store.save(path, features)
         for j, i in enumerate(indices):
             self.rows[i] = features[j].clone() if self.pooled else features[j, : len(self.data.ids[i])].clone()
 
 
-def attach_feature_caches(model: TaskModel, split: int, sets: dict[str, Tokenized], budget_bytes: int) -> int:
+def attach_feature_caches(model: TaskModel, split: int, sets: dict[str, Tokenized], budget_bytes: int,
+                          store: Path | None = None) -> int:
     """Give each named dataset a cache of the prefix's output while the whole set fits the budget
     (held-out set first: every evaluation reads all of it); a set that does not fit is recomputed
-    per pass, said once on stderr. Returns the bytes the caches will hold when full."""
+    per pass, said once on stderr. Pooled vectors persist in ``store`` (a folder) when given.
+    Returns the bytes the caches will hold when full."""
     if split == 0:
         return 0
+    shared = FeatureStore(store, model) if store is not None and split >= model.num_layers else None
     held = 0
     for name, data in sets.items():
         size = FeatureCache.size_bytes(model, data, split)
@@ -86,6 +178,6 @@ def attach_feature_caches(model: TaskModel, split: int, sets: dict[str, Tokenize
                       f"{size / 2**20:.0f} MiB, {budget_bytes / 2**20:.0f} MiB allowed ({held / 2**20:.0f} MiB "
                       f"used); recomputing them instead", file=sys.stderr)
             continue
-        data.features = FeatureCache(model, data, split)
+        data.features = FeatureCache(model, data, split, shared)
         held += size
     return held

@@ -13,7 +13,7 @@ import torch
 
 from edgefed.algorithms.base import FederatedData, init_prototype_head
 from edgefed.algorithms.data import DataError, Tokenized, load_split, partition, split_off
-from edgefed.algorithms.features import attach_feature_caches
+from edgefed.algorithms.features import FeatureStore, attach_feature_caches
 from edgefed.algorithms.fedspzo import FedSPZOSpec
 from edgefed.algorithms.models import ModelLoadError, TaskModel, load_backbone
 from edgefed.algorithms.registry import METHODS
@@ -159,7 +159,7 @@ def build_learning(scenario: Scenario, base: Path):
     except ValueError as exc:
         raise ScenarioError(str(exc) if str(exc).startswith("algorithm.") else f"algorithm.trainable: {exc}") from None
     attach_feature_caches(model, algorithm.prefix, {"held-out": test_tok, "training": train_tok},
-                          scenario.host.feature_cache_bytes)
+                          scenario.host.feature_cache_bytes, FeatureStore.default())
     return algorithm
 
 

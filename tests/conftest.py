@@ -10,6 +10,9 @@ import yaml
 
 # Tiny models run fastest on one thread, and test subprocesses must not oversubscribe shared cores.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Runs under test compute their frozen layers' outputs themselves (tests of the fill, threads and
+# cache equality mean it); tests of the persistent store point it at a folder of their own.
+os.environ["EDGEFED_FEATURE_STORE"] = "off"
 import torch  # noqa: E402
 
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))

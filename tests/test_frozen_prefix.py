@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from edgefed.algorithms.decomfl import DeComFL
-from edgefed.algorithms.features import FeatureCache, attach_feature_caches
+from edgefed.algorithms.features import FeatureCache, FeatureStore, attach_feature_caches
 from edgefed.algorithms.fedavg import FedAvg
 from edgefed.algorithms.fedkseed import FedKSeed
 from edgefed.algorithms.fedspzo import FedSPZO
@@ -109,6 +109,38 @@ def test_cache_fills_in_fixed_chunks_whatever_the_order_of_use():
             second.lookup(data.train.batch([i], cached=False))
     for a, b in zip(first.rows, second.rows):
         assert torch.equal(a, b)
+
+
+def test_pooled_features_persist_across_runs_and_only_for_the_same_weights_and_inputs(tmp_path, monkeypatch):
+    """A second run of the same model reads every chunk from the store, bit for bit; other weights
+    or a damaged file are computed again; per-token states are never stored."""
+    monkeypatch.setattr("edgefed.algorithms.features.CHUNK", 8)
+    model, data = tiny_setup()
+    everything = range(len(data.train))
+
+    def fill(model, data, split=4):
+        cache = FeatureCache(model, data.train, split, FeatureStore(tmp_path, model))
+        with torch.no_grad():
+            cache.lookup(data.train.batch(everything, cached=False))
+        return cache
+
+    first = fill(model, data)
+    files = sorted(tmp_path.glob("*.safetensors"))
+    assert len(files) == len(first.chunks) > 1
+    model2, data2 = tiny_setup()  # a new run: the same weights rebuilt from the seed
+    with monkeypatch.context() as patch:
+        patch.setattr(type(model2), "block1", lambda *a: pytest.fail("the store was not read"))
+        second = fill(model2, data2)
+    assert all(torch.equal(a, b) for a, b in zip(first.rows, second.rows))
+    files[0].write_bytes(b"not a safetensors file")
+    other, data3 = tiny_setup(seed=1)  # other weights: other keys, nothing read
+    fill(other, data3)
+    assert len(list(tmp_path.glob("*.safetensors"))) == 2 * len(files)
+    damaged = fill(*tiny_setup())
+    assert all(torch.equal(a, b) for a, b in zip(first.rows, damaged.rows))
+    assert files[0].read_bytes() != b"not a safetensors file"  # recomputed and rewritten
+    fill(*tiny_setup(), split=2)
+    assert len(list(tmp_path.glob("*.safetensors"))) == 2 * len(files)  # per-token: not stored
 
 
 def test_cache_budget_falls_back_to_recomputation_and_says_so_once(capsys):

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import copy
 import csv
-import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from edgefed.simulator.provenance import write_bench_result  # noqa: E402
 
 RUN = ROOT / "bench/runs/engine-share"
 DEVICES, PER_ROUND = 2000, 1000
@@ -51,14 +50,12 @@ def main() -> None:
     with (RUN / "rounds.csv").open() as fh:
         setup = next(float(r["host_seconds"]) for r in csv.DictReader(fh) if int(r["round"]) == 0)
     systems = wall - setup - learning
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    figures = {"commit": commit, "cores": os.cpu_count(), "machine": platform.machine(),
-               "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "devices": DEVICES,
+    figures = {"omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "devices": DEVICES,
                "clients_per_round": PER_ROUND, "rounds": rounds, "wall_s": wall, "setup_s": setup,
                "learning_s": learning, "systems_s": systems, "systems_share_of_rounds": systems / (wall - setup)}
     print(f"{rounds} rounds x {PER_ROUND} clients: {wall:.1f} s wall, setup {setup:.1f} s, learning {learning:.1f} s, "
           f"systems {systems:.1f} s = {100 * figures['systems_share_of_rounds']:.1f}% of the rounds' host time")
-    (ROOT / "bench/results/engine_share.json").write_text(json.dumps(figures, indent=2) + "\n")
+    write_bench_result(ROOT / "bench/results/engine_share.json", figures, __file__)
 
 
 if __name__ == "__main__":

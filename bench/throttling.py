@@ -12,7 +12,6 @@ catalog used before, and writes bench/results/throttling.json.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -21,7 +20,7 @@ from edgefed.algorithms.models import Batch, TaskModel, load_backbone
 from edgefed.algorithms.work import Work
 from edgefed.devices.profile import default_catalog
 from edgefed.simulator.costs import compute_seconds
-from edgefed.simulator.results import atomic_write
+from edgefed.simulator.provenance import write_bench_result
 from edgefed.simulator.thermal import Thermal
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,7 +70,7 @@ def main() -> None:
                                          "total_s": total, "flat_0.7_total_s": flat})
                 print(f"{name:12s} {label:30s} {schedule:42s} {burst_s:8.1f} {per_round[0]:8.1f} {per_round[-1]:8.1f}"
                       f" {total:8.1f} {total / (ROUNDS * burst_s):7.2f}x {flat:9.1f}")
-    atomic_write(REPO / "bench" / "results" / "throttling.json", json.dumps(results, indent=2) + "\n")
+    write_bench_result(REPO / "bench" / "results" / "throttling.json", results, __file__)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from edgefed.algorithms.data import Tokenized
+from edgefed.algorithms.gguf import cache_dir
 from edgefed.algorithms.models import Batch, TaskModel
 
 CHUNK = 64  # examples per prefix pass while filling
@@ -66,13 +67,11 @@ class FeatureStore:
 
     @staticmethod
     def default() -> Path | None:
-        """``$EDGEFED_FEATURE_STORE`` (``off``: none), else the user's cache folder."""
+        """``$EDGEFED_FEATURE_STORE`` (``off``: none), else ``features/`` in the edgefed cache folder."""
         value = os.environ.get(STORE_ENV)
         if value == "off":
             return None
-        if value:
-            return Path(value).expanduser()
-        return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgefed" / "features"
+        return Path(value).expanduser() if value else cache_dir() / "features"
 
     def path(self, batch: Batch) -> Path:
         digest = hashlib.sha256(self.model_key)

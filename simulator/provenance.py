@@ -46,7 +46,12 @@ def _git(*args: str, root: Path) -> str | None:
 def code(root: Path = CHECKOUT, paths: tuple[str, ...] = CODE_PATHS) -> dict:
     """The edgefed version, and the git commit plus a dirty flag (uncommitted changes to ``paths``,
     the code; data and results are covered by hashes, and a benchmark rewrites its own results)
-    when edgefed runs from a checkout; both null for an installed wheel."""
+    when edgefed runs from a checkout; both null for an installed wheel. A copy of the sources
+    whose git folder is missing or out of date (a build machine's, an accelerator's) is named by
+    ``$EDGEFED_SOURCE_COMMIT``: recorded as the commit, with ``dirty`` unknown."""
+    declared = os.environ.get("EDGEFED_SOURCE_COMMIT")
+    if declared:
+        return {"edgefed": versions()["edgefed"], "commit": declared, "dirty": None}
     commit = _git("rev-parse", "HEAD", root=root) if (root / ".git").exists() else None
     dirty = None
     if commit is not None:

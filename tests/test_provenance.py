@@ -64,6 +64,11 @@ def test_an_installed_copy_outside_a_checkout_records_no_commit(tmp_path):
     assert provenance.code(tmp_path) == {"edgefed": provenance.versions()["edgefed"], "commit": None, "dirty": None}
 
 
+def test_a_copy_whose_git_is_stale_is_named_by_the_declared_commit(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEFED_SOURCE_COMMIT", "bb8f0a2")
+    assert provenance.code() == {"edgefed": provenance.versions()["edgefed"], "commit": "bb8f0a2", "dirty": None}
+
+
 def git(repo, *args):
     return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout.strip()
 

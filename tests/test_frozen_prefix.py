@@ -200,3 +200,25 @@ def test_quickstart_learns_the_same_with_the_feature_cache_on_and_off(tmp_path):
     for (acc_on, loss_on), (acc_off, loss_off) in zip(cached, uncached):
         assert abs(acc_on - acc_off) <= 1 / 872 + 1e-12
         assert loss_on == pytest.approx(loss_off, rel=1e-4)
+
+
+def test_a_run_reading_the_feature_store_writes_the_same_files(tmp_path, tiny_dict, monkeypatch):
+    """Head only: the second run reads every encoder output from the store and its run directory
+    equals the first's except host seconds."""
+    from typer.testing import CliRunner
+
+    from edgefed.simulator.cli import app
+    from tests.conftest import write_scenario
+
+    tiny_dict["algorithm"]["trainable"] = "head"
+    monkeypatch.setenv("EDGEFED_FEATURE_STORE", str(tmp_path / "store"))
+    path = write_scenario(tmp_path, tiny_dict)
+    outputs = []
+    for name in ("first", "second"):
+        result = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / name), "--quiet"])
+        assert result.exit_code == 0, result.output
+        with (tmp_path / name / "rounds.csv").open() as fh:
+            outputs.append([{k: v for k, v in r.items() if k != "host_seconds"} for r in csv.DictReader(fh)])
+        outputs.append((tmp_path / name / "clients.csv").read_text())
+    assert list((tmp_path / "store").glob("*.safetensors"))
+    assert outputs[0] == outputs[2] and outputs[1] == outputs[3]

@@ -26,7 +26,7 @@ import hashlib
 import itertools
 import json
 import os
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from pathlib import Path
@@ -202,14 +202,16 @@ def _threads(workers: int) -> int:
 
 def run_local(jobs: list[tuple], workers: int, on_done) -> None:
     """One worker: the points in turn in this process. More: spawned worker processes (a fresh
-    interpreter each, so nothing a point sets up leaks into another's process)."""
+    interpreter each, so nothing a point sets up leaks into another's process), each point
+    reported as it finishes (a sweep cut short by a time limit shows what it got)."""
     if workers == 1:
         for job in jobs:
             on_done(Path(job[2]).name, run_point(*job))
         return
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(run_point, *job, _threads(workers)) for job in jobs]
-        for job, future in zip(jobs, futures):
+        futures = {pool.submit(run_point, *job, _threads(workers)): job for job in jobs}
+        for future in as_completed(futures):
+            job = futures[future]
             try:
                 result = future.result()
             except BrokenProcessPool as exc:  # its worker died (killed, out of memory)

@@ -24,6 +24,7 @@ hundreds of times larger.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import platform
@@ -52,7 +53,7 @@ class FeatureStore:
     are written atomically; one that cannot be read is computed again and rewritten."""
 
     def __init__(self, folder: Path, model: TaskModel):
-        self.folder = folder
+        self.folder, self.writable = folder, True
         digest = hashlib.sha256(STORE_FORMAT)
         for source in (Path(__file__), Path(sys.modules[TaskModel.__module__].__file__)):
             digest.update(source.read_bytes())
@@ -87,15 +88,19 @@ class FeatureStore:
         return features if features.shape[0] == rows else None
 
     def save(self, path: Path, features: torch.Tensor) -> None:
+        if not self.writable:
+            return
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
             save_file({"features": features.detach().cpu().contiguous()}, tmp)
             os.replace(tmp, path)
-        except OSError as exc:  # a full or read-only disk costs host seconds, never the run
-            print(f"warning: {STORE_ENV}: cannot write {self.folder}: {exc.strerror}; features not kept",
+        except OSError as exc:  # a full or read-only disk costs host seconds, never the run: said once
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            print(f"warning: {STORE_ENV}: cannot write {self.folder}: {exc.strerror or exc}; features not kept",
                   file=sys.stderr)
-            self.folder = Path(os.devnull)
+            self.writable = False
 
 
 def _cpu_model() -> str:

@@ -143,6 +143,19 @@ def test_pooled_features_persist_across_runs_and_only_for_the_same_weights_and_i
     assert len(list(tmp_path.glob("*.safetensors"))) == 2 * len(files)  # per-token: not stored
 
 
+def test_a_store_that_cannot_be_written_says_so_once_and_the_run_goes_on(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("edgefed.algorithms.features.CHUNK", 8)
+    model, data = tiny_setup()
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the store's folder would be")
+    cache = FeatureCache(model, data.train, 4, FeatureStore(blocked / "store", model))
+    with torch.no_grad():
+        cache.lookup(data.train.batch(range(len(data.train)), cached=False))
+    assert len(cache.chunks) > 1 and all(row is not None for row in cache.rows)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "EDGEFED_FEATURE_STORE" in lines[0]
+
+
 def test_cache_budget_falls_back_to_recomputation_and_says_so_once(capsys):
     model, data = tiny_setup()
     train, test = data.train, data.test

@@ -38,6 +38,7 @@ from safetensors.torch import load_file, save_file
 from edgefed.algorithms.data import Tokenized
 from edgefed.algorithms.gguf import cache_dir
 from edgefed.algorithms.models import Batch, TaskModel
+from edgefed.devices.profile import host_cpu
 
 CHUNK = 64  # examples per prefix pass while filling
 STORE_ENV = "EDGEFED_FEATURE_STORE"
@@ -59,7 +60,7 @@ class FeatureStore:
             digest.update(source.read_bytes())
         device = next(model.parameters()).device
         digest.update(repr((torch.__version__, str(device), torch.cuda.get_device_name(device)
-                            if device.type == "cuda" else "", platform.machine(), _cpu_model(), model.kind,
+                            if device.type == "cuda" else "", platform.machine(), host_cpu(), model.kind,
                             model.backbone.config.to_json_string())).encode())
         for name, tensor in model.backbone.state_dict().items():
             digest.update(name.encode() + str((tensor.dtype, tuple(tensor.shape))).encode())
@@ -101,16 +102,6 @@ class FeatureStore:
             print(f"warning: {STORE_ENV}: cannot write {self.folder}: {exc.strerror or exc}; features not kept",
                   file=sys.stderr)
             self.writable = False
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 class FeatureCache:

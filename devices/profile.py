@@ -5,6 +5,7 @@ reader can check where a time or energy figure comes from.
 """
 from __future__ import annotations
 
+import platform
 from functools import cache
 from pathlib import Path
 from typing import Literal
@@ -117,3 +118,16 @@ def load_catalog(path: Path | str = CATALOG_PATH) -> Catalog:
 @cache
 def default_catalog() -> Catalog:
     return load_catalog(CATALOG_PATH)
+
+
+def host_cpu() -> str:
+    """This machine's CPU as /proc/cpuinfo names it (x86 ``model name``, Arm ``Hardware`` or
+    ``Model``), else what ``platform`` knows: run records name it, and fp32 results can differ
+    between CPUs (the feature store keys on it)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("model name", "Hardware", "Model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

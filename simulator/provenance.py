@@ -15,6 +15,7 @@ import platform
 import subprocess
 from pathlib import Path
 
+from edgefed.devices.profile import host_cpu
 from edgefed.simulator.results import atomic_write
 
 PROVENANCE = "provenance.json"
@@ -60,22 +61,12 @@ def code(root: Path = CHECKOUT, paths: tuple[str, ...] = CODE_PATHS) -> dict:
     return {"edgefed": versions()["edgefed"], "commit": commit, "dirty": dirty}
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("model name", "Hardware", "Model")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine() -> dict:
     """The host that produced the numbers (what host_seconds and benchmark timings depend on)."""
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": _cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    return {"cpu": host_cpu(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "gpu": gpu, "platform": platform.platform()}
 
 

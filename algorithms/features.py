@@ -82,6 +82,7 @@ class FeatureStore:
         return self.folder / f"{digest.hexdigest()}.safetensors"
 
     def load(self, path: Path, rows: int) -> torch.Tensor | None:
+        """The chunk's vectors, or None if they are not stored (or cannot be read)."""
         try:
             features = load_file(path)["features"]
         except (OSError, SafetensorError, KeyError):
@@ -139,7 +140,7 @@ class FeatureCache:
         indices = self.chunks[chunk]
         batch = self.data.batch(indices, cached=False, bucket=False)  # similar lengths: little padding
         path = self.store.path(batch) if self.store is not None else None
-        features = self.store.load(path, len(indices)) if path is not None and path.is_file() else None
+        features = self.store.load(path, len(indices)) if path is not None else None
         if features is not None:
             features = features.to(batch.input_ids.device)
         else:

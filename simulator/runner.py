@@ -47,6 +47,18 @@ def open_checkpoint(run_dir: Path, resolved: dict) -> Checkpoint:
     return ckpt
 
 
+def has_own_checkpoint(run_dir: Path, scenario: Scenario) -> bool:
+    """Whether ``run_dir`` holds a readable checkpoint made by this same scenario: a sweep resumes
+    such a point where it stopped (anything else there is an old run to start over)."""
+    if not (run_dir / CHECKPOINT).is_file():
+        return False
+    try:
+        open_checkpoint(run_dir, scenario_dict(scenario))
+    except ScenarioError:
+        return False
+    return True
+
+
 def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress: RoundObserver | None = None,
                  resume: bool = False) -> dict:
     """Run every round, writing the run directory and a checkpoint as it goes; returns the summary.

@@ -14,7 +14,9 @@ A sweep file::
       - {algorithm.lr: 0.01}
 
 Every point runs into ``OUT/<point id>``; the id hashes the point's parameters, so a point whose
-run directory holds a finished ``summary.json`` is skipped and an interrupted sweep resumes. The
+run directory holds a finished ``summary.json`` is skipped and an interrupted sweep resumes: a
+point stopped in the middle continues from its last round's checkpoint (as ``edgefed run
+--resume``; its files equal an uninterrupted run's but for host seconds). The
 points run on local processes or Ray tasks; either way ``sweep.csv`` joins each point's
 parameters with its summary, in point order. A point that fails (bad input, diverged learning, a
 crash) does not stop the others: its row gives the exit code ``edgefed run`` would have (2 bad
@@ -119,13 +121,13 @@ def run_point(base: str, overrides: dict, run_dir: str, threads: int | None = No
     import torch
 
     from edgefed.simulator.engine import Diverged
-    from edgefed.simulator.runner import run_scenario
+    from edgefed.simulator.runner import has_own_checkpoint, run_scenario
 
     if threads:
         torch.set_num_threads(threads)
     try:
         scenario, folder = point_scenario(Path(base), overrides)
-        return run_scenario(scenario, folder, Path(run_dir))
+        return run_scenario(scenario, folder, Path(run_dir), resume=has_own_checkpoint(Path(run_dir), scenario))
     except ScenarioError as exc:
         return failure(2, exc)
     except Diverged as exc:

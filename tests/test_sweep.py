@@ -1,4 +1,4 @@
-"""Sweeps: expansion, resume of an interrupted sweep, and local vs Ray giving the same table."""
+"""Sweeps: expansion, resume of an interrupted sweep (finished points skipped, a stopped one continued), and local vs Ray giving the same table."""
 import copy
 import csv
 import json
@@ -7,9 +7,13 @@ import shutil
 import pytest
 import yaml
 
+from edgefed.simulator.checkpoint import CHECKPOINT
+from edgefed.simulator.records import RoundObserver
+from edgefed.simulator.runner import run_scenario
 from edgefed.simulator.scenario import ScenarioError
-from edgefed.simulator.sweep import load_sweep, run_sweep
+from edgefed.simulator.sweep import load_sweep, point_scenario, run_sweep
 from tests.conftest import write_scenario
+from tests.test_resume import without_host_seconds
 
 
 def _sweep_file(tmp_path, tiny_dict, grid, points=None):
@@ -73,6 +77,31 @@ def test_interrupted_sweep_completes_only_missing_points(two_seeds, tmp_path):
     assert again["ran"] == [victim] and sorted(again["skipped"]) == sorted(kept)
     assert {pid: (out / pid / "clients.csv").stat().st_mtime_ns for pid in kept} == kept
     assert _rows(out / "sweep.csv") == table
+
+
+class StopAfterRound1(RoundObserver):
+    def round_done(self, engine, record, rows):
+        if record.round == 1:
+            raise KeyboardInterrupt
+
+
+def test_a_point_stopped_mid_run_resumes_from_its_checkpoint(two_seeds, tmp_path):
+    path, local, first = two_seeds
+    out = tmp_path / "out"
+    shutil.copytree(local, out)
+    victim = first["ran"][1]
+    points = {p.id: p for p in load_sweep(path)[1]}
+    scenario, folder = point_scenario(path.parent / "base.yaml", points[victim].overrides)
+    with pytest.raises(KeyboardInterrupt):
+        run_scenario(scenario, folder, out / victim, progress=StopAfterRound1())
+    assert (out / victim / CHECKPOINT).is_file()
+    stopped = (out / victim / "rounds.csv").read_text()
+    again = run_sweep(path, out)
+    assert again["ran"] == [victim]
+    resumed = (out / victim / "rounds.csv").read_text()
+    assert resumed.startswith(stopped) and len(resumed) > len(stopped), "rounds 0-1 kept as written: not re-run"
+    assert without_host_seconds(out / victim) == without_host_seconds(local / victim)
+    assert _rows(out / "sweep.csv") == _rows(local / "sweep.csv")
 
 
 def test_local_and_ray_backends_write_identical_rows(two_seeds, tmp_path, local_ray):

@@ -18,8 +18,9 @@ reference method's report runs alone. Writes bench/results/fedspzo_paper.json an
 from __future__ import annotations
 
 import argparse
-import csv
+import functools
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -98,12 +99,16 @@ def load_plan(path: Path) -> Plan:
         fail(f"{path}: {str(exc).splitlines()[0]}")
 
 
+@functools.cache
+def base_algorithm(path: Path) -> dict:
+    return load_scenario(path)[0].algorithm.model_dump()
+
+
 def algorithm(plan: Plan, method: str, config: dict, lr: float) -> dict:
     """The full ``algorithm`` section of one point: the regime's shared settings that the method
     takes, then its configuration and learning rate."""
     fields = SHARED & set(METHODS[method].Spec.model_fields)
-    base, _ = load_scenario(resolve_path(PLAN.parent, plan.regime.base))
-    shared = {k: v for k, v in base.algorithm.model_dump().items() if k in fields}
+    shared = {k: v for k, v in base_algorithm(resolve_path(PLAN.parent, plan.regime.base)).items() if k in fields}
     shared.update({k.split(".", 1)[1]: v for k, v in plan.regime.set.items() if k.startswith("algorithm.")
                    and k.split(".", 1)[1] in fields})
     return {"name": method, **shared, **config, "lr": lr}
@@ -268,7 +273,12 @@ def classes(plan: Plan) -> None:
                "seed": seed_of(run_dir), "fleet.groups": groups}
               for run_dirs in report_runs(plan).values() for run_dir in run_dirs
               for groups in plan.device_classes.values()]
-    run_stage(write_sweep(OUT / "classes", plan, plan.report, "test", points, seeds=False), 1)
+    sweep = write_sweep(OUT / "classes", plan, plan.report, "test", points, seeds=False)
+    current = {p.id for p in load_sweep(sweep)[1]}
+    for old in sweep.parent.glob("p[0-9]*"):  # a replay of a run no longer reported (ids follow positions)
+        if old.name not in current:
+            shutil.rmtree(old)
+    run_stage(sweep, 1)
 
 
 def run_algorithm(run_dir: Path) -> dict:
@@ -355,12 +365,11 @@ def learning_hardware(folder: Path) -> dict:
     device, so a table must not mix kinds."""
     where: dict[str, int] = {}
     host = 0.0
-    for _, summary_ in summaries(folder):
-        if summary_ is None:
+    for point in load_sweep(folder / "sweep.yaml")[1]:
+        if not is_complete(folder / point.id):
             continue
-        host += summary_["host_seconds"]
-    for prov in sorted(folder.glob("p*/provenance.json")):
-        p = json.loads(prov.read_text())
+        host += json.loads((folder / point.id / "summary.json").read_text())["host_seconds"]
+        p = json.loads((folder / point.id / "provenance.json").read_text())
         key = f"{p['learning_device']} | {p['machine']['cpu']} | commit {p['code']['commit']}"
         where[key] = where.get(key, 0) + 1
     return {"runs_by_device": where, "host_seconds": host}
@@ -389,7 +398,8 @@ def auto_picks(plan: Plan) -> dict:
 
 
 def class_table(plan: Plan, target: float) -> dict:
-    """Per device class and method: mean simulated time and energy to the target over seeds."""
+    """Per device class: each method's simulated time and energy to the target per seed, and the
+    method with the least mean of each among those that reached it on every seed."""
     folder = OUT / "classes"
     if not (folder / "sweep.yaml").is_file():
         return {}
@@ -402,10 +412,15 @@ def class_table(plan: Plan, target: float) -> dict:
             continue
         s = retarget(run_dir, target)
         cls = names[json.dumps(p.overrides["fleet.groups"], sort_keys=True)]
-        entry = out.setdefault(cls, {}).setdefault(p.overrides["algorithm"]["name"], {"time_to_target_s": [],
-                                                                                        "energy_to_target_j": []})
+        entry = out.setdefault(cls, {"methods": {}})["methods"].setdefault(
+            p.overrides["algorithm"]["name"], {"time_to_target_s": [], "energy_to_target_j": []})
         entry["time_to_target_s"].append(s["time_to_target_s"])
         entry["energy_to_target_j"].append(s["energy_to_target_j"])
+    for row in out.values():
+        for figure in ("time_to_target_s", "energy_to_target_j"):
+            # a method wins a class only if every seed reached the target there
+            means = {m: float(np.mean(f[figure])) for m, f in row["methods"].items() if None not in f[figure]}
+            row[f"least_{figure}"] = min(means, key=means.get) if means else None
     return out
 
 

@@ -69,10 +69,17 @@ def test_the_whole_comparison_on_a_tiny_plan(tmp_path, base):
         assert summary["target_accuracy"] == result["target"]["accuracy"] and summary["target_smoothing"] == 2
     ratios = result["ratios"]["decomfl/fedspzo"]["client_flops_to_target"]["per_seed"]
     assert len(ratios) == 2 and all(len(r) == 1 for r in ratios)
-    assert set(result["device_classes"]["jetsons"]) == {"decomfl", "fedspzo"}
+    jetsons = result["device_classes"]["jetsons"]
+    assert set(jetsons["methods"]) == {"decomfl", "fedspzo"}
+    reached = {m: f["time_to_target_s"] for m, f in jetsons["methods"].items() if None not in f["time_to_target_s"]}
+    assert jetsons["least_time_to_target_s"] == (min(reached, key=lambda m: sum(reached[m])) if reached else None)
     assert result["auto_picks"]["jetsons"]["device"] == "jetson-orin-nano" and result["auto_picks"]["jetsons"]["p2"] >= 1
     assert (tmp_path / "out" / "plots" / "accuracy_vs_flops.png").is_file()
+    orphan = tmp_path / "out" / "classes" / "p999-0badc0de"  # a replay of a run no longer reported
+    orphan.mkdir()
+    (orphan / "summary.json").write_text("{}")
     again = bench(tmp_path, plan(base), "all")
+    assert not orphan.exists()
     assert again.returncode == 0 and "0 ran" in again.stdout and json.loads(
         (tmp_path / "result.json").read_text())["methods"] == result["methods"]
     # a tuning grid cut short (here: one run's summary gone) chooses nothing: one line, exit 2

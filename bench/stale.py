@@ -1,8 +1,11 @@
 """List the benchmark results that the code has moved past.
 
-A result is stale when ``simulator/``, ``algorithms/``, ``devices/`` or its own bench script
-changed between the commit its ``provenance`` block records and HEAD; results recorded from a
-dirty checkout or with no provenance cannot be traced and are listed too. Exit 1 when any is
+A result is stale when the code its bench script runs changed between the commit its
+``provenance`` block records and HEAD: the script itself, every ``edgefed`` module it imports
+(followed through the modules they import, lazy imports included; a script that runs
+``python -m edgefed`` runs the command line and all it imports) and the data files under
+``simulator/``, ``algorithms/`` and ``devices/`` (the device catalog, traces). Results recorded from
+a dirty checkout or with no provenance cannot be traced and are listed too. Exit 1 when any is
 listed, so CI can ask for a rerun.
 
     python bench/stale.py [--repo DIR]
@@ -10,12 +13,60 @@ listed, so CI can ask for a rerun.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-CODE = ("simulator", "algorithms", "devices")
+# import name -> folder, as pyproject.toml installs them (longest name first)
+PACKAGES = {"edgefed.simulator": "simulator", "edgefed.algorithms": "algorithms", "edgefed.devices": "devices",
+            "edgefed": "edgefed"}
+DATA = ("simulator", "algorithms", "devices")
+
+
+def module_file(repo: Path, name: str) -> str | None:
+    """The repository file of module ``name`` (``edgefed.simulator.engine`` -> simulator/engine.py),
+    or None when it is not one of ours (or is a name imported from a module)."""
+    for package, folder in PACKAGES.items():
+        if name == package or name.startswith(package + "."):
+            rest = name[len(package) + 1:].split(".") if name != package else []
+            base = Path(folder, *rest)
+            for candidate in ([base.with_suffix(".py")] if rest else []) + [base / "__init__.py"]:
+                if (repo / candidate).is_file():
+                    return candidate.as_posix()
+            return None
+    return None
+
+
+def imported_names(path: Path) -> set[str]:
+    """Every absolute import in a file, at any depth (function-level imports are how the code
+    defers heavy ones); ``from m import n`` gives both m and m.n (n may be a module)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+    return names
+
+
+def code_of(repo: Path, script: str) -> set[str]:
+    """The files the bench script runs: itself, the edgefed modules it reaches, every parent
+    package's __init__ (Python runs those first), and the data files the code reads."""
+    text = (repo / script).read_text(encoding="utf-8")
+    todo = sorted(imported_names(repo / script)) + (["edgefed.__main__"] if '"-m", "edgefed"' in text else [])
+    files = {script}
+    while todo:
+        name = todo.pop()
+        parts = name.split(".")
+        for module in (".".join(parts[:i]) for i in range(1, len(parts) + 1)):
+            found = module_file(repo, module)
+            if found and found not in files:
+                files.add(found)
+                todo += sorted(imported_names(repo / found))
+    data = git(repo, "ls-files", "--", *DATA).stdout.split()
+    return files | {f for f in data if not f.endswith(".py")}
 
 
 def git(repo: Path, *args: str) -> subprocess.CompletedProcess:
@@ -31,13 +82,14 @@ def why_stale(repo: Path, result: Path) -> str | None:
     if not isinstance(prov, dict) or not prov.get("commit"):
         return "no provenance (recorded before bench results carried one)"
     script = prov.get("script")
-    diff = git(repo, "diff", "--quiet", prov["commit"], "HEAD", "--", *CODE, *([script] if script else []))
-    if diff.returncode == 1:
-        changed = git(repo, "diff", "--name-only", prov["commit"], "HEAD", "--", *CODE, *([script] if script else []))
-        files = changed.stdout.split()
-        return f"code changed since {prov['commit'][:10]}: {', '.join(files[:5])}{' ...' if len(files) > 5 else ''}"
-    if diff.returncode != 0:
+    # a script gone from HEAD, or a result that names none: every package counts
+    code = sorted(code_of(repo, script)) if script and (repo / script).is_file() else [*DATA, "edgefed"]
+    changed = git(repo, "diff", "--name-only", prov["commit"], "HEAD", "--", *code)
+    if changed.returncode != 0:
         return f"commit {prov['commit'][:10]} is not in this repository"
+    files = changed.stdout.split()
+    if files:
+        return f"code changed since {prov['commit'][:10]}: {', '.join(files[:5])}{' ...' if len(files) > 5 else ''}"
     if prov.get("dirty"):
         return f"recorded from a checkout of {prov['commit'][:10]} with uncommitted changes"
     return None

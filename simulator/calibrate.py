@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 import time
 
 import torch
@@ -31,19 +32,23 @@ def host_clock():
     return time.process_time if torch.get_num_threads() == 1 else time.perf_counter
 
 
-def _best_seconds(fn, repeats: int) -> float:
-    """Fastest of ``repeats`` runs after one warm-up: the sustained rate without scheduler noise."""
+def _sustained_seconds(fn, samples: int = 5, min_seconds: float = 0.4) -> float:
+    """Seconds per call, the median of ``samples`` windows of at least ``min_seconds`` each (after
+    one warm-up). A whole window, not the fastest single call: a virtual machine's burst clock
+    made a best-of-5 of 30 ms calls read 1.4x the rate that the minutes-long client updates get."""
     clock = host_clock()
     fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = clock()
-        fn()
-        best = min(best, clock() - start)
-    return best
+    rates = []
+    for _ in range(samples):
+        calls, start = 0, clock()
+        while (elapsed := clock() - start) < min_seconds or calls == 0:
+            fn()
+            calls += 1
+        rates.append(elapsed / calls)
+    return statistics.median(rates)
 
 
-def gemm_flops(tokens: int = 768, repeats: int = 5) -> float:
+def gemm_flops(tokens: int = 768) -> float:
     """FLOP/s over the three GEMM shapes of one encoder layer (QKV/out, FFN up, FFN down)."""
     shapes = [(tokens, HIDDEN, HIDDEN), (tokens, HIDDEN, FFN), (tokens, FFN, HIDDEN)]
     mats = [(torch.randn(m, k), torch.randn(k, n)) for m, k, n in shapes]
@@ -53,10 +58,10 @@ def gemm_flops(tokens: int = 768, repeats: int = 5) -> float:
         for a, b in mats:
             torch.mm(a, b)
 
-    return flops / _best_seconds(run, repeats)
+    return flops / _sustained_seconds(run)
 
 
-def transformer_flops(batch: int = 16, tokens: int = 48, repeats: int = 5) -> float:
+def transformer_flops(batch: int = 16, tokens: int = 48) -> float:
     """FLOP/s of one MiniLM-sized BERT encoder layer forward, FLOPs counted as the model's are."""
     from torch.utils.flop_counter import FlopCounterMode
     from transformers import BertConfig
@@ -68,21 +73,21 @@ def transformer_flops(batch: int = 16, tokens: int = 48, repeats: int = 5) -> fl
     with torch.no_grad():
         with FlopCounterMode(display=False) as counter:
             layer(x)
-        return counter.get_total_flops() / _best_seconds(lambda: layer(x), repeats)
+        return counter.get_total_flops() / _sustained_seconds(lambda: layer(x))
 
 
-def memory_bandwidth(mbytes: int = 256, repeats: int = 5) -> float:
+def memory_bandwidth(mbytes: int = 256) -> float:
     """Bytes/s of a large copy, counting the read and the write."""
     src = torch.ones(mbytes * 2**20 // 4)
     dst = torch.empty_like(src)
-    return 2.0 * src.numel() * 4 / _best_seconds(lambda: dst.copy_(src), repeats)
+    return 2.0 * src.numel() * 4 / _sustained_seconds(lambda: dst.copy_(src))
 
 
-def rng_rate(numel: int = 2**24, repeats: int = 3) -> float:
+def rng_rate(numel: int = 2**24) -> float:
     """Gaussian numbers/s drawn the way ``algorithms.zo`` draws them (``normal_`` with a Generator)."""
     out = torch.empty(numel)
     gen = torch.Generator().manual_seed(0)
-    return numel / _best_seconds(lambda: out.normal_(generator=gen), repeats)
+    return numel / _sustained_seconds(lambda: out.normal_(generator=gen))
 
 
 def usable_memory_bytes() -> float:
@@ -102,7 +107,7 @@ def host_profile(power_active_w: float = 65.0, power_idle_w: float = 10.0) -> De
         flops={"fp32": flops}, mem_bandwidth=bandwidth, memory_bytes=usable_memory_bytes(),
         power_active_w=power_active_w, power_idle_w=power_idle_w, default_link="ethernet",
         rng_flops=rng * RNG_FLOPS_PER_NUMBER["gaussian"],
-        sources={"flops": f"{where}: BERT layer forward ({HIDDEN}/{FFN}, 16 x 48 tokens), best of 5; "
+        sources={"flops": f"{where}: BERT layer forward ({HIDDEN}/{FFN}, 16 x 48 tokens), median of 5 windows of 0.4 s; "
                           f"bare GEMMs at these shapes: {gemm / 1e9:.1f} GFLOP/s",
                  "mem_bandwidth": f"{where}: 256 MiB copy, read + write",
                  "rng_flops": f"{where}: {rng / 1e6:.0f} M Gaussian numbers/s x {RNG_FLOPS_PER_NUMBER['gaussian']:g}",

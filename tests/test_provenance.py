@@ -79,11 +79,15 @@ def bench_repo(tmp_path):
     if subprocess.run(["git", "--version"], capture_output=True).returncode != 0:
         pytest.skip("git is not installed")
     repo = tmp_path / "repo"
-    for folder in ("simulator", "algorithms", "devices", "bench/results", "docs"):
+    for folder in ("simulator", "algorithms", "devices", "edgefed", "bench/results", "docs"):
         (repo / folder).mkdir(parents=True)
-    (repo / "simulator" / "engine.py").write_text("A = 1\n")
-    (repo / "bench" / "speed.py").write_text("print(1)\n")
+    (repo / "simulator" / "engine.py").write_text("def f():\n    from edgefed.algorithms import zo\nA = 1\n")
+    (repo / "algorithms" / "zo.py").write_text("B = 1\n")
+    (repo / "devices" / "catalog.yaml").write_text("pi: 1\n")
+    (repo / "edgefed" / "__main__.py").write_text("from edgefed.simulator.engine import A\n")
+    (repo / "bench" / "speed.py").write_text("from edgefed.simulator.engine import A\nprint(A)\n")
     (repo / "bench" / "other.py").write_text("print(2)\n")
+    (repo / "bench" / "command.py").write_text('import subprocess, sys\nsubprocess.run([sys.executable, "-m", "edgefed"])\n')
     git(repo, "init", "-q")
     git(repo, "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A")
     git(repo, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "one")
@@ -111,16 +115,23 @@ def test_stale_lists_results_whose_code_changed_since_their_commit(bench_repo):
     repo, first = bench_repo
     record(repo, "speed", first, "bench/speed.py")
     record(repo, "other", first, "bench/other.py")
+    record(repo, "command", first, "bench/command.py")
     commit_all(repo, "results")
     out = run_stale(repo)
-    assert out.returncode == 0 and "0 of 2" in out.stdout
-    (repo / "simulator" / "engine.py").write_text("A = 2\n")  # the simulator changed: both stale
+    assert out.returncode == 0 and "0 of 3" in out.stdout
+    # reached only through engine.py's function-level import: stale for the scripts that run the
+    # engine (directly, or through `python -m edgefed`), not for one that never imports it
+    (repo / "algorithms" / "zo.py").write_text("B = 2\n")
     (repo / "docs" / "notes.md").write_text("docs do not make a result stale\n")
-    commit_all(repo, "engine")
+    commit_all(repo, "zo")
     out = run_stale(repo)
     assert out.returncode == 1
-    assert "bench/results/speed.json: code changed since" in out.stdout and "simulator/engine.py" in out.stdout
-    assert "2 of 2" in out.stdout
+    listed = {line.split(":")[0] for line in out.stdout.splitlines() if line.startswith("bench/")}
+    assert listed == {"bench/results/speed.json", "bench/results/command.json"}, out.stdout
+    assert "algorithms/zo.py" in out.stdout and "notes.md" not in out.stdout
+    (repo / "devices" / "catalog.yaml").write_text("pi: 2\n")  # data the code reads: every result
+    commit_all(repo, "catalog")
+    assert "3 of 3" in run_stale(repo).stdout
 
 
 def test_stale_follows_each_result_own_script_only(bench_repo):

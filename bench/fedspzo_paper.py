@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -131,7 +132,9 @@ def write_sweep(folder: Path, plan: Plan, stage: Stage, evaluate_on: str, points
     """The stage as an `edgefed sweep` file (seeds as a grid axis unless the points name theirs),
     returned for run_sweep."""
     folder.mkdir(parents=True, exist_ok=True)
-    sweep = {"base": str(resolve_path(PLAN.parent, plan.regime.base)), "set": stage_set(plan, stage, evaluate_on),
+    # relative to the sweep file (as a sweep reads it), so a committed stage runs from any checkout
+    base = os.path.relpath(resolve_path(PLAN.parent, plan.regime.base), folder.resolve())
+    sweep = {"base": base, "set": stage_set(plan, stage, evaluate_on),
              **({"grid": {"seed": stage.seeds}} if seeds else {}), "points": points}
     path = folder / "sweep.yaml"
     atomic_write(path, yaml.safe_dump(sweep, sort_keys=False))

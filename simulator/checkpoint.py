@@ -59,8 +59,10 @@ class Checkpointer(RoundObserver):
     """Saves a checkpoint after every round. ``started``: the ``time.perf_counter()`` at which the
     run's host time began (earlier sessions of a resumed run included)."""
 
-    def __init__(self, run_dir: Path, resolved: dict, excluded: list[dict], started: float):
+    def __init__(self, run_dir: Path, resolved: dict, excluded: list[dict], started: float,
+                 device_kind: str | None = None):
         self.run_dir, self.resolved, self.excluded, self.started = run_dir, resolved, excluded, started
+        self.device_kind = device_kind  # cpu | cuda: the generator kind that drew the directions; None: replay
 
     def host_seconds(self) -> float:
         return time.perf_counter() - self.started
@@ -68,7 +70,7 @@ class Checkpointer(RoundObserver):
     def round_done(self, engine: Engine, record: RoundRecord, rows: list[ClientRecord]) -> None:
         algo = engine.algo
         state = {"scenario": self.resolved, "engine": engine.state(), "excluded": self.excluded,
-                 "host_seconds": self.host_seconds()}
+                 "host_seconds": self.host_seconds(), "device_kind": self.device_kind}
         save_checkpoint(self.run_dir, state, dict(zip(algo.trainable.names, algo.trainable.params)), algo.state(),
                         engine.arrays())
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from edgefed.simulator.build import build_run, device_name
+from edgefed.simulator.build import build_run, device_name, learning_device
 from edgefed.simulator.checkpoint import CHECKPOINT, Checkpoint, CheckpointError, Checkpointer, load_checkpoint, \
     remove_checkpoint
 from edgefed.simulator.engine import Diverged, RoundObserver
@@ -35,25 +35,38 @@ def prepare_run_dir(run_dir: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
-def open_checkpoint(run_dir: Path, resolved: dict) -> Checkpoint:
-    """The run directory's last checkpoint, refused unless this same scenario made it."""
+def device_kind(scenario: Scenario) -> str | None:
+    """The kind of device whose generator will draw the run's directions (``cpu`` or ``cuda``);
+    None for a replay, which draws none."""
+    return None if scenario.replay is not None else learning_device(scenario.model.device).type
+
+
+def open_checkpoint(run_dir: Path, scenario: Scenario) -> Checkpoint:
+    """The run directory's last checkpoint, refused unless this same scenario made it on the same
+    kind of device (a CUDA generator draws other directions than a CPU one: a run continued on the
+    other kind would match neither's results)."""
     try:
         ckpt = load_checkpoint(run_dir)
     except CheckpointError as exc:
         raise ScenarioError(str(exc)) from None
-    if ckpt.state["scenario"] != resolved:
+    if ckpt.state["scenario"] != scenario_dict(scenario):
         raise ScenarioError(f"{run_dir / CHECKPOINT}: made by a different scenario "
                             "(resume with the same file and --set values)")
+    made_on, here = ckpt.state.get("device_kind"), device_kind(scenario)
+    if made_on is not None and made_on != here:
+        raise ScenarioError(f"{run_dir / CHECKPOINT}: made on {made_on}, this run's model is on {here} "
+                            f"(directions differ per kind of device: resume where it ran, or set model.device)")
     return ckpt
 
 
 def has_own_checkpoint(run_dir: Path, scenario: Scenario) -> bool:
-    """Whether ``run_dir`` holds a readable checkpoint made by this same scenario: a sweep resumes
-    such a point where it stopped (anything else there is an old run to start over)."""
+    """Whether ``run_dir`` holds a readable checkpoint that this scenario can continue (same
+    scenario, same kind of device): a sweep resumes such a point where it stopped (anything else
+    there is an old run to start over)."""
     if not (run_dir / CHECKPOINT).is_file():
         return False
     try:
-        open_checkpoint(run_dir, scenario_dict(scenario))
+        open_checkpoint(run_dir, scenario)
     except ScenarioError:
         return False
     return True
@@ -66,7 +79,7 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress: RoundO
     ``replay`` drives only the systems side from a recorded trace."""
     wall_start = time.perf_counter()
     resolved = scenario_dict(scenario)
-    ckpt = open_checkpoint(run_dir, resolved) if resume else None
+    ckpt = open_checkpoint(run_dir, scenario) if resume else None
     if ckpt is None:
         prepare_run_dir(run_dir)
     for stale in run_dir.glob(".*.tmp"):  # what a kill in the middle of an atomic write leaves
@@ -80,7 +93,8 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress: RoundO
     writer.write_scenario(resolved, {**versions(), **({"device": ran_on} if ran_on else {})})
     write_run_provenance(run_dir, scenario, base, None if run.replay else engine.algo.model.backbone, ran_on)
     checkpointer = Checkpointer(run_dir, resolved, run.excluded,
-                                started=wall_start - (ckpt.state["host_seconds"] if ckpt else 0.0))
+                                started=wall_start - (ckpt.state["host_seconds"] if ckpt else 0.0),
+                                device_kind=device_kind(scenario))
     resumed_at = None
     if ckpt is not None:
         ckpt.restore(engine)

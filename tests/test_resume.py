@@ -8,8 +8,11 @@ import sys
 import time
 
 import pytest
+from safetensors import safe_open
+from safetensors.torch import save
 from typer.testing import CliRunner
 
+from edgefed.simulator.build import learning_device
 from edgefed.simulator.checkpoint import CHECKPOINT, load_checkpoint
 from edgefed.simulator.cli import app
 from tests.conftest import write_scenario
@@ -79,6 +82,18 @@ def test_resume_refuses_missing_foreign_or_corrupt_checkpoints(tmp_path, scenari
     before = (run_dir / "scenario.yaml").read_text()
     result = cli("run", scenario, "--resume", run_dir, "--quiet", "--set", "algorithm.lr=0.5")
     assert result.exit_code == 2 and "different scenario" in result.output, result.output
+    assert (run_dir / "scenario.yaml").read_text() == before
+
+    # made where the other kind of generator drew the directions: this run cannot continue it
+    here = learning_device("auto").type
+    other = "cuda" if here == "cpu" else "cpu"
+    assert load_checkpoint(run_dir).state["device_kind"] == here
+    with safe_open(str(run_dir / CHECKPOINT), framework="pt") as fh:
+        meta, tensors = fh.metadata(), {k: fh.get_tensor(k) for k in fh.keys()}
+    state = json.loads(meta["state"])
+    (run_dir / CHECKPOINT).write_bytes(save(tensors, {**meta, "state": json.dumps({**state, "device_kind": other})}))
+    result = cli("run", scenario, "--resume", run_dir, "--quiet", "--set", "rounds.max=2")
+    assert result.exit_code == 2 and f"made on {other}" in result.output, result.output
     assert (run_dir / "scenario.yaml").read_text() == before
 
     (run_dir / CHECKPOINT).write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage")

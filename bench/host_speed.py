@@ -8,7 +8,8 @@ training set. Writes bench/results/host_speed.json (the parts measured, merged i
     python bench/host_speed.py memory            # cache sizes: quickstart, SST-2 67k sentences
 
 Shared machines: each figure comes with the load average (1 min) before and after and the
-process's CPU seconds, which load inflates far less than wall time.
+process's CPU seconds, which load inflates far less than wall time. Each part carries its own
+``provenance`` (the file's top-level block is the last part's).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from edgefed.simulator.provenance import write_bench_result
+from edgefed.simulator.provenance import bench_provenance, write_bench_result
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "results" / "host_speed.json"
@@ -104,6 +105,10 @@ def main(part: str, rounds: int) -> None:
         results["cache_bytes"] = cache_sizes()
     else:
         raise SystemExit(f"unknown part {part!r} (quickstart, last2, memory)")
+    # parts are measured at different times: each keeps the commit and machine it ran on
+    for key in {"quickstart": ("quickstart", "quickstart_next_run"), "last2": ("last2",),
+                "memory": ("cache_bytes",)}[part]:
+        results[key] = {**results[key], "provenance": bench_provenance(__file__)}
     write_bench_result(OUT, {k: v for k, v in results.items() if k != "provenance"}, __file__)
 
 

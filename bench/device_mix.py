@@ -8,6 +8,7 @@ in bench/results/device_mix.json.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -23,6 +24,7 @@ TARGET = 0.59
 
 def main() -> None:
     out = ROOT / "bench/runs/device-mix"
+    shutil.rmtree(out, ignore_errors=True)  # a sweep skips finished points: never reuse an older checkout's runs
     start = time.perf_counter()
     result = run_sweep(ROOT / "scenarios/sweeps/device-mix.yaml", out, workers=2)
     wall = time.perf_counter() - start

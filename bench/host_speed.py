@@ -38,7 +38,10 @@ def timed_run(*overrides: str, store: str = "off") -> dict:
                 str(Path(tmp) / "run"), "--quiet"] + [a for o in overrides for a in ("--set", o)]
         load_before, cpu_before = os.getloadavg()[0], resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
-        subprocess.run(args, check=True, capture_output=True, env={**os.environ, "EDGEFED_FEATURE_STORE": store})
+        # as a user types it: torch picks its threads (an OMP_NUM_THREADS=1 left from the other
+        # benches' instructions once timed the quickstart on one core)
+        env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+        subprocess.run(args, check=True, capture_output=True, env={**env, "EDGEFED_FEATURE_STORE": store})
         wall = time.perf_counter() - start
         cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
         summary = json.loads((Path(tmp) / "run" / "summary.json").read_text())

@@ -122,6 +122,6 @@ def test_the_checkpoint_holds_neither_rows_nor_trace(real, tmp_path):
         with pytest.raises(KeyboardInterrupt):
             run_scenario(scenario, base, tmp_path / f"stop{stop}", progress=StopAfter(stop))
         state = load_checkpoint(tmp_path / f"stop{stop}").state
-        assert set(state) == {"scenario", "engine", "excluded", "host_seconds"}
+        assert set(state) == {"scenario", "engine", "excluded", "host_seconds", "device_kind"}
         sizes[stop] = len(json.dumps(state))
     assert abs(sizes[3] - sizes[1]) < 64, sizes  # the header does not grow with the rounds run

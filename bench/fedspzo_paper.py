@@ -13,11 +13,15 @@ skipped) and anyone can re-run or inspect one point:
 
 Choices are made by rules fixed in the plan before any run: per method the (configuration, lr)
 with the best final smoothed tuning accuracy (ties: the smaller lr); the target from the
-reference method's report runs alone. Writes bench/results/fedspzo_paper.json and plots.
+reference method's report runs alone. Besides the paired to-target ratios, `summary` sets each
+baseline's smoothed accuracy beside FedSPZO's at the client compute of the cheaper whole run
+(a fixed-budget view, added after the target was fixed). Writes bench/results/fedspzo_paper.json
+and plots.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import functools
 import json
 import os
@@ -32,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, V
 
 from edgefed.algorithms.registry import METHODS
 from edgefed.simulator.provenance import write_bench_result
-from edgefed.simulator.results import atomic_write, retarget
+from edgefed.simulator.results import atomic_write, retarget, smoothed
 from edgefed.simulator.scenario import ScenarioError, load_scenario, resolve_path
 from edgefed.simulator.sweep import is_complete, load_sweep, run_sweep
 
@@ -318,6 +322,30 @@ def spread(values: list[dict]) -> dict:
     return out
 
 
+def smoothed_within(run_dir: Path, flops: float) -> float | None:
+    """The run's smoothed accuracy (its own smoothing) at its last evaluation within ``flops`` of
+    client compute; None before the first full smoothing window."""
+    window = json.loads((run_dir / "summary.json").read_text())["target_smoothing"]
+    with (run_dir / "rounds.csv").open(newline="") as fh:
+        spent, evaluations = 0.0, []
+        for row in csv.DictReader(fh):
+            spent += float(row["client_flops"])
+            if row["accuracy"]:
+                evaluations.append((spent, float(row["accuracy"])))
+    curve = smoothed([acc for _, acc in evaluations], window)
+    within = [acc for (s, _), acc in zip(evaluations, curve) if s <= flops and acc is not None]
+    return within[-1] if within else None
+
+
+def equal_compute(theirs: Path, ours: Path) -> dict:
+    """Both runs' smoothed accuracy once each has spent the client compute of the cheaper whole
+    run: a fixed-budget view beside the fixed-target ratios, which one seed whose starting
+    accuracy sits near the target can decide."""
+    budget = min(json.loads((r / "summary.json").read_text())["totals"]["client_flops"] for r in (theirs, ours))
+    a, b = smoothed_within(theirs, budget), smoothed_within(ours, budget)
+    return {"budget_flops": budget, "theirs": a, "ours": b, "ours_minus_theirs": None if None in (a, b) else b - a}
+
+
 def summary(plan: Plan) -> dict:
     from edgefed.simulator import plots
 
@@ -333,16 +361,23 @@ def summary(plan: Plan) -> dict:
             "final_smoothed_accuracy": [s["final_smoothed_accuracy"] for s in sums],
             **{f: [s[f] for s in sums] for f in (*FIGURES, "rounds_to_target")},
         }
-    ratios = {}
+    ratios, at_equal_compute = {}, {}
     if HEADLINE in runs:
-        ours = {seed_of(r): json.loads((r / "summary.json").read_text()) for r in runs[HEADLINE]}
+        ours_dirs = {seed_of(r): r for r in runs[HEADLINE]}
+        ours = {seed: json.loads((r / "summary.json").read_text()) for seed, r in ours_dirs.items()}
         for method, run_dirs in runs.items():
             if method == HEADLINE:
                 continue
-            theirs = {seed_of(r): json.loads((r / "summary.json").read_text()) for r in run_dirs}
+            theirs_dirs = {seed_of(r): r for r in run_dirs}
+            theirs = {seed: json.loads((r / "summary.json").read_text()) for seed, r in theirs_dirs.items()}
             paired = sorted(set(ours) & set(theirs))
             ratios[f"{method}/{HEADLINE}"] = {f: spread([ratio(theirs[s], ours[s], f) for s in paired])
                                               for f in FIGURES}
+            per_seed = [equal_compute(theirs_dirs[s], ours_dirs[s]) for s in paired]
+            gaps = [p["ours_minus_theirs"] for p in per_seed]
+            at_equal_compute[f"{method}/{HEADLINE}"] = {
+                "per_seed": per_seed, **({"mean_gap": float(np.mean(gaps)), "min_gap": float(np.min(gaps)),
+                                          "max_gap": float(np.max(gaps))} if None not in gaps else {})}
     tuning = [{"method": o["algorithm"]["name"], **describe(o["algorithm"], plan),
                "final_smoothed_tuning_accuracy": s and s["final_smoothed_accuracy"]}
               for o, s in summaries(OUT / "tune")]
@@ -354,11 +389,11 @@ def summary(plan: Plan) -> dict:
                "target": {"rule": f"initial + {plan.target.fraction_of_gain} x (final smoothed - initial) test "
                                   f"accuracy of {plan.target.reference_method}, means over its seeds",
                           "accuracy": target, "reference_gain_per_seed": gains},
-               "methods": table, "ratios": ratios, "device_classes": class_table(plan, target),
+               "methods": table, "ratios": ratios, "at_equal_compute": at_equal_compute, "device_classes": class_table(plan, target),
                "auto_picks": auto_picks(plan),
                "learning_ran_on": {stage: learning_hardware(OUT / stage) for stage in ("tune", "report")}}
     write_bench_result(RESULT, figures, __file__)
-    print_table(table, ratios, target)
+    print_table(table, ratios, at_equal_compute, target)
     return figures
 
 
@@ -427,7 +462,7 @@ def class_table(plan: Plan, target: float) -> dict:
     return out
 
 
-def print_table(table: dict, ratios: dict, target: float) -> None:
+def print_table(table: dict, ratios: dict, at_equal_compute: dict, target: float) -> None:
     print(f"\ntarget accuracy {target:.4f} (smoothed); per method over seeds: mean final accuracy, "
           "seeds reaching the target")
     for method, row in table.items():
@@ -439,6 +474,10 @@ def print_table(table: dict, ratios: dict, target: float) -> None:
             cells.append(f"{f.split('_to_')[0]} " + (f"{r['mean']:.2f}x [{r['min']:.2f}, {r['max']:.2f}]"
                                                      if "mean" in r else "bounds only"))
         print(f"  {name}: " + "; ".join(cells))
+    for name, gap in at_equal_compute.items():
+        if "mean_gap" in gap:
+            print(f"  {name} at equal client compute: {HEADLINE} minus the other {gap['mean_gap']:+.4f} "
+                  f"[{gap['min_gap']:+.4f}, {gap['max_gap']:+.4f}] smoothed accuracy")
 
 
 def main() -> int:

@@ -3,6 +3,7 @@ reported over seeds, the target fixed from the reference method alone, paired ra
 replays; resuming skips finished runs; bad plans fail with one line before any run."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -69,6 +70,11 @@ def test_the_whole_comparison_on_a_tiny_plan(tmp_path, base):
         assert summary["target_accuracy"] == result["target"]["accuracy"] and summary["target_smoothing"] == 2
     ratios = result["ratios"]["decomfl/fedspzo"]["client_flops_to_target"]["per_seed"]
     assert len(ratios) == 2 and all(len(r) == 1 for r in ratios)
+    gaps = result["at_equal_compute"]["decomfl/fedspzo"]["per_seed"]
+    assert len(gaps) == 2
+    for gap in gaps:
+        assert gap["budget_flops"] > 0 and all(0.0 <= gap[k] <= 1.0 for k in ("theirs", "ours"))
+        assert gap["ours_minus_theirs"] == pytest.approx(gap["ours"] - gap["theirs"])
     jetsons = result["device_classes"]["jetsons"]
     assert set(jetsons["methods"]) == {"decomfl", "fedspzo"}
     reached = {m: f["time_to_target_s"] for m, f in jetsons["methods"].items() if None not in f["time_to_target_s"]}
@@ -102,3 +108,27 @@ def test_a_bad_plan_is_one_line_exit_2_before_any_run(tmp_path, base, edit, name
     assert done.returncode == 2, done.stderr
     assert named in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not list((tmp_path / "out").glob("tune/p*"))
+
+
+def test_accuracy_at_equal_compute_reads_the_smoothed_curve_within_the_budget(tmp_path):
+    spec = importlib.util.spec_from_file_location("fedspzo_paper", SCRIPT)
+    paper = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(paper)
+
+    def run(name: str, flops_per_round: float, accuracies: dict[int, float]) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        rows = ["round,accuracy,client_flops"] + [f"{r},{accuracies.get(r, '')},{0 if r == 0 else flops_per_round}"
+                                                  for r in range(7)]
+        (folder / "rounds.csv").write_text("\n".join(rows) + "\n")
+        (folder / "summary.json").write_text(json.dumps({"target_smoothing": 2,
+                                                         "totals": {"client_flops": 6 * flops_per_round}}))
+        return folder
+
+    cheap = run("cheap", 1.0, {0: 0.5, 2: 0.6, 4: 0.7, 6: 0.8})  # 6 FLOPs in all
+    dear = run("dear", 2.0, {0: 0.5, 2: 0.9, 4: 0.5, 6: 0.5})  # 12 FLOPs in all: 6 by round 3
+    assert paper.smoothed_within(cheap, 6.0) == pytest.approx(0.75)  # mean of rounds 4 and 6
+    assert paper.smoothed_within(dear, 6.0) == pytest.approx(0.70)  # rounds 0 and 2; round 4 is past it
+    assert paper.smoothed_within(dear, 1.0) is None  # one evaluation: no full window yet
+    gap = paper.equal_compute(dear, cheap)
+    assert gap["budget_flops"] == 6.0 and gap["ours_minus_theirs"] == pytest.approx(0.05)

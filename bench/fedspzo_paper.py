@@ -21,7 +21,6 @@ and plots.
 from __future__ import annotations
 
 import argparse
-import csv
 import functools
 import json
 import os
@@ -322,27 +321,23 @@ def spread(values: list[dict]) -> dict:
     return out
 
 
-def smoothed_within(run_dir: Path, flops: float) -> float | None:
-    """The run's smoothed accuracy (its own smoothing) at its last evaluation within ``flops`` of
-    client compute; None before the first full smoothing window."""
-    window = json.loads((run_dir / "summary.json").read_text())["target_smoothing"]
-    with (run_dir / "rounds.csv").open(newline="") as fh:
-        spent, evaluations = 0.0, []
-        for row in csv.DictReader(fh):
-            spent += float(row["client_flops"])
-            if row["accuracy"]:
-                evaluations.append((spent, float(row["accuracy"])))
-    curve = smoothed([acc for _, acc in evaluations], window)
-    within = [acc for (s, _), acc in zip(evaluations, curve) if s <= flops and acc is not None]
+def smoothed_within(run_dir: Path, flops: float, window: int) -> float | None:
+    """The run's accuracy, smoothed over ``window`` evaluations, at its last evaluation within
+    ``flops`` of client compute; None before the first full window."""
+    from edgefed.simulator import plots
+
+    curve = plots.read_curve(run_dir)
+    within = [acc for spent, acc in zip(curve["client_flops"], smoothed(curve["accuracy"], window))
+              if spent <= flops and acc is not None]
     return within[-1] if within else None
 
 
-def equal_compute(theirs: Path, ours: Path) -> dict:
+def equal_compute(theirs: tuple[Path, dict], ours: tuple[Path, dict]) -> dict:
     """Both runs' smoothed accuracy once each has spent the client compute of the cheaper whole
-    run: a fixed-budget view beside the fixed-target ratios, which one seed whose starting
-    accuracy sits near the target can decide."""
-    budget = min(json.loads((r / "summary.json").read_text())["totals"]["client_flops"] for r in (theirs, ours))
-    a, b = smoothed_within(theirs, budget), smoothed_within(ours, budget)
+    run (each given as its run directory and summary): a fixed-budget view beside the fixed-target
+    ratios, which one seed whose starting accuracy sits near the target can decide."""
+    budget = min(summary["totals"]["client_flops"] for _, summary in (theirs, ours))
+    a, b = (smoothed_within(run_dir, budget, summary["target_smoothing"]) for run_dir, summary in (theirs, ours))
     return {"budget_flops": budget, "theirs": a, "ours": b, "ours_minus_theirs": None if None in (a, b) else b - a}
 
 
@@ -373,7 +368,7 @@ def summary(plan: Plan) -> dict:
             paired = sorted(set(ours) & set(theirs))
             ratios[f"{method}/{HEADLINE}"] = {f: spread([ratio(theirs[s], ours[s], f) for s in paired])
                                               for f in FIGURES}
-            per_seed = [equal_compute(theirs_dirs[s], ours_dirs[s]) for s in paired]
+            per_seed = [equal_compute((theirs_dirs[s], theirs[s]), (ours_dirs[s], ours[s])) for s in paired]
             gaps = [p["ours_minus_theirs"] for p in per_seed]
             at_equal_compute[f"{method}/{HEADLINE}"] = {
                 "per_seed": per_seed, **({"mean_gap": float(np.mean(gaps)), "min_gap": float(np.min(gaps)),

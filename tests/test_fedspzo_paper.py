@@ -115,20 +115,18 @@ def test_accuracy_at_equal_compute_reads_the_smoothed_curve_within_the_budget(tm
     paper = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(paper)
 
-    def run(name: str, flops_per_round: float, accuracies: dict[int, float]) -> Path:
+    def run(name: str, flops_per_round: float, accuracies: dict[int, float]) -> tuple[Path, dict]:
         folder = tmp_path / name
         folder.mkdir()
-        rows = ["round,accuracy,client_flops"] + [f"{r},{accuracies.get(r, '')},{0 if r == 0 else flops_per_round}"
-                                                  for r in range(7)]
+        rows = ["round,sim_time_s,accuracy,bytes_up,bytes_down,energy_j,client_flops"] + [
+            f"{r},{r},{accuracies.get(r, '')},0,0,0,{0 if r == 0 else flops_per_round}" for r in range(7)]
         (folder / "rounds.csv").write_text("\n".join(rows) + "\n")
-        (folder / "summary.json").write_text(json.dumps({"target_smoothing": 2,
-                                                         "totals": {"client_flops": 6 * flops_per_round}}))
-        return folder
+        return folder, {"target_smoothing": 2, "totals": {"client_flops": 6 * flops_per_round}}
 
     cheap = run("cheap", 1.0, {0: 0.5, 2: 0.6, 4: 0.7, 6: 0.8})  # 6 FLOPs in all
     dear = run("dear", 2.0, {0: 0.5, 2: 0.9, 4: 0.5, 6: 0.5})  # 12 FLOPs in all: 6 by round 3
-    assert paper.smoothed_within(cheap, 6.0) == pytest.approx(0.75)  # mean of rounds 4 and 6
-    assert paper.smoothed_within(dear, 6.0) == pytest.approx(0.70)  # rounds 0 and 2; round 4 is past it
-    assert paper.smoothed_within(dear, 1.0) is None  # one evaluation: no full window yet
+    assert paper.smoothed_within(cheap[0], 6.0, 2) == pytest.approx(0.75)  # mean of rounds 4 and 6
+    assert paper.smoothed_within(dear[0], 6.0, 2) == pytest.approx(0.70)  # rounds 0 and 2; round 4 is past it
+    assert paper.smoothed_within(dear[0], 1.0, 2) is None  # one evaluation: no full window yet
     gap = paper.equal_compute(dear, cheap)
     assert gap["budget_flops"] == 6.0 and gap["ours_minus_theirs"] == pytest.approx(0.05)

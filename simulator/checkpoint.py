@@ -84,7 +84,21 @@ def save_checkpoint(run_dir: Path, state: dict, params: dict[str, torch.Tensor],
     atomic_write(run_dir / CHECKPOINT, save(tensors, metadata={"format": FORMAT, "state": json.dumps(state)}))
 
 
+def checkpoint_state(run_dir: Path) -> dict:
+    """The checkpoint's JSON state alone (scenario, engine, device kind), its tensors left unread:
+    enough to tell whether a run can continue from it."""
+    return _read(run_dir, tensors=False)[0]
+
+
 def load_checkpoint(run_dir: Path) -> Checkpoint:
+    state, tensors = _read(run_dir, tensors=True)
+    params = {k.removeprefix("param/"): v for k, v in tensors.items() if k.startswith("param/")}
+    algorithm = {k.removeprefix("algo/"): v.numpy() for k, v in tensors.items() if k.startswith("algo/")}
+    engine = {k.removeprefix("engine/"): v.numpy() for k, v in tensors.items() if k.startswith("engine/")}
+    return Checkpoint(state, params, algorithm, tensors["rng/torch"], engine)
+
+
+def _read(run_dir: Path, tensors: bool) -> tuple[dict, dict[str, torch.Tensor]]:
     path = run_dir / CHECKPOINT
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint to resume (the run finished, or this is not a run folder)")
@@ -93,16 +107,12 @@ def load_checkpoint(run_dir: Path) -> Checkpoint:
             meta = fh.metadata() or {}
             if meta.get("format") != FORMAT:
                 raise CheckpointError(f"{path}: not an edgefed checkpoint of this version ({FORMAT})")
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-        state = json.loads(meta["state"])
+            arrays = {k: fh.get_tensor(k) for k in fh.keys()} if tensors else {}
+        return json.loads(meta["state"]), arrays
     except (SafetensorError, OSError, ValueError, KeyError) as exc:
         if isinstance(exc, CheckpointError):
             raise
         raise CheckpointError(f"{path}: unreadable checkpoint: {exc}") from None
-    params = {k.removeprefix("param/"): v for k, v in tensors.items() if k.startswith("param/")}
-    algorithm = {k.removeprefix("algo/"): v.numpy() for k, v in tensors.items() if k.startswith("algo/")}
-    engine = {k.removeprefix("engine/"): v.numpy() for k, v in tensors.items() if k.startswith("engine/")}
-    return Checkpoint(state, params, algorithm, tensors["rng/torch"], engine)
 
 
 def remove_checkpoint(run_dir: Path) -> None:

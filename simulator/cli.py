@@ -87,6 +87,7 @@ def run(file: Path = typer.Argument(..., help="scenario YAML"),
         if resume is not None and out_dir is not None and resume.resolve() != out_dir.resolve():
             raise ScenarioError(f"--out {out_dir}: a resumed run stays in its own folder ({resume})")
         scenario, base = load_scenario(file, set_)
+        note_recorded_versions(file, scenario)
         run_dir = resume or out_dir or (Path(scenario.output.dir) / scenario.name)
         mode = "off" if quiet else "bar" if sys.stderr.isatty() else "lines"
         summary = run_scenario(scenario, base, run_dir, RoundProgress(mode), resume=resume is not None)
@@ -97,6 +98,26 @@ def run(file: Path = typer.Argument(..., help="scenario YAML"),
                       highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     print_summary(summary, run_dir)
+
+
+def note_recorded_versions(file: Path, scenario) -> None:
+    """A run directory's scenario.yaml records the versions and device that ran it. The same seed
+    gives the same metrics only on the same versions and kind of device, so a re-run says which
+    differ now (one line on stderr); it still runs."""
+    from edgefed.simulator.provenance import versions
+    from edgefed.simulator.runner import device_kind
+    from edgefed.simulator.scenario import RECORDED, read_scenario_file
+
+    raw = read_scenario_file(file)
+    recorded = raw.get(RECORDED) if isinstance(raw, dict) else None
+    if not isinstance(recorded, dict):
+        return
+    now = {**versions(), "device": device_kind(scenario)}
+    ran = {**recorded, "device": str(recorded.get("device", "")).split(":")[0] or None}  # cuda:0 (name) -> cuda
+    differ = [f"{key} {ran[key]} -> {value}" for key, value in now.items() if key in ran and str(ran[key]) != str(value)]
+    if differ:
+        console.print(f"edgefed: note: {file} was recorded by other versions or device ({'; '.join(differ)}): "
+                      "metrics may differ from that run's", markup=False, highlight=False, soft_wrap=True)
 
 
 def print_summary(summary: dict, run_dir: Path) -> None:

@@ -9,14 +9,14 @@ from pathlib import Path
 import torch
 
 from edgefed.simulator.build import build_run, device_name, learning_device
-from edgefed.simulator.checkpoint import CHECKPOINT, Checkpoint, CheckpointError, Checkpointer, load_checkpoint, \
+from edgefed.simulator.checkpoint import CHECKPOINT, CheckpointError, Checkpointer, checkpoint_state, load_checkpoint, \
     remove_checkpoint
 from edgefed.simulator.engine import Diverged, RoundObserver
 from edgefed.simulator.parallel import client_pool
 from edgefed.simulator.provenance import PROVENANCE, versions, write_run_provenance
 from edgefed.simulator.replay import TRACE, TraceRecorder
 from edgefed.simulator.results import RunWriter
-from edgefed.simulator.scenario import Scenario, ScenarioError, scenario_dict
+from edgefed.simulator.scenario import Scenario, ScenarioError, pinned_paths, scenario_dict
 from edgefed.simulator.tensorboard_log import TensorBoardLog
 
 RUN_FILES = ("scenario.yaml", "rounds.csv", "clients.csv", "summary.json", TRACE, PROVENANCE, CHECKPOINT)
@@ -41,33 +41,26 @@ def device_kind(scenario: Scenario) -> str | None:
     return None if scenario.replay is not None else learning_device(scenario.model.device).type
 
 
-def open_checkpoint(run_dir: Path, scenario: Scenario) -> Checkpoint:
-    """The run directory's last checkpoint, refused unless this same scenario made it on the same
-    kind of device (a CUDA generator draws other directions than a CPU one: a run continued on the
-    other kind would match neither's results)."""
-    try:
-        ckpt = load_checkpoint(run_dir)
-    except CheckpointError as exc:
-        raise ScenarioError(str(exc)) from None
-    if ckpt.state["scenario"] != scenario_dict(scenario):
+def refuse_other(run_dir: Path, state: dict, resolved: dict, kind: str | None) -> None:
+    """Refuse a checkpoint unless this same scenario made it on the same kind of device (a CUDA
+    generator draws other directions than a CPU one: a run continued on the other kind would
+    match neither's results)."""
+    if state["scenario"] != resolved:
         raise ScenarioError(f"{run_dir / CHECKPOINT}: made by a different scenario "
                             "(resume with the same file and --set values)")
-    made_on, here = ckpt.state.get("device_kind"), device_kind(scenario)
-    if made_on is not None and made_on != here:
-        raise ScenarioError(f"{run_dir / CHECKPOINT}: made on {made_on}, this run's model is on {here} "
+    made_on = state.get("device_kind")
+    if made_on is not None and made_on != kind:
+        raise ScenarioError(f"{run_dir / CHECKPOINT}: made on {made_on}, this run's model is on {kind} "
                             f"(directions differ per kind of device: resume where it ran, or set model.device)")
-    return ckpt
 
 
 def has_own_checkpoint(run_dir: Path, scenario: Scenario) -> bool:
     """Whether ``run_dir`` holds a readable checkpoint that this scenario can continue (same
     scenario, same kind of device): a sweep resumes such a point where it stopped (anything else
-    there is an old run to start over)."""
-    if not (run_dir / CHECKPOINT).is_file():
-        return False
+    there is an old run to start over). Reads the checkpoint's state only, not its tensors."""
     try:
-        open_checkpoint(run_dir, scenario)
-    except ScenarioError:
+        refuse_other(run_dir, checkpoint_state(run_dir), scenario_dict(scenario), device_kind(scenario))
+    except (CheckpointError, ScenarioError):
         return False
     return True
 
@@ -78,8 +71,14 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress: RoundO
     With ``resume``, continue from the run directory's last checkpoint instead. A scenario with
     ``replay`` drives only the systems side from a recorded trace."""
     wall_start = time.perf_counter()
-    resolved = scenario_dict(scenario)
-    ckpt = open_checkpoint(run_dir, scenario) if resume else None
+    resolved, kind = scenario_dict(scenario), device_kind(scenario)
+    ckpt = None
+    if resume:
+        try:
+            ckpt = load_checkpoint(run_dir)
+        except CheckpointError as exc:
+            raise ScenarioError(str(exc)) from None
+        refuse_other(run_dir, ckpt.state, resolved, kind)
     if ckpt is None:
         prepare_run_dir(run_dir)
     for stale in run_dir.glob(".*.tmp"):  # what a kill in the middle of an atomic write leaves
@@ -90,11 +89,11 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress: RoundO
     engine = run.engine
     writer = RunWriter(run_dir, edge_tier=scenario.rounds.aggregation.kind == "hierarchical")
     ran_on = None if run.replay else device_name(next(engine.algo.model.parameters()).device)
-    writer.write_scenario(resolved, {**versions(), **({"device": ran_on} if ran_on else {})})
+    writer.write_scenario(pinned_paths(resolved, base), {**versions(), **({"device": ran_on} if ran_on else {})})
     write_run_provenance(run_dir, scenario, base, None if run.replay else engine.algo.model.backbone, ran_on)
     checkpointer = Checkpointer(run_dir, resolved, run.excluded,
                                 started=wall_start - (ckpt.state["host_seconds"] if ckpt else 0.0),
-                                device_kind=device_kind(scenario))
+                                device_kind=kind)
     resumed_at = None
     if ckpt is not None:
         ckpt.restore(engine)

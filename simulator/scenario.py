@@ -356,6 +356,7 @@ def validate_scenario(raw, base: Path, overrides: list[tuple[str, object]] = (),
     if not isinstance(raw, dict):
         raise ScenarioError(f"{source}: expected a mapping of scenario sections")
     raw = copy.deepcopy(raw)
+    raw.pop(RECORDED, None)  # what ran a run directory's copy: a record, not a setting
     _merge_devices_file(raw, base, source)
     for dotted, value in overrides:
         try:
@@ -404,6 +405,37 @@ def _merge_devices_file(raw: dict, base: Path, path: str) -> None:
 def resolve_path(base: Path, value: str) -> Path:
     p = Path(value).expanduser()
     return p if p.is_absolute() else (base / p)
+
+
+# the key under which a run directory's scenario.yaml records the versions and device that ran it
+RECORDED = "_versions"
+# the fields that name a file relative to the scenario's folder
+PATH_FIELDS = (("task", "dataset", "train"), ("task", "dataset", "test"), ("task", "dataset", "hub"),
+               ("fleet", "devices_file"), ("fleet", "availability", "file"),
+               ("fleet", "network", "variability", "file"), ("replay", "trace"))
+
+
+def pinned_paths(resolved: dict, base: Path) -> dict:
+    """``resolved`` with every file or folder it names made absolute (a local model folder too,
+    which is relative to the working folder), so a run directory's copy runs again from anywhere on
+    this machine. A hub id or a builtin model name is left as it is."""
+    from edgefed.algorithms.models import BUILTIN_MODELS
+
+    pinned = copy.deepcopy(resolved)
+    for *parents, field in PATH_FIELDS:
+        section = pinned
+        for key in parents:
+            section = section.get(key) or {}
+        value = section.get(field)
+        if not isinstance(value, str) or (parents == ["task", "dataset"] and field != "hub" and section.get("hub")):
+            continue  # unset, or a hub dataset's split name
+        path = resolve_path(base, value)
+        if field != "hub" or path.is_dir():  # a hub id is not a path
+            section[field] = str(path.resolve())
+    model = Path(pinned["model"]["name"]).expanduser()
+    if pinned["model"]["name"] not in BUILTIN_MODELS and model.is_dir():
+        pinned["model"]["name"] = str(model.resolve())
+    return pinned
 
 
 def scenario_dict(scenario: Scenario) -> dict:

@@ -103,6 +103,39 @@ def test_same_scenario_and_seed_give_identical_outputs(tiny_run, tmp_path):
     assert strip(read_csv(run_dir / "rounds.csv")) == strip(read_csv(tmp_path / "again" / "rounds.csv"))
 
 
+def test_a_run_directory_scenario_runs_again_from_anywhere(tmp_path, tiny_dict):
+    """The run directory's scenario.yaml is the whole recipe: its relative data paths are recorded
+    absolute and its ``_versions`` record is accepted, so it re-runs from another folder to the same
+    metrics; edited versions only bring a one-line note."""
+    import shutil
+
+    import yaml
+
+    from tests.conftest import REPO
+    (tmp_path / "project" / "data").mkdir(parents=True)
+    for name in ("train.tsv", "validation.tsv"):
+        shutil.copy(REPO / "scenarios/data/sst2" / name, tmp_path / "project" / "data" / name)
+    tiny_dict["task"]["dataset"].update(train="data/train.tsv", test="data/validation.tsv")
+    tiny_dict["rounds"]["max"] = 2
+    first = edgefed("run", write_scenario(tmp_path / "project", tiny_dict), "--out", tmp_path / "first", "--quiet")
+    assert first.returncode == 0, first.stderr
+    recorded = yaml.safe_load((tmp_path / "first" / "scenario.yaml").read_text())
+    assert recorded["task"]["dataset"]["train"] == str((tmp_path / "project" / "data" / "train.tsv").resolve())
+    (tmp_path / "elsewhere").mkdir()
+    again = edgefed("run", tmp_path / "first" / "scenario.yaml", "--out", tmp_path / "again", "--quiet",
+                    cwd=tmp_path / "elsewhere")
+    assert again.returncode == 0, again.stderr
+    assert "note:" not in again.stderr
+    assert (tmp_path / "first" / "clients.csv").read_text() == (tmp_path / "again" / "clients.csv").read_text()
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "host_seconds"} for r in rows]  # noqa: E731
+    assert strip(read_csv(tmp_path / "first" / "rounds.csv")) == strip(read_csv(tmp_path / "again" / "rounds.csv"))
+    recorded["_versions"]["torch"] = "0.0.1"
+    older = write_scenario(tmp_path, recorded, "older.yaml")
+    noted = edgefed("run", older, "--out", tmp_path / "noted", "--quiet", "--set", "rounds.max=1")
+    assert noted.returncode == 0, noted.stderr
+    assert "torch 0.0.1 ->" in noted.stderr and "metrics may differ" in noted.stderr
+
+
 def test_a_different_seed_changes_the_outcome(tiny_run, tmp_path, tiny_dict):
     run_dir, _ = tiny_run
     tiny_dict["seed"] = 4

@@ -166,3 +166,26 @@ def test_bench_results_carry_provenance(tmp_path):
     assert data["speed"] == 2.0
     assert data["provenance"]["script"] == "bench/zo_step.py"
     assert {"commit", "dirty", "machine", "edgefed"} <= set(data["provenance"])
+
+
+def test_pinned_paths_names_every_file_absolutely_and_leaves_ids_alone(tmp_path, monkeypatch):
+    from edgefed.simulator.scenario import pinned_paths
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "model").mkdir()
+    monkeypatch.chdir(tmp_path)
+    resolved = {"model": {"name": "model"}, "task": {"dataset": {"train": "a.tsv", "test": "/abs/b.tsv", "hub": None}},
+                "fleet": {"devices_file": "d.yaml", "availability": {"file": "../av.csv"},
+                          "network": {"variability": {"file": None}}}, "replay": {"trace": "t/trace.jsonl"}}
+    pinned = pinned_paths(resolved, tmp_path / "sc")
+    assert pinned["task"]["dataset"] == {"train": str(tmp_path / "sc" / "a.tsv"), "test": "/abs/b.tsv", "hub": None}
+    assert pinned["fleet"]["devices_file"] == str(tmp_path / "sc" / "d.yaml")
+    assert pinned["fleet"]["availability"]["file"] == str(tmp_path / "av.csv")
+    assert pinned["replay"]["trace"] == str(tmp_path / "sc" / "t" / "trace.jsonl")
+    assert pinned["model"]["name"] == str(tmp_path / "model")  # a local model folder is relative to the working folder
+    assert resolved["task"]["dataset"]["train"] == "a.tsv"  # the argument is left as it was
+    # a hub dataset's train/test are split names; a hub folder is a path, a hub id is not
+    for hub, expect in (("hf", str(tmp_path / "hf")), ("nyu-mll/glue", "nyu-mll/glue")):
+        pinned = pinned_paths({"model": {"name": "minilm-l6"}, "replay": None,
+                               "task": {"dataset": {"train": "train", "test": "validation", "hub": hub}}}, tmp_path)
+        assert pinned["task"]["dataset"] == {"train": "train", "test": "validation", "hub": expect}
+        assert pinned["model"]["name"] == "minilm-l6"

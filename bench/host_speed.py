@@ -4,15 +4,20 @@ training set. Writes bench/results/host_speed.json (the parts measured, merged i
 
     python bench/host_speed.py quickstart        # `edgefed run scenarios/quickstart.yaml`, timed: three
                                                  # first runs (empty feature store) and one next run
-    python bench/host_speed.py last2 [rounds]    # last:2 at lr 2e-4, cache on and off (default 30 rounds;
-                                                 # each length is kept under its own key)
+    python bench/host_speed.py last2 [rounds] [--fast-z]
+                                                 # last:2 at lr 2e-4, cache on and off (default 30 rounds;
+                                                 # each length and direction kind under its own key);
+                                                 # --fast-z: Rademacher directions with cached z
     python bench/host_speed.py memory            # cache sizes: quickstart, SST-2 67k sentences
 
 The cache's gain on ``last:2`` grows with the run's length: it fills the frozen prefix once for
 every train and test example, and each round then saves the prefix's pass. Each ``last2`` figure
 comes with the gain that counting encoder-layer passes predicts from the run's own rounds
 (``layer_pass_model``); the fill runs on all the process's threads and the rounds on
-``host.threads``, so host time can beat the count where CPU time does not.
+``host.threads``, so host time can beat the count where CPU time does not. The count leaves out
+the ZO work that is not a forward pass (drawing, perturbing, restoring and updating along z, and
+DeComFL's catch-up replays), which the cache does not touch: with the quickstart's Gaussian
+directions regenerated for every use it is a large share of a round, ``--fast-z`` shrinks it.
 
 Shared machines: each figure comes with the load average (1 min) before and after and the
 process's CPU seconds, which load inflates far less than wall time. Each part carries its own
@@ -20,6 +25,7 @@ process's CPU seconds, which load inflates far less than wall time. Each part ca
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
@@ -38,6 +44,7 @@ FIRST_RUNS = 3  # a shared 2-core host's wall time moves by a fifth between iden
 # the quickstart's 2e-3 suits the head alone; two whole layers diverge at it (to chance within 30
 # rounds), and divergence blows float rounding up into different accuracies with the cache on and off
 LAST2_LR = 2e-4
+FAST_Z = ("algorithm.distribution=rademacher", "algorithm.cache_z=true")
 SST2_FULL = REPO.parent / "shared" / "data" / "sst2" / "train.tsv"
 
 
@@ -114,7 +121,7 @@ def report(label: str, run: dict) -> dict:
     return run
 
 
-def main(part: str, rounds: int) -> None:
+def main(part: str, rounds: int, fast_z: bool) -> None:
     results = json.loads(OUT.read_text()) if OUT.exists() else {}
     if part == "quickstart":
         first = []
@@ -131,7 +138,7 @@ def main(part: str, rounds: int) -> None:
         runs = {}
         for label, budget in (("cache on", 2**31), ("cache off", 0)):
             runs[label] = timed_run("algorithm.trainable=last:2", f"algorithm.lr={LAST2_LR}", f"rounds.max={rounds}",
-                                    "output.plots=false", f"host.feature_cache_bytes={budget}")
+                                    "output.plots=false", f"host.feature_cache_bytes={budget}", *FAST_Z[:2 * fast_z])
             print(f"last:2, {rounds} rounds, {label}: host {runs[label]['host_seconds']} s, CPU {runs[label]['cpu_s']} s, "
                   f"final accuracy {runs[label]['final_accuracy']:.4f}, "
                   f"load {runs[label]['load_before']:.1f} -> {runs[label]['load_after']:.1f}")
@@ -140,11 +147,10 @@ def main(part: str, rounds: int) -> None:
         runs["layer_pass_model"] = layer_pass_model(runs["cache on"])
         print(f"speed-up from the cache: host {runs['host_speedup']:.2f}x, CPU {runs['cpu_speedup']:.2f}x "
               f"(layer-pass count predicts {runs['layer_pass_model']['predicted_speedup']:.2f}x)")
-        results.setdefault("last2", {})[f"{rounds} rounds"] = {**runs, "provenance": bench_provenance(__file__)}
-    elif part == "memory":
-        results["cache_bytes"] = cache_sizes()
+        key = f"{rounds} rounds" + (", rademacher cached z" if fast_z else "")
+        results.setdefault("last2", {})[key] = {**runs, "provenance": bench_provenance(__file__)}
     else:
-        raise SystemExit(f"unknown part {part!r} (quickstart, last2, memory)")
+        results["cache_bytes"] = cache_sizes()
     # parts (and each last:2 length) are measured at different times: each keeps the commit and
     # machine it ran on
     for key in {"quickstart": ("quickstart", "quickstart_next_run"), "last2": (), "memory": ("cache_bytes",)}[part]:
@@ -153,4 +159,9 @@ def main(part: str, rounds: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "quickstart", int(sys.argv[2]) if len(sys.argv) > 2 else 30)
+    parser = argparse.ArgumentParser(description="host speed: quickstart, last:2 with the cache on and off, cache sizes")
+    parser.add_argument("part", nargs="?", default="quickstart", choices=("quickstart", "last2", "memory"))
+    parser.add_argument("rounds", nargs="?", type=int, default=30, help="last2: rounds (default 30)")
+    parser.add_argument("--fast-z", action="store_true", help="last2: Rademacher directions with cached z")
+    args = parser.parse_args()
+    main(args.part, args.rounds, args.fast_z)

@@ -57,7 +57,9 @@ class ZOSpec(MethodSpec):
     eps: PositiveFloat = 1e-3
     perturbations: PositiveInt = 1
     distribution: Literal["gaussian", "rademacher"] = "gaussian"
-    cache_z: bool = Field(False, description="draw z once per step and keep it (faster, one trainable-size buffer)")
+    cache_z: bool = Field(False, description="the device draws z once per step and keeps it (charged one draw "
+                          "per step and a trainable-size buffer; off: drawn for every pass, MeZO's way). The host "
+                          "keeps z either way, so this moves simulated figures, not host speed")
 
 
 @dataclass

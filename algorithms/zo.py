@@ -1,11 +1,14 @@
 """Zero-order primitives: seeded perturbation directions and the MeZO two-point estimate.
 
-A direction ``z`` is never sent or stored by the method: any party regenerates it from an integer
-seed with a ``torch.Generator`` on the model's device, over one flat buffer of the parameters, so a
-(seed, scalar) pair replays an update bit for bit. A CUDA generator draws other numbers than a CPU
+A direction ``z`` is never sent or stored by the method (the host keeps recent ones only to save
+drawing them again): any party regenerates it from an integer seed with a ``torch.Generator`` on
+the model's device, over one flat buffer of the parameters, so a (seed, scalar) pair replays an
+update bit for bit. A CUDA generator draws other numbers than a CPU
 one: results are reproducible per kind of device, and every party of a run uses the same kind.
 """
 from __future__ import annotations
+
+from collections import OrderedDict
 
 import numpy as np
 import torch
@@ -74,11 +77,17 @@ class Directions:
     """Perturbation directions over a fixed list of parameter tensors, made views of one flat
     buffer (``flatten_``) so that a perturbation is one vector op per chunk of z.
 
-    z is drawn in chunks of the largest tensor's size. ``cache=False`` is MeZO's memory-lean way:
-    z is regenerated for every pass (perturb, flip, restore, update), one chunk at a time in a
-    buffer of that size. ``cache=True`` draws all of z once per seed into a buffer the size of the
-    parameters (one RNG pass per step, one op per pass). Both give identical values.
+    ``cache`` is the simulated device's choice and moves only what it is charged: ``False`` is
+    MeZO's memory-lean way (z regenerated for every pass - perturb, flip, restore, update - one
+    chunk of the largest tensor's size at a time), ``True`` draws z once per seed into a buffer the
+    size of the parameters. The host itself keeps the last z's it drew whole, up to ``KEEP_BYTES``
+    (at least one with ``cache``): a step uses its z four times, and DeComFL's and FedSPZO's
+    clients and server share a round's seeds, so the host draws each far fewer times than the
+    device is charged for. z is drawn in the same chunks either way, so its values are the same.
     """
+
+    #: host memory for kept z's per set of directions (a 22.7M-parameter MiniLM's z is 91 MB)
+    KEEP_BYTES = 2**29
 
     def __init__(self, params: list[torch.Tensor], distribution: str = "gaussian", cache: bool = False):
         if distribution not in ("gaussian", "rademacher"):
@@ -90,42 +99,56 @@ class Directions:
         self.elem_bytes = self.params[0].element_size() if self.params else 4
         self.flat = flatten_(self.params)
         self.chunk = max((p.numel() for p in self.params), default=0)
-        self._buffer = torch.empty(self.numel if cache else self.chunk, dtype=self.flat.dtype, device=self.flat.device)
         self._gen = torch.Generator(device=self.flat.device)
-        self._cached_seed: int | None = None
+        self._device_seed: int | None = None  # the seed whose z a caching device holds
+        self._keep = max(self.KEEP_BYTES // max(self.numel * self.elem_bytes, 1), int(cache))
+        self._kept: OrderedDict[int, torch.Tensor] = OrderedDict()  # seed -> z, least recent first
+        self._buffer = None if self._keep else self._empty(self.chunk)
 
     @property
     def buffer_bytes(self) -> int:
-        return self._buffer.numel() * self._buffer.element_size()
+        """The simulated device's z buffer: the parameters' size with ``cache``, else one chunk."""
+        return (self.numel if self.cache else self.chunk) * self.elem_bytes
 
-    def _sample(self, out: torch.Tensor) -> None:
-        """Fill the flat tensor ``out`` with the generator's next values of z."""
-        if self.distribution == "gaussian":
-            out.normal_(generator=self._gen)
-        else:
-            rademacher_(out, self._gen)
+    def _empty(self, numel: int) -> torch.Tensor:
+        return torch.empty(numel, dtype=self.flat.dtype, device=self.flat.device)
+
+    def _sample(self, seed: int, out: torch.Tensor):
+        """Draw z(seed) chunk by chunk, yielding (start, chunk): into its place in ``out`` when
+        ``out`` holds all of z, else each chunk into the start of ``out`` in turn."""
+        whole = out.numel() == self.numel
+        self._gen.manual_seed(seed)
+        for start in range(0, self.numel, self.chunk):
+            size = min(self.chunk, self.numel - start)
+            z = out[start: start + size] if whole else out[:size]
+            if self.distribution == "gaussian":
+                z.normal_(generator=self._gen)
+            else:
+                rademacher_(z, self._gen)
+            yield start, z
+
+    def _kept_z(self, seed: int) -> torch.Tensor:
+        """z(seed) whole, drawn unless kept; the least recently used z makes room."""
+        z = self._kept.pop(seed, None)
+        if z is None:
+            z = self._kept.popitem(last=False)[1] if len(self._kept) >= self._keep else self._empty(self.numel)
+            for _ in self._sample(seed, z):
+                pass
+        self._kept[seed] = z
+        return z
 
     def _chunks(self, seed: int, work: Work | None):
-        """Yield (slice of the parameters, its z) pairs covering all of them for ``seed``."""
+        """Yield (slice of the parameters, its z) pairs covering all of them for ``seed``,
+        charging ``work`` for drawing z as the device does."""
         if not self.numel:
             return
-        starts = range(0, self.numel, self.chunk)
-        if self.cache:
-            if self._cached_seed != seed:
-                self._gen.manual_seed(seed)
-                for start in starts:
-                    self._sample(self._buffer[start: start + self.chunk])
-                self._cached_seed = seed
-                if work is not None:
-                    work.add_rng(self.numel, self.distribution, self.elem_bytes)
-            yield self.flat, self._buffer
-            return
-        self._gen.manual_seed(seed)
-        if work is not None:
+        if work is not None and not (self.cache and self._device_seed == seed):
             work.add_rng(self.numel, self.distribution, self.elem_bytes)
-        for start in starts:
-            z = self._buffer[: min(self.chunk, self.numel - start)]
-            self._sample(z)
+        self._device_seed = seed
+        if self._keep:
+            yield self.flat, self._kept_z(seed)
+            return
+        for start, z in self._sample(seed, self._buffer):
             yield self.flat[start: start + z.numel()], z
 
     def axpy(self, seed: int, alpha: float, work: Work | None = None) -> None:
@@ -143,8 +166,7 @@ class Directions:
         work.add_elementwise(count * self.numel, self.elem_bytes, tensors_touched=AXPY_TENSORS)
 
     def direction(self, seed: int) -> list[torch.Tensor]:
-        """z(seed) as fresh tensors shaped like the parameters (for tests and analysis; the
-        methods never keep z)."""
+        """z(seed) as fresh tensors shaped like the parameters (for tests and analysis)."""
         if not self.numel:
             return []
         z = torch.cat([z.clone() for _, z in self._chunks(seed, None)])

@@ -106,11 +106,9 @@ def note_recorded_versions(file: Path, scenario) -> None:
     differ now (one line on stderr); it still runs."""
     from edgefed.simulator.provenance import versions
     from edgefed.simulator.runner import device_kind
-    from edgefed.simulator.scenario import RECORDED, read_scenario_file
 
-    raw = read_scenario_file(file)
-    recorded = raw.get(RECORDED) if isinstance(raw, dict) else None
-    if not isinstance(recorded, dict):
+    recorded = scenario.recorded_versions
+    if recorded is None:
         return
     now = {**versions(), "device": device_kind(scenario)}
     ran = {**recorded, "device": str(recorded.get("device", "")).split(":")[0] or None}  # cuda:0 (name) -> cuda

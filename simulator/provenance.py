@@ -145,20 +145,16 @@ def dataset_record(spec, base: Path) -> dict | None:
 
 
 def input_files(scenario, base: Path) -> dict[str, Path]:
-    """Every file a run reads, by the scenario field that names it."""
+    """Every file a run reads, by the scenario field that names it (``scenario.PATH_FIELDS``; a
+    replay reads no data, a hub folder is recorded by ``dataset_record``)."""
     from edgefed.devices.profile import CATALOG_PATH
-    from edgefed.simulator.scenario import resolve_path
+    from edgefed.simulator.scenario import named_paths, scenario_dict
 
-    local_data = scenario.task.dataset.hub is None and scenario.replay is None  # replay reads no data
-    fields = {"devices.catalog": str(CATALOG_PATH),
-              "task.dataset.train": scenario.task.dataset.train if local_data else None,
-              "task.dataset.test": scenario.task.dataset.test if local_data else None,
-              "fleet.devices_file": scenario.fleet.devices_file,
-              "fleet.availability.file": scenario.fleet.availability.file,
-              "fleet.network.variability.file": scenario.fleet.network.variability.file,
-              "replay.trace": scenario.replay.trace if scenario.replay is not None else None}
-    return {field: resolve_path(base, value) for field, value in fields.items()
-            if value is not None and resolve_path(base, value).is_file()}
+    files = {"devices.catalog": Path(CATALOG_PATH)}
+    for field, path in named_paths(scenario_dict(scenario), base).items():
+        if path.is_file() and not (scenario.replay is not None and field[0] == "task"):
+            files[".".join(field)] = path
+    return files
 
 
 def run_provenance(scenario, base: Path, backbone=None, learning_device: str | None = None) -> dict:

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError, \
-    field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, PrivateAttr, \
+    ValidationError, field_validator, model_validator
 
 from edgefed.algorithms.registry import METHODS
 from edgefed.devices.availability import AvailabilitySpec, StragglerSpec
@@ -236,6 +236,13 @@ class Scenario(Strict):
     output: OutputSpec = OutputSpec()
     replay: ReplaySpec | None = None
     host: HostSpec = HostSpec()
+    #: what ran a run directory's copy of this scenario (its ``RECORDED`` entry): versions and
+    #: device, a record, not a setting; None for a scenario written by hand
+    _recorded: dict | None = PrivateAttr(None)
+
+    @property
+    def recorded_versions(self) -> dict | None:
+        return self._recorded
 
     @model_validator(mode="after")
     def _fits_fleet(self) -> "Scenario":
@@ -356,7 +363,7 @@ def validate_scenario(raw, base: Path, overrides: list[tuple[str, object]] = (),
     if not isinstance(raw, dict):
         raise ScenarioError(f"{source}: expected a mapping of scenario sections")
     raw = copy.deepcopy(raw)
-    raw.pop(RECORDED, None)  # what ran a run directory's copy: a record, not a setting
+    recorded = raw.pop(RECORDED, None)
     _merge_devices_file(raw, base, source)
     for dotted, value in overrides:
         try:
@@ -381,6 +388,7 @@ def validate_scenario(raw, base: Path, overrides: list[tuple[str, object]] = (),
         raise ScenarioError(f"{source}: fleet.availability.file: required when kind is trace")
     if scenario.fleet.network.variability.kind == "trace" and scenario.fleet.network.variability.file is None:
         raise ScenarioError(f"{source}: fleet.network.variability.file: required when kind is trace")
+    scenario._recorded = recorded if isinstance(recorded, dict) else None
     return scenario
 
 
@@ -415,6 +423,26 @@ PATH_FIELDS = (("task", "dataset", "train"), ("task", "dataset", "test"), ("task
                ("fleet", "network", "variability", "file"), ("replay", "trace"))
 
 
+def named_paths(resolved: dict, base: Path) -> dict[tuple[str, ...], Path]:
+    """The files and folders a scenario (as a dict) names, by ``PATH_FIELDS`` entry, resolved
+    against ``base``: unset fields, a hub dataset's split names and a hub id that is not a
+    ``save_to_disk`` folder name none."""
+    from edgefed.algorithms.data import hub_folder
+
+    paths = {}
+    for *parents, field in PATH_FIELDS:
+        section = resolved
+        for key in parents:
+            section = section.get(key) or {}
+        value = section.get(field)
+        if not isinstance(value, str) or (parents == ["task", "dataset"] and field != "hub" and section.get("hub")):
+            continue
+        path = hub_folder(value, base) if field == "hub" else resolve_path(base, value)
+        if path is not None:
+            paths[(*parents, field)] = path
+    return paths
+
+
 def pinned_paths(resolved: dict, base: Path) -> dict:
     """``resolved`` with every file or folder it names made absolute (a local model folder too,
     which is relative to the working folder), so a run directory's copy runs again from anywhere on
@@ -422,16 +450,11 @@ def pinned_paths(resolved: dict, base: Path) -> dict:
     from edgefed.algorithms.models import BUILTIN_MODELS
 
     pinned = copy.deepcopy(resolved)
-    for *parents, field in PATH_FIELDS:
+    for (*parents, field), path in named_paths(resolved, base).items():
         section = pinned
         for key in parents:
-            section = section.get(key) or {}
-        value = section.get(field)
-        if not isinstance(value, str) or (parents == ["task", "dataset"] and field != "hub" and section.get("hub")):
-            continue  # unset, or a hub dataset's split name
-        path = resolve_path(base, value)
-        if field != "hub" or path.is_dir():  # a hub id is not a path
-            section[field] = str(path.resolve())
+            section = section[key]
+        section[field] = str(path.resolve())
     model = Path(pinned["model"]["name"]).expanduser()
     if pinned["model"]["name"] not in BUILTIN_MODELS and model.is_dir():
         pinned["model"]["name"] = str(model.resolve())

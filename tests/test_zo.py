@@ -64,12 +64,54 @@ def test_restore_returns_parameters_close_to_start():
         assert torch.allclose(p, b, atol=1e-6)
 
 
-def test_cached_and_regenerated_directions_are_identical():
+def test_cached_and_regenerated_directions_are_identical(monkeypatch):
     model, _ = tiny_setup()
     params = select_trainable(model, "all").params
     a = Directions(params, cache=True).direction(77)
-    b = Directions(params, cache=False).direction(77)
-    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    monkeypatch.setattr(Directions, "KEEP_BYTES", 0)  # the host draws z chunk by chunk, as the device
+    b = Directions(params, cache=False)
+    assert b.numel > b.chunk  # more than one chunk
+    assert all(torch.equal(x, y) for x, y in zip(a, b.direction(77)))
+
+
+def _steps(dirs, seeds, model, batch):
+    """MeZO steps along ``seeds`` (a seed may come back, as DeComFL's clients share a round's):
+    the parameters after them, the scalars and what was charged."""
+    work, scalars = Work(), []
+    for seed in seeds:
+        g = two_point_scalar(lambda: model.loss(batch), dirs, seed, 1e-3, work)
+        dirs.axpy(seed, -1e-2 * float(g), work)
+        scalars.append(g)
+    return torch.cat([p.detach().reshape(-1).clone() for p in dirs.params]), scalars, work
+
+
+@pytest.mark.parametrize("cache", [False, True])
+@pytest.mark.parametrize("distribution", ["gaussian", "rademacher"])
+def test_host_keeping_z_changes_no_value_and_no_charge_only_the_draws(monkeypatch, cache, distribution):
+    """The host keeps drawn z's (``KEEP_BYTES``) whatever the device does: parameters, scalars and
+    charged work equal those of drawing z for every pass, with one draw per distinct seed."""
+    seeds = [5, 6, 7, 5, 6, 7, 5]
+    draws = []
+    sample = Directions._sample
+
+    def counted(self, seed, out):
+        draws.append(seed)
+        return sample(self, seed, out)
+
+    monkeypatch.setattr(Directions, "_sample", counted)
+    results = {}
+    for keep in (0, Directions.KEEP_BYTES):
+        monkeypatch.setattr(Directions, "KEEP_BYTES", keep)
+        model, data = tiny_setup()
+        params = select_trainable(model, "all").params
+        draws.clear()
+        results[keep] = _steps(Directions(params, distribution, cache), seeds, model, data.train.batch(range(4)))
+        results[keep] += (len(draws),)
+    (flat0, g0, work0, draws0), (flat1, g1, work1, draws1) = results.values()
+    assert torch.equal(flat0, flat1) and g0 == g1
+    assert work0.ops == work1.ops
+    # without room to keep z, a caching host draws once per step, a regenerating one once per pass
+    assert draws1 == len(set(seeds)) and draws0 == (len(seeds) if cache else 4 * len(seeds))
 
 
 def test_derive_seed_is_stable_and_distinct():

@@ -15,9 +15,10 @@ every train and test example, and each round then saves the prefix's pass. Each 
 comes with the gain that counting encoder-layer passes predicts from the run's own rounds
 (``layer_pass_model``); the fill runs on all the process's threads and the rounds on
 ``host.threads``, so host time can beat the count where CPU time does not. The count leaves out
-the ZO work that is not a forward pass (drawing, perturbing, restoring and updating along z, and
-DeComFL's catch-up replays), which the cache does not touch: with the quickstart's Gaussian
-directions regenerated for every use it is a large share of a round, ``--fast-z`` shrinks it.
+the ZO work that is not a forward pass (drawing z, perturbing, restoring and updating along it),
+which the cache does not touch. It was a large share of a round while the host drew the
+quickstart's Gaussian z for every use; the host now keeps z and draws each of a round's shared
+step seeds once, and ``--fast-z`` (Rademacher directions, cheaper to draw) shrinks it further.
 
 Shared machines: each figure comes with the load average (1 min) before and after and the
 process's CPU seconds, which load inflates far less than wall time. Each part carries its own

@@ -31,7 +31,7 @@ from edgefed.algorithms.history import History
 from edgefed.algorithms.message import Message
 from edgefed.algorithms.models import Batch, TaskModel, inference_activation_bytes, param_bytes
 from edgefed.algorithms.work import Work
-from edgefed.algorithms.zo import Directions, derive_seed
+from edgefed.algorithms.zo import Directions, buffer_numel, derive_seed
 from edgefed.streams import BLOCK1, BLOCK2
 
 
@@ -146,7 +146,7 @@ def plan_split(model: TaskModel, batch: Batch, trainable: set[str], p1: int, bud
         f2 = model.forward_flops(batch, "block2", split)
         block1_cost = 2 * p1 * f1 if d1 else f1
         p2 = int(min(p2_max, max(1, (budget_flops - block1_cost) // (2 * p1 * f2))))
-        buffers = d1 + d2 if cache_z else max(p.numel() for p in params1 + params2)
+        buffers = sum(buffer_numel([p.numel() for p in params], cache_z) for params in (params1, params2))
         memory = (param_bytes(model.parameters()) + inference_activation_bytes(model, *batch.shape)
                   + 2 * cached_output_bytes(model, *batch.shape) + buffers * params2[0].element_size())
         if memory > memory_bytes:

@@ -3,8 +3,8 @@
 A direction ``z`` is never sent or stored by the method (the host keeps recent ones only to save
 drawing them again): any party regenerates it from an integer seed with a ``torch.Generator`` on
 the model's device, over one flat buffer of the parameters, so a (seed, scalar) pair replays an
-update bit for bit. A CUDA generator draws other numbers than a CPU
-one: results are reproducible per kind of device, and every party of a run uses the same kind.
+update bit for bit. A CUDA generator draws other numbers than a CPU one: results are
+reproducible per kind of device, and every party of a run uses the same kind.
 """
 from __future__ import annotations
 
@@ -73,6 +73,12 @@ def rademacher_(out: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return out
 
 
+def buffer_numel(sizes: list[int], cache: bool) -> int:
+    """Elements of a device's z buffer over tensors of ``sizes``: all of z when it caches z, else
+    one chunk the size of the largest tensor (what ``Directions`` charges, and plans ahead of it)."""
+    return sum(sizes) if cache else max(sizes, default=0)
+
+
 class Directions:
     """Perturbation directions over a fixed list of parameter tensors, made views of one flat
     buffer (``flatten_``) so that a perturbation is one vector op per chunk of z.
@@ -108,7 +114,7 @@ class Directions:
     @property
     def buffer_bytes(self) -> int:
         """The simulated device's z buffer: the parameters' size with ``cache``, else one chunk."""
-        return (self.numel if self.cache else self.chunk) * self.elem_bytes
+        return buffer_numel([p.numel() for p in self.params], self.cache) * self.elem_bytes
 
     def _empty(self, numel: int) -> torch.Tensor:
         return torch.empty(numel, dtype=self.flat.dtype, device=self.flat.device)

@@ -21,10 +21,12 @@ _ALGO = None  # a local worker process's own algorithm
 
 def _start_worker(resolved: dict, base: str, threads: int) -> None:
     global _ALGO
-    from edgefed.simulator.build import build_learning
+    from edgefed.simulator.build import build_learning, fit_to_fleet
 
     torch.set_num_threads(threads)
-    _ALGO = build_learning(Scenario.model_validate(resolved), Path(base))
+    scenario = Scenario.model_validate(resolved)
+    _ALGO = build_learning(scenario, Path(base))
+    fit_to_fleet(_ALGO, scenario)  # as the host's: FedSPZO's auto split and p2 fit the fleet
 
 
 def _updates(algo, weights, state, round, plan, clients) -> dict:

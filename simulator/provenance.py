@@ -150,7 +150,7 @@ def input_files(scenario, base: Path) -> dict[str, Path]:
     from edgefed.devices.profile import CATALOG_PATH
     from edgefed.simulator.scenario import named_paths, scenario_dict
 
-    files = {"devices.catalog": Path(CATALOG_PATH)}
+    files = {"devices.catalog": CATALOG_PATH}
     for field, path in named_paths(scenario_dict(scenario), base).items():
         if path.is_file() and not (scenario.replay is not None and field[0] == "task"):
             files[".".join(field)] = path

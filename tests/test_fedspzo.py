@@ -131,3 +131,25 @@ def test_auto_plan_moves_the_split_past_frozen_layers():
     assert large.p2 > small.p2 >= 1
     with pytest.raises(ValueError, match="algorithm.split"):
         FedSPZO(model, data, spzo_cfg(split=9), 1)
+
+
+def test_parallel_workers_plan_for_the_fleet_as_the_host_does(tiny_dict):
+    """A worker process builds its own learning: FedSPZO's auto split and p2 must fit the same
+    device as the host's, or its clients would run another plan than a sequential run's."""
+    from edgefed.simulator import parallel
+    from edgefed.simulator.build import build_run
+    from edgefed.simulator.scenario import scenario_dict, validate_scenario
+    from tests.conftest import REPO
+
+    tiny_dict["algorithm"] = {"name": "fedspzo", "lr": 1e-3, "local_steps": 1, "batch_size": 8, "p1": 1,
+                              "split": "auto", "p2": "auto", "auto_step_s": 0.002, "trainable": "all"}
+    scenario = validate_scenario(tiny_dict, REPO)
+    host = build_run(scenario, REPO).engine.algo
+    by_budget = validate_scenario({**tiny_dict, "algorithm": {**tiny_dict["algorithm"], "auto_step_s": None}}, REPO)
+    unfitted = build_run(by_budget, REPO).engine.algo  # what a worker that fits no device plans
+    assert (host.split, host.p2) != (unfitted.split, unfitted.p2)  # the device's step time moves the plan
+    try:
+        parallel._start_worker(scenario_dict(scenario), str(REPO), 1)
+        assert (parallel._ALGO.split, parallel._ALGO.p2) == (host.split, host.p2)
+    finally:
+        parallel._ALGO = None

@@ -239,7 +239,7 @@ class Algorithm(ABC):
     def peak_memory_bytes(self) -> int:
         """The method's peak on a device: all weights, the activations its passes keep at the
         largest batch, the frozen prefix's output and what the method itself holds (``held_bytes``)."""
-        return (param_bytes(self.model.parameters()) + self.activation_bytes() + self.prefix_memory_bytes()
+        return (int(self.weight_bytes) + self.activation_bytes() + self.prefix_memory_bytes()
                 + self.held_bytes())
 
     def activation_bytes(self) -> int:

@@ -189,13 +189,12 @@ class Tokenized:
         rows = [self.ids[i] for i in indices]
         longest = max(len(r) for r in rows)
         length = seq_bucket(longest, self.max_length) if bucket else longest
-        ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), length), dtype=torch.long)
+        ids = np.full((len(rows), length), self.pad_id, dtype=np.int64)
         for j, r in enumerate(rows):
-            ids[j, : len(r)] = torch.as_tensor(r)
-            mask[j, : len(r)] = 1
-        return Batch(ids.to(self.device), mask.to(self.device), self.labels[indices].to(self.device),
-                     indices, self.features if cached else None)
+            ids[j, : len(r)] = r
+        mask = torch.from_numpy(np.arange(length) < np.array([len(r) for r in rows])[:, None]).long()
+        return Batch(torch.from_numpy(ids).to(self.device), mask.to(self.device),
+                     self.labels[indices].to(self.device), indices, self.features if cached else None)
 
     def batches(self, batch_size: int):
         for start in range(0, len(self), batch_size):

@@ -134,7 +134,7 @@ def plan_split(model: TaskModel, batch: Batch, trainable: set[str], p1: int, bud
     activations, the two cached block-1 outputs, direction buffers) exceeds the device's are
     skipped. Ties go to the deeper split (smaller block 2).
     """
-    best = None
+    best, weights = None, param_bytes(model.parameters())
     for split in range(model.num_layers + 1):
         names1, names2 = model.block_param_names(split)
         params1 = [p for n, p in model.named_parameters() if n in names1 & trainable]
@@ -147,7 +147,7 @@ def plan_split(model: TaskModel, batch: Batch, trainable: set[str], p1: int, bud
         block1_cost = 2 * p1 * f1 if d1 else f1
         p2 = int(min(p2_max, max(1, (budget_flops - block1_cost) // (2 * p1 * f2))))
         buffers = sum(buffer_numel([p.numel() for p in params], cache_z) for params in (params1, params2))
-        memory = (param_bytes(model.parameters()) + inference_activation_bytes(model, *batch.shape)
+        memory = (weights + inference_activation_bytes(model, *batch.shape)
                   + 2 * cached_output_bytes(model, *batch.shape) + buffers * params2[0].element_size())
         if memory > memory_bytes:
             continue

@@ -101,10 +101,11 @@ class Directions:
         self.params = list(params)
         self.distribution = distribution
         self.cache = cache
-        self.numel = sum(p.numel() for p in self.params)
+        self._sizes = [p.numel() for p in self.params]
+        self.numel = sum(self._sizes)
         self.elem_bytes = self.params[0].element_size() if self.params else 4
         self.flat = flatten_(self.params)
-        self.chunk = max((p.numel() for p in self.params), default=0)
+        self.chunk = max(self._sizes, default=0)
         self._gen = torch.Generator(device=self.flat.device)
         self._device_seed: int | None = None  # the seed whose z a caching device holds
         self._keep = max(self.KEEP_BYTES // max(self.numel * self.elem_bytes, 1), int(cache))
@@ -114,7 +115,7 @@ class Directions:
     @property
     def buffer_bytes(self) -> int:
         """The simulated device's z buffer: the parameters' size with ``cache``, else one chunk."""
-        return buffer_numel([p.numel() for p in self.params], self.cache) * self.elem_bytes
+        return buffer_numel(self._sizes, self.cache) * self.elem_bytes
 
     def _empty(self, numel: int) -> torch.Tensor:
         return torch.empty(numel, dtype=self.flat.dtype, device=self.flat.device)

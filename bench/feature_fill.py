@@ -4,8 +4,8 @@ matrix-multiply speed, and the imports.
 The first run of `edgefed run scenarios/quickstart.yaml` (empty feature store) fills the cache by
 pushing every training and held-out sentence through the frozen MiniLM encoder once. This bench
 times that fill alone, through the run's own ``FeatureCache`` (store off), counts its FLOPs with
-the model's own counter, and compares the rate with a bare fp32 GEMM of the encoder's largest
-shape (64 sentences x 20 tokens against the 384x1536 MLP weight) on the same threads, measured
+the model's own counter, and compares the rate with bare fp32 GEMMs of an encoder layer's three
+shapes at a chunk's size (``edgefed calibrate``'s ``gemm_flops``) on the same threads, measured
 before and after the fill: a fill near the GEMM rate is compute-bound, and only less work could
 make it faster. It also times the imports a run pays before any work (torch, then transformers'
 BERT model; each in a fresh interpreter). Writes bench/results/feature_fill.json.
@@ -15,7 +15,6 @@ BERT model; each in a fresh interpreter). Writes bench/results/feature_fill.json
 from __future__ import annotations
 
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -25,28 +24,15 @@ os.environ["EDGEFED_FEATURE_STORE"] = "off"  # compute every vector: the fill a 
 
 import torch  # noqa: E402
 
+from edgefed.algorithms.features import CHUNK  # noqa: E402
 from edgefed.simulator.build import build_learning  # noqa: E402
+from edgefed.simulator.calibrate import gemm_flops  # noqa: E402
 from edgefed.simulator.provenance import write_bench_result  # noqa: E402
 from edgefed.simulator.scenario import load_scenario  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "results" / "feature_fill.json"
-GEMM_SHAPE = (64 * 20, 384, 1536)  # rows (a chunk's tokens), in, out: MiniLM's MLP matmul
-
-
-def gemm_gflops(seconds: float = 3.0) -> float:
-    """Median rate of 0.3 s windows of a bare fp32 ``linear`` of ``GEMM_SHAPE``."""
-    rows, inner, outer = GEMM_SHAPE
-    x, w = torch.randn(rows, inner), torch.randn(outer, inner)
-    torch.nn.functional.linear(x, w)
-    rates, end = [], time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        start, calls = time.perf_counter(), 0
-        while time.perf_counter() - start < 0.3:
-            torch.nn.functional.linear(x, w)
-            calls += 1
-        rates.append(2 * rows * inner * outer * calls / (time.perf_counter() - start) / 1e9)
-    return statistics.median(rates)
+CHUNK_TOKENS = CHUNK * 20  # a fill chunk's rows: its sentences, about 20 tokens each
 
 
 def import_seconds(module: str) -> float:
@@ -64,7 +50,7 @@ def main() -> None:
     algorithm = build_learning(scenario, base)
     model, data = algorithm.model, algorithm.data
     threads = torch.get_num_threads()
-    before = gemm_gflops()
+    before = gemm_flops(CHUNK_TOKENS) / 1e9
     sets = {}
     for name, tokenized in (("held-out", data.test), ("training", data.train)):
         cache = tokenized.features
@@ -80,7 +66,7 @@ def main() -> None:
                       "gflops": round(flops / seconds / 1e9, 1)}
         print(f"{name:9s} {len(tokenized):5d} sentences, {padded:6d} tokens ({padded / real - 1:.1%} padding): "
               f"{seconds:5.2f} s, {flops / 1e12:.3f} TFLOP = {flops / seconds / 1e9:.1f} GFLOP/s")
-    after = gemm_gflops()
+    after = gemm_flops(CHUNK_TOKENS) / 1e9
     total_s = sum(s["fill_s"] for s in sets.values())
     total_flop = sum(s["tflop"] for s in sets.values()) * 1e12
     print(f"fill: {total_s:.2f} s at {total_flop / total_s / 1e9:.1f} GFLOP/s on {threads} threads; "

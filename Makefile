@@ -30,7 +30,7 @@ quickstart: install
 	$(VENV)/bin/edgefed run scenarios/quickstart.yaml
 
 test: dev
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadgroup  # one test process per core (pytest-xdist)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

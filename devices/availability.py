@@ -30,8 +30,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat
 
-from edgefed import streams
-from edgefed.streams import Stream
+from edgefed.streams import Stream, rng
 
 DAY_S = 86400.0
 DEFAULT_DAILY_TRACE = Path(__file__).with_name("traces") / "charging_wifi.csv"
@@ -108,11 +107,11 @@ def daily_windows(users: dict[str, list[tuple[float, float]]], on_battery: list[
                   seed: int) -> dict[int, list[tuple[float, float]]]:
     """Each battery-powered device's windows in simulated seconds modulo a day, over two days
     with touching windows merged (so one crossing midnight is one window)."""
-    rng = streams.rng(seed, Stream.DAILY_USERS)
+    draw = rng(seed, Stream.DAILY_USERS)
     names = sorted(users)
     out = {}
     for client, battery in enumerate(on_battery):
-        user, shift_h = names[rng.integers(len(names))], rng.uniform(-spec.jitter_h, spec.jitter_h)
+        user, shift_h = names[draw.integers(len(names))], draw.uniform(-spec.jitter_h, spec.jitter_h)
         if not battery:
             continue
         pieces = []
@@ -141,14 +140,14 @@ class Availability:
         self.traced = np.array(sorted(self.trace), dtype=np.int64)
         self.daily = daily or {}  # charging_wifi: daily_windows()
         self.windowed = np.array(sorted(self.daily), dtype=np.int64)
-        self.phase_s = streams.rng(seed, Stream.DIURNAL_PHASE).uniform(0.0, DAY_S, num_clients)
+        self.phase_s = rng(seed, Stream.DIURNAL_PHASE).uniform(0.0, DAY_S, num_clients)
 
     def on(self, clients: np.ndarray, t: float, draw: tuple[int, int]) -> np.ndarray:
         """Whether each of ``clients`` is on at ``t``; ``draw`` = (round, attempt) seeds the
         Bernoulli coins."""
         kind = self.spec.kind
         if kind == "bernoulli":
-            return streams.rng(self.seed, Stream.BERNOULLI_ON, *draw).random(self.num_clients)[clients] < self.spec.p
+            return rng(self.seed, Stream.BERNOULLI_ON, *draw).random(self.num_clients)[clients] < self.spec.p
         if kind == "diurnal":
             return (t - self.phase_s[clients]) % DAY_S < self.spec.on_hours * 3600.0
         on = np.ones(len(clients), dtype=bool)
@@ -183,8 +182,8 @@ class Availability:
         elif self.spec.kind == "charging_wifi" and client in self.daily:
             end = (self._daily_window(client, t) or (t, t))[1]
         if self.spec.failures_per_hour > 0:
-            rng = streams.rng(self.seed, Stream.FAILURES, client, round)
-            end = min(end, t + rng.exponential(3600.0 / self.spec.failures_per_hour))
+            mean_up_s = 3600.0 / self.spec.failures_per_hour
+            end = min(end, t + rng(self.seed, Stream.FAILURES, client, round).exponential(mean_up_s))
         return end
 
     def next_on(self, clients: np.ndarray, t: float) -> np.ndarray:
@@ -211,6 +210,6 @@ class Availability:
 def slowdown(spec: StragglerSpec, seed: int, client: int, round: int) -> float:
     if spec.sigma == 0 and spec.probability == 0:
         return 1.0
-    rng = streams.rng(seed, Stream.STRAGGLERS, client, round)
-    factor = rng.lognormal(0.0, spec.sigma)
-    return factor * (spec.factor if rng.random() < spec.probability else 1.0)
+    draw = rng(seed, Stream.STRAGGLERS, client, round)
+    factor = draw.lognormal(0.0, spec.sigma)
+    return factor * (spec.factor if draw.random() < spec.probability else 1.0)

@@ -2,15 +2,27 @@
 
 The repository's top-level folders ``simulator/``, ``algorithms/`` and ``devices/`` are installed as
 ``edgefed.simulator``, ``edgefed.algorithms`` and ``edgefed.devices``; nothing else is installed at
-top level.
+top level. The Python API (``run``, ``load``, ``Result``, ``RunDirError``) and ``__version__`` load
+on first use (PEP 562), so importing any part of edgefed does not import the API and all it runs.
 """
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("edgefed")
-except PackageNotFoundError:  # pragma: no cover - running from an uninstalled checkout
-    __version__ = "0+unknown"
-
-from edgefed.api import Result, RunDirError, load, run  # noqa: E402
-
 __all__ = ["Result", "RunDirError", "__version__", "load", "run"]
+_API = {"Result", "RunDirError", "load", "run"}
+
+
+def __getattr__(name: str):
+    if name in _API:
+        import edgefed.api
+
+        return getattr(edgefed.api, name)
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("edgefed")
+        except PackageNotFoundError:  # pragma: no cover - running from an uninstalled checkout
+            return "0+unknown"
+    raise AttributeError(f"module 'edgefed' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

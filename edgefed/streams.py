@@ -1,8 +1,15 @@
-"""Every random stream of a run, by name, in one list.
+"""The named random streams of a run, in one list.
 
-Each draw derives from (scenario seed, stream id, keys...), so one stream's numbers never depend
-on how many another one drew, and no two modules share an id by accident. The ids are part of the
-reproducibility contract: renumbering one changes every result that uses it.
+Each draw from a stream derives from (scenario seed, stream id, keys...), so one stream's numbers
+never depend on how many another one drew, and no two modules share an id by accident. The ids are
+part of the reproducibility contract: renumbering one changes every result that uses it.
+
+Two generators take the scenario seed directly instead of through a stream id: the numpy generator
+of ``algorithms.data.partition`` (``np.random.default_rng(seed)``: which examples each client
+holds), and torch's global generator, set by ``torch.manual_seed(seed)`` in ``simulator.build``
+before the model is built (randomly initialised weights such as LoRA adapters) and again in
+``algorithms.models.load_backbone`` (the random-config ``tiny-bert``). Perturbation directions are
+drawn by a ``torch.Generator`` from seeds derived from the streams below (``algorithms.zo``).
 """
 from __future__ import annotations
 

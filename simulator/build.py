@@ -1,7 +1,9 @@
 """Building a run from a scenario: data, model and algorithm, the fleet, its availability.
 
-Builders only construct; they import nothing that drives a run (``runner``, ``replay``,
-``parallel`` import them, never the reverse), so the package has no import cycle.
+Builders only construct. They import the engine and, for replay scenarios, ``replay``'s trace
+reader and ``ReplayAlgorithm`` (``replay`` imports ``engine`` only for type checking and never
+imports this module); what drives a run (``runner``, ``parallel``, the command line) imports the
+builders, never the reverse, so the package has no import cycle.
 """
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -25,9 +26,9 @@ out = Console()
 
 def show_version(value: bool) -> None:
     if value:
-        from edgefed import __version__
+        from importlib.metadata import version as installed
 
-        typer.echo(f"edgefed {__version__}")
+        typer.echo(f"edgefed {installed('edgefed')}")
         raise typer.Exit()
 
 
@@ -158,13 +159,31 @@ def validate(file: Path = typer.Argument(..., help="scenario YAML"),
     typer.echo(yaml.safe_dump(scenario_dict(scenario), sort_keys=False, width=float("inf")), nl=False)
 
 
+class SchemaFormat(str, Enum):
+    json = "json"
+    markdown = "markdown"
+
+
 @app.command()
-def schema(out_file: Optional[Path] = typer.Option(None, "--out", help="write it here instead of stdout")):
-    """Print or write the scenario JSON Schema, for editors' completion and checking."""
-    from edgefed.simulator.results import atomic_write
+def schema(out_file: Optional[Path] = typer.Option(None, "--out", help="write it here instead of stdout"),
+           format_: SchemaFormat = typer.Option(SchemaFormat.json, "--format",
+                                                help="json: the JSON Schema; markdown: the field reference")):
+    """Print or write the scenario JSON Schema, for editors' completion and checking, or its
+    Markdown reference (docs/scenarios.md)."""
     from edgefed.simulator.scenario import json_schema
 
-    text = json_schema()
+    if format_ is SchemaFormat.json:
+        emit(json_schema(), out_file)
+        return
+    from edgefed.simulator.docgen import scenario_markdown
+
+    emit(scenario_markdown(json.loads(json_schema())), out_file)
+
+
+def emit(text: str, out_file: Optional[Path]) -> None:
+    """``text`` on stdout, or written to ``out_file`` (a line on stdout says so)."""
+    from edgefed.simulator.results import atomic_write
+
     if out_file is None:
         typer.echo(text, nl=False)
         return
@@ -175,13 +194,30 @@ def schema(out_file: Optional[Path] = typer.Option(None, "--out", help="write it
     out.print(f"wrote {out_file}", markup=False, highlight=False)
 
 
+class DevicesFormat(str, Enum):
+    table = "table"
+    markdown = "markdown"
+
+
 @app.command()
 def devices(scenario_file: Optional[Path] = typer.Option(None, "--scenario", help="show who can run this scenario"),
-            as_json: bool = typer.Option(False, "--json", help="machine-readable output")):
+            as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+            format_: DevicesFormat = typer.Option(DevicesFormat.table, "--format",
+                                                  help="table, or markdown: the catalog with its citations"),
+            out_file: Optional[Path] = typer.Option(None, "--out", help="with --format markdown: write it here")):
     """The device and link catalog; with --scenario, which devices can hold the method."""
     from edgefed.devices.profile import default_catalog
 
     catalog = default_catalog()
+    if format_ is DevicesFormat.markdown:
+        if scenario_file is not None or as_json:
+            fail_input("--format markdown: documents the catalog alone; drop --scenario and --json")
+        from edgefed.simulator.docgen import catalog_markdown
+
+        emit(catalog_markdown(catalog), out_file)
+        return
+    if out_file is not None:
+        fail_input("--out: only with --format markdown")
     profiles, peak = catalog.devices, None
     if scenario_file is not None:
         from edgefed.simulator.build import build_learning

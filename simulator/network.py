@@ -25,8 +25,7 @@ import numpy as np
 import simpy
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat
 
-from edgefed import streams
-from edgefed.streams import Stream
+from edgefed.streams import Stream, rng
 
 DONE_BITS = 1e-6  # a flow with less left than this has finished (floating-point slack)
 
@@ -64,8 +63,7 @@ class NetworkSpec(BaseModel):
 def link_factors(num_clients: int, spec: VariabilitySpec, seed: int) -> np.ndarray:
     """Multipliers (clients x [up, down]) of the catalog bandwidth; median 1 for lognormal."""
     if spec.kind == "lognormal":
-        rng = streams.rng(seed, Stream.LINK_VARIABILITY)
-        return rng.lognormal(0.0, spec.sigma, size=(num_clients, 2))
+        return rng(seed, Stream.LINK_VARIABILITY).lognormal(0.0, spec.sigma, size=(num_clients, 2))
     return np.ones((num_clients, 2))
 
 

@@ -67,4 +67,5 @@ class RoundObserver:
         """After ``round`` (round 0: the initial evaluation, with the excluded devices' rows)."""
 
     def close(self, engine, status: str) -> None:
-        """The run ended: ``done``, ``interrupted`` or ``diverged``."""
+        """The run ended: ``done``, ``interrupted`` (KeyboardInterrupt), ``diverged`` or ``failed``
+        (any other exception)."""

@@ -218,9 +218,8 @@ class HostSpec(Strict):
     feature_cache_bytes: NonNegativeInt = Field(2**31, description="host memory for the frozen layers' "
                                                 "outputs per example (0: recompute every pass)")
     threads: PositiveInt | None = Field(1, description="torch CPU threads for a round's client steps (null: "
-                                        "torch's default, or OMP_NUM_THREADS); 1 by default because a client's "
-                                        "batches are small and OpenMP's waiting made 2 threads 2.5x slower "
-                                        "on 2 cores. Feature-cache fills keep the process's threads")
+                                        "torch's default, or OMP_NUM_THREADS); feature-cache fills keep the "
+                                        "process's threads; the count never changes the results")
 
 
 class Scenario(Strict):

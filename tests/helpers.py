@@ -1,6 +1,12 @@
-"""Builders shared by tests: a tiny model with data, without the engine."""
+"""Builders shared by tests: a tiny model with data, without the engine; the command line run in
+this process."""
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
+import sys
+import traceback
 import weakref
 from collections import Counter
 from types import SimpleNamespace
@@ -9,10 +15,37 @@ import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
+from typer.testing import CliRunner
 
 from edgefed.algorithms.base import FederatedData, init_prototype_head
 from edgefed.algorithms.data import TextDataset, Tokenized, partition
 from edgefed.algorithms.models import TaskModel, load_backbone
+
+def edgefed(*args, cwd=None) -> subprocess.CompletedProcess:
+    """``edgefed ARGS`` in this process (a fresh interpreter pays seconds of torch imports), with
+    what a subprocess would show: its exit code, stdout, and stderr with any uncaught exception's
+    traceback, so tests that forbid tracebacks still see them. The torch thread count a scenario's
+    ``host.threads`` sets is restored afterwards. ``console_script`` runs the real process."""
+    from edgefed.simulator.cli import app
+
+    args = [str(a) for a in args]
+    threads = torch.get_num_threads()
+    try:
+        with contextlib.chdir(cwd or os.getcwd()):
+            result = CliRunner().invoke(app, args, prog_name="edgefed")
+    finally:
+        torch.set_num_threads(threads)
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(result.exception))
+    return subprocess.CompletedProcess(["edgefed", *args], result.exit_code, result.stdout, stderr)
+
+
+def console_script(*args, cwd=None) -> subprocess.CompletedProcess:
+    """``python -m edgefed ARGS`` in a fresh interpreter: for what only a real process shows."""
+    return subprocess.run([sys.executable, "-m", "edgefed", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=600)
+
 
 TEXTS = ["a gripping , funny and moving film", "dull , lifeless and far too long", "a small gem",
          "the plot makes no sense at all", "wonderful performances all round", "a tedious mess",

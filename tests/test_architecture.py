@@ -1,25 +1,42 @@
-"""The package's import graph, computed from the source (imports inside functions count): no cycles,
-and ``algorithms`` never imports ``simulator``."""
+"""The package's import graph, computed from the source: no cycles, ``algorithms`` never imports
+``simulator``, and importing a part of edgefed does not import its API.
+
+Every import counts, those inside functions too (PEP 562's ``__getattr__`` included): a lazy import
+still runs when it is reached. ``from edgefed import x`` is an edge to ``edgefed/__init__.py``
+(that is where ``x`` is looked up) and, when ``x`` is a module, to that module."""
 import ast
+import subprocess
+import sys
 
 import networkx as nx
 
 from tests.conftest import REPO
 
-FOLDERS = ("simulator", "algorithms", "devices")
+# repository folder -> the package it installs as (pyproject.toml's package-dir)
+PACKAGES = {"edgefed": "edgefed", "simulator": "edgefed.simulator", "algorithms": "edgefed.algorithms",
+            "devices": "edgefed.devices"}
+
+
+def module_names(root=REPO) -> dict[str, object]:
+    return {(package if path.stem == "__init__" else f"{package}.{path.stem}"): path
+            for folder, package in PACKAGES.items() for path in sorted((root / folder).glob("*.py"))}
 
 
 def import_graph(root=REPO) -> nx.DiGraph:
-    modules = {f"{folder}.{path.stem}": path for folder in FOLDERS for path in sorted((root / folder).glob("*.py"))}
+    modules = module_names(root)
     graph = nx.DiGraph()
     graph.add_nodes_from(modules)
     for name, path in modules.items():
+        package = name if path.stem == "__init__" else name.rpartition(".")[0]
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                base = node.module.removeprefix("edgefed.")
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative: resolved against this module's package
+                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(anchor + ([base] if base else []))
                 targets = [base, *(f"{base}.{alias.name}" for alias in node.names)]
             elif isinstance(node, ast.Import):
-                targets = [alias.name.removeprefix("edgefed.") for alias in node.names]
+                targets = [alias.name for alias in node.names]
             else:
                 continue
             graph.add_edges_from((name, t) for t in targets if t in modules and t != name)
@@ -32,13 +49,34 @@ def test_no_import_cycles():
 
 
 def test_algorithms_never_import_the_simulator():
-    bad = [(a, b) for a, b in import_graph().edges if a.startswith("algorithms.") and b.startswith("simulator.")]
+    bad = [(a, b) for a, b in import_graph().edges
+           if a.startswith("edgefed.algorithms") and b.startswith("edgefed.simulator")]
     assert bad == []
 
 
-def test_the_graph_sees_imports_inside_functions(tmp_path):
-    for folder in FOLDERS:
+def test_no_module_imports_from_the_package_root():
+    """``from edgefed import x`` goes through the root's lazy ``__getattr__``; modules name what
+    they use (``from edgefed.streams import Stream``)."""
+    graph = import_graph()
+    assert sorted(a for a, b in graph.edges if b == "edgefed") == []
+
+
+def test_the_graph_sees_imports_inside_functions_and_the_package_root(tmp_path):
+    for folder in PACKAGES:
         (tmp_path / folder).mkdir()
     (tmp_path / "simulator" / "a.py").write_text("from edgefed.simulator.b import x\n")
     (tmp_path / "simulator" / "b.py").write_text("def f():\n    from edgefed.simulator import a\n")
     assert list(nx.simple_cycles(import_graph(tmp_path))) != []
+    (tmp_path / "simulator" / "b.py").write_text("from edgefed import run\n")
+    (tmp_path / "edgefed" / "__init__.py").write_text("def __getattr__(name):\n    import edgefed.api\n")
+    (tmp_path / "edgefed" / "api.py").write_text("from edgefed.simulator import a\n")
+    graph = import_graph(tmp_path)
+    assert graph.has_edge("edgefed.simulator.b", "edgefed") and graph.has_edge("edgefed", "edgefed.api")
+    assert list(nx.simple_cycles(graph)) != []
+
+
+def test_importing_the_engine_does_not_import_the_api():
+    code = "import sys, edgefed.simulator.engine; print('edgefed.api' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"

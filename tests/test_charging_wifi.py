@@ -9,7 +9,7 @@ from edgefed.simulator.build import build_availability, build_fleet
 from edgefed.simulator.scenario import Scenario
 from tests.conftest import write_scenario
 from tests.test_cli_errors import _assert_one_line_error
-from tests.test_end_to_end import edgefed
+from tests.helpers import edgefed
 
 H = 3600.0
 

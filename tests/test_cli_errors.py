@@ -3,7 +3,7 @@ import pytest
 import yaml
 
 from tests.conftest import write_scenario
-from tests.test_end_to_end import edgefed
+from tests.helpers import edgefed
 
 
 def _assert_one_line_error(result, *needles):

@@ -11,7 +11,8 @@ from edgefed.algorithms.decomfl import DeComFL
 from edgefed.algorithms.zo import Directions, replay
 from tests.conftest import write_scenario
 from tests.helpers import tiny_setup, zo_cfg
-from tests.test_end_to_end import edgefed, read_csv
+from tests.helpers import edgefed
+from tests.test_end_to_end import read_csv
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA device")
 

@@ -1,25 +1,19 @@
 """End to end through the CLI on a tiny random-config model: files, sums and determinism."""
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from edgefed.algorithms.message import Message
 from tests.conftest import write_scenario
+from tests.helpers import edgefed
 
 ROUND_COLS = ["round", "sim_time_s", "accuracy", "loss", "selected", "aggregated", "dropped", "bytes_up",
               "bytes_down", "energy_j", "client_flops", "host_seconds"]
 CLIENT_COLS = ["round", "client", "device", "status", "download_s", "compute_s", "upload_s", "idle_s",
                "energy_compute_j", "energy_radio_j", "energy_idle_j", "bytes_up", "bytes_down", "flops",
                "peak_memory_bytes"]
-
-
-def edgefed(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "edgefed", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, timeout=600)
 
 
 def read_csv(path: Path) -> list[dict]:

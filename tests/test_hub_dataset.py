@@ -12,7 +12,7 @@ import pytest
 from edgefed.simulator.runner import run_scenario
 from edgefed.simulator.scenario import ScenarioError, load_scenario
 from tests.conftest import REPO, write_scenario
-from tests.test_end_to_end import edgefed
+from tests.helpers import edgefed
 
 datasets = pytest.importorskip("datasets")
 

@@ -104,6 +104,7 @@ def test_a_point_stopped_mid_run_resumes_from_its_checkpoint(two_seeds, tmp_path
     assert _rows(out / "sweep.csv") == _rows(local / "sweep.csv")
 
 
+@pytest.mark.xdist_group("ray")  # one local Ray per test process: keep its users on one
 def test_local_and_ray_backends_write_identical_rows(two_seeds, tmp_path, local_ray):
     path, local_dir, _ = two_seeds
     run_sweep(path, tmp_path / "ray", backend="ray", workers=1)

@@ -2,8 +2,12 @@
 
 Only ``host_seconds`` (wall-clock on the host) may differ. The systems figures never depend on
 host floating point (FLOPs come from shapes, bytes from message sizes); the learning figures are
-identical here because the tiny model's tensors are below ATen's parallel grain, so no reduction
-changes order with the thread count (bench/thread_determinism.py checks MiniLM).
+identical because the tiny model's tensors are below ATen's parallel grain, so no ATen reduction
+changes order with the thread count, and MKL's matrix multiplies run in its strict reproducible
+mode (``MKL_CBWR=AUTO,STRICT``: the same bits for any thread count). Without it MKL may split a
+multiply across threads differently on another CPU: with ``MKL_CBWR=AVX2`` (the code path of a CPU
+without AVX-512) the two runs below differ in the last bits of a loss. bench/thread_determinism.py
+checks MiniLM.
 """
 import json
 import os
@@ -14,7 +18,7 @@ from tests.test_end_to_end import read_csv
 
 
 def run_with_threads(scenario, out, threads):
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "MKL_CBWR": "AUTO,STRICT"}
     result = subprocess.run([sys.executable, "-m", "edgefed", "run", str(scenario), "--out", str(out),
                              "--quiet", "--set", "rounds.max=2", "--set", "host.threads=null"], env=env,
                             capture_output=True, text=True, timeout=300)

@@ -76,7 +76,7 @@ def test_replay_beyond_the_trace_is_bad_input(real):
         _run(tmp, long, "long")
 
 
-@pytest.mark.parametrize("backend", ["local", "ray"])
+@pytest.mark.parametrize("backend", ["local", pytest.param("ray", marks=pytest.mark.xdist_group("ray"))])
 def test_parallel_clients_give_the_sequential_outputs(real, backend, request):
     if backend == "ray":
         request.getfixturevalue("local_ray")

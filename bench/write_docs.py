@@ -1,0 +1,337 @@
+"""Write docs/benchmarks.md and bench/README.md from the recorded results, so a quoted figure is
+always the one in its bench/results/*.json, beside the commit and machine that produced it.
+
+Each result's section takes what the bench measures and how to rerun it from the bench script's
+docstring, its figures from the JSON (tables; a renderer of its own where the generic one would
+be unreadable) and its provenance block. The output depends on the committed files alone (sorted,
+no timestamps), so ``--check`` can tell CI and the tests whether a committed copy is out of date.
+
+    python bench/write_docs.py [--check]
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import re
+import sys
+import textwrap
+from pathlib import Path
+
+from edgefed.simulator.docgen import generated_note, number, prose, table
+from edgefed.simulator.results import atomic_write
+
+REPO = Path(__file__).resolve().parents[1]
+COMMAND = "python bench/write_docs.py"
+BENCHMARKS_MD = Path("docs/benchmarks.md")
+README_MD = Path("bench/README.md")
+
+
+# --- reading the results and their scripts ------------------------------------------------------
+
+def results(repo: Path) -> dict[str, dict]:
+    """Every bench/results/*.json by name, sorted."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted((repo / "bench" / "results").glob("*.json"))}
+
+
+def script_of(name: str, data: dict) -> str:
+    """The bench script that wrote a result, as its provenance names it."""
+    return (data.get("provenance") or {}).get("script") or f"bench/{name}.py"
+
+
+def writes_result(path: Path) -> bool:
+    """A bench script: it imports the helper that writes a result with its provenance."""
+    return any(isinstance(node, ast.ImportFrom) and any(a.name == "write_bench_result" for a in node.names)
+               for node in ast.walk(ast.parse(path.read_text())))
+
+
+def docstring(repo: Path, script: str) -> str:
+    path = repo / script
+    return (ast.get_docstring(ast.parse(path.read_text())) or "") if path.is_file() else ""
+
+
+def paragraphs(doc: str) -> list[str]:
+    """The docstring's prose paragraphs (indented command blocks left out), each on one line."""
+    return [prose(p) for p in re.split(r"\n\s*\n", doc) if p.strip() and not p.startswith(" ")]
+
+
+def summary(doc: str) -> str:
+    """One line for the README's table: the first sentence, up to a ';'."""
+    first = (paragraphs(doc) or [""])[0]
+    return re.split(r"(?<=[.?!])\s+(?=[A-Z])", first)[0].split("; ")[0].rstrip(".:")
+
+
+def usage(doc: str) -> str:
+    """The docstring's indented command lines (how the bench is run), relative indentation kept."""
+    lines = [line for line in doc.splitlines() if line.startswith("    ")]
+    return textwrap.dedent("\n".join(lines)).strip()
+
+
+def provenance_line(prov: dict | None, wall_s=None, what: str = "") -> str:
+    """The commit, checkout state and machine that produced a set of figures (``what``: a part of
+    the file with a provenance of its own), and its wall time."""
+    if not prov or not prov.get("commit"):
+        return "*No provenance recorded.*\n"
+    state = {True: " with uncommitted changes", None: " (checkout state unknown)"}.get(prov.get("dirty"), "")
+    text = f"{what}: recorded" if what else "Recorded"
+    text += f" at commit `{prov['commit'][:7]}`{state}"
+    m = prov.get("machine") or {}
+    if m:
+        threads = m.get("torch_threads")
+        text += (f" on {m.get('cpu')}, {m.get('cores')} cores"
+                 + (f" ({threads} torch thread{'s' if threads != 1 else ''})" if threads else "")
+                 + f", torch {m.get('torch')}, " + (f"GPU {m['gpu']}" if m.get("gpu") else "no GPU"))
+    text += "." + (f" Wall time {number(wall_s)} s." if isinstance(wall_s, (int, float)) else "")
+    if prov.get("note"):
+        text += f" Note: {prov['note']}"
+    return f"*{text}*\n"
+
+
+def same_run(a: dict | None, b: dict | None) -> bool:
+    """Two provenance blocks that name the same code and machine (one line says it for both)."""
+    keys = ("commit", "dirty", "machine")
+    return bool(a and b) and all(a.get(k) == b.get(k) for k in keys)
+
+
+# --- figures as tables ---------------------------------------------------------------------------
+
+def scalar(value) -> bool:
+    """Fits in one table cell: a number or string, a list of them, or a small mapping of them."""
+    if isinstance(value, list):
+        return all(not isinstance(v, (dict, list)) for v in value)
+    if isinstance(value, dict):
+        return len(value) <= 4 and all(not isinstance(v, (dict, list)) for v in value.values())
+    return True
+
+
+def show(value) -> str:
+    """One cell: lists and small mappings joined with '; ' (',' separates thousands)."""
+    if isinstance(value, list):
+        return "; ".join(map(number, value)) or "none"
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {number(v)}" for k, v in value.items()) or "none"
+    return number(value)
+
+
+def record(value) -> bool:
+    return isinstance(value, dict) and bool(value) and all(scalar(v) for v in value.values())
+
+
+def records(rows, first: str = "") -> str:
+    """A table of records (a mapping name -> record, or a list): one row each, one column per key."""
+    items = rows.items() if isinstance(rows, dict) else ((str(i + 1), r) for i, r in enumerate(rows))
+    items = [(k, {c: v for c, v in r.items() if c != "provenance"}) for k, r in items]
+    columns = list(dict.fromkeys(c for _, r in items for c in r))
+    return table([first, *columns], [[k, *(show(r[c]) if c in r else "" for c in columns)] for k, r in items])
+
+
+def generic(data: dict, top: dict | None, path: str = "") -> list[str]:
+    """Any result: its plain figures as a two-column table, then each mapping under its path
+    (``a / b``): sibling records with the same keys, or a mapping of such records, as one table, a
+    list of records as a table, anything deeper the same way; a part whose provenance differs from
+    the file's gets its own line."""
+    own = data.get("provenance")
+    data = {k: v for k, v in data.items() if k != "provenance"}
+    blocks = [f"**{path}**\n"] if path else []
+    flat = {k: v for k, v in data.items() if v == {} or (not isinstance(v, dict) and scalar(v))}
+    if flat:
+        blocks.append(table(["figure", "value"], [[k, show(v)] for k, v in flat.items()]))
+    rest = [(k, v) for k, v in data.items() if k not in flat]
+    while rest:
+        key, value = rest.pop(0)
+        name = f"{path} / {key}" if path else key
+        if record(value) and not same_keys(value):
+            group = {key: value}
+            while rest and record(rest[0][1]) and rest[0][1].keys() == value.keys():
+                group.update([rest.pop(0)])
+            if len(group) > 1:
+                blocks.append(records(group))
+            else:
+                blocks += [f"**{name}**\n", table(["figure", "value"], [[k, show(v)] for k, v in value.items()])]
+        elif same_keys(value):
+            blocks += [f"**{name}**\n", records(value)]
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            blocks += [f"**{name}**\n", records(value)]
+        elif isinstance(value, dict):
+            blocks += generic(value, top, name)
+    if own and path and not same_run(own, top):
+        blocks.append(provenance_line(own, what=path))
+    if path and (len(blocks) == 1 or blocks[1].startswith("**")):  # nothing of its own before a deeper path
+        blocks.pop(0)
+    return blocks
+
+
+def same_keys(value) -> bool:
+    """A mapping of records that share their keys: one table, a row each."""
+    return isinstance(value, dict) and bool(value) and all(record(v) for v in value.values()) \
+        and len({tuple(v) for v in value.values()}) == 1
+
+
+def bound(entry: dict) -> str:
+    """A paired ratio: its value, or 'at least' when one side never reached the target."""
+    return number(entry["value"]) if "value" in entry else f">= {number(entry['at_least'])}"
+
+
+def fedspzo_paper(data: dict) -> list[str]:
+    """The paper comparison: tuning grid, chosen configurations, per-seed report runs, paired
+    ratios, equal-compute gaps and the per-device-class replays."""
+    rest = ("method", "lr", "final_smoothed_tuning_accuracy")
+    lrs = sorted({row["lr"] for row in data["tuning"]})
+    grid: dict[tuple, dict] = {}
+    for row in data["tuning"]:
+        config = ", ".join(f"{k} {v}" for k, v in row.items() if k not in rest)
+        grid.setdefault((row["method"], config), {})[row["lr"]] = row["final_smoothed_tuning_accuracy"]
+    target = data["target"]
+    blocks = [
+        "**Tuning**: final smoothed accuracy on the tuning split, per configuration and learning rate (seed "
+        f"{', '.join(map(str, data['plan']['tuning']['seeds']))}).\n",
+        table(["method", "configuration", *(f"lr {number(lr)}" for lr in lrs)],
+              [[m, c, *(number(accs[lr]) if lr in accs else "" for lr in lrs)] for (m, c), accs in grid.items()]),
+        "**Chosen** (best final smoothed tuning accuracy; ties: the smaller lr)\n",
+        table(["method", "configuration"], [[m, show(c)] for m, c in data["chosen"].items()]),
+        f"**Target**: {number(target['accuracy'])} test accuracy ({target['rule']}).\n",
+    ]
+    methods = data["methods"]
+    seeds = next(iter(methods.values()))["seeds"]
+    columns = [k for k, v in next(iter(methods.values())).items() if isinstance(v, list) and k != "seeds"]
+    rows = [[method, seed, *(number(r[c][i]) for c in columns)]
+            for method, r in methods.items() for i, seed in enumerate(r["seeds"])]
+    blocks += ["**Report runs** (test split, chosen configuration, per seed)\n",
+               table(["method", "seed", *columns], rows)]
+    rows = []
+    for pair, metrics in data["ratios"].items():
+        for metric, r in metrics.items():
+            rows.append([pair, metric, *(bound(e) for e in r["per_seed"]),
+                         *(number(r.get(k)) for k in ("mean", "min", "max"))])
+    blocks += ["**Paired ratios to target** (baseline over FedSPZO, per seed; `>=` where the baseline "
+               "never reached the target)\n",
+               table(["pair", "figure", *(f"seed {s}" for s in seeds), "mean", "min", "max"], rows)]
+    rows = [[pair, seeds[i], *map(number, e.values())] for pair, r in data["at_equal_compute"].items()
+            for i, e in enumerate(r["per_seed"])]
+    columns = list(next(iter(data["at_equal_compute"].values()))["per_seed"][0])
+    blocks += ["**At equal client compute** (smoothed accuracy at the cheaper whole run's client FLOPs)\n",
+               table(["pair", "seed", *columns], rows),
+               records({pair: {k: v for k, v in r.items() if k != "per_seed"}
+                        for pair, r in data["at_equal_compute"].items()})]
+    rows = [[cls, method, *(show(v) for v in figures.values())]
+            for cls, c in data["device_classes"].items() for method, figures in c["methods"].items()]
+    figures = list(next(iter(next(iter(data["device_classes"].values()))["methods"].values())))
+    blocks += ["**Per device class** (the report traces replayed on one class of device; per seed)\n",
+               table(["class", "method", *figures], rows),
+               records({cls: {**data.get("auto_picks", {}).get(cls, {}),
+                              **{k: v for k, v in c.items() if k != "methods"}}
+                        for cls, c in data["device_classes"].items()}, "class"),
+               "**Where the learning ran**\n",
+               table(["stage", "runs by device", "host seconds"],
+                     [[stage, show(r["runs_by_device"]), number(r["host_seconds"])]
+                      for stage, r in data["learning_ran_on"].items()])]
+    return blocks
+
+
+def fedspzo_vs_baselines(data: dict) -> list[str]:
+    """One task: figures to the common target per method, then each method's totals."""
+    methods = data["methods"]
+    flat = {k: v for k, v in data.items() if k not in ("methods", "provenance")}
+    return [table(["figure", "value"], [[k, show(v)] for k, v in flat.items()]),
+            f"**To target** (this file is the `--task {data['task']}` run)\n",
+            records({m: {k: v for k, v in r.items() if k != "totals"} for m, r in methods.items()}, "method"),
+            "**Whole run**\n",
+            records({m: r["totals"] for m, r in methods.items()}, "method")]
+
+
+RENDERERS = {"bench/fedspzo_paper.py": fedspzo_paper, "bench/fedspzo_vs_baselines.py": fedspzo_vs_baselines}
+
+
+# --- the two pages -------------------------------------------------------------------------------
+
+def section(repo: Path, name: str, data: dict) -> str:
+    script = script_of(name, data)
+    doc = docstring(repo, script)
+    stem = Path(script).stem
+    folder = Path("bench/results", name if name == stem else f"{stem}/{name.removeprefix(stem + '_')}")
+    parts = [f"## {name}\n"]
+    if paragraphs(doc):
+        parts.append(paragraphs(doc)[0] + "\n")
+    where = f"Figures: [`bench/results/{name}.json`](../bench/results/{name}.json), from [`{script}`](../{script})"
+    if (repo / folder).is_dir():
+        where += f"; run directories and plots under [`{folder}/`](../{folder}/)"
+    parts.append(where + ".\n")
+    if usage(doc):
+        parts.append(f"```sh\n{usage(doc)}\n```\n")
+    for png in dict.fromkeys(re.findall(r"docs/([\w.-]+\.png)", doc)):
+        if (repo / "docs" / png).is_file():
+            parts.append(f"![{png}]({png})\n")
+    render = RENDERERS.get(script)
+    parts += render(data) if render else generic(data, data.get("provenance"))
+    parts.append(provenance_line(data.get("provenance"), data.get("wall_s")))
+    return "\n".join(parts)
+
+
+def benchmarks_md(repo: Path = REPO) -> str:
+    found = results(repo)
+    head = [generated_note(COMMAND), "# Benchmarks\n",
+            "The figures every benchmark in `bench/` last recorded, read from its `bench/results/*.json`, "
+            "each under the commit and machine that produced it (how the benchmarks work: "
+            "[bench/README.md](../bench/README.md)). `python bench/stale.py` lists the results whose code "
+            "has changed since.\n",
+            "".join(f"- [{name}](#{name})\n" for name in found)]
+    return "\n".join(head + [section(repo, name, data) for name, data in found.items()])
+
+
+def readme_md(repo: Path = REPO) -> str:
+    found = results(repo)
+    rows = []
+    for name, data in found.items():
+        script = script_of(name, data)
+        wall = data.get("wall_s")
+        rows.append([f"[`{Path(script).name}`]({Path(script).name})", summary(docstring(repo, script)),
+                     f"{number(wall)} s" if isinstance(wall, (int, float)) else "-",
+                     f"[`results/{name}.json`](results/{name}.json)",
+                     f"[{name}](../docs/benchmarks.md#{name})"])
+    ran = {script_of(n, d) for n, d in found.items()}
+    for path in sorted((repo / "bench").glob("*.py")):
+        script = f"bench/{path.name}"
+        if script not in ran and writes_result(path):
+            rows.append([f"[`{path.name}`]({path.name})", summary(docstring(repo, script)), "-", "not recorded",
+                         "-"])
+    return "\n".join([
+        generated_note(COMMAND),
+        "# Benchmarks\n",
+        "Each script here measures one thing, prints its figures and writes them to "
+        "`bench/results/NAME.json` with a `provenance` block: the commit it ran (and whether the checkout "
+        "had uncommitted changes), the machine (CPU, cores, torch threads, torch, GPU) and the package "
+        "versions. Every script's docstring says what it measures and how to run it.\n",
+        "- `python bench/stale.py` lists the results whose code (the script and every `edgefed` module it "
+        "reaches) changed since the commit they record; it exits 1 when any is listed, so CI can ask for a rerun.\n"
+        "- `python bench/write_docs.py` regenerates this page and [docs/benchmarks.md](../docs/benchmarks.md), "
+        "the figures as tables, from the results; `--check` exits 1 when a committed copy is out of date.\n",
+        "The time column is the bench's own wall time where its result records one.\n",
+        table(["script", "measures", "runs for", "result", "figures"], rows),
+    ])
+
+
+def outputs(repo: Path = REPO) -> dict[Path, str]:
+    """What this script writes, by path relative to the repository."""
+    return {BENCHMARKS_MD: benchmarks_md(repo), README_MD: readme_md(repo)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 naming each committed file that differs")
+    parser.add_argument("--repo", type=Path, default=REPO)
+    args = parser.parse_args()
+    differ = []
+    for rel, text in outputs(args.repo).items():
+        path = args.repo / rel
+        if args.check:
+            if not path.is_file() or path.read_text() != text:
+                differ.append(rel)
+                print(f"{rel}: differs from what `{COMMAND}` writes", file=sys.stderr)
+            continue
+        atomic_write(path, text)
+        print(f"wrote {rel}")
+    return 1 if differ else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -15,11 +15,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 from edgefed.algorithms.zo import Directions  # noqa: E402
-from edgefed.simulator.calibrate import host_clock, host_profile  # noqa: E402
+from edgefed.calibrate import host_clock, host_profile  # noqa: E402
 from edgefed.simulator.costs import compute_seconds  # noqa: E402
-from edgefed.simulator.build import build_learning  # noqa: E402
-from edgefed.simulator.provenance import write_bench_result  # noqa: E402
-from edgefed.simulator.scenario import load_scenario  # noqa: E402
+from edgefed.build import build_learning  # noqa: E402
+from edgefed.provenance import write_bench_result  # noqa: E402
+from edgefed.scenario import load_scenario  # noqa: E402
 
 # (label, overrides): the quickstart's head-only fine-tuning, and full-parameter MeZO
 CASES = [

@@ -14,9 +14,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from edgefed.simulator import plots  # noqa: E402
-from edgefed.simulator.provenance import write_bench_result  # noqa: E402
-from edgefed.simulator.sweep import run_sweep  # noqa: E402
+import edgefed.plots as plots  # noqa: E402
+from edgefed.provenance import write_bench_result  # noqa: E402
+from edgefed.sweep import run_sweep  # noqa: E402
 
 # seed 1 starts at 0.565 and peaks at 0.595 on this budget; seed 0 starts above 0.6
 TARGET = 0.59

@@ -19,14 +19,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edgefed.simulator.provenance import write_bench_result  # noqa: E402
+from edgefed.provenance import write_bench_result  # noqa: E402
 
 RUN = ROOT / "bench/runs/engine-share"
 DEVICES, PER_ROUND = 2000, 1000
 
 
 def scenario(rounds: int):
-    from edgefed.simulator.scenario import Scenario
+    from edgefed.scenario import Scenario
     from tests.conftest import TINY
     data = copy.deepcopy(TINY)
     data["name"] = "engine-share"
@@ -40,7 +40,7 @@ def scenario(rounds: int):
 
 
 def main() -> None:
-    from edgefed.simulator.runner import run_scenario
+    from edgefed.runner import run_scenario
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
     start = time.perf_counter()
     run_scenario(scenario(rounds), ROOT, RUN)

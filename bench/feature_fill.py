@@ -25,10 +25,10 @@ os.environ["EDGEFED_FEATURE_STORE"] = "off"  # compute every vector: the fill a 
 import torch  # noqa: E402
 
 from edgefed.algorithms.features import CHUNK  # noqa: E402
-from edgefed.simulator.build import build_learning  # noqa: E402
-from edgefed.simulator.calibrate import gemm_flops  # noqa: E402
-from edgefed.simulator.provenance import write_bench_result  # noqa: E402
-from edgefed.simulator.scenario import load_scenario  # noqa: E402
+from edgefed.build import build_learning  # noqa: E402
+from edgefed.calibrate import gemm_flops  # noqa: E402
+from edgefed.provenance import write_bench_result  # noqa: E402
+from edgefed.scenario import load_scenario  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "results" / "feature_fill.json"

@@ -34,10 +34,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
 
 from edgefed.algorithms.registry import METHODS
-from edgefed.simulator.provenance import write_bench_result
-from edgefed.simulator.results import atomic_write, retarget, smoothed
-from edgefed.simulator.scenario import ScenarioError, load_scenario, resolve_path
-from edgefed.simulator.sweep import is_complete, load_sweep, run_sweep
+from edgefed.provenance import write_bench_result
+from edgefed.results import atomic_write, retarget, smoothed
+from edgefed.scenario import ScenarioError, load_scenario, resolve_path
+from edgefed.sweep import is_complete, load_sweep, run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 PLAN = REPO / "bench" / "fedspzo_paper.yaml"
@@ -166,7 +166,7 @@ def check(plan: Plan) -> None:
         fail(str(exc))
     splits = [c["split"] for c in plan.methods.get(HEADLINE, []) if c.get("split", "auto") != "auto"]
     if splits:
-        from edgefed.simulator.build import build_learning
+        from edgefed.build import build_learning
 
         scenario, base = load_scenario(resolve_path(PLAN.parent, plan.regime.base),
                                        [f"{k}={json.dumps(v)}" for k, v in plan.regime.set.items()])
@@ -324,7 +324,7 @@ def spread(values: list[dict]) -> dict:
 def smoothed_within(run_dir: Path, flops: float, window: int) -> float | None:
     """The run's accuracy, smoothed over ``window`` evaluations, at its last evaluation within
     ``flops`` of client compute; None before the first full window."""
-    from edgefed.simulator import plots
+    import edgefed.plots as plots
 
     curve = plots.read_curve(run_dir)
     within = [acc for spent, acc in zip(curve["client_flops"], smoothed(curve["accuracy"], window))
@@ -342,7 +342,7 @@ def equal_compute(theirs: tuple[Path, dict], ours: tuple[Path, dict]) -> dict:
 
 
 def summary(plan: Plan) -> dict:
-    from edgefed.simulator import plots
+    import edgefed.plots as plots
 
     runs = report_runs(plan)
     target, gains = fix_target(plan, runs)
@@ -414,7 +414,7 @@ def auto_picks(plan: Plan) -> dict:
     auto = next((c for c in plan.methods.get(HEADLINE, []) if "auto" in (c.get("split"), c.get("p2"))), None)
     if auto is None:
         return {}
-    from edgefed.simulator.build import build_learning
+    from edgefed.build import build_learning
 
     overrides = {**plan.regime.set, "algorithm": algorithm(plan, HEADLINE, auto, lrs(plan, HEADLINE)[0])}
     scenario, base = load_scenario(resolve_path(PLAN.parent, plan.regime.base),

@@ -14,11 +14,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-from edgefed.simulator.plots import plot_runs  # noqa: E402
-from edgefed.simulator.provenance import write_bench_result  # noqa: E402
-from edgefed.simulator.results import retargeted  # noqa: E402
-from edgefed.simulator.runner import run_scenario  # noqa: E402
-from edgefed.simulator.scenario import load_scenario  # noqa: E402
+from edgefed.plots import plot_runs  # noqa: E402
+from edgefed.provenance import write_bench_result  # noqa: E402
+from edgefed.results import retargeted  # noqa: E402
+from edgefed.runner import run_scenario  # noqa: E402
+from edgefed.scenario import load_scenario  # noqa: E402
 
 COLUMNS = ("client_flops_to_target", "time_to_target_s", "energy_to_target_j", "bytes_to_target",
            "rounds_to_target", "initial_accuracy", "final_accuracy", "best_accuracy")

@@ -20,9 +20,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from edgefed.simulator.provenance import write_bench_result  # noqa: E402
-from edgefed.simulator.runner import run_scenario  # noqa: E402
-from edgefed.simulator.scenario import load_scenario  # noqa: E402
+from edgefed.provenance import write_bench_result  # noqa: E402
+from edgefed.runner import run_scenario  # noqa: E402
+from edgefed.scenario import load_scenario  # noqa: E402
 
 FLEETS = ["phones-lte", "rpi-wifi", "campus-mixed"]
 BUDGET = ["rounds.max=15", "rounds.eval_every=5", "task.dataset.test_limit=300", "output.plots=false"]

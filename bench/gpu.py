@@ -22,9 +22,9 @@ from edgefed.algorithms.base import select_trainable
 from edgefed.algorithms.models import Batch, TaskModel, load_backbone
 from edgefed.algorithms.work import Work
 from edgefed.algorithms.zo import Directions, two_point_scalar
-from edgefed.simulator.provenance import write_bench_result
-from edgefed.simulator.runner import run_scenario
-from edgefed.simulator.scenario import load_scenario
+from edgefed.provenance import write_bench_result
+from edgefed.runner import run_scenario
+from edgefed.scenario import load_scenario
 
 REPO = Path(__file__).resolve().parents[1]
 

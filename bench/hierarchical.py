@@ -20,9 +20,9 @@ import json
 import shutil
 from pathlib import Path
 
-from edgefed.simulator.provenance import write_bench_result
-from edgefed.simulator.runner import run_scenario
-from edgefed.simulator.scenario import Scenario
+from edgefed.provenance import write_bench_result
+from edgefed.runner import run_scenario
+from edgefed.scenario import Scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "bench" / "runs" / "hierarchical"

@@ -37,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from edgefed.simulator.provenance import bench_provenance, write_bench_result
+from edgefed.provenance import bench_provenance, write_bench_result
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "results" / "host_speed.json"
@@ -79,7 +79,7 @@ def layer_pass_model(run: dict, top: int = 2) -> dict:
     top layers once per forward (two per perturbation), and an evaluation runs every layer; with it,
     steps and evaluations run the top layers only, after one fill of the prefix for every train and
     test example. Embeddings, the head and padding are left out."""
-    from edgefed.simulator.scenario import load_scenario
+    from edgefed.scenario import load_scenario
 
     scenario, base = load_scenario(REPO / "scenarios/quickstart.yaml")
     algo, layers = scenario.algorithm, 6  # all-MiniLM-L6-v2

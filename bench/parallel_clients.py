@@ -13,9 +13,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from edgefed.simulator.provenance import write_bench_result  # noqa: E402
-from edgefed.simulator.runner import run_scenario  # noqa: E402
-from edgefed.simulator.scenario import load_scenario  # noqa: E402
+from edgefed.provenance import write_bench_result  # noqa: E402
+from edgefed.runner import run_scenario  # noqa: E402
+from edgefed.scenario import load_scenario  # noqa: E402
 
 BUDGET = ["rounds.max=4", "rounds.eval_every=10", "rounds.clients_per_round=4", "algorithm.local_steps=2",
           "algorithm.batch_size=16", "algorithm.trainable=all", "model.max_length=32",

@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from edgefed.simulator.provenance import bench_provenance, write_bench_result
+from edgefed.provenance import bench_provenance, write_bench_result
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # for tests.conftest
@@ -54,9 +54,9 @@ def base_scenario() -> dict:
 
 def record_trace() -> Path:
     """A real 100-round run of the tiny model; its trace drives every replay."""
-    from edgefed.simulator.replay import TRACE
-    from edgefed.simulator.runner import run_scenario
-    from edgefed.simulator.scenario import Scenario
+    from edgefed.replay import TRACE
+    from edgefed.runner import run_scenario
+    from edgefed.scenario import Scenario
     trace = RUNS / "real" / TRACE
     summary = RUNS / "real" / "summary.json"
     if not (summary.exists() and json.loads(summary.read_text())["status"] == "done"):
@@ -78,8 +78,8 @@ def parse_point(text: str) -> tuple[int, int, int]:
 
 
 def replay_scenario(devices: int, per_round: int, rounds: int):
-    from edgefed.simulator.replay import TRACE
-    from edgefed.simulator.scenario import Scenario
+    from edgefed.replay import TRACE
+    from edgefed.scenario import Scenario
     data = base_scenario()
     data["name"] = f"replay-{devices}-{per_round}"
     data["replay"] = {"trace": str(RUNS / "real" / TRACE)}
@@ -90,7 +90,7 @@ def replay_scenario(devices: int, per_round: int, rounds: int):
 
 def replay_one(devices: int, per_round: int, rounds: int) -> dict:
     """In this process: replay one point; wall time and memory."""
-    from edgefed.simulator.runner import run_scenario
+    from edgefed.runner import run_scenario
     scenario = replay_scenario(devices, per_round, rounds)
     run_dir = RUNS / f"replay-{devices}-{per_round}"
     base_rss = proc_status("VmRSS")
@@ -110,7 +110,7 @@ def replay_one(devices: int, per_round: int, rounds: int) -> dict:
 
 def replay_until_killed(devices: int, per_round: int, rounds: int) -> None:
     """In this process: replay one point into its ``-killed`` folder (``resume_check`` kills it)."""
-    from edgefed.simulator.runner import run_scenario
+    from edgefed.runner import run_scenario
     run_scenario(replay_scenario(devices, per_round, rounds), ROOT, RUNS / f"replay-{devices}-{per_round}-killed")
 
 
@@ -127,8 +127,8 @@ def run_files(run_dir: Path) -> tuple:
 def resume_check(devices: int, per_round: int, rounds: int) -> dict:
     """Replay a point uninterrupted; replay it again in a child process killed with SIGKILL once
     rounds.csv holds ``KILL_AFTER`` of the rounds; resume that run here; compare the files."""
-    from edgefed.simulator.checkpoint import load_checkpoint
-    from edgefed.simulator.runner import run_scenario
+    from edgefed.checkpoint import load_checkpoint
+    from edgefed.runner import run_scenario
     scenario = replay_scenario(devices, per_round, rounds)
     straight, killed = RUNS / f"replay-{devices}-{per_round}", RUNS / f"replay-{devices}-{per_round}-killed"
     start = time.perf_counter()
@@ -157,7 +157,7 @@ def resume_check(devices: int, per_round: int, rounds: int) -> dict:
 
 
 def profile_one(devices: int, per_round: int, rounds: int, top: int = 15) -> str:
-    from edgefed.simulator.runner import run_scenario
+    from edgefed.runner import run_scenario
     scenario = replay_scenario(devices, per_round, rounds)
     profiler = cProfile.Profile()
     profiler.runcall(run_scenario, scenario, ROOT, RUNS / f"replay-{devices}-{per_round}")

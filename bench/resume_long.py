@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
-from edgefed.simulator.checkpoint import CHECKPOINT
-from edgefed.simulator.provenance import write_bench_result
+from edgefed.checkpoint import CHECKPOINT
+from edgefed.provenance import write_bench_result
 from edgefed.simulator.records import RoundObserver
-from edgefed.simulator.runner import run_scenario
-from edgefed.simulator.scenario import Scenario
+from edgefed.runner import run_scenario
+from edgefed.scenario import Scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "bench" / "runs" / "resume-long"

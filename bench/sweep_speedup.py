@@ -17,8 +17,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edgefed.simulator.provenance import write_bench_result  # noqa: E402
-from edgefed.simulator.sweep import run_sweep  # noqa: E402
+from edgefed.provenance import write_bench_result  # noqa: E402
+from edgefed.sweep import run_sweep  # noqa: E402
 from tests.conftest import TINY  # noqa: E402
 
 RUNS = ROOT / "bench/runs/sweep-speedup"

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from edgefed.simulator.provenance import write_bench_result
+from edgefed.provenance import write_bench_result
 
 REPO = Path(__file__).resolve().parents[1]
 OVERRIDES = ["algorithm.trainable=all", "task.dataset.train_limit=400", "task.dataset.test_limit=200",

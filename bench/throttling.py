@@ -20,7 +20,7 @@ from edgefed.algorithms.models import Batch, TaskModel, load_backbone
 from edgefed.algorithms.work import Work
 from edgefed.devices.profile import default_catalog
 from edgefed.simulator.costs import compute_seconds
-from edgefed.simulator.provenance import write_bench_result
+from edgefed.provenance import write_bench_result
 from edgefed.simulator.thermal import Thermal
 
 REPO = Path(__file__).resolve().parents[1]

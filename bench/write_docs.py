@@ -18,8 +18,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from edgefed.simulator.docgen import generated_note, number, prose, table
-from edgefed.simulator.results import atomic_write
+from edgefed.docgen import generated_note, number, prose, table
+from edgefed.results import atomic_write
 
 REPO = Path(__file__).resolve().parents[1]
 COMMAND = "python bench/write_docs.py"

@@ -22,8 +22,8 @@ from edgefed.algorithms.base import select_trainable  # noqa: E402
 from edgefed.algorithms.models import Batch, TaskModel, load_backbone  # noqa: E402
 from edgefed.algorithms.work import Work  # noqa: E402
 from edgefed.algorithms.zo import Directions, two_point_scalar  # noqa: E402
-from edgefed.simulator.calibrate import host_clock  # noqa: E402
-from edgefed.simulator.provenance import write_bench_result  # noqa: E402
+from edgefed.calibrate import host_clock  # noqa: E402
+from edgefed.provenance import write_bench_result  # noqa: E402
 
 # name: (distribution, host memory for kept z's)
 VARIANTS = {"gaussian, drawn every pass": ("gaussian", 0), "gaussian, drawn once": ("gaussian", Directions.KEEP_BYTES),

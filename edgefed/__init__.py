@@ -1,8 +1,9 @@
 """edgefed: a discrete-event simulator of federated fine-tuning of language models on edge devices.
 
-The repository's top-level folders ``simulator/``, ``algorithms/`` and ``devices/`` are installed as
-``edgefed.simulator``, ``edgefed.algorithms`` and ``edgefed.devices``; nothing else is installed at
-top level. The Python API (``run``, ``load``, ``Result``, ``RunDirError``) and ``__version__`` load
+This folder is the application (scenario files, building and running a run, its results, the
+command line and the Python API); the repository's folders ``simulator/`` (the SimPy model),
+``algorithms/`` and ``devices/`` are installed as ``edgefed.simulator``, ``edgefed.algorithms`` and
+``edgefed.devices``, which never import the application. Nothing else is installed at top level. The Python API (``run``, ``load``, ``Result``, ``RunDirError``) and ``__version__`` load
 on first use (PEP 562), so importing any part of edgefed does not import the API and all it runs.
 """
 __all__ = ["Result", "RunDirError", "__version__", "load", "run"]

@@ -1,4 +1,4 @@
 """``python -m edgefed``: the command line."""
-from edgefed.simulator.cli import main
+from edgefed.cli import main
 
 main()

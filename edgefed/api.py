@@ -47,8 +47,8 @@ def run(scenario: str | Path | Mapping, overrides: Sequence[str] | Mapping[str, 
     directory; a file's own folder for a file). Bad input raises ``ScenarioError`` with the same
     one-line message the command line prints.
     """
-    from edgefed.simulator.runner import run_scenario
-    from edgefed.simulator.scenario import parse_overrides, read_scenario_file, validate_scenario
+    from edgefed.runner import run_scenario
+    from edgefed.scenario import parse_overrides, read_scenario_file, validate_scenario
 
     pairs = list(overrides.items()) if isinstance(overrides, Mapping) else parse_overrides(list(overrides or []))
     if isinstance(scenario, Mapping):

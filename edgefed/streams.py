@@ -6,7 +6,7 @@ part of the reproducibility contract: renumbering one changes every result that 
 
 Two generators take the scenario seed directly instead of through a stream id: the numpy generator
 of ``algorithms.data.partition`` (``np.random.default_rng(seed)``: which examples each client
-holds), and torch's global generator, set by ``torch.manual_seed(seed)`` in ``simulator.build``
+holds), and torch's global generator, set by ``torch.manual_seed(seed)`` in ``edgefed.build``
 before the model is built (randomly initialised weights such as LoRA adapters) and again in
 ``algorithms.models.load_backbone`` (the random-config ``tiny-bert``). Perturbation directions are
 drawn by a ``torch.Generator`` from seeds derived from the streams below (``algorithms.zo``).

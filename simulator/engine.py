@@ -103,7 +103,7 @@ class Engine:
         self._arrivals: list[ClientRecord] = []
         self._enough: simpy.Event | None = None
         self._need = 0
-        self.pool = None  # a ClientPool runs client updates on workers (simulator/parallel.py)
+        self.pool = None  # a ClientPool runs client updates on workers (edgefed/parallel.py)
         self.plan = None  # what the algorithm planned for the current round (configure_round)
         self.updates: dict[int, tuple[Message, Work]] = {}  # the last round's, for trace recording
         self.observers: list[RoundObserver] = []

@@ -26,7 +26,7 @@ def edgefed(*args, cwd=None) -> subprocess.CompletedProcess:
     what a subprocess would show: its exit code, stdout, and stderr with any uncaught exception's
     traceback, so tests that forbid tracebacks still see them. The torch thread count a scenario's
     ``host.threads`` sets is restored afterwards. ``console_script`` runs the real process."""
-    from edgefed.simulator.cli import app
+    from edgefed.cli import app
 
     args = [str(a) for a in args]
     threads = torch.get_num_threads()

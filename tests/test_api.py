@@ -4,7 +4,7 @@ import json
 import pytest
 
 import edgefed
-from edgefed.simulator.scenario import ScenarioError
+from edgefed.scenario import ScenarioError
 from tests.conftest import write_scenario
 
 

@@ -1,5 +1,7 @@
-"""The package's import graph, computed from the source: no cycles, ``algorithms`` never imports
-``simulator``, and importing a part of edgefed does not import its API.
+"""The package's import graph, computed from the source: no cycles; the SimPy model (``simulator``),
+``algorithms`` and ``devices`` never import the application in ``edgefed/`` (``edgefed.streams``, a
+leaf, aside); ``algorithms`` never imports ``simulator``; importing a part of edgefed does not import
+its API.
 
 Every import counts, those inside functions too (PEP 562's ``__getattr__`` included): a lazy import
 still runs when it is reached. ``from edgefed import x`` is an edge to ``edgefed/__init__.py``
@@ -48,10 +50,38 @@ def test_no_import_cycles():
     assert cycles == [], "import cycles: " + "; ".join(" -> ".join(c + c[:1]) for c in cycles)
 
 
+LAYERS = ("edgefed.simulator", "edgefed.algorithms", "edgefed.devices")
+
+
+def application(module: str) -> bool:
+    return module == "edgefed" or (module.startswith("edgefed.") and not module.startswith(LAYERS)
+                                   and module != "edgefed.streams")
+
+
+def test_the_model_layers_never_import_the_application():
+    bad = [(a, b) for a, b in import_graph().edges if a.startswith(LAYERS) and application(b)]
+    assert bad == []
+
+
+def test_streams_is_a_leaf():
+    assert [b for a, b in import_graph().edges if a == "edgefed.streams"] == []
+
+
 def test_algorithms_never_import_the_simulator():
     bad = [(a, b) for a, b in import_graph().edges
            if a.startswith("edgefed.algorithms") and b.startswith("edgefed.simulator")]
     assert bad == []
+
+
+def test_the_rooms_hold_what_they_say():
+    """The application lives in edgefed/, the SimPy model in simulator/ (a new module goes where it
+    belongs, and this list says so)."""
+    names = set(module_names())
+    assert {n for n in names if n.startswith("edgefed.simulator.")} == {
+        f"edgefed.simulator.{m}" for m in
+        ("costs", "edge", "energy", "engine", "fleet", "network", "radio", "records", "solo", "thermal")}
+    assert {"edgefed.cli", "edgefed.api", "edgefed.scenario", "edgefed.build", "edgefed.runner",
+            "edgefed.results"} <= names
 
 
 def test_no_module_imports_from_the_package_root():

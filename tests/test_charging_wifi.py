@@ -5,8 +5,8 @@ import pytest
 
 from edgefed.devices.availability import (DAY_S, DEFAULT_DAILY_TRACE, Availability, AvailabilitySpec, daily_windows,
                                           read_daily_trace)
-from edgefed.simulator.build import build_availability, build_fleet
-from edgefed.simulator.scenario import Scenario
+from edgefed.build import build_availability, build_fleet
+from edgefed.scenario import Scenario
 from tests.conftest import write_scenario
 from tests.test_cli_errors import _assert_one_line_error
 from tests.helpers import edgefed
@@ -82,7 +82,7 @@ def test_bad_daily_trace_or_home_link_is_one_line_exit_2(tmp_path, tiny_dict):
 
 
 def test_the_server_waits_for_the_first_window_and_drops_a_phone_whose_window_closes():
-    from edgefed.simulator.scenario import RoundsSpec
+    from edgefed.scenario import RoundsSpec
     from tests.test_systems import FakeAlgo, device, make_engine, play
     spec = AvailabilitySpec(kind="charging_wifi", jitter_h=0.0)
     users = {"a": [(2.0, 2.0 + 10 / H)]}  # on from 02:00 for 10 s only

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from edgefed import __version__
-from edgefed.simulator.scenario import json_schema, load_yaml
+from edgefed.scenario import json_schema, load_yaml
 from tests.conftest import REPO, write_scenario
 from tests.helpers import console_script, edgefed
 from tests.test_shipped_scenarios import SHIPPED

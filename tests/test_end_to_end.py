@@ -68,8 +68,8 @@ def test_summary_totals_equal_sums_over_clients(tiny_run):
 def test_bytes_equal_serialized_message_lengths(tiny_run, tiny_dict):
     """Replay the learning of round 1 directly and compare with the CSV's byte counts."""
     from edgefed.simulator.engine import Engine
-    from edgefed.simulator.build import build_fleet, build_learning
-    from edgefed.simulator.scenario import Scenario
+    from edgefed.build import build_fleet, build_learning
+    from edgefed.scenario import Scenario
 
     run_dir, _ = tiny_run
     scenario = Scenario.model_validate(tiny_dict)

@@ -9,11 +9,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from edgefed.simulator.cli import app
+from edgefed.cli import app
 from edgefed.simulator.engine import Engine
 from edgefed.simulator.records import RoundObserver
-from edgefed.simulator.build import build_fleet, build_learning
-from edgefed.simulator.scenario import Scenario
+from edgefed.build import build_fleet, build_learning
+from edgefed.scenario import Scenario
 from tests.conftest import TINY, write_scenario
 from tests.test_end_to_end import read_csv
 

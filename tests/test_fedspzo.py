@@ -136,9 +136,9 @@ def test_auto_plan_moves_the_split_past_frozen_layers():
 def test_parallel_workers_plan_for_the_fleet_as_the_host_does(tiny_dict):
     """A worker process builds its own learning: FedSPZO's auto split and p2 must fit the same
     device as the host's, or its clients would run another plan than a sequential run's."""
-    from edgefed.simulator import parallel
-    from edgefed.simulator.build import build_run
-    from edgefed.simulator.scenario import scenario_dict, validate_scenario
+    import edgefed.parallel as parallel
+    from edgefed.build import build_run
+    from edgefed.scenario import scenario_dict, validate_scenario
     from tests.conftest import REPO
 
     tiny_dict["algorithm"] = {"name": "fedspzo", "lr": 1e-3, "local_steps": 1, "batch_size": 8, "p1": 1,

@@ -7,11 +7,11 @@ import pytest
 
 from edgefed.algorithms.work import Work
 from edgefed.devices.availability import DAY_S, Availability, AvailabilitySpec
-from edgefed.simulator.build import build_fleet, mark_memory_exclusions
+from edgefed.build import build_fleet, mark_memory_exclusions
 from edgefed.simulator.costs import compute_seconds
 from edgefed.simulator.energy import needs_promotion, transfer_cost
 from edgefed.simulator.engine import Engine, Estimate
-from edgefed.simulator.scenario import RoundsSpec, Scenario
+from edgefed.scenario import RoundsSpec, Scenario
 
 
 def _fleet(tiny_dict, size=300):

@@ -204,8 +204,8 @@ def test_quickstart_learns_the_same_with_the_feature_cache_on_and_off(tmp_path):
     times lr 2e-3 over 3 rounds x 5 steps the head's weights move ~1e-6 apart, so the held-out loss
     moves by ~1e-6 relative: 1e-4 leaves two orders of magnitude for any CPU's rounding. An example
     whose two logits tie within that can flip, hence one example of accuracy."""
-    from edgefed.simulator.runner import run_scenario
-    from edgefed.simulator.scenario import load_scenario
+    from edgefed.runner import run_scenario
+    from edgefed.scenario import load_scenario
 
     evaluations = {}
     for budget in ("2147483648", "0"):
@@ -230,7 +230,7 @@ def test_a_run_reading_the_feature_store_writes_the_same_files(tmp_path, tiny_di
     equals the first's except host seconds."""
     from typer.testing import CliRunner
 
-    from edgefed.simulator.cli import app
+    from edgefed.cli import app
     from tests.conftest import write_scenario
 
     tiny_dict["algorithm"]["trainable"] = "head"

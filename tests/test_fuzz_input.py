@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from edgefed.simulator.cli import app
-from edgefed.simulator.scenario import Scenario
+from edgefed.cli import app
+from edgefed.scenario import Scenario
 from tests.conftest import TINY, write_scenario
 
 BASE = copy.deepcopy(TINY)

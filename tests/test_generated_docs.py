@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from edgefed.devices.profile import default_catalog
-from edgefed.simulator.cli import app
-from edgefed.simulator.scenario import json_schema
+from edgefed.cli import app
+from edgefed.scenario import json_schema
 from tests.conftest import REPO
 
 

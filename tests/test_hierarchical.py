@@ -14,10 +14,10 @@ from edgefed.algorithms.fedkseed import FedKSeed
 from edgefed.algorithms.message import ARRAY_HEAD, HEADER, Message
 from edgefed.algorithms.work import Work
 from edgefed.devices.availability import StragglerSpec
-from edgefed.simulator.build import build_run
+from edgefed.build import build_run
 from edgefed.simulator.engine import Client, Engine
 from edgefed.simulator.network import CellSpec, NetworkSpec
-from edgefed.simulator.scenario import RoundsSpec, validate_scenario
+from edgefed.scenario import RoundsSpec, validate_scenario
 from tests.conftest import REPO, write_scenario
 from tests.helpers import tiny_setup, zo_cfg
 from tests.test_cli_errors import _assert_one_line_error

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from edgefed.simulator.runner import run_scenario
-from edgefed.simulator.scenario import ScenarioError, load_scenario
+from edgefed.runner import run_scenario
+from edgefed.scenario import ScenarioError, load_scenario
 from tests.conftest import REPO, write_scenario
 from tests.helpers import edgefed
 

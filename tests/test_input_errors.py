@@ -3,7 +3,7 @@ field or the file (in process, so the cases cost no interpreter start-up)."""
 import pytest
 from typer.testing import CliRunner
 
-from edgefed.simulator.cli import app
+from edgefed.cli import app
 from tests.conftest import write_scenario
 
 

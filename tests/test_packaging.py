@@ -43,7 +43,7 @@ def test_no_top_level_import_of_our_folders():
 def test_the_scan_catches_a_top_level_import(tmp_path):
     sample = tmp_path / "sample.py"
     sample.write_text("import os\nfrom simulator.engine import Engine\nimport devices.profile as p\n"
-                      "from edgefed.simulator import cli\n")
+                      "import edgefed.cli as cli\n")
     assert [name for _, name in top_level_imports(sample)] == ["simulator.engine", "devices.profile"]
 
 
@@ -62,7 +62,7 @@ def test_the_wheel_installs_only_edgefed_at_top_level(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
     assert tops == {"edgefed"}
-    for module in ("edgefed/simulator/cli.py", "edgefed/algorithms/fedspzo.py", "edgefed/devices/catalog.yaml"):
+    for module in ("edgefed/cli.py", "edgefed/simulator/engine.py", "edgefed/algorithms/fedspzo.py", "edgefed/devices/catalog.yaml"):
         assert module in names
 
 

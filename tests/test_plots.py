@@ -5,8 +5,8 @@ import numpy as np
 import yaml
 from typer.testing import CliRunner
 
-from edgefed.simulator import plots
-from edgefed.simulator.cli import app
+import edgefed.plots as plots
+from edgefed.cli import app
 
 
 def _fake_run(path, seed, times, accs, energy_per_round=10.0, mix="phones", target_round=None):

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from edgefed.simulator import provenance
-from edgefed.simulator.runner import run_scenario
-from edgefed.simulator.scenario import load_scenario
+import edgefed.provenance as provenance
+from edgefed.runner import run_scenario
+from edgefed.scenario import load_scenario
 from tests.conftest import REPO, write_scenario
 
 
@@ -169,7 +169,7 @@ def test_bench_results_carry_provenance(tmp_path):
 
 
 def test_pinned_paths_names_every_file_absolutely_and_leaves_ids_alone(tmp_path, monkeypatch):
-    from edgefed.simulator.scenario import pinned_paths
+    from edgefed.scenario import pinned_paths
     (tmp_path / "hf").mkdir()
     (tmp_path / "model").mkdir()
     monkeypatch.chdir(tmp_path)

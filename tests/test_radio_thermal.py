@@ -6,7 +6,7 @@ import json
 import pytest
 
 from edgefed.devices.profile import ThermalProfile
-from edgefed.simulator.scenario import RoundsSpec
+from edgefed.scenario import RoundsSpec
 from tests.test_systems import LINK, FakeAlgo, device, make_engine, play
 
 IDLE_LINK = LINK.model_copy(update={"idle_w": 0.1})

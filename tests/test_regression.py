@@ -1,9 +1,9 @@
 """Scenario regression: each scenario in scenarios/regression reruns to its goldens (systems
-figures exactly, accuracy within simulator.regress.ACCURACY_TOL), a run interrupted and resumed
+figures exactly, accuracy within edgefed.regress.ACCURACY_TOL), a run interrupted and resumed
 reruns to the same goldens, and a changed device link fails."""
 import pytest
 
-from edgefed.simulator import regress
+import edgefed.regress as regress
 from edgefed.simulator.records import RoundObserver
 from tests.conftest import REPO
 
@@ -54,8 +54,8 @@ class StopAfter(RoundObserver):
 @pytest.mark.parametrize("stem, stop", [("mixed-deadline", 1), ("fedspzo-split", 1), ("fedkseed-pro", 2),
                                         ("decomfl-head", 0), ("hierarchical-cells", 2)])
 def test_a_run_interrupted_then_resumed_matches_the_goldens(tmp_path, stem, stop):
-    from edgefed.simulator.runner import run_scenario
-    from edgefed.simulator.scenario import load_scenario
+    from edgefed.runner import run_scenario
+    from edgefed.scenario import load_scenario
 
     scenario_file = REPO / "scenarios" / "regression" / f"{stem}.yaml"
     scenario, base = load_scenario(scenario_file)

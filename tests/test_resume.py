@@ -12,9 +12,9 @@ from safetensors import safe_open
 from safetensors.torch import save
 from typer.testing import CliRunner
 
-from edgefed.simulator.build import learning_device
-from edgefed.simulator.checkpoint import CHECKPOINT, load_checkpoint
-from edgefed.simulator.cli import app
+from edgefed.build import learning_device
+from edgefed.checkpoint import CHECKPOINT, load_checkpoint
+from edgefed.cli import app
 from tests.conftest import write_scenario
 from tests.test_end_to_end import read_csv
 
@@ -77,7 +77,7 @@ def test_resume_refuses_missing_foreign_or_corrupt_checkpoints(tmp_path, scenari
     result = cli("run", scenario, "--resume", run_dir, "--quiet", "--set", "rounds.max=2")
     assert result.exit_code == 2 and "no checkpoint" in result.output, result.output
 
-    monkeypatch.setattr("edgefed.simulator.runner.remove_checkpoint", lambda run_dir: None)  # as if killed at the end
+    monkeypatch.setattr("edgefed.runner.remove_checkpoint", lambda run_dir: None)  # as if killed at the end
     assert cli("run", scenario, "--out", run_dir, "--quiet", "--set", "rounds.max=2").exit_code == 0
     before = (run_dir / "scenario.yaml").read_text()
     result = cli("run", scenario, "--resume", run_dir, "--quiet", "--set", "algorithm.lr=0.5")
@@ -116,7 +116,7 @@ def test_resume_is_exact_for_every_algorithm_and_systems_state(tmp_path, tiny_di
                                                                rounds):
     """Stop after round 2's checkpoint (as a kill would), resume, compare with a whole run: the
     algorithm's history, batteries, resource-aware estimates and the clock must all survive."""
-    from edgefed.simulator.results import RunWriter
+    from edgefed.results import RunWriter
 
     tiny_dict["algorithm"] = {**algorithm, "local_steps": 2, "batch_size": 8}
     tiny_dict["fleet"].update(fleet)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from edgefed.simulator.cli import app
+from edgefed.cli import app
 from tests.conftest import REPO, write_scenario
 
 
@@ -108,7 +108,7 @@ def test_scenario_yaml_loader_is_safe():
     """Our duplicate-key-refusing loader is a SafeLoader: Python tags stay refused."""
     import yaml
 
-    from edgefed.simulator.scenario import UniqueKeyLoader, load_yaml
+    from edgefed.scenario import UniqueKeyLoader, load_yaml
 
     assert issubclass(UniqueKeyLoader, yaml.SafeLoader)
     with pytest.raises(yaml.YAMLError):

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from edgefed.algorithms.data import load_dataset
-from edgefed.simulator.scenario import ScenarioError, load_scenario
+from edgefed.scenario import ScenarioError, load_scenario
 from tests.conftest import REPO
 
 SHIPPED = sorted(p for p in (REPO / "scenarios").rglob("*.yaml")

@@ -11,7 +11,7 @@ from edgefed.devices.availability import StragglerSpec
 from edgefed.simulator import engine as engine_module
 from edgefed.simulator.engine import Client, Engine
 from edgefed.simulator.network import CellSpec
-from edgefed.simulator.scenario import RoundsSpec
+from edgefed.scenario import RoundsSpec
 from tests.test_systems import FakeAlgo, fleet
 
 positive = st.floats(0.01, 100.0)

@@ -7,11 +7,11 @@ import shutil
 import pytest
 import yaml
 
-from edgefed.simulator.checkpoint import CHECKPOINT
+from edgefed.checkpoint import CHECKPOINT
 from edgefed.simulator.records import RoundObserver
-from edgefed.simulator.runner import run_scenario
-from edgefed.simulator.scenario import ScenarioError
-from edgefed.simulator.sweep import load_sweep, point_scenario, run_sweep
+from edgefed.runner import run_scenario
+from edgefed.scenario import ScenarioError
+from edgefed.sweep import load_sweep, point_scenario, run_sweep
 from tests.conftest import write_scenario
 from tests.test_resume import without_host_seconds
 
@@ -116,7 +116,7 @@ def test_local_and_ray_backends_write_identical_rows(two_seeds, tmp_path, local_
 def test_cli_bad_sweep_input_is_one_line_exit_2(tmp_path, tiny_dict):
     from typer.testing import CliRunner
 
-    from edgefed.simulator.cli import app
+    from edgefed.cli import app
 
     write_scenario(tmp_path, tiny_dict, "base.yaml")
     (tmp_path / "typo.yaml").write_text("base: base.yaml\ngrids: {seed: [1, 2]}\n")
@@ -136,7 +136,7 @@ def test_failing_points_are_rows_and_the_sweep_carries_on_then_exits_1(tmp_path,
     finished, and the command exits 1 after naming each failure."""
     from typer.testing import CliRunner
 
-    from edgefed.simulator.cli import app
+    from edgefed.cli import app
 
     malformed = tmp_path / "malformed-train.tsv"
     malformed.write_text("no columns here\n")

@@ -11,7 +11,7 @@ from edgefed.devices.availability import Availability, AvailabilitySpec, Straggl
 from edgefed.devices.profile import DeviceProfile, LinkProfile
 from edgefed.simulator.engine import Client, Engine
 from edgefed.simulator.network import CellSpec, NetworkSpec
-from edgefed.simulator.scenario import RoundsSpec
+from edgefed.scenario import RoundsSpec
 from tests.helpers import tiny_setup, zo_cfg
 
 # Round numbers so the closed forms below can be checked by hand.
@@ -200,8 +200,8 @@ def test_dropout_mid_upload_leaves_the_aggregate_unchanged_and_charges_the_work(
 
 
 def test_link_variability_is_lognormal_around_the_catalog_median(tiny_dict):
-    from edgefed.simulator.build import build_fleet
-    from edgefed.simulator.scenario import Scenario
+    from edgefed.build import build_fleet
+    from edgefed.scenario import Scenario
     tiny_dict["fleet"]["groups"] = [{"device": "pixel-7a", "count": 400, "link": "lte"}]
     tiny_dict["fleet"]["network"] = {"variability": {"kind": "lognormal", "sigma": 0.5}}
     ups = [c.link.up_mbps for c in build_fleet(Scenario.model_validate(tiny_dict))]

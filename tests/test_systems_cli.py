@@ -23,7 +23,7 @@ from tests.helpers import edgefed
     (lambda d: d["fleet"].__setitem__("devices_file", "/no/devices.yaml"), ["fleet.devices_file", "not found"]),
 ])
 def test_bad_systems_fields_name_the_field(tmp_path, tiny_dict, mutate, needles):
-    from edgefed.simulator.scenario import ScenarioError, load_scenario
+    from edgefed.scenario import ScenarioError, load_scenario
     mutate(tiny_dict)
     with pytest.raises(ScenarioError) as err:  # the CLI prints this one line and exits 2 (test_cli_errors)
         load_scenario(write_scenario(tmp_path, tiny_dict))
@@ -43,7 +43,7 @@ def test_bad_trace_rows_name_the_file_and_line(tmp_path, tiny_dict):
 def test_calibrate_writes_a_host_profile_a_scenario_can_use(tmp_path, tiny_dict, monkeypatch):
     """What the command writes and a scenario reads; the measurement's windows are shortened (one
     of 10 ms instead of five of 0.4 s), since their length is not what this tests."""
-    from edgefed.simulator import calibrate
+    import edgefed.calibrate as calibrate
 
     monkeypatch.setattr(calibrate, "_sustained_seconds",
                         functools.partial(calibrate._sustained_seconds, samples=1, min_seconds=0.01))

@@ -9,10 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from edgefed.algorithms.data import load_split
-from edgefed.simulator.build import build_learning
-from edgefed.simulator.cli import app
-from edgefed.simulator.results import retarget, smoothed, to_target
-from edgefed.simulator.scenario import load_scenario
+from edgefed.build import build_learning
+from edgefed.cli import app
+from edgefed.results import retarget, smoothed, to_target
+from edgefed.scenario import load_scenario
 from tests.conftest import REPO, write_scenario
 
 

@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from edgefed.simulator.runner import run_scenario
-from edgefed.simulator.scenario import ScenarioError, load_scenario
+from edgefed.runner import run_scenario
+from edgefed.scenario import ScenarioError, load_scenario
 from tests.conftest import write_scenario
 
 

@@ -6,9 +6,9 @@ import json
 import pytest
 
 from edgefed.simulator.records import RoundObserver
-from edgefed.simulator.replay import load_trace
-from edgefed.simulator.runner import run_scenario
-from edgefed.simulator.scenario import ScenarioError, load_scenario
+from edgefed.replay import load_trace
+from edgefed.runner import run_scenario
+from edgefed.scenario import ScenarioError, load_scenario
 from tests.conftest import TINY, write_scenario
 
 
@@ -111,7 +111,7 @@ def test_a_replay_interrupted_then_resumed_equals_the_uninterrupted_one(real):
 
 
 def test_the_checkpoint_holds_neither_rows_nor_trace(real, tmp_path):
-    from edgefed.simulator.checkpoint import load_checkpoint
+    from edgefed.checkpoint import load_checkpoint
 
     _, data, _, _ = real
     sizes = {}

@@ -25,7 +25,7 @@ from edgefed.simulator.records import ClientRecord, RoundObserver, RoundRecord
 
 if TYPE_CHECKING:
     from edgefed.simulator.engine import Engine
-from edgefed.simulator.scenario import ScenarioError
+from edgefed.scenario import ScenarioError
 
 TRACE = "trace.jsonl"
 TRACE_FORMAT = "edgefed-trace/2"

@@ -24,8 +24,8 @@ from edgefed.simulator.costs import fits_in_memory
 from edgefed.simulator.engine import Engine
 from edgefed.simulator.fleet import Fleet, Group
 from edgefed.simulator.network import link_factors, read_link_trace
-from edgefed.simulator.replay import ReplayAlgorithm, load_trace
-from edgefed.simulator.scenario import Scenario, ScenarioError, resolve_path
+from edgefed.replay import ReplayAlgorithm, load_trace
+from edgefed.scenario import Scenario, ScenarioError, resolve_path
 from edgefed.streams import Stream, rng
 
 @dataclass

@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 
 from edgefed.devices.profile import host_cpu
-from edgefed.simulator.results import atomic_write
+from edgefed.results import atomic_write
 
 PROVENANCE = "provenance.json"
 CHECKOUT = Path(__file__).resolve().parents[1]  # the repository root when run from a clone
@@ -148,7 +148,7 @@ def input_files(scenario, base: Path) -> dict[str, Path]:
     """Every file a run reads, by the scenario field that names it (``scenario.PATH_FIELDS``; a
     replay reads no data, a hub folder is recorded by ``dataset_record``)."""
     from edgefed.devices.profile import CATALOG_PATH
-    from edgefed.simulator.scenario import named_paths, scenario_dict
+    from edgefed.scenario import named_paths, scenario_dict
 
     files = {"devices.catalog": CATALOG_PATH}
     for field, path in named_paths(scenario_dict(scenario), base).items():

@@ -28,7 +28,7 @@ from edgefed.simulator.records import ClientRecord, RoundObserver, RoundRecord
 
 if TYPE_CHECKING:
     from edgefed.simulator.engine import Engine
-from edgefed.simulator.results import atomic_write
+from edgefed.results import atomic_write
 
 CHECKPOINT = "checkpoint.safetensors"
 FORMAT = "edgefed-checkpoint-4"

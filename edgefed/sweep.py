@@ -37,8 +37,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edgefed.simulator.results import atomic_write, csv_text
-from edgefed.simulator.scenario import ScenarioError, load_scenario, load_yaml
+from edgefed.results import atomic_write, csv_text
+from edgefed.scenario import ScenarioError, load_scenario, load_yaml
 
 # host-dependent figures left out of sweep.csv, so the table depends on the scenarios alone
 HOST_FIELDS = {"host_seconds"}
@@ -121,7 +121,7 @@ def run_point(base: str, overrides: dict, run_dir: str, threads: int | None = No
     import torch
 
     from edgefed.simulator.engine import Diverged
-    from edgefed.simulator.runner import has_own_checkpoint, run_scenario
+    from edgefed.runner import has_own_checkpoint, run_scenario
 
     if threads:
         torch.set_num_threads(threads)

@@ -8,16 +8,16 @@ from pathlib import Path
 
 import torch
 
-from edgefed.simulator.build import build_run, device_name, learning_device
-from edgefed.simulator.checkpoint import CHECKPOINT, CheckpointError, Checkpointer, checkpoint_state, load_checkpoint, \
+from edgefed.build import build_run, device_name, learning_device
+from edgefed.checkpoint import CHECKPOINT, CheckpointError, Checkpointer, checkpoint_state, load_checkpoint, \
     remove_checkpoint
 from edgefed.simulator.engine import Diverged, RoundObserver
-from edgefed.simulator.parallel import client_pool
-from edgefed.simulator.provenance import PROVENANCE, versions, write_run_provenance
-from edgefed.simulator.replay import TRACE, TraceRecorder
-from edgefed.simulator.results import RunWriter
-from edgefed.simulator.scenario import Scenario, ScenarioError, pinned_paths, scenario_dict
-from edgefed.simulator.tensorboard_log import TensorBoardLog
+from edgefed.parallel import client_pool
+from edgefed.provenance import PROVENANCE, versions, write_run_provenance
+from edgefed.replay import TRACE, TraceRecorder
+from edgefed.results import RunWriter
+from edgefed.scenario import Scenario, ScenarioError, pinned_paths, scenario_dict
+from edgefed.tensorboard_log import TensorBoardLog
 
 RUN_FILES = ("scenario.yaml", "rounds.csv", "clients.csv", "summary.json", TRACE, PROVENANCE, CHECKPOINT)
 
@@ -131,6 +131,6 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress: RoundO
         writer.write_summary(summary)
     remove_checkpoint(run_dir)  # finished: nothing left to resume
     if scenario.output.plots:
-        from edgefed.simulator.plots import plot_run_dir
+        from edgefed.plots import plot_run_dir
         plot_run_dir(run_dir)
     return summary

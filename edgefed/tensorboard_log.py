@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 from edgefed.simulator.records import RoundObserver
-from edgefed.simulator.scenario import ScenarioError
+from edgefed.scenario import ScenarioError
 
 FOLDER = "tensorboard"
 

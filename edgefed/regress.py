@@ -28,7 +28,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from edgefed.simulator.results import atomic_write
+from edgefed.results import atomic_write
 
 ACCURACY_TOL = 2 / 64
 LOSS_TOL = 1e-2
@@ -48,8 +48,8 @@ def golden_dir(scenario_file: Path) -> Path:
 
 
 def run_into(scenario_file: Path, run_dir: Path, overrides: list[str] | None = None) -> Path:
-    from edgefed.simulator.runner import run_scenario
-    from edgefed.simulator.scenario import load_scenario
+    from edgefed.runner import run_scenario
+    from edgefed.scenario import load_scenario
 
     scenario, base = load_scenario(scenario_file, overrides)
     run_scenario(scenario, base, run_dir)

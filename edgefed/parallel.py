@@ -14,14 +14,14 @@ from pathlib import Path
 
 import torch
 
-from edgefed.simulator.scenario import HostSpec, Scenario, ScenarioError, scenario_dict
+from edgefed.scenario import HostSpec, Scenario, ScenarioError, scenario_dict
 
 _ALGO = None  # a local worker process's own algorithm
 
 
 def _start_worker(resolved: dict, base: str, threads: int) -> None:
     global _ALGO
-    from edgefed.simulator.build import build_learning, fit_to_fleet
+    from edgefed.build import build_learning, fit_to_fleet
 
     torch.set_num_threads(threads)
     scenario = Scenario.model_validate(resolved)
@@ -89,7 +89,7 @@ class RayPool:
             ray.init(address=address, **({} if address else {"num_cpus": workers}),
                      include_dashboard=False, log_to_driver=False)
 
-        from edgefed.simulator.build import learning_device
+        from edgefed.build import learning_device
 
         resolved = scenario_dict(scenario)
         if gpus > 0:  # each actor's model on the GPU Ray gives it (the host draws z on a GPU too)

@@ -11,7 +11,7 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from edgefed.simulator import results  # noqa: E402
+import edgefed.results as results  # noqa: E402
 
 AXES = {
     "time": ("sim_time_s", "simulated time (s)", 1.0),

@@ -81,8 +81,8 @@ def run(file: Path = typer.Argument(..., help="scenario YAML"),
         quiet: bool = typer.Option(False, "--quiet", help="no progress bar or per-round lines")):
     """Run a scenario and write its run directory."""
     from edgefed.simulator.engine import Diverged
-    from edgefed.simulator.runner import run_scenario
-    from edgefed.simulator.scenario import ScenarioError, load_scenario
+    from edgefed.runner import run_scenario
+    from edgefed.scenario import ScenarioError, load_scenario
 
     try:
         if resume is not None and out_dir is not None and resume.resolve() != out_dir.resolve():
@@ -105,8 +105,8 @@ def note_recorded_versions(file: Path, scenario) -> None:
     """A run directory's scenario.yaml records the versions and device that ran it. The same seed
     gives the same metrics only on the same versions and kind of device, so a re-run says which
     differ now (one line on stderr); it still runs."""
-    from edgefed.simulator.provenance import versions
-    from edgefed.simulator.runner import device_kind
+    from edgefed.provenance import versions
+    from edgefed.runner import device_kind
 
     recorded = scenario.recorded_versions
     if recorded is None:
@@ -150,7 +150,7 @@ def validate(file: Path = typer.Argument(..., help="scenario YAML"),
     """Print the resolved scenario, or one line naming what is wrong (exit 2)."""
     import yaml
 
-    from edgefed.simulator.scenario import ScenarioError, load_scenario, scenario_dict
+    from edgefed.scenario import ScenarioError, load_scenario, scenario_dict
 
     try:
         scenario, _ = load_scenario(file, set_)
@@ -170,19 +170,19 @@ def schema(out_file: Optional[Path] = typer.Option(None, "--out", help="write it
                                                 help="json: the JSON Schema; markdown: the field reference")):
     """Print or write the scenario JSON Schema, for editors' completion and checking, or its
     Markdown reference (docs/scenarios.md)."""
-    from edgefed.simulator.scenario import json_schema
+    from edgefed.scenario import json_schema
 
     if format_ is SchemaFormat.json:
         emit(json_schema(), out_file)
         return
-    from edgefed.simulator.docgen import scenario_markdown
+    from edgefed.docgen import scenario_markdown
 
     emit(scenario_markdown(json.loads(json_schema())), out_file)
 
 
 def emit(text: str, out_file: Optional[Path]) -> None:
     """``text`` on stdout, or written to ``out_file`` (a line on stdout says so)."""
-    from edgefed.simulator.results import atomic_write
+    from edgefed.results import atomic_write
 
     if out_file is None:
         typer.echo(text, nl=False)
@@ -212,7 +212,7 @@ def devices(scenario_file: Optional[Path] = typer.Option(None, "--scenario", hel
     if format_ is DevicesFormat.markdown:
         if scenario_file is not None or as_json:
             fail_input("--format markdown: documents the catalog alone; drop --scenario and --json")
-        from edgefed.simulator.docgen import catalog_markdown
+        from edgefed.docgen import catalog_markdown
 
         emit(catalog_markdown(catalog), out_file)
         return
@@ -220,8 +220,8 @@ def devices(scenario_file: Optional[Path] = typer.Option(None, "--scenario", hel
         fail_input("--out: only with --format markdown")
     profiles, peak = catalog.devices, None
     if scenario_file is not None:
-        from edgefed.simulator.build import build_learning
-        from edgefed.simulator.scenario import ScenarioError, load_scenario
+        from edgefed.build import build_learning
+        from edgefed.scenario import ScenarioError, load_scenario
         try:
             scenario, base = load_scenario(scenario_file)
             peak = build_learning(scenario, base).peak_memory_bytes()
@@ -265,7 +265,7 @@ def calibrate(out_file: Path = typer.Option(Path("host.yaml"), "--out", help="de
     for `fleet.devices_file`."""
     import yaml
 
-    from edgefed.simulator.calibrate import host_profile
+    from edgefed.calibrate import host_profile
 
     if not 0 <= idle_w <= active_w:
         fail_input(f"--idle-w: must be between 0 and --active-w ({active_w:g}), got {idle_w:g}")
@@ -286,8 +286,8 @@ def sweep(file: Path = typer.Argument(..., help="sweep YAML (a base scenario and
           workers: int = typer.Option(1, "--workers", min=1, help="points run at once"),
           out_dir: Optional[Path] = typer.Option(None, "--out", help="sweep folder (default: runs/<sweep file stem>)")):
     """Run every point of a sweep that is not finished yet; write sweep.csv."""
-    from edgefed.simulator.scenario import ScenarioError
-    from edgefed.simulator.sweep import run_sweep
+    from edgefed.scenario import ScenarioError
+    from edgefed.sweep import run_sweep
 
     if backend not in ("local", "ray"):
         fail_input(f"--backend: expected local or ray (got {backend!r})")
@@ -309,8 +309,8 @@ def sweep(file: Path = typer.Argument(..., help="sweep YAML (a base scenario and
 def regress(update: bool = typer.Option(False, "--update", help="rewrite the goldens and show what changed"),
             folder: Path = typer.Option(Path("scenarios/regression"), "--dir", help="regression scenarios")):
     """Rerun the regression scenarios against their goldens (systems exact, accuracy within tolerance)."""
-    from edgefed.simulator import regress as reg
-    from edgefed.simulator.scenario import ScenarioError
+    import edgefed.regress as reg
+    from edgefed.scenario import ScenarioError
 
     files = reg.scenario_files(folder)
     if not files:
@@ -341,7 +341,7 @@ def plot(paths: list[Path] = typer.Argument(..., help="run directories and/or sw
          out_file: Optional[Path] = typer.Option(None, "--out", help="FILE.png, FILE.svg or FILE.pdf "
                                                  "(default: PNG and SVG under the first path's plots/)")):
     """Overlay runs and sweeps: accuracy vs time, energy, bytes or FLOPs (mean and spread over seeds)."""
-    from edgefed.simulator import plots
+    import edgefed.plots as plots
 
     if x not in plots.AXES:
         fail_input(f"--x: expected one of {', '.join(plots.AXES)} (got {x!r})")

@@ -33,7 +33,7 @@ def main() -> None:
     plots.plot_pareto(groups, ROOT / "docs/device_mix_pareto.png", TARGET)
     figures = {"wall_s": wall, "points_run": len(result["ran"]), "target_accuracy": TARGET,
                "to_target": {k: (None if v is None else {"time_s": v[0], "energy_j": v[1]})
-                             for k, v in plots.to_target(groups, TARGET).items()}}
+                             for k, v in plots.mean_to_target(groups, TARGET).items()}}
     for label, runs in groups.items():
         finals = [json.loads((r / "summary.json").read_text()) for r in runs]
         figures.setdefault("final", {})[label] = {

@@ -22,9 +22,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from edgefed.results import HOST_COLUMNS
+
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "results" / "behaviour"
-HOST = {"host_seconds"}
 FILES = ("rounds.csv", "clients.csv", "summary.json")
 
 
@@ -40,10 +41,10 @@ def without_host(path: Path) -> str:
     """The file's text with host-dependent figures removed (everything else byte for byte)."""
     if path.suffix == ".json":
         data = json.loads(path.read_text())
-        data.pop("host_seconds", None)
+        data = {k: v for k, v in data.items() if k not in HOST_COLUMNS}
         return json.dumps(data, indent=1, sort_keys=True)
     rows = list(csv.reader(io.StringIO(path.read_text())))
-    keep = [i for i, name in enumerate(rows[0]) if name not in HOST] if rows else []
+    keep = [i for i, name in enumerate(rows[0]) if name not in HOST_COLUMNS] if rows else []
     return "\n".join(",".join(row[i] for i in keep if i < len(row)) for row in rows)
 
 

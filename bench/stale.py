@@ -8,6 +8,10 @@ A result is stale when the code its bench script runs changed between the commit
 a dirty checkout or with no provenance cannot be traced and are listed too. Exit 1 when any is
 listed, so CI can ask for a rerun.
 
+A commit that ``bench/same_behaviour.py`` found to leave every regression scenario and the
+quickstart byte-identical (its verdict in ``bench/results/behaviour/COMMIT.json``, ``identical:
+true``) does not count as a change: its edits, and the files it moved, are followed through.
+
     python bench/stale.py [--repo DIR]
 """
 from __future__ import annotations
@@ -73,6 +77,39 @@ def git(repo: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
 
 
+def behaviour_preserving(repo: Path) -> set[str]:
+    """The commits whose ``same_behaviour`` verdict says identical."""
+    found = set()
+    for verdict in (repo / "bench" / "results" / "behaviour").glob("*.json"):
+        try:
+            data = json.loads(verdict.read_text())
+        except ValueError:
+            continue
+        if data.get("identical") is True and data.get("result") == verdict.stem:
+            found.add(verdict.stem)
+    return found
+
+
+def changed_files(repo: Path, since: str, code: list[str]) -> list[str] | None:
+    """The files among ``code`` (named as at HEAD) changed between ``since`` and HEAD, leaving out
+    what behaviour-preserving commits changed, and following the files they renamed; None when
+    ``since`` is not in this repository's history."""
+    listed = git(repo, "rev-list", "--first-parent", f"{since}..HEAD")
+    if listed.returncode != 0:
+        return None
+    preserving = behaviour_preserving(repo)
+    paths, end, changed = set(code), "HEAD", []
+    for commit in listed.stdout.split():  # newest first
+        if commit not in preserving:
+            continue
+        changed += git(repo, "diff", "--name-only", commit, end, "--", *sorted(paths)).stdout.split()
+        renames = git(repo, "diff", "-M", "--name-status", "--diff-filter=R", f"{commit}^", commit).stdout
+        old_name = {line.split("\t")[2]: line.split("\t")[1] for line in renames.splitlines() if line.count("\t") == 2}
+        paths, end = {old_name.get(p, p) for p in paths}, f"{commit}^"
+    changed += git(repo, "diff", "--name-only", since, end, "--", *sorted(paths)).stdout.split()
+    return changed
+
+
 def why_stale(repo: Path, result: Path) -> str | None:
     """Why ``result`` needs a rerun, or None when HEAD would produce it from the same code."""
     try:
@@ -84,10 +121,9 @@ def why_stale(repo: Path, result: Path) -> str | None:
     script = prov.get("script")
     # a script gone from HEAD, or a result that names none: every package counts
     code = sorted(code_of(repo, script)) if script and (repo / script).is_file() else [*DATA, "edgefed"]
-    changed = git(repo, "diff", "--name-only", prov["commit"], "HEAD", "--", *code)
-    if changed.returncode != 0:
+    files = changed_files(repo, prov["commit"], code)
+    if files is None:
         return f"commit {prov['commit'][:10]} is not in this repository"
-    files = changed.stdout.split()
     if files:
         return f"code changed since {prov['commit'][:10]}: {', '.join(files[:5])}{' ...' if len(files) > 5 else ''}"
     if prov.get("dirty"):

@@ -47,7 +47,7 @@ def run(scenario: str | Path | Mapping, overrides: Sequence[str] | Mapping[str, 
     directory; a file's own folder for a file). Bad input raises ``ScenarioError`` with the same
     one-line message the command line prints.
     """
-    from edgefed.runner import run_scenario
+    from edgefed.runner import default_run_dir, run_scenario
     from edgefed.scenario import parse_overrides, read_scenario_file, validate_scenario
 
     pairs = list(overrides.items()) if isinstance(overrides, Mapping) else parse_overrides(list(overrides or []))
@@ -57,7 +57,7 @@ def run(scenario: str | Path | Mapping, overrides: Sequence[str] | Mapping[str, 
         path = Path(scenario)
         raw, folder, source = read_scenario_file(path), path.resolve().parent, str(path)
     spec = validate_scenario(raw, folder, pairs, source)
-    run_dir = Path(out) if out is not None else Path(spec.output.dir) / spec.name
+    run_dir = Path(out) if out is not None else default_run_dir(spec)
     run_scenario(spec, folder, run_dir)
     return load(run_dir)
 

@@ -81,7 +81,7 @@ def run(file: Path = typer.Argument(..., help="scenario YAML"),
         quiet: bool = typer.Option(False, "--quiet", help="no progress bar or per-round lines")):
     """Run a scenario and write its run directory."""
     from edgefed.simulator.engine import Diverged
-    from edgefed.runner import run_scenario
+    from edgefed.runner import default_run_dir, run_scenario
     from edgefed.scenario import ScenarioError, load_scenario
 
     try:
@@ -89,7 +89,7 @@ def run(file: Path = typer.Argument(..., help="scenario YAML"),
             raise ScenarioError(f"--out {out_dir}: a resumed run stays in its own folder ({resume})")
         scenario, base = load_scenario(file, set_)
         note_recorded_versions(file, scenario)
-        run_dir = resume or out_dir or (Path(scenario.output.dir) / scenario.name)
+        run_dir = resume or out_dir or default_run_dir(scenario)
         mode = "off" if quiet else "bar" if sys.stderr.isatty() else "lines"
         summary = run_scenario(scenario, base, run_dir, RoundProgress(mode), resume=resume is not None)
     except ScenarioError as exc:

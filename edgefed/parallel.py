@@ -55,7 +55,7 @@ class LocalPool:
     """Spawned worker processes, each holding its own copy of the learning."""
 
     def __init__(self, scenario: Scenario, base: Path, workers: int):
-        threads = max(1, torch.get_num_threads() // workers)
+        threads = worker_threads(workers)
         self.workers = workers
         self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
                                         initializer=_start_worker,
@@ -74,20 +74,32 @@ class LocalPool:
         self.pool.shutdown(cancel_futures=True)
 
 
+def worker_threads(workers: int) -> int:
+    """Each worker's share of this process's torch threads (which honour OMP_NUM_THREADS)."""
+    return max(1, torch.get_num_threads() // workers)
+
+
+def start_ray(workers: int, option: str):
+    """Ray on ``RAY_ADDRESS``, else a local Ray with ``workers`` CPUs, unless one runs already;
+    returns the module and whether this call started it (and so shuts it down). ``option`` names
+    what asked for Ray in the one-line error when it is not installed."""
+    try:
+        import ray
+    except ImportError:
+        raise ScenarioError(f"{option}: Ray is not installed (pip install 'edgefed[ray]')") from None
+    started = not ray.is_initialized()
+    if started:
+        address = os.environ.get("RAY_ADDRESS")
+        ray.init(address=address, **({} if address else {"num_cpus": workers}),
+                 include_dashboard=False, log_to_driver=False)
+    return ray, started
+
+
 class RayPool:
     """Ray actors (CPU, or GPU with ``host.gpus_per_worker``), on ``RAY_ADDRESS`` or a local Ray."""
 
     def __init__(self, scenario: Scenario, base: Path, workers: int, gpus: float):
-        try:
-            import ray
-        except ImportError:
-            raise ScenarioError("host.backend: Ray is not installed (pip install 'edgefed[ray]')") from None
-        self.ray = ray
-        self.started = not ray.is_initialized()
-        if self.started:
-            address = os.environ.get("RAY_ADDRESS")
-            ray.init(address=address, **({} if address else {"num_cpus": workers}),
-                     include_dashboard=False, log_to_driver=False)
+        self.ray, self.started = start_ray(workers, "host.backend")
 
         from edgefed.build import learning_device
 
@@ -105,7 +117,7 @@ class RayPool:
             def updates(self, weights, state, round, plan, clients):
                 return _local_updates(weights, state, round, plan, clients)
 
-        actor = ray.remote(num_cpus=1, num_gpus=gpus)(Worker)
+        actor = self.ray.remote(num_cpus=1, num_gpus=gpus)(Worker)
         self.actors = [actor.remote() for _ in range(workers)]
 
     def client_updates(self, algo, round, selected, plan):

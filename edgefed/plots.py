@@ -171,7 +171,7 @@ def run_to_target(run_dir: Path, target: float | None) -> tuple[float | None, fl
     return summary["time_to_target_s"], summary["energy_to_target_j"]
 
 
-def to_target(groups: dict[str, list[Path]], target: float | None = None) -> dict[str, tuple[float, float] | None]:
+def mean_to_target(groups: dict[str, list[Path]], target: float | None = None) -> dict[str, tuple[float, float] | None]:
     """Mean simulated time (s) and fleet energy (J) to the target per group; None where a seed
     never reached it."""
     out = {}
@@ -190,7 +190,7 @@ def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
 
 def plot_pareto(groups: dict[str, list[Path]], out: Path, target: float | None = None) -> Path:
     """Time vs energy to the target accuracy (the runs' own, or ``target``), one point per group."""
-    figures = to_target(groups, target)
+    figures = mean_to_target(groups, target)
     reached = {k: v for k, v in figures.items() if v is not None}
     missed = [k for k, v in figures.items() if v is None]
     fig, ax = plt.subplots(figsize=(7.0, 4.4), dpi=120)

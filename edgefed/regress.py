@@ -28,13 +28,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from edgefed.results import atomic_write
+from edgefed.results import HOST_COLUMNS, atomic_write, flatten
 
 ACCURACY_TOL = 2 / 64
 LOSS_TOL = 1e-2
 SYSTEMS_RTOL = 1e-12
 GOLDEN_FILES = ("summary.json", "rounds.csv", "clients.csv")
-HOST = {"host_seconds"}
 ACCURACY = {"accuracy", "initial_accuracy", "final_accuracy", "best_accuracy"}
 LOSS = {"loss"}
 
@@ -75,15 +74,6 @@ def _same_number(golden, actual) -> bool:
     return math.isclose(g, a, rel_tol=SYSTEMS_RTOL, abs_tol=SYSTEMS_RTOL)
 
 
-def _flat(data, prefix=""):
-    if isinstance(data, dict):
-        out = {}
-        for key, value in data.items():
-            out.update(_flat(value, f"{prefix}{key}."))
-        return out
-    return {prefix.rstrip("."): data}
-
-
 def _read_csv(path: Path) -> list[dict]:
     with path.open() as fh:
         return list(csv.DictReader(fh))
@@ -92,11 +82,11 @@ def _read_csv(path: Path) -> list[dict]:
 def compare(golden: Path, run_dir: Path) -> list[str]:
     """One line per mismatch: file, row, field, golden and actual values."""
     problems = []
-    g_sum = _flat(json.loads((golden / "summary.json").read_text()))
-    a_sum = _flat(json.loads((run_dir / "summary.json").read_text()))
+    g_sum = flatten(json.loads((golden / "summary.json").read_text()))
+    a_sum = flatten(json.loads((run_dir / "summary.json").read_text()))
     for key in sorted(set(g_sum) | set(a_sum)):
         name = key.rsplit(".", 1)[-1]
-        if name not in HOST and not _close(name, g_sum.get(key), a_sum.get(key)):
+        if name not in HOST_COLUMNS and not _close(name, g_sum.get(key), a_sum.get(key)):
             problems.append(f"summary.json {key}: golden {g_sum.get(key)!r}, got {a_sum.get(key)!r}")
     for name in ("rounds.csv", "clients.csv"):
         g_rows, a_rows = _read_csv(golden / name), _read_csv(run_dir / name)
@@ -105,7 +95,7 @@ def compare(golden: Path, run_dir: Path) -> list[str]:
         for i, (g, a) in enumerate(zip(g_rows, a_rows)):
             where = f"round {g['round']}" + (f" client {g['client']}" if "client" in g else "")
             for key in g:
-                if key not in HOST and not _close(key, g[key], a.get(key)):
+                if key not in HOST_COLUMNS and not _close(key, g[key], a.get(key)):
                     problems.append(f"{name} row {i + 1} ({where}) {key}: golden {g[key]}, got {a.get(key)}")
     return problems
 
@@ -119,7 +109,7 @@ def _comparable_text(path: Path) -> list[str]:
     rows = _read_csv(path)
     buf = io.StringIO()
     if rows:
-        writer = csv.DictWriter(buf, [k for k in rows[0] if k not in HOST], extrasaction="ignore",
+        writer = csv.DictWriter(buf, [k for k in rows[0] if k not in HOST_COLUMNS], extrasaction="ignore",
                                 lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)

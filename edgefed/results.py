@@ -34,6 +34,24 @@ CLIENT_COLUMNS = [f.name for f in fields(ClientRecord) if f.name != "finished_at
 CLIENT_FIELDS = operator.attrgetter(*CLIENT_COLUMNS)
 
 
+# the figures that depend on the host, left out wherever runs are compared (sweep tables, regression)
+HOST_COLUMNS = frozenset({"host_seconds"})
+
+
+def flatten(data: dict, prefix: str = "") -> dict:
+    """A nested mapping (a summary) as one level of dotted names; lists as JSON text."""
+    out = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        elif isinstance(value, list):
+            out[name] = json.dumps(value, sort_keys=True)
+        else:
+            out[name] = value
+    return out
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -22,6 +22,11 @@ from edgefed.tensorboard_log import TensorBoardLog
 RUN_FILES = ("scenario.yaml", "rounds.csv", "clients.csv", "summary.json", TRACE, PROVENANCE, CHECKPOINT)
 
 
+def default_run_dir(scenario: Scenario) -> Path:
+    """Where a run goes when no folder is named: ``output.dir/name`` (relative to the working folder)."""
+    return Path(scenario.output.dir) / scenario.name
+
+
 def prepare_run_dir(run_dir: Path) -> None:
     """Refuse to write into a folder that is not an edgefed run; clear an old run's files."""
     if run_dir.exists():

@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
@@ -37,11 +36,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edgefed.results import atomic_write, csv_text
+from edgefed.parallel import start_ray, worker_threads
+from edgefed.results import HOST_COLUMNS, atomic_write, csv_text, flatten
 from edgefed.scenario import ScenarioError, load_scenario, load_yaml
 
-# host-dependent figures left out of sweep.csv, so the table depends on the scenarios alone
-HOST_FIELDS = {"host_seconds"}
 
 
 class SweepSpec(BaseModel):
@@ -136,19 +134,6 @@ def run_point(base: str, overrides: dict, run_dir: str, threads: int | None = No
         return failure(1, RuntimeError(f"{type(exc).__name__}: {exc}"))
 
 
-def flatten(data: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{name}."))
-        elif isinstance(value, list):
-            out[name] = json.dumps(value, sort_keys=True)
-        else:
-            out[name] = value
-    return out
-
-
 def sweep_rows(out: Path, points: list[Point], failed: dict[str, dict] | None = None) -> tuple[list[str], list[dict]]:
     """Each finished point's parameters joined with its summary (host-dependent fields left out),
     and each point of ``failed`` (id -> exit code and reason) with its status ``failed``."""
@@ -165,7 +150,7 @@ def sweep_rows(out: Path, points: list[Point], failed: dict[str, dict] | None = 
         if not is_complete(run_dir):
             continue
         summary = {k: v for k, v in flatten(json.loads((run_dir / "summary.json").read_text())).items()
-                   if k not in HOST_FIELDS}
+                   if k not in HOST_COLUMNS}
         summary_cols.update(dict.fromkeys(summary))
         rows.append({"point": point.id, "run_dir": point.id, **params, **summary, "exit_code": 0})
     return ["point", "run_dir", *param_cols, *summary_cols, "exit_code", "reason"], rows
@@ -195,13 +180,6 @@ def run_sweep(file: Path, out: Path, backend: Literal["local", "ray"] = "local",
             "failed": failed, "points": len(points), "csv": out / "sweep.csv"}
 
 
-def _threads(workers: int) -> int:
-    """Each worker's share of this process's torch threads (which honour OMP_NUM_THREADS)."""
-    import torch
-
-    return max(1, torch.get_num_threads() // workers)
-
-
 def run_local(jobs: list[tuple], workers: int, on_done) -> None:
     """One worker: the points in turn in this process. More: spawned worker processes (a fresh
     interpreter each, so nothing a point sets up leaks into another's process), each point
@@ -211,7 +189,7 @@ def run_local(jobs: list[tuple], workers: int, on_done) -> None:
             on_done(Path(job[2]).name, run_point(*job))
         return
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(run_point, *job, _threads(workers)): job for job in jobs}
+        futures = {pool.submit(run_point, *job, worker_threads(workers)): job for job in jobs}
         for future in as_completed(futures):
             job = futures[future]
             try:
@@ -224,15 +202,7 @@ def run_local(jobs: list[tuple], workers: int, on_done) -> None:
 def run_ray(jobs: list[tuple], workers: int, on_done) -> None:
     """Ray tasks: on the cluster named by ``RAY_ADDRESS`` if set, else a local Ray with ``workers`` CPUs.
     Cluster nodes need edgefed installed and the scenario's data at the same paths."""
-    try:
-        import ray
-    except ImportError:
-        raise ScenarioError("--backend ray: Ray is not installed (pip install 'edgefed[ray]')") from None
-    started = not ray.is_initialized()
-    if started:
-        address = os.environ.get("RAY_ADDRESS")
-        ray.init(address=address, **({} if address else {"num_cpus": workers}),
-                 include_dashboard=False, log_to_driver=False)
+    ray, started = start_ray(workers, "--backend ray")
     try:
         task = ray.remote(num_cpus=1)(run_point)
         refs = [task.remote(*job, 1) for job in jobs]

@@ -35,7 +35,7 @@ def test_runs_of_one_scenario_group_over_seeds_and_average(tmp_path):
     assert np.allclose(lo, [0.5, 0.6, 0.7]) and np.allclose(hi, [0.5, 0.8, 0.9])
     # a target other than the runs' own: time and cumulative energy at the first evaluation reaching it
     assert plots.run_to_target(a, 0.65) == (20.0, 20.0) and plots.run_to_target(c, 0.65) == (None, None)
-    assert plots.to_target(groups, 0.6) == {"a": (20.0, 10.0), "c": None}
+    assert plots.mean_to_target(groups, 0.6) == {"a": (20.0, 10.0), "c": None}
 
 
 def test_pareto_front_keeps_only_undominated_points():

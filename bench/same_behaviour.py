@@ -8,7 +8,8 @@ verdict goes to bench/results/behaviour/RESULT.json; ``bench/stale.py`` treats a
 says ``identical: true`` as behaviour-preserving, so files that only moved do not make every
 benchmark result stale.
 
-    python bench/same_behaviour.py BASE RESULT
+    python bench/same_behaviour.py BASE RESULT [--keep DIR]
+    python bench/same_behaviour.py BASE worktree --keep DIR   # while working: nothing written
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,6 +29,7 @@ from edgefed.results import HOST_COLUMNS
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "results" / "behaviour"
 FILES = ("rounds.csv", "clients.csv", "summary.json")
+WORKTREE = "worktree"
 
 
 def git(*args: str, cwd: Path = REPO) -> str:
@@ -48,27 +51,39 @@ def without_host(path: Path) -> str:
     return "\n".join(",".join(row[i] for i in keep if i < len(row)) for row in rows)
 
 
-def run_all(commit: str, work: Path) -> dict[str, dict[str, str]]:
-    """Every scenario's files at ``commit`` (a worktree, installed without dependencies)."""
+def play(tree: Path, env: dict, runs: Path, label: str) -> dict[str, dict[str, str]]:
+    """Every scenario of ``tree`` run into ``runs`` (kept there: a finished one is read, not rerun)."""
+    out = {}
+    for scenario in scenarios(tree):
+        run_dir = runs / scenario.stem
+        if not all((run_dir / name).is_file() for name in FILES) or (run_dir / "checkpoint.safetensors").exists():
+            subprocess.run([sys.executable, "-m", "edgefed", "run", str(scenario), "--out", str(run_dir), "--quiet",
+                            "--set", "output.plots=false"], env=env, cwd=runs.parent, check=True,
+                           stdout=subprocess.DEVNULL)
+        out[scenario.stem] = {name: without_host(run_dir / name) for name in FILES}
+        print(f"  {label} {scenario.stem}: done", flush=True)
+    return out
+
+
+def run_all(commit: str, work: Path, keep: Path) -> dict[str, dict[str, str]]:
+    """Every scenario's files at ``commit`` (a worktree, installed without dependencies), or, for
+    ``worktree``, of the working tree through this interpreter's own edgefed."""
+    env = {**os.environ, "EDGEFED_FEATURE_STORE": "off", "OMP_NUM_THREADS": "1"}
+    if commit == WORKTREE:
+        shutil.rmtree(work / "run-worktree", ignore_errors=True)
+        return play(REPO, env, work / "run-worktree", WORKTREE)
     tree, site = work / f"tree-{commit[:10]}", work / f"site-{commit[:10]}"
     git("worktree", "add", "--detach", str(tree), commit)
     try:
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                         "--target", str(site), str(tree)], check=True, capture_output=True)
-        env = {**os.environ, "PYTHONPATH": str(site), "EDGEFED_FEATURE_STORE": "off", "OMP_NUM_THREADS": "1"}
+        env["PYTHONPATH"] = str(site)
         # run from the temporary folder: a checkout's own edgefed/ must not shadow the installed copy
         where = subprocess.run([sys.executable, "-c", "import edgefed; print(edgefed.__file__)"], env=env, cwd=work,
                                capture_output=True, text=True, check=True).stdout.strip()
         if not where.startswith(str(site)):
             raise SystemExit(f"same_behaviour: edgefed imported from {where}, not from {site}")
-        out = {}
-        for scenario in scenarios(tree):
-            run_dir = work / f"run-{commit[:10]}" / scenario.stem
-            subprocess.run([sys.executable, "-m", "edgefed", "run", str(scenario), "--out", str(run_dir), "--quiet",
-                            "--set", "output.plots=false"], env=env, cwd=work, check=True, stdout=subprocess.DEVNULL)
-            out[scenario.stem] = {name: without_host(run_dir / name) for name in FILES}
-            print(f"  {commit[:10]} {scenario.stem}: done", flush=True)
-        return out
+        return play(tree, env, keep / f"run-{commit}", commit[:10])
     finally:
         git("worktree", "remove", "--force", str(tree))
 
@@ -76,11 +91,15 @@ def run_all(commit: str, work: Path) -> dict[str, dict[str, str]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("base")
-    parser.add_argument("result")
+    parser.add_argument("result", help=f"a commit, or `{WORKTREE}`: the working tree as it is (no verdict file)")
+    parser.add_argument("--keep", type=Path, help="keep commits' runs here and reuse them (a commit's runs never change)")
     args = parser.parse_args()
-    base, result = git("rev-parse", args.base), git("rev-parse", args.result)
+    base = git("rev-parse", args.base)
+    result = WORKTREE if args.result == WORKTREE else git("rev-parse", args.result)
     with tempfile.TemporaryDirectory() as tmp:
-        before, after = run_all(base, Path(tmp)), run_all(result, Path(tmp))
+        keep = args.keep.resolve() if args.keep else Path(tmp)
+        keep.mkdir(parents=True, exist_ok=True)
+        before, after = run_all(base, Path(tmp), keep), run_all(result, Path(tmp), keep)
     compared = {stem: {name: before[stem][name] == after.get(stem, {}).get(name) for name in FILES}
                 for stem in before}
     identical = set(before) == set(after) and all(all(files.values()) for files in compared.values())
@@ -88,6 +107,8 @@ def main() -> int:
         print(f"{stem:28s} " + "  ".join(f"{name} {'same' if same else 'DIFFERS'}" for name, same in files.items()))
     print(f"{result[:10]} against {base[:10]}: {'identical' if identical else 'DIFFERENT'} "
           f"({len(compared)} scenarios, host seconds aside)")
+    if result == WORKTREE:
+        return 0 if identical else 1
     OUT.mkdir(parents=True, exist_ok=True)
     machine = subprocess.run([sys.executable, "-c", "from edgefed.devices.profile import host_cpu; print(host_cpu())"],
                              capture_output=True, text=True).stdout.strip()

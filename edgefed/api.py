@@ -6,11 +6,12 @@ is installed (``pip install 'edgefed[pandas]'``), else lists of dicts with numbe
 """
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+
+from edgefed.results import read_rows
 
 TABLES = ("rounds.csv", "clients.csv")
 
@@ -122,7 +123,7 @@ def _table(path: Path):
             return pd.read_csv(io.StringIO(text))
         except (ValueError, pd.errors.ParserError) as exc:  # EmptyDataError is a ValueError
             raise RunDirError(f"{path}: not a CSV table: {str(exc).splitlines()[0]}") from None
-    rows = list(csv.DictReader(text.splitlines()))
+    rows = read_rows(path)
     if not text.strip() or any(None in row or None in row.values() for row in rows):
         raise RunDirError(f"{path}: not a CSV table (empty, or rows with the wrong number of fields)")
     return [{k: _number(v) for k, v in row.items()} for row in rows]

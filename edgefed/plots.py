@@ -1,7 +1,6 @@
 """Accuracy against simulated time, energy, bytes and client FLOPs, for one run or many overlaid."""
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -23,8 +22,7 @@ AXES = {
 
 def read_curve(run_dir: Path) -> dict[str, list[float]]:
     """Cumulative x-values per evaluated round, and the accuracy there."""
-    with (run_dir / "rounds.csv").open() as fh:
-        rows = list(csv.DictReader(fh))
+    rows = results.read_rows(run_dir / "rounds.csv")
     curve = {k: [] for k in ("accuracy", "sim_time_s", "energy_j", "bytes", "client_flops")}
     energy = nbytes = flops = 0.0
     for r in rows:
@@ -87,8 +85,7 @@ class PlotInputError(ValueError):
 
 def _sweep_groups(sweep_dir: Path) -> dict[str, list[Path]]:
     """A sweep's points grouped by their parameters other than the seed, labelled by them."""
-    with (sweep_dir / "sweep.csv").open() as fh:
-        rows = list(csv.DictReader(fh))
+    rows = results.read_rows(sweep_dir / "sweep.csv")
     if not rows:
         return {}
     params = list(rows[0])[2: list(rows[0]).index("status")]

@@ -28,7 +28,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from edgefed.results import HOST_COLUMNS, atomic_write, flatten
+from edgefed.results import HOST_COLUMNS, atomic_write, flatten, read_rows
 
 ACCURACY_TOL = 2 / 64
 LOSS_TOL = 1e-2
@@ -74,11 +74,6 @@ def _same_number(golden, actual) -> bool:
     return math.isclose(g, a, rel_tol=SYSTEMS_RTOL, abs_tol=SYSTEMS_RTOL)
 
 
-def _read_csv(path: Path) -> list[dict]:
-    with path.open() as fh:
-        return list(csv.DictReader(fh))
-
-
 def compare(golden: Path, run_dir: Path) -> list[str]:
     """One line per mismatch: file, row, field, golden and actual values."""
     problems = []
@@ -89,7 +84,7 @@ def compare(golden: Path, run_dir: Path) -> list[str]:
         if name not in HOST_COLUMNS and not _close(name, g_sum.get(key), a_sum.get(key)):
             problems.append(f"summary.json {key}: golden {g_sum.get(key)!r}, got {a_sum.get(key)!r}")
     for name in ("rounds.csv", "clients.csv"):
-        g_rows, a_rows = _read_csv(golden / name), _read_csv(run_dir / name)
+        g_rows, a_rows = read_rows(golden / name), read_rows(run_dir / name)
         if len(g_rows) != len(a_rows):
             problems.append(f"{name}: golden has {len(g_rows)} rows, got {len(a_rows)}")
         for i, (g, a) in enumerate(zip(g_rows, a_rows)):
@@ -106,7 +101,7 @@ def _comparable_text(path: Path) -> list[str]:
         data = json.loads(path.read_text())
         data.pop("host_seconds", None)
         return json.dumps(data, indent=2).splitlines(keepends=True)
-    rows = _read_csv(path)
+    rows = read_rows(path)
     buf = io.StringIO()
     if rows:
         writer = csv.DictWriter(buf, [k for k in rows[0] if k not in HOST_COLUMNS], extrasaction="ignore",

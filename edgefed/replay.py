@@ -12,7 +12,6 @@ as many aggregated updates. The probes grow with rounds squared.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,11 +20,12 @@ import numpy as np
 
 from edgefed.algorithms.base import Trainable
 from edgefed.algorithms.work import OP_KINDS, OpCount, Work
+from edgefed.results import append_durably, cut_back
+from edgefed.scenario import ScenarioError
 from edgefed.simulator.records import ClientRecord, RoundObserver, RoundRecord
 
 if TYPE_CHECKING:
     from edgefed.simulator.engine import Engine
-from edgefed.scenario import ScenarioError
 
 TRACE = "trace.jsonl"
 TRACE_FORMAT = "edgefed-trace/2"
@@ -73,29 +73,13 @@ class TraceRecorder(RoundObserver):
 
 
 def _append_line(path: Path, data: dict) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (json.dumps(data, separators=(",", ":")) + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    append_durably(path, json.dumps(data, separators=(",", ":")) + "\n")
 
 
 def _cut_trace(path: Path, last_round: int) -> int:
     """Keep the header and the lines of rounds ``<= last_round``; return the last kept ``applied``."""
-    size, applied = 0, 0
-    with path.open("rb") as fh:
-        for number, line in enumerate(iter(fh.readline, b"")):
-            if not line.endswith(b"\n"):
-                break
-            if number > 0:
-                data = json.loads(line)
-                if data["round"] > last_round:
-                    break
-                applied = data["applied"]
-            size += len(line)
-    os.truncate(path, size)
-    return applied
+    kept = cut_back(path, last_round, lambda line: json.loads(line)["round"])
+    return json.loads(kept[-1])["applied"] if kept else 0
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import tempfile
 from array import array
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import yaml
 
@@ -147,8 +147,7 @@ def retargeted(run_dir: Path, target: float | None) -> dict:
     """A finished run's summary.json with its to-target figures recomputed from rounds.csv for
     ``target``, under the smoothing it ran with; everything else unchanged."""
     summary = json.loads((run_dir / "summary.json").read_text())
-    with (run_dir / "rounds.csv").open(newline="") as fh:
-        rounds = list(csv.DictReader(fh))
+    rounds = read_rows(run_dir / "rounds.csv")
     return {**summary, "target_accuracy": target, **to_target(rounds, target, summary.get("target_smoothing", 1))}
 
 
@@ -221,33 +220,57 @@ class RunWriter(RoundObserver):
         atomic_write(self.dir / "summary.json", json.dumps(summary, indent=2) + "\n")
 
 
-def _append(path: Path, columns: list[str], rows) -> None:
-    """One write() of ``rows`` (with the header if the file is new), then fsync."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    if not path.exists():
-        writer.writerow(columns)
-    writer.writerows(rows)
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """A run directory's CSV table (rounds.csv, clients.csv, a sweep's sweep.csv) as rows of text:
+    the one reader that the summary, plots, regression and the API share."""
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def append_durably(path: Path, text: str) -> None:
+    """Append ``text`` with one write(), then fsync: a kill leaves whole lines and at most one
+    partial last line, which ``cut_back`` drops on resume."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, buf.getvalue().encode())
+        os.write(fd, text.encode())
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
-def _truncate(path: Path, last_round: int) -> list[dict]:
-    """Keep the rows of rounds ``<= last_round`` (rows are in round order); return them."""
+def cut_back(path: Path, last_round: int, round_of: Callable[[bytes], int]) -> list[bytes]:
+    """Cut a file of one header line and then one line per record, in round order, back to the
+    records of rounds ``<= last_round`` (a partial last line goes too); returns the kept lines
+    after the header. What resuming from a checkpoint needs of rounds.csv, clients.csv and
+    trace.jsonl."""
     kept, size = [], 0
-    with path.open(newline="") as fh:
-        header = fh.readline()
-        size = len(header.encode())
-        columns = next(csv.reader([header]))
-        for line in iter(fh.readline, ""):
-            row = dict(zip(columns, next(csv.reader([line]))))
-            if not line.endswith("\n") or int(row["round"]) > last_round:
+    with path.open("rb") as fh:
+        for number, line in enumerate(iter(fh.readline, b"")):
+            if not line.endswith(b"\n"):
                 break
-            kept.append(row)
-            size += len(line.encode())
+            if number > 0:
+                if round_of(line) > last_round:
+                    break
+                kept.append(line)
+            size += len(line)
     os.truncate(path, size)
     return kept
+
+
+def _append(path: Path, columns: list[str], rows) -> None:
+    """One round's rows (with the header if the file is new or was cut back to nothing)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    if not path.exists() or path.stat().st_size == 0:
+        writer.writerow(columns)
+    writer.writerows(rows)
+    append_durably(path, buf.getvalue())
+
+
+def _truncate(path: Path, last_round: int) -> list[dict]:
+    """Keep the rows of rounds ``<= last_round``; return them."""
+    with path.open(newline="") as fh:
+        columns = next(csv.reader([fh.readline()]))
+    at = columns.index("round")
+    lines = cut_back(path, last_round, lambda line: int(next(csv.reader([line.decode()]))[at]))
+    return [dict(zip(columns, next(csv.reader([line.decode()])))) for line in lines]

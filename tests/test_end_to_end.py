@@ -1,11 +1,11 @@
 """End to end through the CLI on a tiny random-config model: files, sums and determinism."""
-import csv
 import json
 from pathlib import Path
 
 import pytest
 
 from edgefed.algorithms.message import Message
+from edgefed.results import read_rows as read_csv
 from tests.conftest import write_scenario
 from tests.helpers import edgefed
 
@@ -14,11 +14,6 @@ ROUND_COLS = ["round", "sim_time_s", "accuracy", "loss", "selected", "aggregated
 CLIENT_COLS = ["round", "client", "device", "status", "download_s", "compute_s", "upload_s", "idle_s",
                "energy_compute_j", "energy_radio_j", "energy_idle_j", "bytes_up", "bytes_down", "flops",
                "peak_memory_bytes"]
-
-
-def read_csv(path: Path) -> list[dict]:
-    with path.open() as fh:
-        return list(csv.DictReader(fh))
 
 
 @pytest.fixture(scope="module")

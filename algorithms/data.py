@@ -201,6 +201,19 @@ class Tokenized:
             yield self.batch(range(start, min(start + batch_size, len(self))))
 
 
+@dataclass
+class FederatedData:
+    """The training set tokenised once, each client's example indices, and the held-out set."""
+
+    train: Tokenized
+    parts: list[np.ndarray]
+    test: Tokenized
+
+    @property
+    def num_clients(self) -> int:
+        return len(self.parts)
+
+
 def partition(labels: np.ndarray, num_clients: int, kind: str, seed: int, alpha: float = 0.5,
               shards_per_client: int = 2) -> list[np.ndarray]:
     """Split example indices among clients: ``iid``, ``dirichlet`` (label skew, Hsu et al. 2019)

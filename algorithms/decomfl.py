@@ -8,16 +8,17 @@ model.
 """
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import Literal
 
 import numpy as np
 import torch
 
 from edgefed.algorithms.aggregation import mean, upload_weights
-from edgefed.algorithms.base import Algorithm, ZOSpec
+from edgefed.algorithms.base import Algorithm
 from edgefed.algorithms.data import sample_batch
 from edgefed.algorithms.history import History
-from edgefed.algorithms.message import Message
+from edgefed.algorithms.spec import ZOSpec
 from edgefed.algorithms.work import Work
 from edgefed.algorithms.zo import Directions, derive_seed, replay, two_point_scalar
 from edgefed.streams import Stream
@@ -30,45 +31,72 @@ class DeComFLSpec(ZOSpec):
     name: Literal["decomfl"]
 
 
-def step_seeds(seed: int, round: int, steps: int) -> list[int]:
-    """The round's shared seed of each local step, drawn by the server (DeComFL, FedSPZO)."""
-    return [derive_seed(seed, Stream.ROUND_SEEDS, round, k) for k in range(steps)]
+class SharedSeedServer(Algorithm):
+    """DeComFL's server, which FedSPZO shares with its wire format: one seed per local step each
+    round for every sampled client, their scalars averaged per direction, kept as history and
+    replayed by a client that catches up. A method says how one step's records move the model
+    (``replay_step``) and what replaying a number of steps costs (``charge_replay``)."""
+
+    download_kind = "history"
+    upload_kind = "seed-scalars"
+
+    def __init__(self, model, data, cfg, seed):
+        super().__init__(model, data, cfg, seed)
+        self.history = History(self.trainable.names, self.trainable.params)  # seeds[K], scalars[K, ...]
+
+    @abstractmethod
+    def replay_step(self, step_seed: int, scalars: np.ndarray, work: Work | None = None) -> None:
+        """Move the model by one local step's records."""
+
+    @abstractmethod
+    def charge_replay(self, work: Work, steps: int) -> None:
+        """What replaying ``steps`` local steps' records costs a device."""
+
+    def configure_round(self, round, selected):
+        """The plan: one seed per local step, shared by all sampled clients."""
+        seeds = [derive_seed(self.seed, Stream.ROUND_SEEDS, round, k) for k in range(self.cfg.local_steps)]
+        return np.array(seeds, dtype=SEED_DTYPE)
+
+    def download(self, last_round, round, plan, work):
+        """This round's step seeds, every record since ``last_round`` (one seed per step and its
+        averaged scalars), and the initial head if the client never synced."""
+        records = self.history.since(last_round)
+        arrays = {"round_seeds": plan.astype(SEED_DTYPE)}
+        if records:
+            arrays["history_seeds"] = np.concatenate([r["seeds"] for r in records]).astype(SEED_DTYPE)
+            arrays["history_scalars"] = np.concatenate([r["scalars"].ravel() for r in records]).astype(SCALAR_DTYPE)
+        if last_round is None:
+            arrays.update(self.history.head)
+        self.charge_replay(work, sum(len(r["seeds"]) for r in records))
+        return arrays
+
+    def aggregate(self, messages):
+        """Every client ran the same shared directions, so their scalars average per direction (each
+        client counts 1; an edge's partial mean counts its clients)."""
+        if not messages:
+            return None
+        return mean([m.arrays["scalars"] for m in messages], upload_weights(messages, lambda m: 1), SCALAR_DTYPE)
+
+    def update_arrays(self, update):
+        return {"scalars": update}
+
+    def apply(self, update, round, plan):
+        """Replay each step's averaged scalars on the global model, then keep them for clients
+        that catch up later."""
+        if update is None:
+            return
+        for step_seed, scalars in zip(plan, update):
+            self.replay_step(int(step_seed), scalars)
+        self.history.add(round, seeds=plan, scalars=update)
+
+    def state(self):
+        return self.history.state()
+
+    def load_state(self, state):
+        self.history.load_state(state)
 
 
-def history_download(history: History, last_round: int | None, round: int,
-                     plan_seeds: np.ndarray) -> tuple[dict[str, np.ndarray], int]:
-    """What a client that last synced after ``last_round`` downloads in ``round`` (DeComFL and
-    FedSPZO's wire format): this round's step seeds, every record since (one seed per step and its
-    averaged scalars), and the initial head if it never synced; with the number of steps to replay."""
-    records = history.since(last_round)
-    arrays = {"round_seeds": plan_seeds.astype(SEED_DTYPE)}
-    if records:
-        arrays["history_seeds"] = np.concatenate([r["seeds"] for r in records]).astype(SEED_DTYPE)
-        arrays["history_scalars"] = np.concatenate([r["scalars"].ravel() for r in records]).astype(SCALAR_DTYPE)
-    if last_round is None:
-        arrays.update(history.head)
-    return arrays, sum(len(r["seeds"]) for r in records)
-
-
-def apply_round(history: History, replay_step, update: np.ndarray | None, round: int, plan: np.ndarray) -> None:
-    """The server's move for a round of shared step seeds (DeComFL, FedSPZO): replay each step's
-    averaged scalars on the global model, then keep them for clients that catch up later."""
-    if update is None:
-        return
-    for step_seed, scalars in zip(plan, update):
-        replay_step(int(step_seed), scalars)
-    history.add(round, seeds=plan, scalars=update)
-
-
-def mean_scalars(messages: list[Message]) -> np.ndarray | None:
-    """Every client ran the same shared directions, so their scalars average per direction (each
-    client counts 1; an edge's partial mean counts its clients)."""
-    if not messages:
-        return None
-    return mean([m.arrays["scalars"] for m in messages], upload_weights(messages, lambda m: 1), SCALAR_DTYPE)
-
-
-class DeComFL(Algorithm):
+class DeComFL(SharedSeedServer):
     name = "decomfl"
     Spec = DeComFLSpec
     cfg: DeComFLSpec
@@ -76,44 +104,23 @@ class DeComFL(Algorithm):
     def __init__(self, model, data, cfg, seed):
         super().__init__(model, data, cfg, seed)
         self.dirs = Directions(self.trainable.params, cfg.distribution, cfg.cache_z)
-        self.history = History(self.trainable.names, self.trainable.params)  # seeds[K], scalars[K, P]
 
     def perturbation_seeds(self, step_seed: int) -> list[int]:
         """Perturbation p of a step uses the step's seed itself for p = 0 and ``derive(seed, p)``
         after, so one seed per step goes on the wire."""
         return [step_seed if p == 0 else derive_seed(step_seed, p) for p in range(self.cfg.perturbations)]
 
-    def replay_step(self, step_seed: int, scalars: np.ndarray, work: Work | None = None) -> None:
-        """Move the model by one local step's records: ``-lr/P * sum_p g_p z(seed_p)``."""
+    def replay_step(self, step_seed, scalars, work=None):
+        """``-lr/P * sum_p g_p z(seed_p)``."""
         replay(self.dirs, self.perturbation_seeds(step_seed), scalars, self.cfg.lr / self.cfg.perturbations, work)
 
-    # -- server --------------------------------------------------------------------------
-    def configure_round(self, round, selected):
-        """The plan: one seed per local step, shared by all sampled clients."""
-        return np.array(step_seeds(self.seed, round, self.cfg.local_steps), dtype=SEED_DTYPE)
-
-    def catch_up(self, client, last_round, round, plan):
-        arrays, steps = history_download(self.history, last_round, round, plan)
-        work = Work()
+    def charge_replay(self, work, steps):
         self.dirs.charge_axpy(work, steps * self.cfg.perturbations)
-        work.peak_memory_bytes = self.peak_memory_bytes()
-        return Message("history", round, client, arrays), work
 
-    def aggregate(self, messages):
-        return mean_scalars(messages)
-
-    def update_arrays(self, update):
-        return {"scalars": update}
-
-    def apply(self, update, round, plan):
-        apply_round(self.history, self.replay_step, update, round, plan)
-
-    # -- client --------------------------------------------------------------------------
-    def client_update(self, client, round, plan):
-        cfg, work = self.cfg, Work()
+    def local_update(self, client, round, plan, work, start):
+        cfg = self.cfg
         rng = self.batch_rng(client, round)
         part = self.data.parts[client]
-        start = self.trainable.snapshot()
         scalars = np.zeros((cfg.local_steps, cfg.perturbations), dtype=SCALAR_DTYPE)
         with torch.no_grad():
             for k in range(cfg.local_steps):
@@ -121,12 +128,4 @@ class DeComFL(Algorithm):
                 for p, z_seed in enumerate(self.perturbation_seeds(int(plan[k]))):
                     scalars[k, p] = two_point_scalar(loss, self.dirs, z_seed, cfg.eps, work)
                 self.replay_step(int(plan[k]), scalars[k], work)
-        self.trainable.restore(start)  # the host model stays the global model
-        work.peak_memory_bytes = self.peak_memory_bytes()
-        return Message("seed-scalars", round, client, {"scalars": scalars}), work
-
-    def state(self):
-        return self.history.state()
-
-    def load_state(self, state):
-        self.history.load_state(state)
+        return {"scalars": scalars}

@@ -9,7 +9,6 @@ import torch
 
 from edgefed.algorithms.aggregation import data_weights, upload_weights
 from edgefed.algorithms.base import Algorithm
-from edgefed.algorithms.message import Message
 from edgefed.algorithms.models import param_bytes
 from edgefed.algorithms.work import Work
 from edgefed.algorithms.zo import AXPY_TENSORS
@@ -30,26 +29,22 @@ def from_wire(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
 
 
 class WeightDelta(Algorithm):
+    download_kind = upload_kind = "weights"
+
     @abstractmethod
     def local_steps(self, client: int, round: int, work: Work) -> None:
         """Run the client's local steps in place on the trainable parameters."""
 
-    def catch_up(self, client, last_round, round, plan):
+    def download(self, last_round, round, plan, work):
         """The current trainable weights (the frozen rest is held from the start)."""
-        arrays = {n: to_wire(p) for n, p in zip(self.trainable.names, self.trainable.params)}
-        work = Work()
-        work.peak_memory_bytes = self.peak_memory_bytes()
-        return Message("weights", round, client, arrays), work
+        return {n: to_wire(p) for n, p in zip(self.trainable.names, self.trainable.params)}
 
-    def client_update(self, client, round, plan):
-        work = Work()
-        start = self.trainable.snapshot()
+    def local_update(self, client, round, plan, work, start):
+        """The change of the trainable weights over the local steps."""
         self.local_steps(client, round, work)
         delta = {n: to_wire(p.detach() - s) for n, p, s in zip(self.trainable.names, self.trainable.params, start)}
         work.add_elementwise(self.trainable.numel, self.trainable.params[0].element_size(), AXPY_TENSORS)
-        self.trainable.restore(start)
-        work.peak_memory_bytes = self.peak_memory_bytes()
-        return Message("weights", round, client, delta), work
+        return delta
 
     def upload_weight(self, message):
         """Clients count by their examples (FedAvg's rule)."""

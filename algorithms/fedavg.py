@@ -10,10 +10,10 @@ from typing import Literal
 
 import torch
 
-from edgefed.algorithms.base import MethodSpec
 from edgefed.algorithms.data import sample_batch
 from edgefed.algorithms.delta import WeightDelta
 from edgefed.algorithms.models import param_bytes, training_activation_bytes
+from edgefed.algorithms.spec import MethodSpec
 
 # per optimizer: class, parameter-sized tensors it holds during a step (Adam: two moments plus
 # the denominator its update materialises), tensors an update touches

@@ -17,11 +17,10 @@ import torch
 from pydantic import Field, PositiveInt
 
 from edgefed.algorithms.aggregation import data_weights, upload_weights, weighted_sparse_sum
-from edgefed.algorithms.base import Algorithm, ZOSpec
+from edgefed.algorithms.base import Algorithm
 from edgefed.algorithms.data import sample_batch
 from edgefed.algorithms.history import History
-from edgefed.algorithms.message import Message
-from edgefed.algorithms.work import Work
+from edgefed.algorithms.spec import ZOSpec
 from edgefed.algorithms.zo import Directions, derive_seed, two_point_scalar
 from edgefed.streams import Stream
 
@@ -40,6 +39,8 @@ class FedKSeed(Algorithm):
     name = "fedkseed"
     Spec = FedKSeedSpec
     cfg: FedKSeedSpec
+    download_kind = "history"
+    upload_kind = "seed-scalars"
 
     def __init__(self, model, data, cfg, seed):
         super().__init__(model, data, cfg, seed)
@@ -59,7 +60,9 @@ class FedKSeed(Algorithm):
         weights = np.exp(norm - norm.max())
         return weights / weights.sum()
 
-    def catch_up(self, client, last_round, round, plan):
+    def download(self, last_round, round, plan, work):
+        """The per-seed sums since ``last_round`` (one replay per seed used), FedKSeed-Pro's seed
+        probabilities, and the initial head if the client never synced."""
         sums = np.zeros(self.cfg.pool_size, dtype=np.float64)
         for record in self.history.since(last_round):
             sums += record["updates"]
@@ -70,16 +73,13 @@ class FedKSeed(Algorithm):
             arrays["probabilities"] = probs.astype(np.float32)
         if last_round is None:
             arrays.update(self.history.head)
-        work = Work()
         self.dirs.charge_axpy(work, len(used))
-        work.peak_memory_bytes = self.peak_memory_bytes()
-        return Message("history", round, client, arrays), work
+        return arrays
 
-    def client_update(self, client, round, plan):
-        cfg, work = self.cfg, Work()
+    def local_update(self, client, round, plan, work, start):
+        cfg = self.cfg
         rng = self.batch_rng(client, round)
         probs = self.probabilities()
-        start = self.trainable.snapshot()
         sums: dict[int, float] = {}
         with torch.no_grad():
             for _ in range(cfg.local_steps):
@@ -89,11 +89,8 @@ class FedKSeed(Algorithm):
                 g = two_point_scalar(loss, self.dirs, self.pool[index], cfg.eps, work)
                 self.dirs.axpy(self.pool[index], -cfg.lr * float(g), work)
                 sums[index] = sums.get(index, 0.0) + float(g)
-        self.trainable.restore(start)
-        work.peak_memory_bytes = self.peak_memory_bytes()
         indices = np.array(sorted(sums), dtype=INDEX_DTYPE)
-        scalars = np.array([sums[int(i)] for i in indices], dtype=SCALAR_DTYPE)
-        return Message("seed-scalars", round, client, {"indices": indices, "scalars": scalars}), work
+        return {"indices": indices, "scalars": np.array([sums[int(i)] for i in indices], dtype=SCALAR_DTYPE)}
 
     def upload_weight(self, message):
         """Clients count by their examples (FedKSeed's data-size weighting)."""

@@ -9,7 +9,7 @@ drawn afresh for every u, so block 2 gets ``p1*p2`` independent directions):
 every u with the mean g over its v's. ``2*p1`` block-1 + ``2*p1*p2`` block-2 passes give
 ``p1*p2`` estimates for block 2, where MeZO pays ``2*p1*p2`` full passes.
 
-On the wire it is DeComFL (whose seed plan, download and history it uses): one server-drawn seed
+On the wire it is DeComFL (whose server, ``SharedSeedServer``, it is): one server-drawn seed
 per step (u_i and v_j derive from it), the ``steps x p1 x p2`` fp32 scalars up, averaged scalars
 kept as history and replayed on catch-up.
 When block 1 holds no trainable parameter (u = 0) its output is the same under +u and -u and is
@@ -17,6 +17,7 @@ computed once per step.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,14 +25,12 @@ import numpy as np
 import torch
 from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
 
-from edgefed.algorithms.base import Algorithm, ZOSpec
 from edgefed.algorithms.data import sample_batch
-from edgefed.algorithms.decomfl import SCALAR_DTYPE, SEED_DTYPE, apply_round, history_download, mean_scalars, step_seeds
-from edgefed.algorithms.history import History
-from edgefed.algorithms.message import Message
+from edgefed.algorithms.decomfl import SCALAR_DTYPE, SharedSeedServer
 from edgefed.algorithms.models import Batch, TaskModel, inference_activation_bytes, param_bytes
+from edgefed.algorithms.spec import ZOSpec
 from edgefed.algorithms.work import Work
-from edgefed.algorithms.zo import Directions, buffer_numel, derive_seed
+from edgefed.algorithms.zo import Directions, buffer_numel, derive_seed, two_point_scalar, two_sided
 from edgefed.streams import BLOCK1, BLOCK2
 
 
@@ -45,6 +44,13 @@ class FedSPZOSpec(ZOSpec):
     auto_device: str | None = Field(None, description="fleet device that split/p2 auto plan for; default the slowest")
     auto_step_s: PositiveFloat | None = Field(None, description="seconds one local step may take on auto_device")
     auto_budget: PositiveFloat = Field(2.0, description="else: step budget in plain MeZO steps (2*p1 full passes)")
+
+    def device_to_fit(self, slowest, devices):
+        """``auto_device`` if named, else the slowest."""
+        name = self.auto_device or slowest
+        if name not in devices:
+            raise ValueError(f"algorithm.auto_device: unknown device {name!r}")
+        return name
 
 
 def direction_seeds(step_seed: int, p1: int, p2: int) -> tuple[list[int], list[list[int]]]:
@@ -71,31 +77,22 @@ def split_scalars(model: TaskModel, batch: Batch, split: int, dirs1: Directions,
 
     def block2_loss(hidden):
         if frozen_block1 and features is not None:
-            return model.suffix_loss(hidden, batch, prefix)
-        return model.block2_loss(hidden, batch, split)
+            return lambda: model.suffix_loss(hidden, batch, prefix)
+        return lambda: model.block2_loss(hidden, batch, split)
 
     shared = features if frozen_block1 else None
     for i, u in enumerate(us):
-        if frozen_block1:
-            if shared is None:
-                shared = block1()
-                work.add_forward("block1", flops[0], weight_bytes[0])
-            h_plus = h_minus = shared
-        else:
-            dirs1.axpy(u, eps, work)
-            h_plus = block1()
-            dirs1.axpy(u, -2.0 * eps, work)
-            h_minus = block1()
-            dirs1.axpy(u, eps, work)
+        if not frozen_block1:
+            h_plus, h_minus = two_sided(block1, dirs1, u, eps, work)
             work.add_forward("block1", flops[0], weight_bytes[0], count=2)
+        elif shared is None:  # block 1 gives the same output under +u and -u: run it once per step
+            h_plus = h_minus = shared = block1()
+            work.add_forward("block1", flops[0], weight_bytes[0])
+        else:
+            h_plus = h_minus = shared
         for j, v in enumerate(vs[i]):
-            dirs2.axpy(v, eps, work)
-            loss_plus = float(block2_loss(h_plus))
-            dirs2.axpy(v, -2.0 * eps, work)
-            loss_minus = float(block2_loss(h_minus))
-            dirs2.axpy(v, eps, work)
+            g[i, j] = two_point_scalar(block2_loss(h_plus), dirs2, v, eps, work, block2_loss(h_minus))
             work.add_forward("block2", flops[1], weight_bytes[1], count=2)
-            g[i, j] = (loss_plus - loss_minus) / (2.0 * eps)
     return g
 
 
@@ -165,30 +162,55 @@ def cached_output_bytes(model: TaskModel, batch_size: int, seq_len: int) -> int:
     return batch_size * seq_len * model.backbone.config.hidden_size * next(model.parameters()).element_size()
 
 
-class FedSPZO(Algorithm):
+@dataclass(frozen=True)
+class Blocks:
+    """Where FedSPZO splits the model and how it perturbs each side, fixed before the first round."""
+
+    split: int
+    p2: int
+    dirs1: Directions
+    dirs2: Directions
+    weight_bytes: tuple[float, float]  # each block's weights: what one pass of it reads
+
+
+class FedSPZO(SharedSeedServer):
     name = "fedspzo"
     Spec = FedSPZOSpec
     cfg: FedSPZOSpec
 
     def __init__(self, model, data, cfg, seed):
         super().__init__(model, data, cfg, seed)
-        self.split = model.num_layers if cfg.split == "auto" else int(cfg.split)
-        if not 0 <= self.split <= model.num_layers:
-            raise ValueError(f"algorithm.split: {self.split} is outside 0..{model.num_layers}")
-        self.p2 = 1 if cfg.p2 == "auto" else int(cfg.p2)
-        self.history = History(self.trainable.names, self.trainable.params)  # seeds[K], scalars[K, p1, p2]
-        self.make_directions()
-        if "auto" in (cfg.split, cfg.p2):
-            self.plan_for(None, float("inf"))
+        if cfg.split != "auto" and not 0 <= int(cfg.split) <= model.num_layers:
+            raise ValueError(f"algorithm.split: {int(cfg.split)} is outside 0..{model.num_layers}")
+        #: (FLOP/s, memory bytes) of the device ``auto`` plans for; ``fit_device`` names the fleet's
+        self.device: tuple[float | None, float] = (None, float("inf"))
 
     def fit_device(self, device_flops, memory_bytes):
-        self.plan_for(device_flops, memory_bytes)
+        if "blocks" in vars(self):
+            raise RuntimeError("fedspzo: fit_device after the blocks were planned")
+        self.device = (device_flops, memory_bytes)
+        self.blocks  # noqa: B018 - planned now, so that a device the plan cannot fit is refused here
+
+    @functools.cached_property
+    def blocks(self) -> Blocks:
+        """The split and p2 (``auto`` ones planned for ``device``) and each block's directions:
+        made once, on first use, so every client of a run and every parallel worker has the same."""
+        cfg, model = self.cfg, self.model
+        plan = self.plan_for(*self.device)
+        split = plan.split if cfg.split == "auto" else int(cfg.split)
+        p2 = plan.p2 if cfg.p2 == "auto" else int(cfg.p2)
+        names1, _ = model.block_param_names(split)
+        in1 = [n in names1 for n in self.trainable.names]
+        dirs = [Directions([p for p, b in zip(self.trainable.params, in1) if b == side], cfg.distribution, cfg.cache_z)
+                for side in (True, False)]
+        weight_bytes = tuple(float(param_bytes(p for n, p in model.named_parameters() if (n in names1) == side))
+                             for side in (True, False))
+        return Blocks(split, p2, *dirs, weight_bytes)
 
     def plan_for(self, device_flops: float | None, memory_bytes: float) -> Plan | None:
-        """Resolve ``split``/``p2: auto`` for a device of ``device_flops`` FLOP/s and
-        ``memory_bytes``; values fixed in the scenario are kept. The step budget is
-        ``auto_step_s`` seconds on that device, else ``auto_budget`` plain MeZO steps
-        (``2*p1`` full passes)."""
+        """The plan for ``split``/``p2: auto`` on a device of ``device_flops`` FLOP/s and
+        ``memory_bytes`` (None when neither is auto). The step budget is ``auto_step_s`` seconds
+        on that device, else ``auto_budget`` plain MeZO steps (``2*p1`` full passes)."""
         cfg = self.cfg
         if "auto" not in (cfg.split, cfg.p2):
             return None
@@ -196,95 +218,55 @@ class FedSPZO(Algorithm):
             budget = cfg.auto_step_s * device_flops
         else:
             budget = cfg.auto_budget * 2 * cfg.p1 * self.model.forward_flops(self._probe_batch(), "full")
-        plan = plan_split(self.model, self._probe_batch(), set(self.trainable.names), cfg.p1, budget,
+        return plan_split(self.model, self._probe_batch(), set(self.trainable.names), cfg.p1, budget,
                           memory_bytes, cfg.cache_z, cfg.p2_max)
-        if cfg.split == "auto":
-            self.split = plan.split
-        if cfg.p2 == "auto":
-            self.p2 = plan.p2
-        self.make_directions()
-        return plan
 
     def _probe_batch(self) -> Batch:
         return self.data.train.batch(range(min(self.cfg.batch_size, len(self.data.train))))
 
-    def make_directions(self):
-        names1, _ = self.model.block_param_names(self.split)
-        in1 = [n in names1 for n in self.trainable.names]
-        params = self.trainable.params
-        self.dirs1 = Directions([p for p, b in zip(params, in1) if b], self.cfg.distribution, self.cfg.cache_z)
-        self.dirs2 = Directions([p for p, b in zip(params, in1) if not b], self.cfg.distribution, self.cfg.cache_z)
-        self._block_bytes = (float(param_bytes(p for n, p in self.model.named_parameters() if n in names1)),
-                             float(param_bytes(p for n, p in self.model.named_parameters() if n not in names1)))
-
-    def replay_step(self, step_seed: int, scalars: np.ndarray, work: Work | None = None) -> None:
-        us, vs = direction_seeds(step_seed, self.cfg.p1, self.p2)
-        split_update(self.dirs1, self.dirs2, us, vs, np.asarray(scalars).reshape(self.cfg.p1, self.p2),
+    def replay_step(self, step_seed, scalars, work=None):
+        blocks = self.blocks
+        us, vs = direction_seeds(step_seed, self.cfg.p1, blocks.p2)
+        split_update(blocks.dirs1, blocks.dirs2, us, vs, np.asarray(scalars).reshape(self.cfg.p1, blocks.p2),
                      self.cfg.lr, work)
 
-    # -- server (DeComFL's) -----------------------------------------------------------------
-    def configure_round(self, round, selected):
-        return np.array(step_seeds(self.seed, round, self.cfg.local_steps), dtype=SEED_DTYPE)
+    def charge_replay(self, work, steps):
+        blocks, p1 = self.blocks, self.cfg.p1
+        blocks.dirs1.charge_axpy(work, steps * p1 if blocks.dirs1.numel else 0)
+        blocks.dirs2.charge_axpy(work, steps * p1 * blocks.p2)
 
-    def catch_up(self, client, last_round, round, plan):
-        arrays, steps = history_download(self.history, last_round, round, plan)
-        work = Work()
-        p1 = self.cfg.p1
-        self.dirs1.charge_axpy(work, steps * p1 if self.dirs1.numel else 0)
-        self.dirs2.charge_axpy(work, steps * p1 * self.p2)
-        work.peak_memory_bytes = self.peak_memory_bytes()
-        return Message("history", round, client, arrays), work
-
-    def aggregate(self, messages):
-        return mean_scalars(messages)
-
-    def update_arrays(self, update):
-        return {"scalars": update}
-
-    def apply(self, update, round, plan):
-        apply_round(self.history, self.replay_step, update, round, plan)
-
-    def state(self):
-        return self.history.state()
-
-    def load_state(self, state):
-        self.history.load_state(state)
-
-    # -- client --------------------------------------------------------------------------
-    def client_update(self, client, round, plan):
-        cfg, work = self.cfg, Work()
+    def local_update(self, client, round, plan, work, start):
+        cfg, blocks = self.cfg, self.blocks
         rng = self.batch_rng(client, round)
         part = self.data.parts[client]
-        start = self.trainable.snapshot()
-        scalars = np.zeros((cfg.local_steps, cfg.p1, self.p2), dtype=SCALAR_DTYPE)
+        scalars = np.zeros((cfg.local_steps, cfg.p1, blocks.p2), dtype=SCALAR_DTYPE)
         with torch.no_grad():
             for k in range(cfg.local_steps):
                 batch = self.data.train.batch(sample_batch(part, cfg.batch_size, rng))
                 features = self.prefix_features(batch, work)  # the frozen layers, once per batch
                 flops, weight_bytes = self.pass_costs(batch)
-                us, vs = direction_seeds(int(plan[k]), cfg.p1, self.p2)
-                scalars[k] = split_scalars(self.model, batch, self.split, self.dirs1, self.dirs2, us, vs,
+                us, vs = direction_seeds(int(plan[k]), cfg.p1, blocks.p2)
+                scalars[k] = split_scalars(self.model, batch, blocks.split, blocks.dirs1, blocks.dirs2, us, vs,
                                            cfg.eps, work, flops, weight_bytes, features, self.prefix)
-                split_update(self.dirs1, self.dirs2, us, vs, scalars[k], cfg.lr, work)
-        self.trainable.restore(start)
-        work.peak_memory_bytes = self.peak_memory_bytes()
-        return Message("seed-scalars", round, client, {"scalars": scalars}), work
+                split_update(blocks.dirs1, blocks.dirs2, us, vs, scalars[k], cfg.lr, work)
+        return {"scalars": scalars}
 
     def pass_costs(self, batch: Batch) -> tuple[tuple[float, float], tuple[float, float]]:
         """(FLOPs, weight bytes) of one block-1 and one block-2 pass on ``batch``, net of the frozen
         prefix (counted once per batch by ``prefix_features``): block 1 runs from the prefix's
         output, or when block 1 is frozen, block 2 does."""
-        model, split, prefix = self.model, self.split, self.prefix
-        block1 = model.forward_flops(batch, "block1", split)
-        block2 = model.forward_flops(batch, "block2", split)
+        model, blocks, prefix = self.model, self.blocks, self.prefix
+        block1 = model.forward_flops(batch, "block1", blocks.split)
+        block2 = model.forward_flops(batch, "block2", blocks.split)
         if not prefix:
-            return (block1, block2), self._block_bytes
-        if not self.dirs1.numel:
+            return (block1, block2), blocks.weight_bytes
+        if not blocks.dirs1.numel:
             return (0.0, model.forward_flops(batch, "block2", prefix)), (0.0, self.weight_bytes - self.prefix_weight_bytes)
         return ((block1 - model.forward_flops(batch, "block1", prefix), block2),
-                (self._block_bytes[0] - self.prefix_weight_bytes, self._block_bytes[1]))
+                (blocks.weight_bytes[0] - self.prefix_weight_bytes, blocks.weight_bytes[1]))
 
     def held_bytes(self):
         """The two cached block-1 outputs and both blocks' direction buffers."""
         shape = (self.cfg.batch_size, self.data.train.max_length)
-        return 2 * cached_output_bytes(self.model, *shape) + self.dirs1.buffer_bytes + self.dirs2.buffer_bytes
+        blocks = self.blocks
+        return 2 * cached_output_bytes(self.model, *shape) + blocks.dirs1.buffer_bytes + blocks.dirs2.buffer_bytes

@@ -11,9 +11,9 @@ from typing import Literal
 
 import torch
 
-from edgefed.algorithms.base import ZOSpec
 from edgefed.algorithms.data import sample_batch
 from edgefed.algorithms.delta import WeightDelta
+from edgefed.algorithms.spec import ZOSpec
 from edgefed.algorithms.zo import Directions, derive_seed, two_point_scalar
 from edgefed.streams import Stream
 

@@ -180,18 +180,28 @@ class Directions:
         return [t.view_as(p) for t, p in zip(z.split([p.numel() for p in self.params]), self.params)]
 
 
-def two_point_scalar(loss_fn, dirs: Directions, seed: int, eps: float, work: Work) -> np.float32:
-    """MeZO's estimate of the directional derivative along z(seed):
-    perturb +eps z, loss, -2 eps z, loss, restore; ``g = (L+ - L-) / (2 eps)``.
+def two_sided(fn, dirs: Directions, seed: int, eps: float, work: Work, minus_fn=None) -> tuple:
+    """``fn()`` with the parameters moved by +eps z(seed), then ``minus_fn()`` (default ``fn``) at
+    -eps z, the parameters restored after: perturb, call, -2 eps z, call, restore. MeZO's estimate
+    takes a loss this way, FedSPZO also block 1's outputs."""
+    dirs.axpy(seed, eps, work)
+    plus = fn()
+    dirs.axpy(seed, -2.0 * eps, work)
+    minus = (minus_fn or fn)()
+    dirs.axpy(seed, eps, work)
+    return plus, minus
+
+
+def two_point_scalar(loss_fn, dirs: Directions, seed: int, eps: float, work: Work, minus_loss_fn=None) -> np.float32:
+    """MeZO's estimate of the directional derivative along z(seed): ``g = (L+ - L-) / (2 eps)``,
+    with ``L-`` from ``minus_loss_fn`` when the loss at -eps z is another function (FedSPZO's block
+    2 runs on block 1's output under -eps u).
 
     The scalar is rounded to fp32, its wire format, before anyone uses it.
     """
-    dirs.axpy(seed, eps, work)
-    loss_plus = float(loss_fn())
-    dirs.axpy(seed, -2.0 * eps, work)
-    loss_minus = float(loss_fn())
-    dirs.axpy(seed, eps, work)
-    return np.float32((loss_plus - loss_minus) / (2.0 * eps))
+    plus, minus = two_sided(lambda: float(loss_fn()), dirs, seed, eps, work,
+                            minus_loss_fn and (lambda: float(minus_loss_fn())))
+    return np.float32((plus - minus) / (2.0 * eps))
 
 
 def replay(dirs: Directions, seeds, scalars, lr: float, work: Work | None = None) -> None:

@@ -17,6 +17,16 @@ reference method's report runs alone. Besides the paired to-target ratios, `summ
 baseline's smoothed accuracy beside FedSPZO's at the client compute of the cheaper whole run
 (a fixed-budget view, added after the target was fixed). Writes bench/results/fedspzo_paper.json
 and plots.
+
+A plan with `version: 2` (bench/fedspzo_paper_v2.yaml, issue 33: the same stages with `--plan`;
+runs under bench/results/fedspzo_paper_v2/, the JSON beside them) fixes a client-FLOPs budget B
+instead of rounds: each configuration is scored by its smoothed tuning accuracy at its last
+evaluation within B; methods go by labels, so DeComFL and its control (DeComFL training
+FedSPZO's block 2 only) are told apart; the report runs all spend one client-FLOPs budget and
+`report` gzips each finished run's trace.jsonl to trace.jsonl.gz, to be committed. `summary`
+refuses report runs (and new tuning runs) that learned on different kinds of machine and gives
+the FLOPs ratio as a curve over targets, per seed, with its min-max and a t-interval
+(bench/fedspzo_ratio.py).
 """
 from __future__ import annotations
 
@@ -26,26 +36,29 @@ import json
 import os
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
 
 from edgefed.algorithms.registry import METHODS
 from edgefed.provenance import write_bench_result
 from edgefed.results import atomic_write, retarget, smoothed
 from edgefed.scenario import ScenarioError, load_scenario, resolve_path
-from edgefed.sweep import is_complete, load_sweep, run_sweep
+from edgefed.sweep import is_complete, load_sweep, point_id, run_sweep
+
+if str(Path(__file__).resolve().parent) not in sys.path:  # the sibling module, also when imported from a test
+    sys.path.append(str(Path(__file__).resolve().parent))
+import fedspzo_ratio as fr  # noqa: E402
+from fedspzo_ratio import FIGURES, ratio, spread  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PLAN = REPO / "bench" / "fedspzo_paper.yaml"
 OUT = REPO / "bench" / "results" / "fedspzo_paper"
 RESULT = REPO / "bench" / "results" / "fedspzo_paper.json"
-FIGURES = ("client_flops_to_target", "time_to_target_s", "energy_to_target_j", "bytes_to_target")
-TOTALS = {"client_flops_to_target": "client_flops", "time_to_target_s": "sim_time_s",
-          "energy_to_target_j": "energy_j", "bytes_to_target": None}
 HEADLINE = "fedspzo"
 # the same engineering for every method that takes the setting (a method's own axes, such as
 # perturbations or split, come from its configurations)
@@ -88,14 +101,87 @@ class Plan(Strict):
     device_classes: dict[str, list[dict[str, Any]]]
 
 
+# --- plan version 2 (issue 33) --------------------------------------------------------------------
+
+class Budget(Strict):
+    client_flops: PositiveFloat = Field(description="B: every tuning configuration is read at it")
+    evaluations: PositiveInt = Field(8, description="each configuration evaluated at least every B/evaluations")
+    slack: float = Field(0.05, ge=0.0, le=0.25, description="how far an evaluation gap may pass that (per-round "
+                         "FLOPs vary with the batches)")
+
+
+class Config(BaseModel):
+    """One configuration: its tuning rounds and evaluation cadence; every other key is an
+    algorithm field for this configuration alone (the method's own axis, or a shared setting such
+    as ``trainable``, which then replaces the regime's)."""
+    model_config = ConfigDict(extra="allow")
+    rounds: PositiveInt
+    eval_every: PositiveInt
+
+    @property
+    def overrides(self) -> dict:
+        return dict(self.model_extra or {})
+
+
+class Arm(Strict):
+    method: str | None = Field(None, description="the algorithm (default: the label)")
+    configs: list[Config] = Field(min_length=1)
+    also_next_best_if: dict[str, Any] = Field(default_factory=dict, description="when the best configuration "
+                                              "has these values (the grid's edge), report the next best too")
+
+
+class TuningV2(Strict):
+    seeds: list[int] = Field(min_length=1)
+    tuning_split: PositiveInt
+    smoothing: PositiveInt
+    reuse: str | None = Field(None, description="a finished tuning stage (relative to the plan) whose runs of "
+                              "the same point count here when they pass the budget's checks")
+    levels: list[float] = Field(default_factory=list, description="tuning accuracies whose client FLOPs "
+                                "to reach them are reported (a sensitivity view, not the rule)")
+
+
+class ReportV2(Strict):
+    seeds: list[int] = Field(min_length=1)
+    client_flops: PositiveFloat = Field(description="what every report run spends")
+    evaluations: PositiveInt = Field(description="each report run evaluated at least every client_flops/evaluations")
+    smoothing: PositiveInt
+    margin: float = Field(0.05, ge=0.0, le=0.5, description="rounds beyond the tuning run's mean FLOPs per round")
+
+
+class TargetV2(Strict):
+    reference: str = Field(description="a label: its (first) report pick fixes the targets")
+    fraction_of_gain: PositiveFloat = Field(le=1.0, description="the single target, marked on the curve")
+    curve: list[PositiveFloat] = Field(min_length=1, description="fractions f: targets initial + f x mean gain")
+    confidence: float = Field(0.95, gt=0.0, lt=1.0)
+
+
+class PlanV2(Strict):
+    version: Literal[2]
+    regime: Regime
+    budget: Budget
+    lr_grid: list[PositiveFloat] = Field(min_length=1, description="one grid for every method")
+    methods: dict[str, Arm] = Field(description="label -> method and its configurations")
+    tuning: TuningV2
+    report: ReportV2
+    target: TargetV2
+    device_classes: dict[str, list[dict[str, Any]]]
+
+    @model_validator(mode="after")
+    def _labels(self) -> "PlanV2":
+        for label, arm in self.methods.items():
+            arm.method = arm.method or label
+        return self
+
+
 def fail(message: str) -> None:
     print(f"fedspzo_paper: error: {message}", file=sys.stderr)
     raise SystemExit(2)
 
 
-def load_plan(path: Path) -> Plan:
+def load_plan(path: Path) -> Plan | PlanV2:
     try:
-        return Plan.model_validate(yaml.safe_load(path.read_text()))
+        raw = yaml.safe_load(path.read_text())
+        return (PlanV2 if isinstance(raw, dict) and "version" in raw else Plan).model_validate(raw)
     except ValidationError as exc:
         err = exc.errors()[0]
         fail(f"{path}: {'.'.join(map(str, err['loc']))}: {err['msg']}")
@@ -118,14 +204,24 @@ def algorithm(plan: Plan, method: str, config: dict, lr: float) -> dict:
     return {"name": method, **shared, **config, "lr": lr}
 
 
-def lrs(plan: Plan, method: str) -> list[float]:
+def lrs(plan: Plan | PlanV2, method: str) -> list[float]:
+    if isinstance(plan, PlanV2):
+        return plan.lr_grid
     return plan.lr_grid["first_order" if method == "fedavg" else "zero_order"]
 
 
-def stage_set(plan: Plan, stage: Stage, evaluate_on: str) -> dict:
+def configs_of(plan: Plan | PlanV2, method: str) -> list[dict]:
+    """The algorithm fields of every configuration the plan gives ``method`` (under any label)."""
+    if isinstance(plan, PlanV2):
+        return [c.overrides for arm in plan.methods.values() if arm.method == method for c in arm.configs]
+    return plan.methods.get(method, [])
+
+
+def stage_set(plan: Plan | PlanV2, stage, evaluate_on: str) -> dict:
+    """A stage's settings for every point (a v2 plan's points carry their own rounds and cadence)."""
     held = plan.tuning.tuning_split  # held out in both stages: the same training data
-    return {**{k: v for k, v in plan.regime.set.items() if not k.startswith("algorithm.")},
-            "rounds.max": stage.rounds, "rounds.eval_every": stage.eval_every,
+    cadence = {"rounds.max": stage.rounds, "rounds.eval_every": stage.eval_every} if isinstance(stage, Stage) else {}
+    return {**{k: v for k, v in plan.regime.set.items() if not k.startswith("algorithm.")}, **cadence,
             "rounds.target_smoothing": stage.smoothing, "rounds.target_accuracy": None,
             "task.tuning_split": held, "task.evaluate_on": evaluate_on, "output.plots": False}
 
@@ -149,9 +245,11 @@ def tuning_points(plan: Plan) -> list[dict]:
             for m, configs in plan.methods.items() for config in configs for lr in lrs(plan, m)]
 
 
-def check(plan: Plan) -> None:
+def check(plan: Plan | PlanV2) -> None:
     """Every bad input, before any run: unknown methods, a configuration the method refuses, a
     FedSPZO split outside the layers or with a block that has nothing to perturb, missing data."""
+    if isinstance(plan, PlanV2):
+        return check_v2(plan)
     unknown = sorted(set(plan.methods) - set(METHODS))
     if unknown:
         fail(f"methods: unknown method {unknown[0]!r} (known: {', '.join(METHODS)})")
@@ -164,7 +262,12 @@ def check(plan: Plan) -> None:
         load_sweep(write_sweep(OUT / "tune", plan, plan.tuning, "tuning", tuning_points(plan)))
     except ScenarioError as exc:
         fail(str(exc))
-    splits = [c["split"] for c in plan.methods.get(HEADLINE, []) if c.get("split", "auto") != "auto"]
+    check_splits(plan)
+
+
+def check_splits(plan: Plan | PlanV2) -> None:
+    """Each FedSPZO split inside the model's layers, with something trainable in both blocks."""
+    splits = [c["split"] for c in configs_of(plan, HEADLINE) if c.get("split", "auto") != "auto"]
     if splits:
         from edgefed.build import build_learning
 
@@ -221,33 +324,55 @@ def choose(plan: Plan) -> dict[str, dict]:
     return {m: algo for m, (_, algo) in best.items()}
 
 
-def run_stage(sweep: Path, workers: int) -> None:
-    result = run_sweep(sweep, sweep.parent, workers=workers,
-                       on_done=lambda pid, s: print(f"  {pid}: final {s['final_accuracy']:.4f}", flush=True))
+def run_stage(sweep: Path, workers: int, after=None) -> None:
+    """Run a stage's sweep; ``after(run_dir)`` for each point as it finishes."""
+    def done(pid: str, s: dict) -> None:
+        print(f"  {pid}: final {s['final_accuracy']:.4f}", flush=True)
+        if after:
+            after(sweep.parent / pid)
+
+    result = run_sweep(sweep, sweep.parent, workers=workers, on_done=done)
     for pid, why in result["failed"].items():
         print(f"  {pid}: FAILED ({why['reason']})", flush=True)
     print(f"{sweep.parent.name}: {len(result['ran'])} ran, {len(result['skipped'])} already done, "
           f"{len(result['failed'])} failed", flush=True)
 
 
-def tune(plan: Plan, workers: int) -> None:
+def tune(plan: Plan | PlanV2, workers: int) -> None:
+    if isinstance(plan, PlanV2):
+        entries = tuning_entries(plan)
+        reused = sum(e.reused for e in entries)
+        if reused:
+            print(f"tune: {reused} of {len(entries)} tuning runs read from {plan.tuning.reuse} (they pass the "
+                  "budget's checks)", flush=True)
+        if reused < len(entries):
+            run_stage(OUT / "tune" / "sweep.yaml", workers)  # written by check_v2: the points not reused
+        return
     run_stage(write_sweep(OUT / "tune", plan, plan.tuning, "tuning", tuning_points(plan)), workers)
 
 
-def report(plan: Plan, workers: int) -> None:
+def report(plan: Plan | PlanV2, workers: int) -> None:
+    if isinstance(plan, PlanV2):
+        return report_v2(plan, workers)
     chosen = choose(plan)
     order = [plan.target.reference_method] + [m for m in plan.methods if m != plan.target.reference_method]
     run_stage(write_sweep(OUT / "report", plan, plan.report, "test", [{"algorithm": chosen[m]} for m in order]),
               workers)
 
 
-def report_runs(plan: Plan) -> dict[str, list[Path]]:
-    """Each method's finished report run directories, by seed order."""
+def report_runs(plan: Plan | PlanV2, picks: dict | None = None) -> dict[str, list[Path]]:
+    """Each method's (v2: each pick's) finished report run directories, by seed order."""
     _, points = load_sweep(OUT / "report" / "sweep.yaml")
+    if isinstance(plan, PlanV2):
+        picks = picks or choose_v2(plan)
+        by_algorithm = {json.dumps(pick.algorithm, sort_keys=True): name for name, pick in picks.items()}
     runs: dict[str, list[Path]] = {}
     for p in points:
         if is_complete(OUT / "report" / p.id):
-            runs.setdefault(p.overrides["algorithm"]["name"], []).append(OUT / "report" / p.id)
+            name = (by_algorithm.get(json.dumps(p.overrides["algorithm"], sort_keys=True))
+                    if isinstance(plan, PlanV2) else p.overrides["algorithm"]["name"])
+            if name is not None:  # (v2) a run of a pick no longer made is left out
+                runs.setdefault(name, []).append(OUT / "report" / p.id)
     return runs
 
 
@@ -273,10 +398,20 @@ def fix_target(plan: Plan, runs: dict[str, list[Path]]) -> tuple[float, list[flo
     return target, gains
 
 
-def classes(plan: Plan) -> None:
-    """Replay every report run's learning trace on each single-class fleet (no learning)."""
-    points = [{"replay": {"trace": str(run_dir / "trace.jsonl")}, "algorithm": run_algorithm(run_dir),
-               "seed": seed_of(run_dir), "fleet.groups": groups}
+def classes(plan: Plan | PlanV2) -> None:
+    """Replay every report run's learning trace on each single-class fleet (no learning); a v2
+    report run's trace is unpacked from its trace.jsonl.gz, and each replay takes the run's rounds."""
+    def cadence(run_dir: Path) -> dict:
+        if not isinstance(plan, PlanV2):
+            return {}
+        rounds = yaml.safe_load((run_dir / "scenario.yaml").read_text())["rounds"]
+        return {"rounds.max": rounds["max"], "rounds.eval_every": rounds["eval_every"]}
+
+    traces = OUT / "classes" / "traces"  # (v2) unpacked for the replays, removed after them
+    points = [{"replay": {"trace": str(fr.unpacked_trace(run_dir, traces) if isinstance(plan, PlanV2)
+                                       else run_dir / "trace.jsonl")},
+               "algorithm": run_algorithm(run_dir), "seed": seed_of(run_dir), "fleet.groups": groups,
+               **cadence(run_dir)}
               for run_dirs in report_runs(plan).values() for run_dir in run_dirs
               for groups in plan.device_classes.values()]
     sweep = write_sweep(OUT / "classes", plan, plan.report, "test", points, seeds=False)
@@ -285,6 +420,7 @@ def classes(plan: Plan) -> None:
         if old.name not in current:
             shutil.rmtree(old)
     run_stage(sweep, 1)
+    shutil.rmtree(traces, ignore_errors=True)
 
 
 def run_algorithm(run_dir: Path) -> dict:
@@ -293,32 +429,6 @@ def run_algorithm(run_dir: Path) -> dict:
 
 def seed_of(run_dir: Path) -> int:
     return yaml.safe_load((run_dir / "scenario.yaml").read_text())["seed"]
-
-
-def ratio(theirs: dict, ours: dict, figure: str) -> dict:
-    """theirs / ours for one seed: a value when both reached the target; a bound when only one did
-    (what the other spent in the whole run); nothing when neither did."""
-    a, b = theirs[figure], ours[figure]
-    if a is not None and b is not None:
-        return {"value": a / b}
-    total = TOTALS[figure]
-
-    def spent(s):
-        return s["totals"][total] if total else s["totals"]["bytes_up"] + s["totals"]["bytes_down"]
-
-    if a is None and b is not None:
-        return {"at_least": spent(theirs) / b}
-    if b is None and a is not None:
-        return {"at_most": a / spent(ours)}
-    return {"neither_reached": True}
-
-
-def spread(values: list[dict]) -> dict:
-    exact = [v["value"] for v in values if "value" in v]
-    out: dict[str, Any] = {"per_seed": values}
-    if len(exact) == len(values):
-        out.update(mean=float(np.mean(exact)), min=float(np.min(exact)), max=float(np.max(exact)))
-    return out
 
 
 def smoothed_within(run_dir: Path, flops: float, window: int) -> float | None:
@@ -341,9 +451,11 @@ def equal_compute(theirs: tuple[Path, dict], ours: tuple[Path, dict]) -> dict:
     return {"budget_flops": budget, "theirs": a, "ours": b, "ours_minus_theirs": None if None in (a, b) else b - a}
 
 
-def summary(plan: Plan) -> dict:
+def summary(plan: Plan | PlanV2) -> dict:
     import edgefed.plots as plots
 
+    if isinstance(plan, PlanV2):
+        return summary_v2(plan)
     runs = report_runs(plan)
     target, gains = fix_target(plan, runs)
     table: dict[str, Any] = {}
@@ -392,6 +504,262 @@ def summary(plan: Plan) -> dict:
     return figures
 
 
+# --- version 2 (issue 33): tuning at a client-FLOPs budget, picks by label, ratio curves -------------
+
+CADENCE = ("rounds.max", "rounds.eval_every")
+
+
+@dataclass
+class Entry:
+    """One tuning point of a v2 plan: its label, configuration and lr, the sweep point, and the
+    run that answers for it (in this plan's tune stage, or an earlier stage's run reused)."""
+    label: str
+    config: int  # index into the label's configurations
+    algorithm: dict
+    seed: int
+    point: dict
+    run_dir: Path
+    reused: bool
+
+
+@dataclass
+class Pick:
+    """What the report stage runs for one name: the label's best (or next best) configuration."""
+    label: str
+    config: dict
+    algorithm: dict
+    score: float
+    tuning_runs: list[Path]
+
+
+def reusable(plan: PlanV2) -> dict[str, Path]:
+    """The earlier tuning stage's finished runs by what they ran (their overrides less rounds and
+    cadence, and the base scenario), when ``tuning.reuse`` names one."""
+    if plan.tuning.reuse is None:
+        return {}
+    folder = resolve_path(PLAN.parent, plan.tuning.reuse)
+    if not (folder / "sweep.yaml").is_file():
+        fail(f"tuning.reuse: {folder}: no sweep.yaml there")
+    base, points = load_sweep(folder / "sweep.yaml")
+    return {reuse_key(base, p.overrides): folder / p.id for p in points if is_complete(folder / p.id)}
+
+
+def reuse_key(base: Path, overrides: dict) -> str:
+    return json.dumps([str(base), {k: v for k, v in overrides.items() if k not in CADENCE}], sort_keys=True)
+
+
+@functools.cache
+def _entries(plan_json: str, plan_path: Path, out: Path) -> tuple[Entry, ...]:
+    plan = PlanV2.model_validate_json(plan_json)
+    shared = stage_set(plan, plan.tuning, "tuning")
+    base = resolve_path(plan_path.parent, plan.regime.base).resolve()
+    earlier = reusable(plan)
+    entries, new = [], 0
+    for label, arm in plan.methods.items():
+        for index, config in enumerate(arm.configs):
+            for lr in plan.lr_grid:
+                algo = algorithm(plan, arm.method, config.overrides, lr)
+                for seed in plan.tuning.seeds:
+                    point = {"algorithm": algo, "seed": seed, "rounds.max": config.rounds,
+                             "rounds.eval_every": config.eval_every}
+                    old = earlier.get(reuse_key(base, {**shared, **point}))
+                    if old is not None and fr.at_budget(old, plan.budget.client_flops, plan.tuning.smoothing,
+                                                        plan.budget.evaluations, plan.budget.slack)["ok"]:
+                        entries.append(Entry(label, index, algo, seed, point, old, True))
+                        continue
+                    run_dir = out / "tune" / point_id(new, {**shared, **point})
+                    entries.append(Entry(label, index, algo, seed, point, run_dir, False))
+                    new += 1
+    return tuple(entries)
+
+
+def tuning_entries(plan: PlanV2) -> tuple[Entry, ...]:
+    """Every (label, configuration, lr, seed) of the tuning stage, in plan order; the points not
+    answered by a reused run are the tune sweep's, in this order (so their folders are known)."""
+    return _entries(plan.model_dump_json(), PLAN, OUT)
+
+
+def check_v2(plan: PlanV2) -> None:
+    unknown = sorted({arm.method for arm in plan.methods.values()} - set(METHODS))
+    if unknown:
+        fail(f"methods: unknown method {unknown[0]!r} (known: {', '.join(METHODS)})")
+    for label in (plan.target.reference, HEADLINE):
+        if label not in plan.methods:
+            fail(f"methods: no label {label!r} (the {'reference' if label == plan.target.reference else 'headline'})")
+    for label, arm in plan.methods.items():
+        for key in arm.also_next_best_if:
+            if not any(key in c.overrides for c in arm.configs):
+                fail(f"methods.{label}.also_next_best_if: no configuration sets {key!r}")
+    for f in plan.target.curve:
+        if f > 1.0:
+            fail(f"target.curve: fraction {f} is above 1 (the reference's whole gain)")
+    new = [e.point for e in tuning_entries(plan) if not e.reused]
+    if new:  # (all reused: no tune sweep)
+        try:
+            load_sweep(write_sweep(OUT / "tune", plan, plan.tuning, "tuning", new, seeds=False))
+        except ScenarioError as exc:
+            fail(str(exc))
+    check_splits(plan)
+
+
+def describe_v2(plan: PlanV2, label: str, index: int, lr: float) -> dict:
+    return {"lr": lr, **plan.methods[label].configs[index].overrides}
+
+
+def tuning_scores(plan: PlanV2) -> list[dict]:
+    """Each (label, configuration, lr): its runs' readings at the budget and their mean score.
+    Refuses (one line) a tuning stage with an unfinished run, or a run whose reading does not
+    count (it spent less than B, or was evaluated too seldom)."""
+    entries = tuning_entries(plan)
+    unfinished = [e for e in entries if not is_complete(e.run_dir)]
+    if unfinished:
+        fail(f"tune stage unfinished: {len(unfinished)} of {len(entries)} tuning runs have no summary "
+             f"({', '.join(sorted({e.label for e in unfinished}))}); run `tune` first")
+    groups: dict[tuple, list[Entry]] = {}
+    for e in entries:
+        groups.setdefault((e.label, e.config, e.algorithm["lr"]), []).append(e)
+    rows = []
+    for (label, index, lr), group in groups.items():
+        readings = []
+        for e in group:
+            r = fr.at_budget(e.run_dir, plan.budget.client_flops, plan.tuning.smoothing, plan.budget.evaluations,
+                             plan.budget.slack)
+            if not r["ok"]:
+                fail(f"tuning run {os.path.relpath(e.run_dir, OUT)} ({label} "
+                     f"{describe_v2(plan, label, index, lr)}): {r['why']}")
+            readings.append(r)
+        rows.append({"label": label, "method": plan.methods[label].method, **describe_v2(plan, label, index, lr),
+                     "score_at_budget": float(np.mean([r["smoothed"] for r in readings])),
+                     "read_at_round": [r["round"] for r in readings],
+                     "read_at_client_flops": [r["client_flops"] for r in readings],
+                     "client_flops_per_round": float(np.mean([fr.per_round(e.run_dir) for e in group])),
+                     "runs": [os.path.relpath(e.run_dir, OUT) for e in group], "reused": [e.reused for e in group],
+                     "client_flops_to_level": fr.flops_to_levels([e.run_dir for e in group], plan.tuning.levels,
+                                                                 plan.budget.client_flops, plan.tuning.smoothing),
+                     "_config": index, "_runs": [e.run_dir for e in group],
+                     "_algorithm": group[0].algorithm})
+    return rows
+
+
+def choose_v2(plan: PlanV2, rows: list[dict] | None = None) -> dict[str, Pick]:
+    """Per label the (configuration, lr) with the best score at the budget (ties: the smaller lr,
+    then the earlier configuration); where the best has the values of ``also_next_best_if`` (the
+    grid's edge) also the best of the other configurations, named ``<label>-next``. The
+    reference's picks come first. ``rows``: ``tuning_scores``, when already read."""
+    rows = rows or tuning_scores(plan)
+    picks: dict[str, Pick] = {}
+    for label, arm in plan.methods.items():
+        mine = [r for r in rows if r["label"] == label]
+        key = lambda r: (r["score_at_budget"], -r["lr"])  # noqa: E731
+        best = max(mine, key=key)  # the first of equals, in plan order
+        chosen = [(label, best)]
+        config = arm.configs[best["_config"]].overrides
+        edge = arm.also_next_best_if
+        if edge and all(config.get(k) == v for k, v in edge.items()):
+            others = [r for r in mine if not all(arm.configs[r["_config"]].overrides.get(k) == v
+                                                 for k, v in edge.items())]
+            if others:
+                chosen.append((f"{label}-next", max(others, key=key)))
+        for name, row in chosen:
+            picks[name] = Pick(label, describe_v2(plan, label, row["_config"], row["lr"]), row["_algorithm"],
+                               row["score_at_budget"], row["_runs"])
+    return {**{k: v for k, v in picks.items() if v.label == plan.target.reference}, **picks}
+
+
+def report_v2(plan: PlanV2, workers: int) -> None:
+    picks = choose_v2(plan)
+    points = [{"algorithm": pick.algorithm,
+               **fr.report_cadence(float(np.mean([fr.per_round(r) for r in pick.tuning_runs])),
+                                   plan.report.client_flops, plan.report.evaluations, plan.report.margin)}
+              for pick in picks.values()]
+    for (name, pick), point in zip(picks.items(), points):
+        print(f"report: {name} {pick.config} (score {pick.score:.4f}): {point['rounds.max']} rounds, "
+              f"evaluated every {point['rounds.eval_every']}", flush=True)
+    sweep = write_sweep(OUT / "report", plan, plan.report, "test", points)
+    run_stage(sweep, workers, after=fr.gzip_trace)
+    for p in load_sweep(sweep)[1]:  # runs finished before a cut-short stage could pack them
+        if is_complete(OUT / "report" / p.id):
+            fr.gzip_trace(OUT / "report" / p.id)
+
+
+def summary_v2(plan: PlanV2) -> dict:
+    import edgefed.plots as plots
+
+    rows = tuning_scores(plan)
+    picks = choose_v2(plan, rows)
+    runs = report_runs(plan, picks)
+    seeds = plan.report.seeds
+    for name in picks:
+        if len(runs.get(name, [])) < len(seeds):
+            fail(f"report stage unfinished: {len(runs.get(name, []))} of {len(seeds)} {name} seeds "
+                 "(run `report` first)")
+    machines = {os.path.relpath(r, OUT): fr.machine(r) for rs in runs.values() for r in rs}
+    machines.update({os.path.relpath(e.run_dir, OUT): fr.machine(e.run_dir)
+                     for e in tuning_entries(plan) if not e.reused})
+    mixed = fr.mixed_kinds(machines)
+    if mixed:
+        fail(f"the comparison's runs learned on different kinds of machine ({mixed}): run them all on one kind")
+    budget, window = plan.report.client_flops, plan.report.smoothing
+    readings = {}
+    for name, run_dirs in runs.items():
+        for r in run_dirs:
+            readings[r] = fr.at_budget(r, budget, window, plan.report.evaluations, plan.budget.slack)
+            if not readings[r]["ok"]:
+                fail(f"report run {os.path.relpath(r, OUT)} ({name}): {readings[r]['why']}")
+    # the target rule of v1, on the reference's report runs alone, read at the report budget
+    reference = runs[plan.target.reference]
+    initial = float(np.mean([json.loads((r / "summary.json").read_text())["initial_accuracy"] for r in reference]))
+    gains = [readings[r]["smoothed"] - json.loads((r / "summary.json").read_text())["initial_accuracy"]
+             for r in reference]
+    gain = float(np.mean(gains))
+    target = initial + plan.target.fraction_of_gain * gain
+    for run_dirs in runs.values():
+        for r in run_dirs:
+            retarget(r, target)
+    print(f"target {target:.4f}: {plan.target.reference} from {initial:.4f}, mean gain {gain:+.4f} within "
+          f"{budget / 1e12:.4g} TFLOP (per seed {', '.join(f'{g:+.4f}' for g in gains)})"
+          + ("; it did not learn: every target is at or below its initial accuracy" if gain <= 0 else ""), flush=True)
+    table = {name: {"label": picks[name].label, "method": picks[name].algorithm["name"], "config": picks[name].config,
+                    "tuning_score": picks[name].score, "seeds": [seed_of(r) for r in run_dirs],
+                    **fr.runs_table(run_dirs, readings, budget, target, window),
+                    "runs": [os.path.relpath(r, OUT) for r in run_dirs],
+                    "machine": [machines[os.path.relpath(r, OUT)] for r in run_dirs]}
+             for name, run_dirs in runs.items()}
+    by_seed = {name: {seed_of(r): r for r in run_dirs} for name, run_dirs in runs.items()}
+    curves, ratios, at_budget = fr.compare(by_seed, HEADLINE, readings, initial, gain, target, plan.target, budget,
+                                           window)
+    for pair, curve in curves.items():
+        fr.plot_ratio_curve(curve, pair, OUT / "plots" / f"ratio_vs_fraction_{pair.split('/')[0]}.png")
+    for axis in ("flops", "time", "energy", "bytes"):
+        plots.plot_overlay(runs, axis, OUT / "plots" / f"accuracy_vs_{axis}.png", target)
+    tuning = [{k: v for k, v in row.items() if not k.startswith("_")} for row in rows]
+    commits = sorted({m["commit"] or "unknown" for m in machines.values()})
+    figures = {
+        "plan": yaml.safe_load(PLAN.read_text()),
+        "budget": {"client_flops": plan.budget.client_flops,
+                   "evaluated_at_least_every": plan.budget.client_flops / plan.budget.evaluations,
+                   "rule": "each configuration's smoothed tuning accuracy at its last evaluation within the budget, "
+                           "mean over tuning seeds; per label the best (ties: the smaller lr)"},
+        "tuning": tuning, "sensitivity": fr.sensitivity(list(plan.methods), plan.tuning.levels, tuning),
+        "chosen": {name: {"label": p.label, **p.config, "score_at_budget": p.score} for name, p in picks.items()},
+        "report_budget": {"client_flops": budget, "evaluated_at_least_every": budget / plan.report.evaluations},
+        "target": {"rule": f"initial + {plan.target.fraction_of_gain} x (smoothed accuracy within the report budget "
+                           f"- initial) test accuracy of {plan.target.reference}, means over its seeds",
+                   "accuracy": target, "initial": initial, "mean_gain": gain, "reference_gain_per_seed": gains},
+        "methods": table, "ratio_curve": curves, "ratios": ratios, "at_budget": at_budget,
+        "systems_figures": {"commits": commits, "note": "time, energy and bytes are the simulator's figures at these "
+                            "commits; each report run's trace.jsonl.gz replays them under later models"},
+        "machines": {"kinds": sorted({m["kind"] for m in machines.values()}), "commits": commits,
+                     "tuning_reused": sorted(os.path.relpath(e.run_dir, OUT)
+                                             for e in tuning_entries(plan) if e.reused)},
+        "device_classes": class_table(plan, target, {r.name: name for name, rs in runs.items() for r in rs}),
+        "auto_picks": auto_picks(plan),
+    }
+    write_bench_result(RESULT, figures, __file__)
+    fr.print_summary(table, curves, at_budget, target, commits, HEADLINE)
+    return figures
+
+
 def learning_hardware(folder: Path) -> dict:
     """Where a stage's learning ran (device, CPU, commit of each finished run, as its
     provenance.json records) and its host seconds summed over runs: the results are per kind of
@@ -411,7 +779,7 @@ def learning_hardware(folder: Path) -> dict:
 def auto_picks(plan: Plan) -> dict:
     """What FedSPZO's ``split: auto`` / ``p2: auto`` plan for each device class's slowest device
     (the device that paces a round, as in a run)."""
-    auto = next((c for c in plan.methods.get(HEADLINE, []) if "auto" in (c.get("split"), c.get("p2"))), None)
+    auto = next((c for c in configs_of(plan, HEADLINE) if "auto" in (c.get("split"), c.get("p2"))), None)
     if auto is None:
         return {}
     from edgefed.build import build_learning
@@ -430,12 +798,14 @@ def auto_picks(plan: Plan) -> dict:
     return picks
 
 
-def class_table(plan: Plan, target: float) -> dict:
-    """Per device class: each method's simulated time and energy to the target per seed, and the
-    method with the least mean of each among those that reached it on every seed."""
+def class_table(plan: Plan | PlanV2, target: float, label_of: dict[str, str] | None = None) -> dict:
+    """Per device class: each method's (``label_of``: report run's point id -> name) simulated time and
+    energy to the target per seed, and the one with the least mean of each among those that
+    reached it on every seed."""
     folder = OUT / "classes"
     if not (folder / "sweep.yaml").is_file():
         return {}
+    label_of = label_of or {}
     out: dict[str, dict] = {}
     names = {json.dumps(groups, sort_keys=True): name for name, groups in plan.device_classes.items()}
     _, points = load_sweep(folder / "sweep.yaml")
@@ -445,8 +815,9 @@ def class_table(plan: Plan, target: float) -> dict:
             continue
         s = retarget(run_dir, target)
         cls = names[json.dumps(p.overrides["fleet.groups"], sort_keys=True)]
+        name = label_of.get(Path(p.overrides["replay"]["trace"]).stem, p.overrides["algorithm"]["name"])
         entry = out.setdefault(cls, {"methods": {}})["methods"].setdefault(
-            p.overrides["algorithm"]["name"], {"time_to_target_s": [], "energy_to_target_j": []})
+            name, {"time_to_target_s": [], "energy_to_target_j": []})
         entry["time_to_target_s"].append(s["time_to_target_s"])
         entry["energy_to_target_j"].append(s["energy_to_target_j"])
     for row in out.values():
@@ -480,11 +851,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("stage", choices=["check", "tune", "report", "classes", "summary", "all"])
     parser.add_argument("--workers", type=int, default=1, help="runs in parallel (each on its share of the threads)")
-    parser.add_argument("--plan", type=Path, default=PLAN, help="another plan (a smoke test's)")
-    parser.add_argument("--out", type=Path, default=OUT, help="where the stages' sweeps and runs go")
-    parser.add_argument("--result", type=Path, default=RESULT, help="the JSON written by `summary`")
+    parser.add_argument("--plan", type=Path, default=PLAN, help="another plan (v2: bench/fedspzo_paper_v2.yaml)")
+    parser.add_argument("--out", type=Path, help="where the stages' sweeps and runs go "
+                        "(default: bench/results/ and the plan's name)")
+    parser.add_argument("--result", type=Path, help="the JSON written by `summary` (default: bench/results/ "
+                        "and the plan's name, .json)")
     args = parser.parse_args()
-    PLAN, OUT, RESULT = args.plan.resolve(), args.out.resolve(), args.result.resolve()
+    PLAN = args.plan.resolve()
+    OUT = (args.out or REPO / "bench" / "results" / PLAN.stem).resolve()
+    RESULT = (args.result or REPO / "bench" / "results" / f"{PLAN.stem}.json").resolve()
     plan = load_plan(PLAN)
     check(plan)
     if args.stage in ("tune", "all"):

@@ -18,7 +18,7 @@ import torch
 
 os.environ["EDGEFED_FEATURE_STORE"] = "off"  # both quickstarts compute the encoder's pass, as a first run does
 
-from edgefed.algorithms.base import select_trainable
+from edgefed.algorithms.trainable import select_trainable
 from edgefed.algorithms.models import Batch, TaskModel, load_backbone
 from edgefed.algorithms.work import Work
 from edgefed.algorithms.zo import Directions, two_point_scalar

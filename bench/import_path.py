@@ -26,8 +26,8 @@ def main() -> int:
     seen: list[str] = []
     original = RunWriter.round_done
 
-    def first_row(self, engine, record, rows):
-        original(self, engine, record, rows)
+    def first_row(self, engine, round):
+        original(self, engine, round)
         if not seen:
             seen.extend(sorted(m for m in sys.modules if m == "edgefed" or m.startswith("edgefed.")))
 

@@ -51,10 +51,10 @@ class Watch(RoundObserver):
         self.run_dir, self.sample, self.stop, self.sizes = run_dir, sample, stop, {}
         self.last = time.perf_counter()
 
-    def round_done(self, engine, record, rows):
-        if record.round in self.sample:
-            self.sizes[record.round] = (self.run_dir / CHECKPOINT).stat().st_size if record.round else 0
-        if self.stop is not None and record.round >= self.stop:
+    def round_done(self, engine, round):
+        if round.number in self.sample:
+            self.sizes[round.number] = (self.run_dir / CHECKPOINT).stat().st_size if round.number else 0
+        if self.stop is not None and round.number >= self.stop:
             raise KeyboardInterrupt
 
 

@@ -21,7 +21,7 @@ from edgefed.algorithms.work import Work
 from edgefed.devices.profile import default_catalog
 from edgefed.simulator.costs import compute_seconds
 from edgefed.provenance import write_bench_result
-from edgefed.simulator.thermal import Thermal
+from edgefed.simulator import thermal
 
 REPO = Path(__file__).resolve().parents[1]
 ROUNDS = 10
@@ -41,13 +41,14 @@ def step_work() -> Work:
     return work
 
 
-def rounds(thermal: Thermal, work_s: float, gap_s: float) -> list[float]:
+def rounds(profile, work_s: float, gap_s: float) -> list[float]:
     """Compute seconds per round for a phone that starts cold."""
-    out = []
+    heat_s, at, out = 0.0, 0.0, []
     for _ in range(ROUNDS):
-        thermal.cool(thermal.at + (gap_s if out else 0.0))
-        seconds = thermal.duration(work_s)
-        thermal.load(seconds)
+        now = at + (gap_s if out else 0.0)
+        heat_s = thermal.cooled(profile, heat_s, at, now)
+        seconds = float(thermal.duration(profile, heat_s, work_s))
+        heat_s, at = thermal.heated(profile, heat_s, seconds), now + seconds
         out.append(seconds)
     return out
 
@@ -63,7 +64,7 @@ def main() -> None:
         for label, steps in WORKLOADS.items():
             burst_s = compute_seconds(work, device) * steps
             for schedule, gap_s in GAPS_S.items():
-                per_round = rounds(Thermal(device.thermal), burst_s, gap_s)
+                per_round = rounds(device.thermal or thermal.STEADY, burst_s, gap_s)
                 total, flat = sum(per_round), ROUNDS * burst_s / 0.7
                 results["cases"].append({"phone": name, "workload": label, "steps": steps, "schedule": schedule,
                                          "gap_s": gap_s, "burst_round_s": burst_s, "round_s": per_round,

@@ -18,7 +18,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
-from edgefed.algorithms.base import select_trainable  # noqa: E402
+from edgefed.algorithms.trainable import select_trainable  # noqa: E402
 from edgefed.algorithms.models import Batch, TaskModel, load_backbone  # noqa: E402
 from edgefed.algorithms.work import Work  # noqa: E402
 from edgefed.algorithms.zo import Directions, two_point_scalar  # noqa: E402

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgefed.algorithms.base import FederatedData, init_prototype_head
-from edgefed.algorithms.data import DataError, Tokenized, load_split, partition, split_off
+from edgefed.algorithms.data import DataError, FederatedData, Tokenized, load_split, partition, split_off
 from edgefed.algorithms.features import FeatureStore, attach_feature_caches
-from edgefed.algorithms.fedspzo import FedSPZOSpec
 from edgefed.algorithms.models import ModelLoadError, TaskModel, load_backbone
+from edgefed.algorithms.prototype import init_prototype_head
 from edgefed.algorithms.registry import METHODS
 from edgefed.devices.availability import DEFAULT_DAILY_TRACE, Availability, daily_windows, read_daily_trace, read_trace
+from edgefed.devices.population import Drawn, PopulationError, draw_fleet
 from edgefed.simulator.costs import fits_in_memory
 from edgefed.simulator.engine import Engine
 from edgefed.simulator.fleet import Fleet, Group
@@ -51,7 +51,7 @@ def build_run(scenario: Scenario, base: Path) -> Run:
         algorithm = ReplayAlgorithm(trace)
     else:
         algorithm = build_learning(scenario, base)
-        fit_to_fleet(algorithm, scenario)
+        fit_to_fleet(algorithm, scenario, base)
     clients = build_fleet(scenario, base)
     excluded = mark_memory_exclusions(clients, algorithm.peak_memory_bytes())
     if not clients.eligible.any():
@@ -62,9 +62,18 @@ def build_run(scenario: Scenario, base: Path) -> Run:
     return Run(engine, excluded)
 
 
+def population_draws(scenario: Scenario, base: Path) -> dict[int, Drawn]:
+    """The devices of the fleet's population groups, by group index (devices/population.py)."""
+    try:
+        return draw_fleet(scenario.fleet, scenario.seed, base)
+    except PopulationError as exc:
+        raise ScenarioError(str(exc)) from None
+
+
 def build_fleet(scenario: Scenario, base: Path = Path(".")) -> Fleet:
     """The fleet's devices, group by group, each link's bandwidth scaled by the fleet's per-device
-    variability (or read from its trace)."""
+    variability (or read from its trace). A population group's devices have their own rates, and
+    one group per population row drawn (its FLOP/s and memory)."""
     devices, links = scenario.fleet.profiles()
     variability = scenario.fleet.network.variability
     trace = {}
@@ -73,12 +82,24 @@ def build_fleet(scenario: Scenario, base: Path = Path(".")) -> Fleet:
             trace = read_link_trace(resolve_path(base, variability.file))
         except ValueError as exc:
             raise ScenarioError(f"fleet.network.variability.file: {exc}") from None
-    groups = [Group(g.device, devices[g.device], links[scenario.fleet.link_name(g)], g.cell)
-              for g in scenario.fleet.groups]
-    group = np.repeat(np.arange(len(groups), dtype=np.int32), [g.count for g in scenario.fleet.groups])
+    drawn = population_draws(scenario, base)
+    groups, members, ups, downs = [], [], [], []
+    for i, g in enumerate(scenario.fleet.groups):
+        link = links[scenario.fleet.link_name(g)]
+        if i in drawn:
+            members.append(len(groups) + drawn[i].which)
+            groups += [Group(p.name, p, link, g.cell) for p in drawn[i].profiles]
+            ups.append(drawn[i].up_mbps)
+            downs.append(drawn[i].down_mbps)
+        else:
+            members.append(np.full(g.count, len(groups), dtype=np.int32))
+            groups.append(Group(g.device, devices[g.device], link, g.cell))
+            ups.append(np.full(g.count, link.up_mbps))
+            downs.append(np.full(g.count, link.down_mbps))
+    group = np.concatenate(members).astype(np.int32)
     factors = link_factors(len(group), variability, scenario.seed)
-    up = np.array([g.link.up_mbps for g in groups])[group] * factors[:, 0]
-    down = np.array([g.link.down_mbps for g in groups])[group] * factors[:, 1]
+    up = np.concatenate(ups) * factors[:, 0]
+    down = np.concatenate(downs) * factors[:, 1]
     for cid, (up_mbps, down_mbps) in trace.items():
         if cid < len(group):
             up[cid], down[cid] = up_mbps, down_mbps
@@ -86,6 +107,8 @@ def build_fleet(scenario: Scenario, base: Path = Path(".")) -> Fleet:
 
 
 def build_availability(scenario: Scenario, base: Path) -> Availability:
+    """The fleet's availability; a population CSV's windows are trace rows of its devices (the
+    availability file's own rows win)."""
     spec = scenario.fleet.availability
     trace = daily = None
     try:
@@ -94,10 +117,17 @@ def build_availability(scenario: Scenario, base: Path) -> Availability:
         elif spec.kind == "charging_wifi":
             users = read_daily_trace(resolve_path(base, spec.file) if spec.file else DEFAULT_DAILY_TRACE)
             devices, _ = scenario.fleet.profiles()
-            on_battery = [devices[g.device].battery_wh is not None for g in scenario.fleet.groups for _ in range(g.count)]
+            on_battery = [devices[scenario.fleet.template_name(g)].battery_wh is not None
+                          for g in scenario.fleet.groups for _ in range(g.count)]
             daily = daily_windows(users, on_battery, spec, scenario.seed)
     except ValueError as exc:
         raise ScenarioError(f"fleet.availability.file: {exc}") from None
+    offsets = np.cumsum([0, *(g.count for g in scenario.fleet.groups)])
+    windows = {int(offsets[i]) + k: w for i, drawn in population_draws(scenario, base).items()
+               for k, w in drawn.windows.items()}
+    if windows:
+        trace = {**windows, **(trace or {})}
+        spec = spec.model_copy(update={"kind": "trace"})
     return Availability(spec, scenario.fleet.size, scenario.seed, trace, daily)
 
 
@@ -165,17 +195,16 @@ def build_learning(scenario: Scenario, base: Path):
     return algorithm
 
 
-def fit_to_fleet(algorithm, scenario: Scenario) -> None:
-    """Let the method fit the device that sets the round's pace: FedSPZO's ``auto_device`` if
-    named, else the fleet's slowest (most methods ignore it)."""
-    devices, _ = scenario.fleet.profiles()
+def fit_to_fleet(algorithm, scenario: Scenario, base: Path = Path(".")) -> None:
+    """Let the method fit the device that sets the round's pace: the fleet's slowest unless its
+    spec names another (``MethodSpec.device_to_fit``; most methods ignore it)."""
+    drawn = {p.name: p for d in population_draws(scenario, base).values() for p in d.profiles}
+    devices = {**scenario.fleet.profiles()[0], **drawn}
     dtype = scenario.model.dtype
-    spec = scenario.algorithm
-    name = (spec.auto_device if isinstance(spec, FedSPZOSpec) else None) or min(
-        (g.device for g in scenario.fleet.groups), key=lambda d: devices[d].peak_flops(dtype))
-    if name not in devices:
-        raise ScenarioError(f"algorithm.auto_device: unknown device {name!r}")
+    slowest = min([*(g.device for g in scenario.fleet.groups if g.device is not None), *drawn],
+                  key=lambda d: devices[d].peak_flops(dtype))
     try:
+        name = scenario.algorithm.device_to_fit(slowest, devices)
         algorithm.fit_device(devices[name].peak_flops(dtype), devices[name].memory_bytes)
     except ValueError as exc:
         raise ScenarioError(str(exc)) from None

@@ -24,10 +24,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
-from edgefed.simulator.records import ClientRecord, RoundObserver, RoundRecord
+from edgefed.simulator.records import RoundObserver
 
 if TYPE_CHECKING:
-    from edgefed.simulator.engine import Engine
+    from edgefed.simulator.engine import Engine, Round
 from edgefed.results import atomic_write
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -67,7 +67,7 @@ class Checkpointer(RoundObserver):
     def host_seconds(self) -> float:
         return time.perf_counter() - self.started
 
-    def round_done(self, engine: Engine, record: RoundRecord, rows: list[ClientRecord]) -> None:
+    def round_done(self, engine: Engine, round: Round) -> None:
         algo = engine.algo
         state = {"scenario": self.resolved, "engine": engine.state(), "excluded": self.excluded,
                  "host_seconds": self.host_seconds(), "device_kind": self.device_kind}

@@ -56,7 +56,8 @@ class RoundProgress(RoundObserver):
         self.task = None
         self.acc = None
 
-    def round_done(self, engine, record, rows) -> None:
+    def round_done(self, engine, round) -> None:
+        record = round.record
         if record.accuracy is not None:
             self.acc = record.accuracy
         fields = {"acc": "-" if self.acc is None else f"{self.acc:.3f}", "sim": f"{record.sim_time_s:,.0f} s"}
@@ -200,14 +201,43 @@ class DevicesFormat(str, Enum):
 
 
 @app.command()
-def devices(scenario_file: Optional[Path] = typer.Option(None, "--scenario", help="show who can run this scenario"),
+def devices(scenario_file: Optional[Path] = typer.Option(None, "--scenario", help="show who can run this scenario "
+                                                        "and the quantiles of its drawn populations"),
             as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
             format_: DevicesFormat = typer.Option(DevicesFormat.table, "--format",
                                                   help="table, or markdown: the catalog with its citations"),
-            out_file: Optional[Path] = typer.Option(None, "--out", help="with --format markdown: write it here")):
-    """The device and link catalog; with --scenario, which devices can hold the method."""
+            out_file: Optional[Path] = typer.Option(None, "--out", help="with --format markdown or --fedscale: "
+                                                    "write it here"),
+            fedscale: Optional[Path] = typer.Option(None, "--fedscale", help="convert FedScale's pickled "
+                                                    "client_device_capacity into a population CSV (--out)"),
+            behaviour: Optional[Path] = typer.Option(None, "--fedscale-behaviour", help="with --fedscale: its "
+                                                     "client_behave_trace, for availability windows"),
+            sample_flops: float = typer.Option(6e8, "--sample-flops", help="with --fedscale: FLOP of the inference "
+                                               "the trace timed (default: MobileNet-V2, 0.6 GFLOP)"),
+            memory_bytes: float = typer.Option(3.5e9, "--memory-bytes", help="with --fedscale: usable memory "
+                                               "of every client (FedScale gives none)"),
+            horizon_s: float = typer.Option(7 * 86400.0, "--horizon-s", help="with --fedscale-behaviour: "
+                                            "simulated seconds its periodic windows are unrolled over")):
+    """The device and link catalog; with --scenario, which devices can hold the method and what its
+    population groups drew; with --fedscale, FedScale's device traces as a population CSV."""
     from edgefed.devices.profile import default_catalog
+    from edgefed.simulator.energy import radio_w
 
+    if fedscale is not None:
+        from edgefed.devices.fedscale import TraceError, convert
+
+        if out_file is None or scenario_file is not None or as_json or format_ is not DevicesFormat.table:
+            fail_input("--fedscale: needs --out FILE.csv, and no --scenario, --json or --format")
+        try:
+            done = convert(fedscale, behaviour, out_file, sample_flops, memory_bytes, horizon_s)
+        except TraceError as exc:
+            fail_input(str(exc))
+        out.print(f"wrote {out_file}: {done['rows']:,} devices, {done['with_windows']:,} with availability windows"
+                  f" ({done['never_on']:,} never on left out, {done['behaviour_only']:,} behaviour-only ids unused)",
+                  markup=False, highlight=False, soft_wrap=True)
+        return
+    if behaviour is not None:
+        fail_input("--fedscale-behaviour: only with --fedscale")
     catalog = default_catalog()
     if format_ is DevicesFormat.markdown:
         if scenario_file is not None or as_json:
@@ -217,8 +247,8 @@ def devices(scenario_file: Optional[Path] = typer.Option(None, "--scenario", hel
         emit(catalog_markdown(catalog), out_file)
         return
     if out_file is not None:
-        fail_input("--out: only with --format markdown")
-    profiles, peak = catalog.devices, None
+        fail_input("--out: only with --format markdown or --fedscale")
+    profiles, peak, drawn = catalog.devices, None, []
     if scenario_file is not None:
         from edgefed.build import build_learning
         from edgefed.scenario import ScenarioError, load_scenario
@@ -226,12 +256,13 @@ def devices(scenario_file: Optional[Path] = typer.Option(None, "--scenario", hel
             scenario, base = load_scenario(scenario_file)
             peak = build_learning(scenario, base).peak_memory_bytes()
             profiles = scenario.fleet.profiles()[0]  # the catalog plus the scenario's own devices
+            drawn = drawn_populations(scenario, base, peak)
         except ScenarioError as exc:
             fail_input(str(exc))
     if as_json:
         out.print_json(json.dumps({"devices": {k: v.model_dump() for k, v in catalog.devices.items()},
                                    "links": {k: v.model_dump() for k, v in catalog.links.items()},
-                                   "peak_memory_bytes": peak}))
+                                   "peak_memory_bytes": peak, "populations": drawn}))
         return
     table = Table(title="devices" + (f" (method needs {peak / 1e9:.2f} GB)" if peak else ""))
     for col in ("id", "class", "fp32 GFLOP/s", "hot", "mem BW GB/s", "usable GB", "active W", "idle W", "link"):
@@ -250,11 +281,52 @@ def devices(scenario_file: Optional[Path] = typer.Option(None, "--scenario", hel
     for col in ("id", "up Mbps", "down Mbps", "latency ms", "active W (up/down)", "tail s @ W"):
         links.add_column(col, no_wrap=col == "id")
     for key, l in catalog.links.items():
-        up_w = l.power_base_w + l.power_up_w_per_mbps * l.up_mbps
-        down_w = l.power_base_w + l.power_down_w_per_mbps * l.down_mbps
+        up_w, down_w = radio_w(l, "up"), radio_w(l, "down")
         links.add_row(key, f"{l.up_mbps:g}", f"{l.down_mbps:g}", f"{l.latency_s * 1e3:g}",
                       f"{up_w:.2f} / {down_w:.2f}", f"{l.tail_s:g} @ {l.tail_w:g}")
     out.print(links)
+    for group in drawn:
+        quantiles = Table(title=f"fleet.groups.{group['group']}: {group['count']:,} devices drawn from "
+                                f"{group['population']} (seed {group['seed']}), like {group['like']}, "
+                                f"link {group['link']}")
+        for col in ("figure", "min", "p10", "p50", "p90", "max"):
+            quantiles.add_column(col, no_wrap=True)
+        for figure, values in group["quantiles"].items():
+            scale = 1e9 if figure in ("flops", "memory_bytes") else 1.0
+            label = {"flops": f"{group['dtype']} GFLOP/s", "memory_bytes": "usable GB", "up_mbps": "up Mbps",
+                     "down_mbps": "down Mbps"}[figure]
+            quantiles.add_row(label, *(f"{v / scale:,.3g}" for v in values.values()))
+        out.print(quantiles)
+        out.print(f"can hold the method ({peak / 1e9:.2f} GB): {group['can_hold']:,} of {group['count']:,} devices; "
+                  f"{group['kinds']:,} kinds of device drawn", markup=False, highlight=False, soft_wrap=True)
+
+
+def drawn_populations(scenario, base: Path, peak: int) -> list[dict]:
+    """Per population group of the scenario: the quantiles of its devices' FLOP/s (the scenario's
+    dtype), usable memory and up/down Mbps as the fleet holds them, and how many hold ``peak``."""
+    import numpy as np
+
+    from edgefed.build import build_fleet
+    from edgefed.devices.population import quantiles
+
+    fleet = build_fleet(scenario, base)
+    offsets = np.cumsum([0, *(g.count for g in scenario.fleet.groups)])
+    flops = np.array([g.device.peak_flops(scenario.model.dtype) for g in fleet.groups])
+    memory = np.array([g.device.memory_bytes for g in fleet.groups])
+    rows = []
+    for i, group in enumerate(scenario.fleet.groups):
+        if group.population is None:
+            continue
+        ids = np.arange(offsets[i], offsets[i + 1])
+        kinds = fleet.group[ids]
+        rows.append({"group": i, "population": group.population, "count": group.count, "seed": scenario.seed,
+                     "like": scenario.fleet.template_name(group), "link": scenario.fleet.link_name(group),
+                     "dtype": scenario.model.dtype, "kinds": int(np.unique(kinds).size),
+                     "can_hold": int(np.count_nonzero(memory[kinds] >= peak)),
+                     "quantiles": {"flops": quantiles(flops[kinds]), "memory_bytes": quantiles(memory[kinds]),
+                                   "up_mbps": quantiles(fleet.up_mbps[ids]),
+                                   "down_mbps": quantiles(fleet.down_mbps[ids])}})
+    return rows
 
 
 @app.command()

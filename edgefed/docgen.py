@@ -283,9 +283,59 @@ def catalog_markdown(catalog) -> str:
     aliases = [f"`{k}` stands for `{alias_of(link, links)}`" for k, link in links.items() if k not in own]
     if aliases:
         parts.append("Old names scenarios keep using: " + "; ".join(aliases) + ".\n")
+    parts += populations_markdown()
     for title, entries in (("Device sources", devices), ("Link sources", own)):
         parts.append(f"## {title}\n")
         for key, entry in entries.items():
             cited = "".join(f"- `{field}`: {text}\n" for field, text in entry.sources.items())
             parts.append(f"### `{key}`\n\n{entry.description}\n\n{cited}")
     return "\n".join(parts)
+
+
+def populations_markdown() -> list[str]:
+    """The Populations section: each shipped population (its fit, memory rule, bandwidth and
+    weights, with their sources) and the CSV format of your own."""
+    import numpy as np
+
+    from edgefed.devices import fedscale, population as pop
+
+    parts = ["## Populations\n",
+             prose(pop.__doc__.split("\n\n")[0]) + " A group is written "
+             "`{population: flash-phones, count: 1000, link: lte}` (optionally `like: DEVICE`); "
+             "`edgefed devices --scenario FILE` prints the quantiles of what each population group drew. "
+             + prose(pop.__doc__.split("\n\n")[3]) + "\n"]
+    for name in pop.BUILTIN:
+        spec, found = pop.builtin_spec(name), pop.builtin(name)
+        fit = found.fit
+        rms = 100 * float(np.sqrt(np.mean([r.residual ** 2 for r in fit.references])))
+        parts += [f"### `{name}`\n", prose(pop.__doc__.split("\n\n")[1]) + "\n",
+                  f"Fit: FLOP/s = {fit.slope / 1e9:.5f} GFLOP/s per score point x score + {fit.intercept / 1e9:.2f} "
+                  f"GFLOP/s from score {fit.min_score:g} (the lowest reference) up, in proportion to the score "
+                  f"below it; RMS relative residual {rms:.1f}% over {len(fit.references)} reference SoCs.\n",
+                  table(["reference SoC", "phones", "median score", "spec FLOP/s", "fitted", "residual", "source"],
+                        [[r.soc, r.phones, f"{r.score:g}", f"{r.flops / 1e9:.1f} G", f"{r.fitted / 1e9:.1f} G",
+                          f"{100 * r.residual:+.1f}%", r.source] for r in fit.references]),
+                  "Over the list's rows (every row equally likely) and the measured users:\n",
+                  table(["figure", *(q for q, _ in pop.QUANTILES)],
+                        [["fp32 FLOP/s", *(f"{v / 1e9:.3g} G" for v in pop.quantiles(found.flops).values())],
+                         ["usable memory", *(f"{v / 1e9:.3g} GB" for v in pop.quantiles(found.memory).values())],
+                         ["users' mean up", *(f"{v:.3g} Mbps" for v in pop.quantiles(found.rate_mean[:, 0]).values())],
+                         ["users' mean down", *(f"{v:.3g} Mbps"
+                                                for v in pop.quantiles(found.rate_mean[:, 1]).values())]]),
+                  "".join(f"- `{field}`: {prose(text)}\n" for field, text in spec["sources"].items())]
+    formats = fedscale.__doc__.split("\n\n")
+    parts += ["### A CSV of your own\n",
+              "`population: FILE.csv` (relative to the scenario) reads one device per row; lines starting with "
+              "`#` are comments, unknown columns are refused, and a bad row stops the run with one line naming "
+              "the file, the row (its line number) and the column. `count` takes every row in order when it "
+              "equals the number of rows, else a sample of that many rows (by the seed), in file order. Power, "
+              "battery, thermal behaviour and memory bandwidth are the `like` device's. Windows make the "
+              "fleet's availability a trace for those devices (rows of `fleet.availability.file` win).\n",
+              table(["column", "meaning"], [[f"`{c}`", text] for c, text in pop.CSV_COLUMNS.items()]),
+              "### FedScale's traces\n",
+              "`edgefed devices --fedscale client_device_capacity --fedscale-behaviour client_behave_trace "
+              "--out fleet.csv` converts FedScale's pickled device traces to this format. "
+              + prose(formats[1].split(":", 1)[0]) + ":\n",
+              "".join(f"- {prose(item)}\n" for item in formats[2].split("\n- ")).replace("- - ", "- "),
+              prose(formats[3]) + " " + prose(formats[4]) + "\n"]
+    return parts

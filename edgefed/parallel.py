@@ -26,7 +26,7 @@ def _start_worker(resolved: dict, base: str, threads: int) -> None:
     torch.set_num_threads(threads)
     scenario = Scenario.model_validate(resolved)
     _ALGO = build_learning(scenario, Path(base))
-    fit_to_fleet(_ALGO, scenario)  # as the host's: FedSPZO's auto split and p2 fit the fleet
+    fit_to_fleet(_ALGO, scenario, Path(base))  # as the host's: FedSPZO's auto split and p2 fit the fleet
 
 
 def _updates(algo, weights, state, round, plan, clients) -> dict:

@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgefed.algorithms.base import Trainable
+from edgefed.algorithms.trainable import Trainable
 from edgefed.algorithms.work import OP_KINDS, OpCount, Work
 from edgefed.results import append_durably, cut_back
 from edgefed.scenario import ScenarioError
-from edgefed.simulator.records import ClientRecord, RoundObserver, RoundRecord
+from edgefed.simulator.records import RoundObserver
 
 if TYPE_CHECKING:
-    from edgefed.simulator.engine import Engine
+    from edgefed.simulator.engine import Engine, Round
 
 TRACE = "trace.jsonl"
 TRACE_FORMAT = "edgefed-trace/2"
@@ -53,19 +53,20 @@ class TraceRecorder(RoundObserver):
         else:
             self.applied = _cut_trace(self.path, resume_round)
 
-    def round_configured(self, engine: Engine, round: int) -> None:
+    def round_configured(self, engine: Engine, round: Round) -> None:
         self.probes = []
-        for last in [None, *range(round)]:  # every staleness a client can have this round
-            message, work = engine.algo.catch_up(0, last, round, engine.plan)
+        for last in [None, *range(round.number)]:  # every staleness a client can have this round
+            message, work = engine.algo.catch_up(0, last, round.number, round.plan)
             self.probes.append([message.nbytes, work.peak_memory_bytes, *ops_list(work)])
 
-    def round_done(self, engine: Engine, record: RoundRecord, rows: list[ClientRecord]) -> None:
+    def round_done(self, engine: Engine, round: Round) -> None:
+        record = round.record
         line: dict = {"round": record.round}
         if record.round > 0:
             self.applied += record.aggregated > 0
             line["catch_up"] = self.probes
             line["updates"] = {str(cid): [up.nbytes, work.peak_memory_bytes, *ops_list(work)]
-                               for cid, (up, work) in engine.updates.items()}
+                               for cid, (up, work) in round.updates.items()}
         line["applied"] = self.applied
         if record.accuracy is not None:
             line["accuracy"] = [record.accuracy, record.loss]

@@ -25,7 +25,7 @@ import yaml
 from edgefed.simulator.records import ClientRecord, RoundObserver, RoundRecord
 
 if TYPE_CHECKING:
-    from edgefed.simulator.engine import Engine
+    from edgefed.simulator.engine import Engine, Round
 
 EDGE_COLUMNS = ["backhaul_bytes_up", "backhaul_bytes_down"]  # written under hierarchical aggregation only
 ROUND_COLUMNS = [f.name for f in fields(RoundRecord) if f.name not in EDGE_COLUMNS]
@@ -179,9 +179,9 @@ class RunWriter(RoundObserver):
         text = yaml.safe_dump({**resolved, "_versions": versions}, sort_keys=False)
         atomic_write(self.dir / "scenario.yaml", text)
 
-    def round_done(self, engine: Engine, record: RoundRecord, rows: list[ClientRecord]) -> None:
-        self.rounds.append(asdict(record))
-        values = list(map(CLIENT_FIELDS, rows))
+    def round_done(self, engine: Engine, round: Round) -> None:
+        self.rounds.append(asdict(round.record))
+        values = list(map(CLIENT_FIELDS, round.rows))
         self._count(values)
         _append(self.dir / "rounds.csv", self.columns, [[_fmt(self.rounds[-1][c]) for c in self.columns]])
         _append(self.dir / "clients.csv", CLIENT_COLUMNS, values)

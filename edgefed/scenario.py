@@ -14,9 +14,10 @@ from typing import Annotated, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, PrivateAttr, \
-    ValidationError, field_validator, model_validator
+    ValidationError, field_validator, model_serializer, model_validator
 
 from edgefed.algorithms.registry import METHODS
+from edgefed.devices import population as populations
 from edgefed.devices.availability import AvailabilitySpec, StragglerSpec
 from edgefed.devices.profile import DeviceProfile, LinkProfile, default_catalog
 from edgefed.simulator.network import NetworkSpec
@@ -98,12 +99,35 @@ AlgorithmSpec = Annotated[Union[tuple(method.Spec for method in METHODS.values()
 
 
 class FleetGroup(Strict):
-    device: str
+    device: str | None = Field(None, description="a catalog (or fleet.devices) device; or give population instead")
+    population: str | None = Field(None, description="instead of device: a measured population (flash-phones) "
+                                   "or a CSV of your own devices (FILE.csv, one row each; docs/devices.md, "
+                                   "Populations); each device draws its compute, memory and bandwidth by the seed")
+    like: str | None = Field(None, description="population: the device whose power, battery, thermal, memory "
+                             "bandwidth and default link the drawn devices take (default: budget-phone)")
     count: PositiveInt = 1
     link: str | None = Field(None, description="link name; default: the device's default link")
     cell: str | None = Field(None, description="fleet.network.cells name whose backhaul it shares")
     home_link: str = Field("wifi", description="availability charging_wifi: the link a phone on a cellular "
                            "link uses while it is eligible (charging at home on WiFi)")
+
+    @model_serializer(mode="wrap")
+    def _leave_out_the_other_kind(self, handler):
+        """A group's dump names only what it set of device / population / like, so a named-device
+        group dumps as it did before populations (run directories and checkpoints compare dumps)."""
+        data = handler(self)
+        for key in ("device", "population", "like"):
+            if data.get(key, "") is None:
+                del data[key]
+        return data
+
+    @model_validator(mode="after")
+    def _device_or_population(self) -> "FleetGroup":
+        if (self.device is None) == (self.population is None):
+            raise ValueError("give either device or population")
+        if self.like is not None and self.population is None:
+            raise ValueError("like: only for a population group")
+        return self
 
 
 class FleetSpec(Strict):
@@ -135,10 +159,14 @@ class FleetSpec(Strict):
     def _known_names(self) -> "FleetSpec":
         devices, links = self.profiles()
         for i, group in enumerate(self.groups):
-            if group.device not in devices:
-                raise ValueError(f"groups.{i}.device: unknown device {group.device!r} "
+            if group.population is not None and not populations.is_known(group.population):
+                raise ValueError(f"groups.{i}.population: unknown population {group.population!r} "
+                                 f"(known: {', '.join(populations.BUILTIN)}, or a FILE.csv of devices)")
+            if self.template_name(group) not in devices:
+                field = "device" if group.device is not None else "like"
+                raise ValueError(f"groups.{i}.{field}: unknown device {self.template_name(group)!r} "
                                  f"(known: {', '.join(sorted(devices))})")
-            link = group.link or devices[group.device].default_link
+            link = group.link or devices[self.template_name(group)].default_link
             if link not in links:
                 raise ValueError(f"groups.{i}.link: unknown link {link!r} (known: {', '.join(sorted(links))})")
             if group.home_link not in links:
@@ -154,11 +182,17 @@ class FleetSpec(Strict):
         under ``charging_wifi`` a battery device on a cellular link trains only at home, on
         ``home_link``."""
         devices, links = self.profiles()
-        device = devices[group.device]
+        device = devices[self.template_name(group)]
         name = group.link or device.default_link
         if self.availability.kind == "charging_wifi" and device.battery_wh is not None and links[name].cellular:
             return group.home_link
         return name
+
+    @staticmethod
+    def template_name(group: FleetGroup) -> str:
+        """The device a group's devices are (a population group: the one they take all but their
+        compute, memory and bandwidth from)."""
+        return group.device or group.like or populations.DEFAULT_LIKE
 
     def profiles(self) -> tuple[dict[str, DeviceProfile], dict[str, LinkProfile]]:
         """The catalog's devices and links with this scenario's own on top."""
@@ -387,6 +421,10 @@ def validate_scenario(raw, base: Path, overrides: list[tuple[str, object]] = (),
         raise ScenarioError(f"{source}: fleet.availability.file: required when kind is trace")
     if scenario.fleet.network.variability.kind == "trace" and scenario.fleet.network.variability.file is None:
         raise ScenarioError(f"{source}: fleet.network.variability.file: required when kind is trace")
+    try:  # a population CSV's bad row, or one too few rows, fails here rather than at the run
+        populations.draw_fleet(scenario.fleet, scenario.seed, base)
+    except populations.PopulationError as exc:
+        raise ScenarioError(f"{source}: {exc}") from None
     scenario._recorded = recorded if isinstance(recorded, dict) else None
     return scenario
 
@@ -423,9 +461,9 @@ PATH_FIELDS = (("task", "dataset", "train"), ("task", "dataset", "test"), ("task
 
 
 def named_paths(resolved: dict, base: Path) -> dict[tuple[str, ...], Path]:
-    """The files and folders a scenario (as a dict) names, by ``PATH_FIELDS`` entry, resolved
-    against ``base``: unset fields, a hub dataset's split names and a hub id that is not a
-    ``save_to_disk`` folder name none."""
+    """The files and folders a scenario (as a dict) names, by ``PATH_FIELDS`` entry (and each
+    population CSV, by ``fleet.groups.<i>.population``), resolved against ``base``: unset fields,
+    a hub dataset's split names and a hub id that is not a ``save_to_disk`` folder name none."""
     from edgefed.algorithms.data import hub_folder
 
     paths = {}
@@ -439,6 +477,10 @@ def named_paths(resolved: dict, base: Path) -> dict[tuple[str, ...], Path]:
         path = hub_folder(value, base) if field == "hub" else resolve_path(base, value)
         if path is not None:
             paths[(*parents, field)] = path
+    for i, group in enumerate((resolved.get("fleet") or {}).get("groups") or []):  # a population CSV
+        value = group.get("population") if isinstance(group, dict) else None
+        if isinstance(value, str) and value.endswith(".csv"):
+            paths[("fleet", "groups", str(i), "population")] = resolve_path(base, value)
     return paths
 
 
@@ -452,7 +494,7 @@ def pinned_paths(resolved: dict, base: Path) -> dict:
     for (*parents, field), path in named_paths(resolved, base).items():
         section = pinned
         for key in parents:
-            section = section[key]
+            section = section[int(key)] if isinstance(section, list) else section[key]
         section[field] = str(path.resolve())
     model = Path(pinned["model"]["name"]).expanduser()
     if pinned["model"]["name"] not in BUILTIN_MODELS and model.is_dir():

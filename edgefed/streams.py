@@ -26,6 +26,7 @@ class Stream(IntEnum):
     CLIENT_DIRECTIONS = 5  # FedZO's client-drawn directions: (round, client, step, perturbation)
     PROTOTYPES = 7        # the labelled examples of the prototype head: ()
     LINK_VARIABILITY = 11  # per-device link bandwidth factors: ()
+    POPULATION = 12       # a population group's devices: rows, measured users, rates: (group index,)
     DIURNAL_PHASE = 21    # each device's diurnal phase: ()
     BERNOULLI_ON = 22     # per-round Bernoulli availability, one coin per device: (round, attempt)
     FAILURES = 23         # mid-round failures: (client, round)

@@ -28,7 +28,8 @@ class TensorBoardLog(RoundObserver):
             shutil.rmtree(run_dir / FOLDER, ignore_errors=True)
         self.writer = SummaryWriter(str(run_dir / FOLDER))
 
-    def round_done(self, engine, record, rows) -> None:
+    def round_done(self, engine, round) -> None:
+        record = round.record
         scalars = {"accuracy": record.accuracy, "loss": record.loss, "sim_time_s": record.sim_time_s,
                    "energy_j": record.energy_j, "bytes_up": record.bytes_up, "bytes_down": record.bytes_down,
                    "client_flops": record.client_flops}

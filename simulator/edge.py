@@ -3,10 +3,10 @@
 Each cell's edge server, per round: receives every distinct download its clients need once over
 the backhaul and forwards it over their access links (store and forward; it keeps nothing
 across rounds, so a stale client's history crosses the backhaul again in a later round), closes
-on its own clients - all of them, the round's deadline, or with over-selection its share of the
-first arrivals - and sends the method's partial aggregate of what it kept as one message up the
-backhaul. Edge servers are mains-powered and their compute is negligible: they add time and bytes,
-no device energy.
+on its own clients by the rule of ``simulator.closing`` - all of them, the round's deadline, or
+with over-selection its share of the first arrivals - and sends the method's partial aggregate of
+what it kept as one message up the backhaul. Edge servers are mains-powered and their compute is
+negligible: they add time and bytes, no device energy.
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import numpy as np
 import simpy
 
 from edgefed.algorithms.message import Message
+from edgefed.simulator.closing import Quota
 from edgefed.simulator.network import Transfer
-from edgefed.simulator.records import ClientRecord
 
 
 @dataclass(eq=False)
@@ -28,19 +28,12 @@ class EdgeServer:
     cell: str
     index: int  # its id on the wire: the cell's place among the scenario's cells, by name
     clients: list[int]  # its selected clients, in selection order
-    keep: int  # how many arrivals it aggregates; later ones are late
-    enough: simpy.Event | None  # fires at the ``keep``-th arrival (over-selection only)
+    quota: Quota  # the arrivals it aggregates (``simulator.closing``)
     downloads: list[Transfer] = field(default_factory=list)  # server -> edge, one per distinct download
     ready: dict[int, simpy.Event] = field(default_factory=dict)  # client -> its download is at the edge
-    arrivals: list[ClientRecord] = field(default_factory=list)
     message: Message | None = None  # the partial aggregate it forwarded
     bytes_down: int = 0  # backhaul, server -> edge (set when it closes: a cut-off download counts what it sent)
     bytes_up: int = 0  # backhaul, edge -> server
-
-    def arrived(self, rec: ClientRecord) -> None:
-        self.arrivals.append(rec)
-        if self.enough is not None and len(self.arrivals) == self.keep:
-            self.enough.succeed()
 
 
 def cell_quota(in_cell: int, need: int, selected: int) -> int:

@@ -1,43 +1,67 @@
-"""Energy: device power per phase and the radio model of Huang et al. (MobiSys 2012).
+"""Transfer time and energy: device power per phase and the radio model of Huang et al. (MobiSys 2012).
 
 Radio power is ``power_base_w + alpha * throughput`` (alpha per direction), so a transfer that is
-active for ``T`` seconds (latency + serialisation) and moves ``b`` bytes costs
-``power_base_w * T + alpha * 8 b / 1e6`` whatever its rate did meanwhile - exact under shared-link
+active for ``T`` seconds (latency + serialisation) and moves ``b`` bits costs
+``power_base_w * T + alpha * b / 1e6`` whatever its rate did meanwhile - exact under shared-link
 contention too. After the radio was idle longer than its tail it first pays a promotion
 (``promotion_s`` at ``promotion_w``); after the transfer a tail (``tail_s`` at ``tail_w``) runs
 until a following transfer cuts it short - ``simulator.radio`` keeps that state across rounds.
-Bytes lost on the link (``loss``) are sent again. The device's own baseline power
+Bits lost on the link (``loss``) are sent again. The device's own baseline power
 (``power_idle_w``) is charged whenever it is not computing, so the total is baseline + radio +
 compute increment.
+
+With ``simulator.radio``, ``simulator.thermal`` and ``simulator.costs`` this is the whole
+per-client device model: one set of functions over profiles whose figures are floats (the event
+path, one client) or arrays (the closed form, many clients), so both paths are the same arithmetic
+by construction. A link is anything with ``LinkProfile``'s fields, a device anything with
+``power_active_w`` and ``power_idle_w``. On floats numpy's min/max/where answer numpy scalars; the
+event path turns what it keeps back into floats before it reaches the SimPy clock or a row.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from edgefed.devices.profile import LinkProfile
+import numpy as np
 
 
-@dataclass
-class TransferCost:
-    seconds: float  # promotion + latency + serialisation
-    radio_j: float  # promotion + active energy (the tail is charged separately)
+def _rate(link, direction: str):
+    return link.up_mbps if direction == "up" else link.down_mbps
 
 
-def transfer_cost(link: LinkProfile, nbytes: int, direction: str, promote: bool, mbps: float | None = None) -> TransferCost:
-    """Time and radio energy of one transfer on a dedicated link (no contention)."""
-    rate = mbps if mbps is not None else (link.up_mbps if direction == "up" else link.down_mbps)
-    active_s = link.latency_s + 8.0 * nbytes / (rate * 1e6 * (1.0 - link.loss))
-    promo_s = link.promotion_s if promote else 0.0
-    return TransferCost(promo_s + active_s, radio_energy(link, direction, promote, active_s, nbytes))
+def _alpha(link, direction: str):
+    return link.power_up_w_per_mbps if direction == "up" else link.power_down_w_per_mbps
 
 
-def radio_energy(link: LinkProfile, direction: str, promote: bool, active_s: float, nbytes: float) -> float:
-    """Promotion + ``active_s`` at base power + the throughput term for the bytes put on the air."""
-    alpha = link.power_up_w_per_mbps if direction == "up" else link.power_down_w_per_mbps
-    promo_j = link.promotion_s * link.promotion_w if promote else 0.0
-    return promo_j + active_s * link.power_base_w + alpha * 8.0 * nbytes / 1e6 / (1.0 - link.loss)
+def capacity(link, direction: str):
+    """Bits per second a link direction delivers: a loss rate ``p`` spends ``p`` of it on
+    retransmissions."""
+    return _rate(link, direction) * 1e6 * (1.0 - link.loss)
 
 
-def needs_promotion(link: LinkProfile, gap_s: float | None) -> bool:
-    """A transfer after a gap longer than the tail (or the first one) pays a promotion."""
-    return link.promotion_s > 0 and (gap_s is None or gap_s > link.tail_s)
+def transfer_s(link, direction: str, bits, promote):
+    """A flow alone on the device's link: the delay before its first bit (promotion, latency) and
+    its serialisation at the link's whole capacity, what ``Network`` gives such a flow."""
+    return link.promotion_s * promote + link.latency_s, bits / capacity(link, direction)
+
+
+def transfer_j(link, direction: str, elapsed_s, promote, bits):
+    """Radio energy of a transfer ``elapsed_s`` seconds after it started, ``bits`` put on the air:
+    the promotion (or the part of it elapsed), then base power for the rest and the throughput term.
+    The tail is charged apart (``radio.tail``)."""
+    promo_s = link.promotion_s * promote
+    active_s = np.maximum(0.0, elapsed_s - promo_s)
+    return np.minimum(elapsed_s, promo_s) * link.promotion_w + (
+        active_s * link.power_base_w + _alpha(link, direction) * bits / 1e6 / (1.0 - link.loss))
+
+
+def radio_w(link, direction: str):
+    """Radio power while transferring at the link's full rate."""
+    return link.power_base_w + _alpha(link, direction) * _rate(link, direction)
+
+
+def compute_j(device, seconds):
+    """The computation's energy (the baseline is charged apart)."""
+    return seconds * device.power_active_w
+
+
+def baseline_j(device, download_s, upload_s, idle_s):
+    """The device's baseline power over the time it was not computing."""
+    return device.power_idle_w * (download_s + upload_s + idle_s)

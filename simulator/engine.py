@@ -1,22 +1,27 @@
 """The SimPy engine: a server process running synchronous rounds over client processes.
 
-Per round (docs/design.md, section 5): the server selects clients; the *learning* of every selected client
-runs for real on the host first, in a fixed order and in zero simulated time; then SimPy plays the
-systems side - each client process downloads over the network (``simulator.network``: links
-shared by processor sharing), computes for the time its counted work takes on its device (times a
-straggler slowdown), and uploads. The server waits for all uploads, the deadline, or (with
-over-selection) the first ``clients_per_round`` arrivals; whatever arrived in time is aggregated,
-the rest is charged but not aggregated (``late``). With hierarchical aggregation each cell's edge
-server (``simulator.edge``) does this for its own clients and forwards one partial aggregate; the
-server aggregates those. A device that goes off or runs its battery
-empty mid-round is ``dropped``: the work it got through is charged. Processes are plain generators,
-as in SimPy's own examples.
+A round (docs/design.md, section 5) is a short sequence of phases over one ``Round`` object, which
+holds all of the round's state and is what observers receive; the engine keeps only what outlives
+a round (per-device arrays, the clock, the network). The server selects clients and the algorithm
+plans the round; the *learning* of every selected client runs for real on the host, in a fixed
+order and in zero simulated time; each client is then placed: in closed form when it is alone on
+its link and nothing can cut it short (``simulator.solo``), else as a client process that downloads
+over the network (``simulator.network``: links shared by processor sharing), computes for the time
+its counted work takes on its device (times a straggler slowdown, stretched by its heat) and
+uploads. Both paths charge time and energy with the same device model (``simulator.energy``,
+``radio``, ``thermal``). The server - or, under hierarchical aggregation, each cell's edge server
+(``simulator.edge``) for its own clients - closes by one rule (``simulator.closing``): every
+upload, the deadline, or the over-selection quota; what arrived in time is aggregated, the rest is
+charged but not aggregated (``late``). A device that goes off or runs its battery empty mid-round
+is ``dropped``: the work it got through is charged. Settling charges every device its wait to the
+round's end, its battery and its radio and heat, whichever path played it. Processes are plain
+generators, as in SimPy's own examples.
 """
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import simpy
@@ -26,15 +31,15 @@ from edgefed.algorithms.base import Algorithm
 from edgefed.algorithms.message import Message
 from edgefed.algorithms.work import Work
 from edgefed.devices.availability import Availability, AvailabilitySpec, StragglerSpec, slowdown
+from edgefed.simulator import radio, thermal
+from edgefed.simulator.closing import Quota, close
 from edgefed.simulator.costs import compute_seconds
 from edgefed.simulator.edge import EdgeServer, cell_quota, distinct_downloads
-from edgefed.simulator.energy import needs_promotion, radio_energy, transfer_cost
+from edgefed.simulator.energy import baseline_j, compute_j, radio_w, transfer_j, transfer_s
 from edgefed.simulator.fleet import Client, Fleet
 from edgefed.simulator.network import Network, Transfer
-from edgefed.simulator.radio import Radio
-from edgefed.simulator.solo import GroupTable, Timelines, idle_j, timelines
+from edgefed.simulator.solo import GroupTable, Timelines, timelines
 from edgefed.simulator.records import ClientRecord, RoundObserver, RoundRecord
-from edgefed.simulator.thermal import Thermal
 
 
 class Diverged(RuntimeError):
@@ -64,6 +69,54 @@ class BatteryEmpty(Exception):
     """A device's battery share ran out mid-phase."""
 
 
+@dataclass(eq=False)
+class ClientRound:
+    """One client's round on the event path: its job and row, its device's radio tail and heat as
+    they go (the closed form holds the same as arrays), and where it got to - what a cut-off charges."""
+
+    client: Client
+    job: Job
+    rec: ClientRecord
+    index: int  # its place among the round's selected clients (its row of ``Round.state``)
+    work_s: float  # compute seconds at the burst rate, straggler slowdown included
+    off: float  # when it goes off (inf: not this round)
+    tail_from: float  # the radio's last tail (NaN: it never woke)
+    tail_until: float
+    heat_s: float  # burst seconds spent, as of ``at``
+    at: float
+    phase: str = "download"
+    phase_start: float = 0.0
+    transfer: Transfer | None = None
+    promote: bool = False
+
+    @property
+    def thermal_profile(self):
+        return self.client.device.thermal or thermal.STEADY
+
+
+@dataclass(eq=False)
+class Round:
+    """One round from selection to its record: the state the engine's phases hand on, and what
+    observers receive (the engine keeps only what outlives a round)."""
+
+    number: int
+    selected: list[int] = field(default_factory=list)
+    plan: object = None  # what the algorithm planned (configure_round)
+    updates: dict[int, tuple[Message, Work]] = field(default_factory=dict)  # the host's learning, for traces
+    jobs: dict[int, Job] = field(default_factory=dict)
+    records: dict[int, ClientRecord] = field(default_factory=dict)
+    clients: dict[int, ClientRound] = field(default_factory=dict)  # the event path's, in selection order
+    state: np.ndarray = field(default_factory=lambda: np.empty((0, 4)))  # the selected devices' radio_thermal rows
+    clock: list[float] | None = None  # the steps to the last closed-form client's finish (None: none)
+    end: float = 0.0  # when the server closed the round
+    messages: list[Message] = field(default_factory=list)  # what the server aggregates
+    edges: list[EdgeServer] | None = None  # hierarchical aggregation's edge servers
+    aggregated: int = 0
+    host_s: float = 0.0  # host seconds of learning, aggregation and evaluation
+    record: RoundRecord | None = None
+    rows: list[ClientRecord] = field(default_factory=list)
+
+
 class Engine:
     closed_form = True  # clients alone on their links skip the events (simulator/solo.py); tests compare both paths
 
@@ -85,27 +138,19 @@ class Engine:
         # hierarchical aggregation: each cell's id on the wire (None: flat, clients talk to the server)
         self.edges = ({name: i for i, name in enumerate(sorted(cells))}
                       if rounds_cfg.aggregation.kind == "hierarchical" else None)
-        self.edge_host_s = 0.0  # host seconds the edge servers spent aggregating this round
         self.avail = availability or Availability(AvailabilitySpec(), len(self.clients), seed)
         self.stragglers = fleet_cfg.stragglers if fleet_cfg is not None else StragglerSpec()
         fraction = fleet_cfg.battery_fraction if fleet_cfg is not None else None
         share_j = [g.device.battery_wh * 3600.0 * fraction if fraction is not None and g.device.battery_wh is not None
                    else math.inf for g in self.clients.groups]
         self.charge_j = np.array(share_j, dtype=float)[self.clients.group]
-        self.reference: Estimate | None = None  # a recent job's size, for resource-aware selection
+        self.reference: Estimate | None = None  # a recent job's size, for the next rounds' resource-aware selection
         # per device, carried across rounds: its radio's last tail (from, until; NaN: never woke) and
-        # its heat (burst seconds spent, at); Radio/Thermal objects exist only for a round's clients
+        # its heat (burst seconds spent, at)
         self.radio_thermal = np.zeros((len(self.clients), 4))
         self.radio_thermal[:, :2] = np.nan
         self.took_part = np.zeros(len(self.clients), dtype=bool)  # whose rows above left their start values
-        self.radios: dict[int, Radio] = {}
-        self.thermals: dict[int, Thermal] = {}
-        self._arrivals: list[ClientRecord] = []
-        self._enough: simpy.Event | None = None
-        self._need = 0
         self.pool = None  # a ClientPool runs client updates on workers (edgefed/parallel.py)
-        self.plan = None  # what the algorithm planned for the current round (configure_round)
-        self.updates: dict[int, tuple[Message, Work]] = {}  # the last round's, for trace recording
         self.observers: list[RoundObserver] = []
 
     # -- selection -----------------------------------------------------------------------
@@ -139,21 +184,16 @@ class Engine:
         return sorted(np.concatenate([order[~late][:k], rest])[:k].tolist())
 
     def expected_seconds(self, ids: np.ndarray) -> np.ndarray:
-        """Download + compute + upload of the reference job on a dedicated link (no contention),
-        per device; computed group by group over the devices' own link rates."""
-        ref, fleet = self.reference, self.clients
-        out = np.empty(len(ids))
-        groups = fleet.group[ids]
-        for g, group in enumerate(fleet.groups):
-            mask = groups == g
-            if mask.any():
-                link, members = group.link, ids[mask]
-                down = transfer_cost(link, ref.bytes_down, "down", needs_promotion(link, None),
-                                     fleet.down_mbps[members]).seconds
-                compute = compute_seconds(ref.work, group.device, self.dtype)
-                up = transfer_cost(link, ref.bytes_up, "up", needs_promotion(link, compute), fleet.up_mbps[members]).seconds
-                out[mask] = down + compute + up
-        return out
+        """Download + compute + upload of the reference job per device, alone on its link with its
+        radio idle at first: the device model over the devices' own link rates."""
+        ref, link = self.reference, self.group_table.devices(ids).link
+        compute = np.array([compute_seconds(ref.work, g.device, self.dtype) for g in self.clients.groups])
+        compute = compute[self.clients.group[ids]]
+        promote_down, _ = radio.wake(link, math.nan, 0.0)
+        promote_up, _ = radio.wake(link, link.tail_s, compute)  # the download's tail began ``compute`` s earlier
+        down_delay, down_serialise = transfer_s(link, "down", 8.0 * ref.bytes_down, promote_down)
+        up_delay, up_serialise = transfer_s(link, "up", 8.0 * ref.bytes_up, promote_up)
+        return down_delay + down_serialise + compute + (up_delay + up_serialise)
 
     def _available_now(self, round: int):
         """Generator: wait until some usable device is on; returns their ids (None: never again)."""
@@ -170,98 +210,330 @@ class Engine:
             yield self.env.timeout(float(upcoming.min()) - self.env.now or self.avail.spec.retry_s)
             attempt += 1
 
-    # -- one client's systems timeline -----------------------------------------------------
-    def client_process(self, client: Client, job: Job, rec: ClientRecord, slow: float = 1.0,
-                       edge: EdgeServer | None = None):
-        """Download, compute, upload; behind an ``edge`` server, the transfers cross the access link
-        only, and the download waits (device idle, counted in ``download_s``) until the edge holds it."""
-        env, link = self.env, client.link
-        radio, thermal = self.radios[client.id], self.thermals[client.id]
-        work_s = compute_seconds(job.work, client.device, self.dtype) * slow  # at the burst rate
-        phase, phase_start, transfer, promote = "download", env.now, None, False
-        hops = self.net.path(client.id)[:1] if edge is not None else self.net.path(client.id)
+    # -- the round ---------------------------------------------------------------------------
+    def run_round(self, number: int, evaluate_now: bool):
+        """Generator: one synchronous round; returns its recorded ``Round`` (None: no device will
+        ever be on again)."""
+        available = yield from self._available_now(number)
+        if available is None:
+            return None
+        host_start = time.perf_counter()
+        rnd = self._configure(number, available)
+        self._learn(rnd)
+        rnd.host_s = time.perf_counter() - host_start
+        self._place(rnd)
+        yield from self._flat_tier(rnd) if self.edges is None else self._edge_tier(rnd)
+        self._settle(rnd)
+        self._record(rnd, evaluate_now)
+        return rnd
+
+    def _configure(self, number: int, available: np.ndarray) -> Round:
+        """Select the round's clients and let the algorithm plan it; observers see the plan."""
+        selected = self.select(number, available)
+        rnd = Round(number, selected, self.algo.configure_round(number, selected))
+        for observer in self.observers:
+            observer.round_configured(self, rnd)
+        return rnd
+
+    def _learn(self, rnd: Round) -> None:
+        """The selected clients' real learning on the host, in zero simulated time: catch-up
+        downloads, local updates and each one's job; the median job prices the next selection."""
+        algo = self.algo
+        downs = {cid: algo.catch_up(cid, self.last_synced(cid), rnd.number, rnd.plan) for cid in rnd.selected}
+        rnd.updates = self.client_updates(rnd.number, rnd.selected, rnd.plan)
+        merged: dict[tuple[int, int], Work] = {}  # a replay serves clients shared Work objects: merge each pair once
+        for cid in rnd.selected:
+            (down, down_work), (up, up_work) = downs[cid], rnd.updates[cid]
+            key = (id(down_work), id(up_work))
+            if key not in merged:
+                merged[key] = Work().merge(down_work).merge(up_work)
+            rnd.jobs[cid] = Job(down, merged[key], up, algo.rejects(up))
+        median = rnd.jobs[rnd.selected[len(rnd.selected) // 2]]
+        self.reference = Estimate(median.download.nbytes, median.upload.nbytes, median.work)
+
+    def _place(self, rnd: Round) -> None:
+        """How each selected client plays the round: in closed form where that is exact, else as a
+        ``ClientRound`` on the event path, with its straggler slowdown and off time."""
+        slow = [slowdown(self.stragglers, self.seed, cid, rnd.number) for cid in rnd.selected]
+        off = [self.avail.off_at(cid, self.env.now, rnd.number) for cid in rnd.selected]
+        rnd.state = self.radio_thermal[rnd.selected]
+        work_s = self._work_seconds(rnd, slow)
+        solo = self._closed_form(rnd, work_s, off)
+        for i, cid in enumerate(rnd.selected):
+            if i not in solo:
+                client, job = self.clients[cid], rnd.jobs[cid]
+                rec = rnd.records[cid] = ClientRecord(rnd.number, cid, client.device_name,
+                                                      peak_memory_bytes=job.work.peak_memory_bytes)
+                rnd.clients[cid] = ClientRound(client, job, rec, i, work_s[i], off[i], *rnd.state[i].tolist())
+
+    def _work_seconds(self, rnd: Round, slow: list[float]) -> list[float]:
+        """Each selected client's compute seconds at its device's burst rate, times its slowdown."""
+        fleet, seconds, out = self.clients, {}, []
+        for cid, factor in zip(rnd.selected, slow):
+            work, g = rnd.jobs[cid].work, int(fleet.group[cid])
+            if (id(work), g) not in seconds:  # per (work, group): a replay's clients share Work objects
+                seconds[id(work), g] = compute_seconds(work, fleet.groups[g].device, self.dtype)
+            out.append(seconds[id(work), g] * factor)
+        return out
+
+    def _closed_form(self, rnd: Round, work_s: list[float], off: list[float]) -> set[int]:
+        """Timelines in closed form (``simulator.solo``) for the selected clients alone on their
+        access links with an unlimited battery share that finish before the deadline and before
+        they go off - outside over-selection (whose arrival order needs the events) and edge
+        servers (which pace their clients' downloads). Returns their places in ``rnd.selected``."""
+        if not self.closed_form or self.cfg.selection == "overselect" or self.edges is not None:
+            return set()
+        now, ids = self.env.now, np.array(rnd.selected, dtype=np.int64)
+        places = np.flatnonzero(self.group_table.solo[self.clients.group[ids]] & (self.charge_j[ids] == math.inf))
+        if not places.size:
+            return set()
+        jobs = [rnd.jobs[cid] for cid in ids[places].tolist()]
+        found = timelines(now, self.group_table.devices(ids[places]), rnd.state[places],
+                          8.0 * np.array([job.download.nbytes for job in jobs], dtype=float),
+                          8.0 * np.array([job.upload.nbytes for job in jobs], dtype=float), np.array(work_s)[places])
+        watch = np.array([now + (off[i] - now) for i in places.tolist()], dtype=float)  # when _watch would stop it
+        keep = watch > found.finished_at
+        if self.cfg.deadline_s is not None:  # a client the deadline cuts off is charged by the events
+            keep &= found.finished_at < now + self.cfg.deadline_s
+        if not keep.any():
+            return set()
+        places, found = places[keep], Timelines(*(getattr(found, f.name)[keep] for f in fields(Timelines)))
+        rnd.state[places] = found.state
+        rnd.clock = found.steps[found.finished_at.argmax()].tolist()
+        self._solo_records(rnd, ids[places].tolist(), found)
+        return set(places.tolist())
+
+    def _solo_records(self, rnd: Round, ids: list[int], found: Timelines) -> None:
+        """The closed-form clients' rows up to their upload's end (settling adds their wait)."""
+        names = [g.device_name for g in self.clients.groups]
+        flops: dict[int, float] = {}  # per Work object, shared by a replay's clients
+        columns = zip(ids, self.clients.group[ids].tolist(), found.download_s.tolist(), found.compute_s.tolist(),
+                      found.upload_s.tolist(), found.energy_compute_j.tolist(), found.energy_radio_j.tolist(),
+                      found.finished_at.tolist())
+        for cid, g, down_s, compute_s, up_s, compute_j_, radio_j, finished in columns:
+            job = rnd.jobs[cid]
+            if id(job.work) not in flops:
+                flops[id(job.work)] = job.work.flops
+            rnd.records[cid] = ClientRecord(rnd.number, cid, names[g], "ok", down_s, compute_s, up_s, 0.0, compute_j_,
+                                            radio_j, 0.0, job.upload.nbytes, job.download.nbytes, flops[id(job.work)],
+                                            job.work.peak_memory_bytes, "", finished)
+
+    def _flat_tier(self, rnd: Round):
+        """Generator: the clients talk to the server itself, which closes on them (``simulator.closing``)
+        with a quota of ``clients_per_round`` under over-selection; the closed-form clients' clock
+        stands for their uploads."""
+        env = self.env
+        quota = Quota(min(self.cfg.clients_per_round, len(rnd.selected)),
+                      env.event() if self.cfg.selection == "overselect" else None)
+        procs = self._start_clients(rnd, quota)
+        clock = env.process(self._clock(rnd.clock)) if rnd.clock is not None else None
+        yield from close(env, list(procs.values()), quota, self._deadline(), clock)
+        rnd.end, rnd.messages = env.now, self._kept(rnd, rnd.selected)
+
+    def _edge_tier(self, rnd: Round):
+        """Generator: each cell's edge server receives its clients' distinct downloads once over the
+        backhaul, closes on its clients (``simulator.closing``, with its share of the quota) and
+        forwards one partial aggregate; the round ends when the last one reaches the server."""
+        env, selected = self.env, rnd.selected
+        need, overselect = min(self.cfg.clients_per_round, len(selected)), self.cfg.selection == "overselect"
+        in_cell: dict[str, list[int]] = {}
+        for cid in selected:
+            in_cell.setdefault(rnd.clients[cid].client.cell, []).append(cid)
+        rnd.edges = []
+        for cell in sorted(in_cell):
+            cids = in_cell[cell]
+            keep = cell_quota(len(cids), need, len(selected)) if overselect else len(cids)
+            edge = EdgeServer(cell, self.edges[cell], cids, Quota(keep, env.event() if overselect else None))
+            for group in distinct_downloads([rnd.jobs[cid].download for cid in cids]):
+                transfer = self.net.send(self.net.backhaul(cell), rnd.jobs[cids[group[0]]].download.nbytes, "down")
+                edge.downloads.append(transfer)
+                edge.ready.update({cids[i]: transfer.done for i in group})
+            rnd.edges.append(edge)
+        procs = self._start_clients(rnd, edges={cid: edge for edge in rnd.edges for cid in edge.clients})
+        yield env.all_of([env.process(self._edge_process(rnd, edge, procs)) for edge in rnd.edges])
+        rnd.end, rnd.messages = env.now, [edge.message for edge in rnd.edges if edge.message is not None]
+
+    def _edge_process(self, rnd: Round, edge: EdgeServer, procs: dict[int, simpy.Process]):
+        """One edge server's round after the downloads: close on its clients, aggregate what it
+        kept, send that up the backhaul."""
+        yield from close(self.env, [procs[cid] for cid in edge.clients], edge.quota, self._deadline())
+        for transfer in edge.downloads:  # one that no client waits for any more stops with the round
+            if transfer.finished_at is None:
+                self.net.cancel(transfer)
+        edge.bytes_down = sum(int(transfer.sent / 8) for transfer in edge.downloads)
+        host_start = time.perf_counter()
+        edge.message = self.algo.partial(self._kept(rnd, edge.clients), rnd.number, edge.index)
+        rnd.host_s += time.perf_counter() - host_start
+        if edge.message is not None:
+            edge.bytes_up = edge.message.nbytes
+            yield self.net.send(self.net.backhaul(edge.cell), edge.bytes_up, "up").done
+
+    def _start_clients(self, rnd: Round, quota: Quota | None = None,
+                       edges: dict[int, EdgeServer] | None = None) -> dict[int, simpy.Process]:
+        """Start the event path's clients and their availability watches; each reports its arrival
+        to ``quota``, or behind an edge server (``edges``: client -> its edge) to its edge's."""
+        procs = {}
+        for cid, c in rnd.clients.items():
+            edge = edges[cid] if edges is not None else None
+            procs[cid] = self.env.process(self.client_process(c, edge.quota if edge is not None else quota, edge))
+            if c.off < math.inf:
+                self.env.process(self._watch(procs[cid], c.off - self.env.now))
+        return procs
+
+    def _deadline(self) -> simpy.Event | None:
+        """The round's deadline, counted from now (the round's start)."""
+        return self.env.timeout(self.cfg.deadline_s) if self.cfg.deadline_s is not None else None
+
+    @staticmethod
+    def _kept(rnd: Round, cids: list[int]) -> list[Message]:
+        """The uploads of ``cids`` that arrived in time and that the server accepts."""
+        return [rnd.jobs[cid].upload for cid in cids
+                if rnd.records[cid].status == "ok" and rnd.jobs[cid].rejected is None]
+
+    def _settle(self, rnd: Round) -> None:
+        """The server aggregates what it kept; the clients that pulled the whole download synced;
+        every device is charged to the round's end; uploads the method rejects are marked."""
+        algo, records, jobs = self.algo, rnd.records, rnd.jobs
+        rnd.aggregated = len(self._kept(rnd, rnd.selected))
+        host_start = time.perf_counter()
+        algo.apply(algo.aggregate(rnd.messages), rnd.number, rnd.plan)
+        for cid in rnd.selected:
+            if records[cid].download_s > 0 and records[cid].bytes_down == jobs[cid].download.nbytes:
+                self.last_sync[cid] = rnd.number - 1  # it pulled the model as of the previous round
+        self._settle_devices(rnd)
+        for cid in rnd.selected:
+            rec = records[cid]
+            if rec.status == "ok" and jobs[cid].rejected:  # it arrived; the server drops it
+                rec.status, rec.note = "rejected", jobs[cid].rejected
+        self.took_part[rnd.selected] = True
+        rnd.host_s += time.perf_counter() - host_start
+
+    def _settle_devices(self, rnd: Round) -> None:
+        """Every selected device, whichever path played it: an arrival waits idle to the round's
+        end (the others do not wait), which adds baseline and idle-radio energy; its battery share
+        drains by the round's energy; its radio/heat row is written back."""
+        ids, rows = np.array(rnd.selected, dtype=np.int64), [rnd.records[cid] for cid in rnd.selected]
+        for c in rnd.clients.values():
+            rnd.state[c.index] = (c.tail_from, c.tail_until, c.heat_s, c.at)
+        down, up, finished, energy_radio, energy_compute = (
+            np.array([getattr(rec, name) for rec in rows], dtype=float)
+            for name in ("download_s", "upload_s", "finished_at", "energy_radio_j", "energy_compute_j"))
+        devices = self.group_table.devices(ids)
+        idle = np.where([rec.status == "ok" for rec in rows], np.maximum(0.0, rnd.end - finished), 0.0)
+        energy_idle = baseline_j(devices, down, up, idle)
+        energy_radio = energy_radio + radio.idle_j(devices.link, rnd.state[:, 0], rnd.state[:, 1], finished,
+                                                   finished + idle)
+        empty = np.array([rec.note == "battery empty" for rec in rows], dtype=bool)  # a device that ran empty stays off
+        left = np.where(empty, 0.0, self.charge_j[ids] - (energy_compute + energy_radio + energy_idle))
+        self.charge_j[ids] = np.maximum(0.0, left)
+        for rec, idle_s, idle_j, radio_j in zip(rows, idle.tolist(), energy_idle.tolist(), energy_radio.tolist()):
+            rec.idle_s, rec.energy_idle_j, rec.energy_radio_j = idle_s, idle_j, radio_j
+        self.radio_thermal[ids] = rnd.state
+
+    def _record(self, rnd: Round, evaluate_now: bool) -> None:
+        """The round's row, with the global model's evaluation when one is due, and its clients' rows."""
+        host_start = time.perf_counter()
+        accuracy, loss = self.algo.evaluate() if evaluate_now else (None, None)
+        rnd.host_s += time.perf_counter() - host_start
+        rows = rnd.rows = [rnd.records[cid] for cid in rnd.selected]
+        backhaul = {} if rnd.edges is None else {"backhaul_bytes_up": sum(e.bytes_up for e in rnd.edges),
+                                                 "backhaul_bytes_down": sum(e.bytes_down for e in rnd.edges)}
+        rnd.record = RoundRecord(
+            round=rnd.number, sim_time_s=rnd.end, accuracy=accuracy, loss=loss, selected=len(rows),
+            aggregated=rnd.aggregated, dropped=len(rows) - rnd.aggregated,
+            bytes_up=sum(r.bytes_up for r in rows), bytes_down=sum(r.bytes_down for r in rows),
+            energy_j=sum(r.energy_j for r in rows), client_flops=sum(r.flops for r in rows),
+            host_seconds=rnd.host_s, **backhaul)
+        self.round = rnd.number
+
+    # -- one client on the event path ------------------------------------------------------------
+    def client_process(self, c: ClientRound, quota: Quota, edge: EdgeServer | None = None):
+        """Download, compute, upload, then report to ``quota``; behind an ``edge`` server the
+        transfers cross the access link only, and the download waits (device idle, counted in
+        ``download_s``) until the edge holds it."""
+        env, cid = self.env, c.client.id
+        hops = self.net.path(cid)[:1] if edge is not None else self.net.path(cid)
+        c.phase_start = env.now
         try:
             if edge is not None:
-                phase = "edge"
-                yield from self._powered(edge.ready[client.id], client, rec, client.device.power_idle_w + link.idle_w)
-                rec.energy_radio_j += radio.idle_j(phase_start, env.now)
-                phase = "download"
-            promote, refund = radio.begin(env.now)  # a tail left by the last round may still run
-            rec.energy_radio_j -= refund
-            transfer = self.net.send(hops, job.download.nbytes, "down", link.promotion_s * promote)
-            yield from self._powered(transfer.done, client, rec, self._transfer_power(client, "down"))
-            rec.download_s, rec.bytes_down = env.now - phase_start, job.download.nbytes
-            rec.energy_radio_j += self._radio_j(client, transfer, "down", promote) + radio.end(env.now)
-
-            phase, phase_start = "compute", env.now
-            thermal.cool(env.now)
-            compute_s = thermal.duration(work_s)
-            yield from self._powered(env.timeout(compute_s), client, rec, client.device.power_active_w + link.idle_w)
-            thermal.load(compute_s)
-            rec.compute_s, rec.flops = compute_s, job.work.flops
-            rec.energy_compute_j = compute_s * client.device.power_active_w
-            rec.energy_radio_j += radio.idle_j(phase_start, env.now)
-
-            phase, phase_start = "upload", env.now
-            promote, refund = radio.begin(env.now)
-            rec.energy_radio_j -= refund
-            transfer = self.net.send(hops, job.upload.nbytes, "up", link.promotion_s * promote)
-            yield from self._powered(transfer.done, client, rec, self._transfer_power(client, "up"))
-            rec.upload_s, rec.bytes_up = env.now - phase_start, job.upload.nbytes
-            rec.energy_radio_j += self._radio_j(client, transfer, "up", promote) + radio.end(env.now)
-            rec.finished_at = env.now
-            edge.arrived(rec) if edge is not None else self._arrived(rec)
+                c.phase = "edge"
+                yield from self._powered(edge.ready[cid], c, c.client.device.power_idle_w + c.client.link.idle_w)
+                c.rec.energy_radio_j += float(radio.idle_j(c.client.link, c.tail_from, c.tail_until, c.phase_start,
+                                                           env.now))
+            yield from self._transfer(c, hops, "down")
+            yield from self._compute(c)
+            c.phase_start = env.now
+            yield from self._transfer(c, hops, "up")
+            c.rec.finished_at = env.now
+            quota.arrived(c.rec)
         except (simpy.Interrupt, BatteryEmpty) as stop:
-            rec.status = "dropped" if isinstance(stop, BatteryEmpty) else str(stop.cause)
-            rec.note = "battery empty" if isinstance(stop, BatteryEmpty) else rec.note
-            self._charge_partial(client, job, rec, phase, env.now - phase_start, work_s, transfer, promote)
+            c.rec.status = "dropped" if isinstance(stop, BatteryEmpty) else str(stop.cause)
+            c.rec.note = "battery empty" if isinstance(stop, BatteryEmpty) else c.rec.note
+            self._charge_partial(c)
 
-    def _charge_partial(self, client, job, rec, phase, elapsed, work_s, transfer: Transfer, promote: bool):
-        """A client cut off mid-phase: charge what it got through of that phase."""
-        radio, thermal = self.radios[client.id], self.thermals[client.id]
-        if phase == "edge":  # its edge server did not hold the download yet: it only waited
-            rec.download_s = elapsed
-            rec.energy_radio_j += radio.idle_j(self.env.now - elapsed, self.env.now)
-        elif phase == "compute":
-            done_s = thermal.work_in(elapsed)
-            thermal.load(elapsed)
-            rec.compute_s, rec.flops = elapsed, job.work.flops * (done_s / work_s if work_s else 0.0)
-            rec.energy_compute_j = elapsed * client.device.power_active_w
-            rec.energy_radio_j += radio.idle_j(self.env.now - elapsed, self.env.now)
+    def _transfer(self, c: ClientRound, hops: list[tuple], direction: str):
+        """Generator: the radio wakes (a tail still running is cut and refunded), the message
+        crosses ``hops``, the transfer and its tail are charged."""
+        link = c.client.link
+        c.phase = "download" if direction == "down" else "upload"
+        promote, refund = radio.wake(link, c.tail_until, self.env.now)
+        c.promote = bool(promote)
+        c.rec.energy_radio_j -= float(refund)
+        nbytes = c.job.download.nbytes if direction == "down" else c.job.upload.nbytes
+        c.transfer = self.net.send(hops, nbytes, direction, link.promotion_s * c.promote)
+        power_w = c.client.device.power_idle_w + max(link.promotion_w, radio_w(link, direction))  # an upper bound
+        yield from self._powered(c.transfer.done, c, power_w)
+        self._end_transfer(c)
+
+    def _end_transfer(self, c: ClientRound) -> None:
+        """The transfer ended or was cut off now: its time, the bytes it got across, its radio
+        energy and the tail it leaves."""
+        now, link, transfer = self.env.now, c.client.link, c.transfer
+        direction = "down" if c.phase == "download" else "up"
+        if direction == "down":
+            c.rec.download_s, c.rec.bytes_down = now - c.phase_start, int(transfer.sent / 8)
         else:
-            self.net.cancel(transfer)
-            radio_j = self._radio_j(client, transfer, "down" if phase == "download" else "up", promote)
-            if phase == "download":
-                rec.download_s, rec.bytes_down = elapsed, int(transfer.sent / 8)
-            else:
-                rec.upload_s, rec.bytes_up = elapsed, int(transfer.sent / 8)
-            rec.energy_radio_j += radio_j + radio.end(self.env.now)
-        rec.finished_at = self.env.now
+            c.rec.upload_s, c.rec.bytes_up = now - c.phase_start, int(transfer.sent / 8)
+        radio_j = transfer_j(link, direction, now - transfer.started, c.promote, transfer.sent)
+        c.tail_from, c.tail_until, tail_j = radio.tail(link, now)
+        c.rec.energy_radio_j += float(radio_j + tail_j)
 
-    def _radio_j(self, client: Client, transfer: Transfer, direction: str, promote: bool) -> float:
-        """Radio energy of a transfer so far: promotion (or the part of it elapsed), then the
-        Huang et al. power integrated over the bytes actually sent."""
-        link = client.link
-        elapsed = self.env.now - transfer.started
-        promo_s = link.promotion_s if promote else 0.0
-        active_s = max(0.0, elapsed - promo_s)
-        return min(elapsed, promo_s) * link.promotion_w + radio_energy(link, direction, False, active_s,
-                                                                        transfer.sent / 8)
+    def _compute(self, c: ClientRound):
+        """Generator: the device computes for as long as its heat stretches its work."""
+        env, device = self.env, c.client.device
+        c.phase, c.phase_start = "compute", env.now
+        c.heat_s, c.at = thermal.cooled(c.thermal_profile, c.heat_s, c.at, env.now), env.now
+        compute_s = float(thermal.duration(c.thermal_profile, c.heat_s, c.work_s))
+        yield from self._powered(env.timeout(compute_s), c, device.power_active_w + c.client.link.idle_w)
+        c.heat_s, c.at = thermal.heated(c.thermal_profile, c.heat_s, compute_s), c.at + compute_s
+        c.rec.compute_s, c.rec.flops, c.rec.energy_compute_j = compute_s, c.job.work.flops, compute_j(device, compute_s)
+        c.rec.energy_radio_j += float(radio.idle_j(c.client.link, c.tail_from, c.tail_until, c.phase_start, env.now))
 
-    def _transfer_power(self, client: Client, direction: str) -> float:
-        """An upper bound on device + radio power during a transfer (at the link's full rate)."""
-        link = client.link
-        rate, alpha = ((link.up_mbps, link.power_up_w_per_mbps) if direction == "up"
-                       else (link.down_mbps, link.power_down_w_per_mbps))
-        return client.device.power_idle_w + max(link.promotion_w, link.power_base_w + alpha * rate)
+    def _charge_partial(self, c: ClientRound) -> None:
+        """A client cut off mid-phase: charge what it got through of that phase."""
+        now, rec = self.env.now, c.rec
+        elapsed = now - c.phase_start
+        if c.phase == "edge":  # its edge server did not hold the download yet: it only waited
+            rec.download_s = elapsed
+            rec.energy_radio_j += float(radio.idle_j(c.client.link, c.tail_from, c.tail_until, now - elapsed, now))
+        elif c.phase == "compute":
+            done_s = float(thermal.work_in(c.thermal_profile, c.heat_s, elapsed))
+            c.heat_s, c.at = thermal.heated(c.thermal_profile, c.heat_s, elapsed), c.at + elapsed
+            rec.compute_s, rec.flops = elapsed, c.job.work.flops * (done_s / c.work_s if c.work_s else 0.0)
+            rec.energy_compute_j = compute_j(c.client.device, elapsed)
+            rec.energy_radio_j += float(radio.idle_j(c.client.link, c.tail_from, c.tail_until, now - elapsed, now))
+        else:
+            self.net.cancel(c.transfer)
+            self._end_transfer(c)
+        rec.finished_at = now
 
-    def _powered(self, event: simpy.Event, client: Client, rec: ClientRecord, power_w: float):
+    def _powered(self, event: simpy.Event, c: ClientRound, power_w: float):
         """Wait for ``event`` unless the battery share runs out first (at ``power_w``, an upper bound)."""
-        charge_j = float(self.charge_j[client.id])
+        charge_j = float(self.charge_j[c.client.id])
         if charge_j == math.inf or power_w <= 0.0:  # nothing drains the share
             yield event
             return
-        spent = rec.energy_j + client.device.power_idle_w * (rec.download_s + rec.upload_s)
+        spent = c.rec.energy_j + baseline_j(c.client.device, c.rec.download_s, c.rec.upload_s, 0.0)
         left_s = max(0.0, charge_j - spent) / power_w
         result = yield event | self.env.timeout(left_s)
         if event not in result:
@@ -272,11 +544,6 @@ class Engine:
         event path makes, so the round ends at the same bits (``now + (t - now)`` can miss ``t``)."""
         for step in steps:
             yield self.env.timeout(step)
-
-    def _arrived(self, rec: ClientRecord) -> None:
-        self._arrivals.append(rec)
-        if self._enough is not None and len(self._arrivals) == self._need:
-            self._enough.succeed()
 
     def _watch(self, proc: simpy.Process, after_s: float):
         """Interrupt a client that goes off (availability window ends or it fails) mid-round."""
@@ -292,251 +559,16 @@ class Engine:
             return self.pool.client_updates(self.algo, round, selected, plan)
         return {cid: self.algo.client_update(cid, round, plan) for cid in selected}
 
-    # -- the server ----------------------------------------------------------------------
-    def run_round(self, round: int, evaluate_now: bool):
-        """Generator: one synchronous round; returns (RoundRecord, [ClientRecord])."""
-        env, algo = self.env, self.algo
-        available = yield from self._available_now(round)
-        if available is None:
-            return None  # no device will ever be on again
-        host_start = time.perf_counter()
-        selected = self.select(round, available)
-        plan = self.plan = algo.configure_round(round, selected)
-        for observer in self.observers:
-            observer.round_configured(self, round)
-        downs = {cid: algo.catch_up(cid, self.last_synced(cid), round, plan) for cid in selected}
-        self.updates = self.client_updates(round, selected, plan)  # the real learning, zero simulated time
-        merged: dict[tuple[int, int], Work] = {}  # a replay serves clients shared Work objects: merge each pair once
-        jobs = {}
-        for cid in selected:
-            (down, down_work), (up, up_work) = downs[cid], self.updates[cid]
-            key = (id(down_work), id(up_work))
-            if key not in merged:
-                merged[key] = Work().merge(down_work).merge(up_work)
-            jobs[cid] = Job(down, merged[key], up, algo.rejects(up))
-        host_learning = time.perf_counter() - host_start
-        median = jobs[selected[len(selected) // 2]]
-        self.reference = Estimate(median.download.nbytes, median.upload.nbytes, median.work)
-
-        slow = {cid: slowdown(self.stragglers, self.seed, cid, round) for cid in selected}
-        off = {cid: self.avail.off_at(cid, env.now, round) for cid in selected}
-        solo, timelines = self._solo_timelines(selected, jobs, slow, off)
-        events = [cid for cid in selected if cid not in solo]
-        members = {cid: self.clients[cid] for cid in events}
-        self.radios = {cid: Radio(members[cid].link) for cid in events}
-        self.thermals = {cid: Thermal(members[cid].device.thermal) for cid in events}
-        for cid in events:
-            self.radios[cid].load_state(self.radio_thermal[cid, :2].tolist())
-            self.thermals[cid].load_state(self.radio_thermal[cid, 2:].tolist())
-        records = {cid: ClientRecord(round, cid, members[cid].device_name,
-                                     peak_memory_bytes=jobs[cid].work.peak_memory_bytes) for cid in events}
-        if self.edges is None:
-            end, messages, edges = yield from self._flat_tier(round, selected, members, jobs, records, slow, off,
-                                                              solo, timelines)
-        else:
-            end, messages, edges = yield from self._edge_tier(round, selected, members, jobs, records, slow, off)
-
-        arrived = [cid for cid in selected if records[cid].status == "ok" and jobs[cid].rejected is None]
-        host_start = time.perf_counter()
-        algo.apply(algo.aggregate(messages), round, plan)
-        for cid in selected:
-            if records[cid].download_s > 0 and records[cid].bytes_down == jobs[cid].download.nbytes:
-                self.last_sync[cid] = round - 1  # it pulled the model as of the previous round
-        for cid in events:
-            rec = records[cid]
-            idle = max(0.0, end - rec.finished_at) if rec.status == "ok" else 0.0
-            rec.idle_s = idle
-            device = members[rec.client].device
-            rec.energy_idle_j = device.power_idle_w * (rec.download_s + rec.upload_s + idle)
-            rec.energy_radio_j += self.radios[rec.client].idle_j(rec.finished_at, rec.finished_at + idle)
-            if self.charge_j[rec.client] < math.inf:  # a device that ran empty stays off
-                left = 0.0 if rec.note == "battery empty" else float(self.charge_j[rec.client]) - rec.energy_j
-                self.charge_j[rec.client] = max(0.0, left)
-        for cid in selected:
-            rec = records[cid]
-            if rec.status == "ok" and jobs[cid].rejected:  # it arrived; the server drops it
-                rec.status, rec.note = "rejected", jobs[cid].rejected
-        for cid in events:
-            self.radio_thermal[cid] = [*self.radios[cid].state(), *self.thermals[cid].state()]
-        self.took_part[selected] = True
-        accuracy = loss = None
-        if evaluate_now:
-            accuracy, loss = algo.evaluate()
-        host_seconds = host_learning + self.edge_host_s + time.perf_counter() - host_start
-        rows = [records[cid] for cid in selected]
-        self.round = round
-        backhaul = {} if edges is None else {"backhaul_bytes_up": sum(e.bytes_up for e in edges),
-                                             "backhaul_bytes_down": sum(e.bytes_down for e in edges)}
-        return RoundRecord(
-            round=round, sim_time_s=end, accuracy=accuracy, loss=loss, selected=len(selected),
-            aggregated=len(arrived), dropped=len(selected) - len(arrived),
-            bytes_up=sum(r.bytes_up for r in rows), bytes_down=sum(r.bytes_down for r in rows),
-            energy_j=sum(r.energy_j for r in rows), client_flops=sum(r.flops for r in rows),
-            host_seconds=host_seconds, **backhaul), rows
-
-    def _start_clients(self, cids, members, jobs, records, slow, off, edges=None) -> dict[int, simpy.Process]:
-        """Start the processes of clients ``cids`` (and their availability watches); ``slow``/``off``:
-        each one's straggler slowdown and off time; ``edges``: client -> its edge server, under
-        hierarchical aggregation."""
-        env, procs = self.env, {}
-        for cid in cids:
-            edge = edges[cid] if edges is not None else None
-            procs[cid] = env.process(self.client_process(members[cid], jobs[cid], records[cid], slow[cid], edge))
-            if off[cid] < math.inf:
-                env.process(self._watch(procs[cid], off[cid] - env.now))
-        return procs
-
-    def _flat_tier(self, round, selected, members, jobs, records, slow, off, solo, timelines):
-        """Generator: clients talk to the server itself, which waits for every upload, the deadline
-        or the first ``clients_per_round`` arrivals; the ``solo`` clients' ``timelines`` are known
-        already. Returns (round end, the uploads to aggregate, None)."""
-        env = self.env
-        self._arrivals, self._need = [], min(self.cfg.clients_per_round, len(selected))
-        self._enough = env.event() if self.cfg.selection == "overselect" else None
-        procs = self._start_clients(list(members), members, jobs, records, slow, off)  # the event path's clients
-        waits = list(procs.values())
-        if solo:  # the last closed-form upload ends the round unless an event-path client ends later
-            waits.append(env.process(self._clock(timelines.steps[timelines.finished_at.argmax()].tolist())))
-        wait = env.all_of(waits)
-        if self._enough is not None:
-            wait = wait | self._enough
-        if self.cfg.deadline_s is not None:
-            wait = wait | env.timeout(self.cfg.deadline_s)
-        yield wait
-        end = env.now
-        self._cut_off(procs.values())
-        yield env.timeout(0)  # let the interrupted processes record what they got through
-        for rec in self._arrivals[self._need:] if self._enough is not None else []:
-            rec.status = "late"  # arrived together with the K-th but beyond K
-        if solo:
-            records.update(self._solo_records(round, solo, timelines, jobs, end))
-        return end, [jobs[cid].upload for cid in selected
-                     if records[cid].status == "ok" and jobs[cid].rejected is None], None
-
-    @staticmethod
-    def _cut_off(procs) -> None:
-        for proc in procs:
-            if proc.is_alive:
-                proc.interrupt("late")
-
-    def _edge_tier(self, round, selected, members, jobs, records, slow, off):
-        """Generator: each cell's edge server receives its clients' distinct downloads once over the
-        backhaul, applies the deadline and over-selection to its own clients, and forwards one
-        partial aggregate; returns (the last cell message's arrival, those messages, the edges)."""
-        env = self.env
-        need = min(self.cfg.clients_per_round, len(selected))
-        overselect = self.cfg.selection == "overselect"
-        in_cell: dict[str, list[int]] = {}
-        for cid in selected:
-            in_cell.setdefault(members[cid].cell, []).append(cid)
-        edges = []
-        for cell in sorted(in_cell):
-            cids = in_cell[cell]
-            keep = cell_quota(len(cids), need, len(selected)) if overselect else len(cids)
-            edge = EdgeServer(cell, self.edges[cell], cids, keep, env.event() if overselect else None)
-            for group in distinct_downloads([jobs[cid].download for cid in cids]):
-                transfer = self.net.send(self.net.backhaul(cell), jobs[cids[group[0]]].download.nbytes, "down")
-                edge.downloads.append(transfer)
-                edge.ready.update({cids[i]: transfer.done for i in group})
-            edges.append(edge)
-        procs = self._start_clients(selected, members, jobs, records, slow, off,
-                                    {cid: edge for edge in edges for cid in edge.clients})
-        self.edge_host_s = 0.0
-        yield env.all_of([env.process(self._edge_process(round, edge, procs, jobs, records)) for edge in edges])
-        return env.now, [edge.message for edge in edges if edge.message is not None], edges
-
-    def _edge_process(self, round, edge: EdgeServer, procs, jobs, records):
-        """One edge server's round after the downloads: wait for its clients (all, the deadline or
-        its over-selection quota), aggregate what arrived, send it up the backhaul."""
-        env = self.env
-        wait = env.all_of([procs[cid] for cid in edge.clients])
-        if edge.enough is not None:
-            wait = wait | edge.enough
-        if self.cfg.deadline_s is not None:
-            wait = wait | env.timeout(self.cfg.deadline_s)
-        yield wait
-        self._cut_off(procs[cid] for cid in edge.clients)
-        yield env.timeout(0)  # let the interrupted processes record what they got through
-        for rec in edge.arrivals[edge.keep:] if edge.enough is not None else []:
-            rec.status = "late"
-        for transfer in edge.downloads:  # one that no client waits for any more stops with the round
-            if transfer.finished_at is None:
-                self.net.cancel(transfer)
-        edge.bytes_down = sum(int(transfer.sent / 8) for transfer in edge.downloads)
-        host_start = time.perf_counter()
-        edge.message = self.algo.partial([jobs[cid].upload for cid in edge.clients
-                                          if records[cid].status == "ok" and jobs[cid].rejected is None],
-                                         round, edge.index)
-        self.edge_host_s += time.perf_counter() - host_start
-        if edge.message is not None:
-            edge.bytes_up = edge.message.nbytes
-            yield self.net.send(self.net.backhaul(edge.cell), edge.bytes_up, "up").done
-
-    def _solo_timelines(self, selected: list[int], jobs: dict[int, Job], slow: dict, off: dict):
-        """The clients whose timelines are computed in closed form (``simulator.solo``): alone on
-        their access link, an unlimited battery share, no off time this round, done before the
-        deadline, no over-selection (whose arrival order needs the events) and no edge servers
-        (which pace their clients' downloads). Returns their ids (a dict, in round order) and their
-        ``Timelines``."""
-        if not self.closed_form or self.cfg.selection == "overselect" or self.edges is not None:
-            return {}, None
-        fleet, table = self.clients, self.group_table
-        ids = np.array(selected, dtype=np.int64)
-        candidate = table.solo[fleet.group[ids]] & (self.charge_j[ids] == math.inf) & \
-            np.array([off[cid] == math.inf for cid in selected], dtype=bool)
-        ids = ids[candidate]
-        if not ids.size:
-            return {}, None
-        chosen = [jobs[cid] for cid in ids.tolist()]
-        group = fleet.group[ids]
-        seconds: dict[tuple[int, int], float] = {}  # per (work, group): clients share a replay's Work objects
-        for job, g in zip(chosen, group.tolist()):
-            if (id(job.work), g) not in seconds:
-                seconds[id(job.work), g] = compute_seconds(job.work, fleet.groups[g].device, self.dtype)
-        work_s = np.array([seconds[id(job.work), g] * slow[cid] for job, g, cid in zip(chosen, group.tolist(), ids.tolist())])
-        found = timelines(self.env.now, table, group, fleet.up_mbps[ids], fleet.down_mbps[ids], self.radio_thermal[ids],
-                          np.array([job.download.nbytes for job in chosen], dtype=float),
-                          np.array([job.upload.nbytes for job in chosen], dtype=float), work_s)
-        if self.cfg.deadline_s is not None:  # a client the deadline cuts off is charged by the events
-            keep = found.finished_at < self.env.now + self.cfg.deadline_s
-            ids, found = ids[keep], Timelines(*(getattr(found, f.name)[keep] for f in fields(Timelines)))
-        return dict.fromkeys(ids.tolist()), found
-
-    def _solo_records(self, round: int, solo: dict, found: Timelines, jobs: dict[int, Job], end: float) -> dict:
-        """Rows of the closed-form clients once the round ended at ``end`` (the idle wait, its radio
-        energy), and their radio/heat rows written back."""
-        ids = np.fromiter(solo, dtype=np.int64, count=len(solo))
-        group = self.clients.group[ids]
-        link = {name: values[group] for name, values in self.group_table.link.items()}
-        idle = np.maximum(0.0, end - found.finished_at)
-        energy_idle = self.group_table.power_idle_w[group] * (found.download_s + found.upload_s + idle)
-        energy_radio = found.energy_radio_j + idle_j(link, found.state[:, 0], found.state[:, 1], found.finished_at,
-                                                     found.finished_at + idle)
-        self.radio_thermal[ids] = found.state
-        names = [g.device_name for g in self.clients.groups]
-        columns = zip(ids.tolist(), group.tolist(), found.download_s.tolist(), found.compute_s.tolist(),
-                      found.upload_s.tolist(), idle.tolist(), found.energy_compute_j.tolist(), energy_radio.tolist(),
-                      energy_idle.tolist(), found.finished_at.tolist())
-        flops: dict[int, float] = {}  # per Work object, shared by a replay's clients
-        for job in map(jobs.__getitem__, solo):
-            if id(job.work) not in flops:
-                flops[id(job.work)] = job.work.flops
-        records = {}
-        for cid, g, down_s, compute_s, up_s, idle_s, compute_j, radio_j, idle_j_, finished in columns:
-            job = jobs[cid]
-            records[cid] = ClientRecord(round, cid, names[g], "ok", down_s, compute_s, up_s, idle_s, compute_j, radio_j,
-                                        idle_j_, job.upload.nbytes, job.download.nbytes, flops[id(job.work)],
-                                        job.work.peak_memory_bytes, "", finished)
-        return records
-
+    # -- around the rounds ---------------------------------------------------------------
     def excluded_records(self) -> list[ClientRecord]:
         excluded = (self.clients[cid] for cid in np.flatnonzero(~self.clients.eligible))
         return [ClientRecord(0, c.id, c.device_name, status="excluded", note=c.note,
                              peak_memory_bytes=self.algo.peak_memory_bytes()) for c in excluded]
 
-    def divergence(self, record: RoundRecord, rows: list[ClientRecord]) -> str | None:
+    def divergence(self, rnd: Round) -> str | None:
         """Why learning cannot go on after this round (None if it can): a non-finite eval loss or
         global weight, or no client that arrived could take a finite step from the global model."""
+        record, rows = rnd.record, rnd.rows
         if record.loss is not None and not math.isfinite(record.loss):
             return f"eval loss is {record.loss}"
         if not self.algo.trainable.all_finite():
@@ -581,32 +613,33 @@ class Engine:
                 work.add(kind, flops, nbytes)
             self.reference = Estimate(ref["bytes_down"], ref["bytes_up"], work)
 
-    def initial_round(self) -> tuple[RoundRecord, list[ClientRecord]]:
+    def initial_round(self) -> Round:
         """Round 0: the global model's accuracy before training, and the excluded devices."""
         start = time.perf_counter()
         accuracy, loss = self.algo.evaluate()
         backhaul = {} if self.edges is None else {"backhaul_bytes_up": 0, "backhaul_bytes_down": 0}
-        return RoundRecord(0, float(self.env.now), accuracy, loss, host_seconds=time.perf_counter() - start,
-                           **backhaul), self.excluded_records()
+        record = RoundRecord(0, float(self.env.now), accuracy, loss, host_seconds=time.perf_counter() - start,
+                             **backhaul)
+        return Round(0, record=record, rows=self.excluded_records())
 
     def run(self, start_round: int = 1, initial: bool = True) -> None:
         """Drive rounds ``start_round..max`` (with ``initial``: round 0 first), telling every
         observer. Raises ``Diverged`` after reporting the round where learning broke down."""
         def server():
             if initial:
-                self._report(*self.initial_round())
-            for r in range(start_round, self.cfg.max + 1):
-                evaluate_now = r % self.cfg.eval_every == 0 or r == self.cfg.max
-                result = yield from self.run_round(r, evaluate_now)
-                if result is None:
+                self._report(self.initial_round())
+            for number in range(start_round, self.cfg.max + 1):
+                evaluate_now = number % self.cfg.eval_every == 0 or number == self.cfg.max
+                rnd = yield from self.run_round(number, evaluate_now)
+                if rnd is None:
                     return
-                self._report(*result)
-                problem = self.divergence(*result)
+                self._report(rnd)
+                problem = self.divergence(rnd)
                 if problem:
-                    raise Diverged(f"learning diverged at round {r}: {problem}")
+                    raise Diverged(f"learning diverged at round {number}: {problem}")
         self.env.process(server())
         self.env.run()
 
-    def _report(self, record: RoundRecord, rows: list[ClientRecord]) -> None:
+    def _report(self, rnd: Round) -> None:
         for observer in self.observers:
-            observer.round_done(self, record, rows)
+            observer.round_done(self, rnd)

@@ -10,8 +10,8 @@ loss rate ``p`` delivers ``(1 - p)`` of its capacity (the rest is retransmission
 Rates are recomputed only where they can change: when a transfer starts or ends, for the flows
 connected to it through shared links (its component of the flow-link graph), by water-filling in
 O(F log F). A flow alone on its links (the default star) gets their capacity at once and finishes
-at ``start + latency + 8 bytes / rate`` with no event in between. The tree is implicit (a path is
-one or two links), so a fleet of a million devices costs no graph.
+at ``start + latency + 8 bytes / rate`` with no event in between (``energy.transfer_s``). The
+tree is implicit (a path is one or two links), so a fleet of a million devices costs no graph.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ import numpy as np
 import simpy
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat
 
+from edgefed.simulator.energy import capacity
 from edgefed.streams import Stream, rng
 
 DONE_BITS = 1e-6  # a flow with less left than this has finished (floating-point slack)
@@ -140,8 +141,7 @@ class Network:
         """A transfer of ``nbytes`` over ``hops`` ((resource key, link) pairs), flowing after
         ``promotion_s`` and the hops' latency."""
         tr = Transfer(8.0 * nbytes, [(key, direction) for key, _ in hops],
-                      [(link.up_mbps if direction == "up" else link.down_mbps) * 1e6 * (1.0 - link.loss)
-                       for _, link in hops],
+                      [capacity(link, direction) for _, link in hops],
                       promotion_s + sum(link.latency_s for _, link in hops), self.env.event(), self.env.now)
         self.env.timeout(tr.start_delay).callbacks.append(lambda _ev: self._join(tr))
         return tr
@@ -204,8 +204,8 @@ class Network:
             first = component[0]
             first.rate, first.share = min(first.capacities), component
         else:
-            capacity = {r: c for f in component for r, c in zip(f.links, f.capacities)}
-            for f, rate in zip(component, water_filling([f.links for f in component], capacity.__getitem__)):
+            link_capacity = {r: c for f in component for r, c in zip(f.links, f.capacities)}
+            for f, rate in zip(component, water_filling([f.links for f in component], link_capacity.__getitem__)):
                 f.rate, f.share = rate, component
             first = min(component, key=lambda f: (f.bits - f.sent) / f.rate)
         timer = self.env.timeout((first.bits - first.sent) / first.rate)

@@ -6,46 +6,29 @@ previous phase or the previous round) pays no promotion, and the part of that ta
 is refunded, so tails never overlap in the energy. A tail is charged in full when it starts
 (nothing may follow it: the device may never be picked again) and a later transfer refunds what
 it did not run. Outside transfers and tails the radio draws the link's ``idle_w``.
+
+The state is the last tail, ``tail_from`` .. ``tail_until`` (NaN: the radio never woke); the
+functions take it as floats or arrays alike (``simulator.energy`` says why).
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
-from edgefed.devices.profile import LinkProfile
+import numpy as np
 
 
-@dataclass
-class Radio:
-    link: LinkProfile
-    tail_from: float | None = None  # when the last transfer ended (None: the radio never woke)
-    tail_until: float | None = None  # when its tail ends, or the time a later transfer cut it
+def wake(link, tail_until, now):
+    """A transfer starts at ``now``: whether it pays a promotion, and the energy of the
+    already-charged tail it cuts short (to be subtracted)."""
+    in_tail = now <= tail_until  # False where the radio never woke (NaN)
+    return np.logical_not(in_tail) & (link.promotion_s > 0), np.where(in_tail, (tail_until - now) * link.tail_w, 0.0)
 
-    def begin(self, now: float) -> tuple[bool, float]:
-        """A transfer starts at ``now``: whether it pays a promotion, and the energy of the
-        already-charged tail it cuts short (to be subtracted)."""
-        if self.tail_until is not None and now <= self.tail_until:
-            refund = (self.tail_until - now) * self.link.tail_w
-            self.tail_until = now
-            return False, refund
-        return self.link.promotion_s > 0, 0.0
 
-    def end(self, now: float) -> float:
-        """A transfer ended (or was cut off) at ``now``: its full tail's energy."""
-        self.tail_from, self.tail_until = now, now + self.link.tail_s
-        return self.link.tail_s * self.link.tail_w
+def tail(link, now):
+    """A transfer ended (or was cut off) at ``now``: the tail it leaves and that tail's full energy."""
+    return now, now + link.tail_s, link.tail_s * link.tail_w
 
-    def idle_j(self, start: float, stop: float) -> float:
-        """Idle power over ``[start, stop]``, a span with no transfer in it, less its overlap
-        with the last tail."""
-        tail = 0.0
-        if self.tail_from is not None:
-            tail = max(0.0, min(stop, self.tail_until) - max(start, self.tail_from))
-        return self.link.idle_w * max(0.0, stop - start - tail)
 
-    def state(self) -> list[float]:
-        """[tail_from, tail_until]; NaN while the radio never woke."""
-        return [math.nan if v is None else v for v in (self.tail_from, self.tail_until)]
-
-    def load_state(self, state: list[float]) -> None:
-        self.tail_from, self.tail_until = (None if math.isnan(v) else v for v in state)
+def idle_j(link, tail_from, tail_until, start, stop):
+    """Idle power over ``[start, stop]``, a span with no transfer in it, less its overlap with the
+    last tail (fmax: none where the radio never woke)."""
+    overlap = np.fmax(0.0, np.minimum(stop, tail_until) - np.maximum(start, tail_from))
+    return link.idle_w * np.maximum(0.0, stop - start - overlap)

@@ -58,12 +58,13 @@ class RoundRecord:
 
 class RoundObserver:
     """What watches the engine's rounds (writers, trace, checkpoints, progress): hooks get the
-    ``Engine`` driving the run and the round's results, and never change the run."""
+    ``Engine`` driving the run and the round's ``simulator.engine.Round`` (``number``, ``plan``,
+    ``updates``; once done ``record`` and ``rows``), and never change the run."""
 
-    def round_configured(self, engine, round: int) -> None:
+    def round_configured(self, engine, round) -> None:
         """After the server configured ``round``, before any client runs."""
 
-    def round_done(self, engine, record: RoundRecord, rows: list[ClientRecord]) -> None:
+    def round_done(self, engine, round) -> None:
         """After ``round`` (round 0: the initial evaluation, with the excluded devices' rows)."""
 
     def close(self, engine, status: str) -> None:

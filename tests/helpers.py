@@ -17,9 +17,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from typer.testing import CliRunner
 
-from edgefed.algorithms.base import FederatedData, init_prototype_head
-from edgefed.algorithms.data import TextDataset, Tokenized, partition
+from edgefed.algorithms.data import FederatedData, TextDataset, Tokenized, partition
 from edgefed.algorithms.models import TaskModel, load_backbone
+from edgefed.algorithms.prototype import init_prototype_head
 
 def edgefed(*args, cwd=None) -> subprocess.CompletedProcess:
     """``edgefed ARGS`` in this process (a fresh interpreter pays seconds of torch imports), with

@@ -80,7 +80,7 @@ def test_fedavg_sgd_step_lowers_the_loss_of_its_batch():
 
 
 def test_lora_adapters_start_as_a_no_op_and_are_what_zo_trains():
-    from edgefed.algorithms.base import select_trainable
+    from edgefed.algorithms.trainable import select_trainable
     from edgefed.algorithms.decomfl import DeComFL
 
     model, data = tiny_setup()

@@ -51,8 +51,8 @@ class CollectRows(RoundObserver):
     def __init__(self):
         self.rows = []
 
-    def round_done(self, engine, record, rows):
-        self.rows.extend(rows)
+    def round_done(self, engine, round):
+        self.rows.extend(round.rows)
 
 
 @pytest.fixture(scope="module")

@@ -52,7 +52,7 @@ def test_frozen_block1_runs_once_per_step():
     model, data = tiny_setup()
     algo = FedSPZO(model, data, spzo_cfg(trainable="last:2", split=2, p1=2, p2=2, local_steps=1), seed=1)
     _, work = algo.client_update(0, 1, algo.configure_round(1, [0]))
-    assert algo.dirs1.numel == 0 and work.passes == {"prefix": 1, "block2": 8}
+    assert algo.blocks.dirs1.numel == 0 and work.passes == {"prefix": 1, "block2": 8}
 
 
 def _grad(model, batch, params):
@@ -108,7 +108,7 @@ def test_catch_up_rebuilds_the_global_model_bit_for_bit():
     last = 1  # the client holds the model as of round 1 and missed rounds 2..4
     msg, work = algo.catch_up(0, last, 5, plan)
     algo.trainable.restore(snapshots[last])
-    steps, p1, p2 = algo.cfg.local_steps, algo.cfg.p1, algo.p2
+    steps, p1, p2 = algo.cfg.local_steps, algo.cfg.p1, algo.blocks.p2
     seeds = msg.arrays["history_seeds"]
     scalars = msg.arrays["history_scalars"].reshape(-1, p1, p2)
     assert len(seeds) == 3 * steps and len(scalars) == 3 * steps
@@ -127,11 +127,24 @@ def test_auto_plan_moves_the_split_past_frozen_layers():
     model, data = tiny_setup()
     small = FedSPZO(model, data, spzo_cfg(trainable="last:2", split="auto", p2="auto", p1=1, auto_budget=2.0), 1)
     large = FedSPZO(model, data, spzo_cfg(trainable="last:2", split="auto", p2="auto", p1=1, auto_budget=8.0), 1)
-    assert small.split >= 2 and large.split >= 2
-    assert large.p2 > small.p2 >= 1
+    assert small.blocks.split >= 2 and large.blocks.split >= 2
+    assert large.blocks.p2 > small.blocks.p2 >= 1
     with pytest.raises(ValueError, match="algorithm.split"):
         FedSPZO(model, data, spzo_cfg(split=9), 1)
 
+
+def test_the_blocks_are_planned_once_for_the_fitted_device():
+    """``fit_device`` names the device and the blocks are planned for it, once: a second
+    ``fit_device`` would move the plan under clients that already ran, and is refused."""
+    model, data = tiny_setup()
+    algo = FedSPZO(model, data, spzo_cfg(split="auto", p2="auto", p1=1, auto_step_s=1e-3), 1)
+    algo.fit_device(5e9, 8e9)
+    blocks, plan = algo.blocks, algo.plan_for(5e9, 8e9)
+    assert (blocks.split, blocks.p2) == (plan.split, plan.p2)
+    algo.client_update(0, 1, algo.configure_round(1, [0]))
+    assert algo.blocks is blocks
+    with pytest.raises(RuntimeError, match="fit_device"):
+        algo.fit_device(1e12, 8e9)
 
 def test_parallel_workers_plan_for_the_fleet_as_the_host_does(tiny_dict):
     """A worker process builds its own learning: FedSPZO's auto split and p2 must fit the same
@@ -147,9 +160,35 @@ def test_parallel_workers_plan_for_the_fleet_as_the_host_does(tiny_dict):
     host = build_run(scenario, REPO).engine.algo
     by_budget = validate_scenario({**tiny_dict, "algorithm": {**tiny_dict["algorithm"], "auto_step_s": None}}, REPO)
     unfitted = build_run(by_budget, REPO).engine.algo  # what a worker that fits no device plans
-    assert (host.split, host.p2) != (unfitted.split, unfitted.p2)  # the device's step time moves the plan
+    # the device's step time moves the plan
+    assert (host.blocks.split, host.blocks.p2) != (unfitted.blocks.split, unfitted.blocks.p2)
     try:
         parallel._start_worker(scenario_dict(scenario), str(REPO), 1)
-        assert (parallel._ALGO.split, parallel._ALGO.p2) == (host.split, host.p2)
+        assert (parallel._ALGO.blocks.split, parallel._ALGO.blocks.p2) == (host.blocks.split, host.blocks.p2)
     finally:
         parallel._ALGO = None
+
+
+def test_lora_last_selects_fedspzos_block_2():
+    """The study's control (DeComFL on FedSPZO's block 2 only): ``lora-last:N+head`` selects
+    exactly the parameters FedSPZO perturbs in block 2 at split ``layers - N`` under ``lora+head``
+    - on tiny-bert through FedSPZO itself, and on MiniLM-L6 at the study's split 4."""
+    from edgefed.algorithms.models import TaskModel, load_backbone
+    from edgefed.algorithms.trainable import select_trainable
+
+    model, data = tiny_setup()
+    algo = FedSPZO(model, data, spzo_cfg(trainable="lora+head", split=2), 1)
+    block2 = {n for n, p in model.named_parameters() if any(p is q for q in algo.blocks.dirs2.params)}
+    fresh, _ = tiny_setup()
+    assert set(select_trainable(fresh, "lora-last:2+head").names) == block2
+    assert block2 and all("lora_" in n or n.startswith("head.") for n in block2)
+
+    def minilm():
+        backbone, tokenizer, kind = load_backbone("minilm-l6", "encoder", "fp32", 0)
+        return TaskModel(backbone, tokenizer, kind, 2)
+
+    study = minilm()
+    trainable = set(select_trainable(study, "lora+head").names)
+    expected = study.block_param_names(4)[1] & trainable
+    assert set(select_trainable(minilm(), "lora-last:2+head").names) == expected
+    assert any(".layer.5." in n for n in expected) and not any(".layer.3." in n for n in expected)

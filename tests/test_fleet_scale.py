@@ -9,7 +9,7 @@ from edgefed.algorithms.work import Work
 from edgefed.devices.availability import DAY_S, Availability, AvailabilitySpec
 from edgefed.build import build_fleet, mark_memory_exclusions
 from edgefed.simulator.costs import compute_seconds
-from edgefed.simulator.energy import needs_promotion, transfer_cost
+from edgefed.simulator.energy import transfer_s
 from edgefed.simulator.engine import Engine, Estimate
 from edgefed.scenario import RoundsSpec, Scenario
 
@@ -59,10 +59,11 @@ def test_resource_aware_selection_matches_the_per_device_estimates(tiny_dict, wi
     work = Work()
     work.add("forward", flops=3e10, bytes=1e8)
 
-    def expected(c):  # the rule on one device's own link, as a scalar
-        down = transfer_cost(c.link, 4_000_000, "down", needs_promotion(c.link, None)).seconds
+    def expected(c):  # the rule on one device's own link, as a scalar: promotions after idle and after the tail
+        down = sum(transfer_s(c.link, "down", 8.0 * 4_000_000, c.link.promotion_s > 0))
         compute = compute_seconds(work, c.device)
-        return down + compute + transfer_cost(c.link, 4_000_000, "up", needs_promotion(c.link, compute)).seconds
+        return down + compute + sum(transfer_s(c.link, "up", 8.0 * 4_000_000,
+                                               c.link.promotion_s > 0 and compute > c.link.tail_s))
 
     ids = np.arange(len(fleet))
     deadline_s = float(np.median([expected(c) for c in fleet])) if with_deadline else None

@@ -64,7 +64,7 @@ def test_fedspzo_block1_starts_from_the_prefix():
     """last:3 with the split at 2: layer 0 (frozen) once per step, layer 1 (block 1) per u."""
     model, data = tiny_setup()
     algo = FedSPZO(model, data, zo_cfg(trainable="last:3", local_steps=2, **{**SPZO, "p1": 2}), seed=1)
-    assert algo.prefix == 1 and algo.dirs1.numel > 0
+    assert algo.prefix == 1 and algo.blocks.dirs1.numel > 0
     algo.client_update(0, 1, algo.configure_round(1, [0]))
     calls = [0, 0]
     handles = [model.layers[i].register_forward_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))

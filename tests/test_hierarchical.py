@@ -82,8 +82,8 @@ def trained(raw: dict) -> SimpleNamespace:
         def round_configured(self, engine, round):
             pass
 
-        def round_done(self, engine, record, rows):
-            run.rounds.append((record, rows))
+        def round_done(self, engine, round):
+            run.rounds.append((round.record, round.rows))
 
     engine.observers = [Keep()]
     engine.run()

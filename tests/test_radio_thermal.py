@@ -71,7 +71,8 @@ def test_radio_and_heat_survive_a_state_round_trip_exactly():
     out = []
 
     def server():
-        out.append((yield from resumed.run_round(2, False)))
+        rnd = yield from resumed.run_round(2, False)
+        out.append((rnd.record, rnd.rows))
 
     resumed.env.process(server())
     resumed.env.run()

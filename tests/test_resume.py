@@ -127,9 +127,9 @@ def test_resume_is_exact_for_every_algorithm_and_systems_state(tmp_path, tiny_di
 
     round_done = RunWriter.round_done
 
-    def stop_after_round_3_rows(self, engine, record, rows):
-        round_done(self, engine, record, rows)
-        if record.round == 3:  # round 3's rows are on disk; the checkpoint still holds round 2
+    def stop_after_round_3_rows(self, engine, round):
+        round_done(self, engine, round)
+        if round.number == 3:  # round 3's rows are on disk; the checkpoint still holds round 2
             raise KeyboardInterrupt
 
     monkeypatch.setattr(RunWriter, "round_done", stop_after_round_3_rows)

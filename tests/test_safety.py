@@ -98,10 +98,14 @@ def test_sources_use_only_safe_loaders():
     """No unsafe YAML loader, pickle or torch.load anywhere in the packages."""
     unsafe = re.compile(r"yaml\.(load|unsafe_load|full_load)\(|Loader=|torch\.load\(|import pickle|"
                         r"from pickle|trust_remote_code=True|(?<![.\w])(eval|exec)\(")
+    restricted = REPO / "devices" / "fedscale.py"  # FedScale's pickled traces, through a refusing Unpickler
     hits = [f"{p.relative_to(REPO)}:{n}" for pkg in ("simulator", "algorithms", "devices")
             for p in (REPO / pkg).rglob("*.py") for n, line in enumerate(p.read_text().splitlines(), 1)
-            if unsafe.search(line)]
+            if unsafe.search(line) and not (p == restricted and line == "import pickle")]
     assert hits == []
+    # its only way in is RestrictedUnpickler, whose find_class refuses every class (tests/test_populations.py)
+    source = restricted.read_text()
+    assert "def find_class" in source and not re.search(r"pickle\.(load|loads|Unpickler\(|_Unpickler)\b", source)
 
 
 def test_scenario_yaml_loader_is_safe():

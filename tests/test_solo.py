@@ -1,13 +1,14 @@
 """Clients alone on their links are computed in closed form (simulator/solo.py); every figure must
 equal the event path's bit for bit, on random links, devices, message sizes, deadlines, cells,
-batteries and stragglers, across rounds that carry radio tails and heat."""
+batteries, stragglers, availability windows and failures, across rounds that carry radio tails
+and heat."""
 from dataclasses import asdict
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from edgefed.devices.profile import DeviceProfile, LinkProfile, ThermalProfile
-from edgefed.devices.availability import StragglerSpec
+from edgefed.devices.availability import Availability, AvailabilitySpec, StragglerSpec
 from edgefed.simulator import engine as engine_module
 from edgefed.simulator.engine import Client, Engine
 from edgefed.simulator.network import CellSpec
@@ -48,26 +49,35 @@ def setups(draw):
     rounds = RoundsSpec(max=4, clients_per_round=draw(st.integers(1, n)),
                         deadline_s=draw(st.none() | st.floats(0.5, 60.0)))
     stragglers = draw(st.sampled_from([StragglerSpec(), StragglerSpec(sigma=0.5, probability=0.3, factor=3.0)]))
-    return clients, algo, rounds, stragglers, draw(st.sampled_from([None, 0.5]))
+    availability = AvailabilitySpec(kind=draw(st.sampled_from(["always", "diurnal"])),
+                                    on_hours=draw(st.floats(0.02, 24.0)),
+                                    failures_per_hour=draw(st.sampled_from([0.0, 0.0, 1.0, 30.0])))
+    return clients, algo, rounds, stragglers, draw(st.sampled_from([None, 0.5])), availability
+
+
+def make_engine(setup) -> Engine:
+    clients, algo, rounds, stragglers, battery, availability = setup
+    return Engine(FakeAlgo(**algo), clients, rounds, seed=5,
+                  fleet_cfg=fleet({"ap": CellSpec(up_mbps=5.0, down_mbps=20.0, latency_s=0.01)}, stragglers, battery),
+                  availability=Availability(availability, len(clients), 5))
 
 
 def play(setup, closed_form: bool, monkeypatch):
-    clients, algo, rounds, stragglers, battery = setup
+    """Every round of ``setup``; the clock stops when the last round ends (an availability watch
+    the event path leaves behind would move it on, to no effect)."""
     monkeypatch.setattr(Engine, "closed_form", closed_form)
-    engine = Engine(FakeAlgo(**algo), clients, rounds, seed=5,
-                    fleet_cfg=fleet({"ap": CellSpec(up_mbps=5.0, down_mbps=20.0, latency_s=0.01)}, stragglers, battery))
-    results = []
+    engine, results = make_engine(setup), []
 
     def server():
-        for r in range(1, rounds.max + 1):
-            result = yield from engine.run_round(r, False)
-            if result is None:  # every battery share ran out
+        for r in range(1, engine.cfg.max + 1):
+            rnd = yield from engine.run_round(r, False)
+            if rnd is None:  # every battery share ran out
                 return
-            results.append(result)
+            results.append(rnd)
 
-    engine.env.process(server())
-    engine.env.run()
-    return engine, [({**asdict(record), "host_seconds": None}, [asdict(row) for row in rows]) for record, rows in results]
+    engine.env.run(until=engine.env.process(server()))
+    return engine, [({**asdict(rnd.record), "host_seconds": None}, [asdict(row) for row in rnd.rows])
+                    for rnd in results]
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -79,6 +89,17 @@ def test_closed_form_timelines_equal_the_event_path_exactly(setup, monkeypatch):
     assert solo.env.now == events.env.now
     for name, values in solo.arrays().items():
         assert np.array_equal(values, events.arrays()[name], equal_nan=True), name
+
+
+def star(n: int) -> list[Client]:
+    """Hot phones alone on links of 1-7 Mbps up."""
+    hot = DeviceProfile(name="d", device_class="phone", flops={"fp32": 1e9}, mem_bandwidth=1e12, memory_bytes=1e9,
+                        power_active_w=3.0, power_idle_w=0.5,
+                        thermal=ThermalProfile(burst_s=1.0, sustained_fraction=0.5, cool_s=3.0))
+    link = LinkProfile(name="l", up_mbps=8.0, down_mbps=16.0, latency_s=0.1, power_base_w=1.0,
+                       power_up_w_per_mbps=0.5, power_down_w_per_mbps=0.1, promotion_s=0.5, promotion_w=2.0,
+                       tail_s=5.0, tail_w=1.0, idle_w=0.1)
+    return [Client(i, "d", hot, link.model_copy(update={"up_mbps": 1.0 + i % 7})) for i in range(n)]
 
 
 def test_the_closed_form_is_taken_for_clients_alone_on_their_links(monkeypatch):
@@ -93,15 +114,25 @@ def test_the_closed_form_is_taken_for_clients_alone_on_their_links(monkeypatch):
         return found
 
     monkeypatch.setattr(engine_module, "timelines", counting)
-    hot = DeviceProfile(name="d", device_class="phone", flops={"fp32": 1e9}, mem_bandwidth=1e12, memory_bytes=1e9,
-                        power_active_w=3.0, power_idle_w=0.5,
-                        thermal=ThermalProfile(burst_s=1.0, sustained_fraction=0.5, cool_s=3.0))
-    link = LinkProfile(name="l", up_mbps=8.0, down_mbps=16.0, latency_s=0.1, power_base_w=1.0,
-                       power_up_w_per_mbps=0.5, power_down_w_per_mbps=0.1, promotion_s=0.5, promotion_w=2.0,
-                       tail_s=5.0, tail_w=1.0, idle_w=0.1)
-    clients = [Client(i, "d", hot, link.model_copy(update={"up_mbps": 1.0 + i % 7})) for i in range(1000)]
-    setup = (clients, dict(flops=2e9), RoundsSpec(max=3, clients_per_round=600), StragglerSpec(sigma=0.3), None)
+    setup = (star(1000), dict(flops=2e9), RoundsSpec(max=3, clients_per_round=600), StragglerSpec(sigma=0.3), None,
+             AvailabilitySpec())
     _, solo_rounds = play(setup, True, monkeypatch)
     assert computed == [600, 600, 600]
     _, event_rounds = play(setup, False, monkeypatch)
     assert solo_rounds == event_rounds
+
+
+def test_clients_that_go_off_after_their_upload_stay_in_the_closed_form(monkeypatch):
+    """Failures give every client an off time; those that finish first are the closed form's, the
+    others are cut off on the event path, and the rows equal the events' alone."""
+    setup = (star(200), dict(flops=2e9), RoundsSpec(max=1, clients_per_round=150), StragglerSpec(), None,
+             AvailabilitySpec(failures_per_hour=360.0))
+    monkeypatch.setattr(Engine, "closed_form", True)
+    engine = make_engine(setup)
+    process = engine.env.process(engine.run_round(1, False))
+    engine.env.run(until=process)
+    rnd = process.value
+    cut = [cid for cid, c in rnd.clients.items() if c.rec.status == "dropped"]
+    assert 0 < len(cut) == len(rnd.clients) < 150  # the event path took only those that went off first
+    _, event_rounds = play(setup, False, monkeypatch)
+    assert [asdict(row) for row in rnd.rows] == event_rounds[0][1]

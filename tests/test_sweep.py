@@ -80,8 +80,8 @@ def test_interrupted_sweep_completes_only_missing_points(two_seeds, tmp_path):
 
 
 class StopAfterRound1(RoundObserver):
-    def round_done(self, engine, record, rows):
-        if record.round == 1:
+    def round_done(self, engine, round):
+        if round.number == 1:
             raise KeyboardInterrupt
 
 

@@ -72,7 +72,8 @@ def play(engine, rounds=1):
 
     def server():
         for r in range(1, rounds + 1):
-            results.append((yield from engine.run_round(r, False)))
+            rnd = yield from engine.run_round(r, False)
+            results.append((rnd.record, rnd.rows))
 
     engine.env.process(server())
     engine.env.run()

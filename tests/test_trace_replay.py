@@ -91,8 +91,8 @@ class StopAfter(RoundObserver):
     def __init__(self, rounds):
         self.rounds = rounds
 
-    def round_done(self, engine, record, rows):
-        if record.round >= self.rounds:
+    def round_done(self, engine, round):
+        if round.number >= self.rounds:
             raise KeyboardInterrupt
 
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgefed.algorithms.base import select_trainable
+from edgefed.algorithms.trainable import select_trainable
 from edgefed.algorithms.work import Work
 from edgefed.algorithms.zo import Directions, derive_seed, two_point_scalar
 from tests.helpers import tiny_setup

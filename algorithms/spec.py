@@ -1,0 +1,39 @@
+"""A method's hyperparameters as a typed spec: the scenario schema is built from the specs, so a
+scenario can only name fields that some method reads."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
+
+TRAINABLE_PATTERN = r"^(all|head|bias|norm|lora|(lora-)?last:[1-9]\d*)(\+(all|head|bias|norm|lora|(lora-)?last:[1-9]\d*))*$"
+
+
+class MethodSpec(BaseModel):
+    """A method's hyperparameters: unknown keys and non-finite numbers are refused."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    name: str  # each method narrows it to its own Literal: the scenario's discriminator
+    lr: PositiveFloat = 1e-3
+    local_steps: PositiveInt = 1
+    batch_size: PositiveInt = 16
+    trainable: str = Field("all", description="all | head | bias | norm | lora | last:N | lora-last:N (the last N layers' LoRA adapters), joined with +",
+                           pattern=TRAINABLE_PATTERN)
+
+    def device_to_fit(self, slowest: str, devices) -> str:
+        """The fleet device (a name in ``devices``) whose speed and memory the method fits before
+        the first round (``Algorithm.fit_device``): the slowest, which paces a round, unless the
+        spec names another."""
+        return slowest
+
+
+class ZOSpec(MethodSpec):
+    """What every zero-order method shares: MeZO's step and its directions."""
+
+    eps: PositiveFloat = 1e-3
+    perturbations: PositiveInt = 1
+    distribution: Literal["gaussian", "rademacher"] = "gaussian"
+    cache_z: bool = Field(False, description="the device draws z once per step and keeps it (charged one draw "
+                          "per step and a trainable-size buffer; off: drawn for every pass, MeZO's way). The host "
+                          "keeps z either way, so this moves simulated figures, not host speed")

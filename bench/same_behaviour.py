@@ -14,6 +14,7 @@ benchmark result stale.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -65,27 +66,35 @@ def play(tree: Path, env: dict, runs: Path, label: str) -> dict[str, dict[str, s
     return out
 
 
-def run_all(commit: str, work: Path, keep: Path) -> dict[str, dict[str, str]]:
-    """Every scenario's files at ``commit`` (a worktree, installed without dependencies), or, for
-    ``worktree``, of the working tree through this interpreter's own edgefed."""
-    env = {**os.environ, "EDGEFED_FEATURE_STORE": "off", "OMP_NUM_THREADS": "1"}
-    if commit == WORKTREE:
-        shutil.rmtree(work / "run-worktree", ignore_errors=True)
-        return play(REPO, env, work / "run-worktree", WORKTREE)
+@contextlib.contextmanager
+def installed(commit: str, work: Path):
+    """``commit`` checked out into a worktree and installed without dependencies into a folder:
+    yields (the worktree, the environment whose PYTHONPATH runs that commit's edgefed)."""
     tree, site = work / f"tree-{commit[:10]}", work / f"site-{commit[:10]}"
     git("worktree", "add", "--detach", str(tree), commit)
     try:
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                         "--target", str(site), str(tree)], check=True, capture_output=True)
-        env["PYTHONPATH"] = str(site)
+        env = {**os.environ, "PYTHONPATH": str(site), "EDGEFED_FEATURE_STORE": "off", "OMP_NUM_THREADS": "1"}
         # run from the temporary folder: a checkout's own edgefed/ must not shadow the installed copy
         where = subprocess.run([sys.executable, "-c", "import edgefed; print(edgefed.__file__)"], env=env, cwd=work,
                                capture_output=True, text=True, check=True).stdout.strip()
         if not where.startswith(str(site)):
-            raise SystemExit(f"same_behaviour: edgefed imported from {where}, not from {site}")
-        return play(tree, env, keep / f"run-{commit}", commit[:10])
+            raise SystemExit(f"edgefed imported from {where}, not from {site}")
+        yield tree, env
     finally:
         git("worktree", "remove", "--force", str(tree))
+
+
+def run_all(commit: str, work: Path, keep: Path) -> dict[str, dict[str, str]]:
+    """Every scenario's files at ``commit``, or, for ``worktree``, of the working tree through this
+    interpreter's own edgefed."""
+    if commit == WORKTREE:
+        shutil.rmtree(work / "run-worktree", ignore_errors=True)
+        env = {**os.environ, "EDGEFED_FEATURE_STORE": "off", "OMP_NUM_THREADS": "1"}
+        return play(REPO, env, work / "run-worktree", WORKTREE)
+    with installed(commit, work) as (tree, env):
+        return play(tree, env, keep / f"run-{commit}", commit[:10])
 
 
 def main() -> int:

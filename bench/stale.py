@@ -10,7 +10,8 @@ listed, so CI can ask for a rerun.
 
 A commit that ``bench/same_behaviour.py`` found to leave every regression scenario and the
 quickstart byte-identical (its verdict in ``bench/results/behaviour/COMMIT.json``, ``identical:
-true``) does not count as a change: its edits, and the files it moved, are followed through.
+true``) does not count as a change to the package's code: its edits there, and the files it moved,
+are followed through. Its changes to a bench script still make that script's result stale.
 
     python bench/stale.py [--repo DIR]
 """
@@ -90,6 +91,13 @@ def behaviour_preserving(repo: Path) -> set[str]:
     return found
 
 
+def only_imports_moved(repo: Path, commit: str, path: str) -> bool:
+    """Whether ``commit`` changed nothing in ``path`` but edgefed import lines."""
+    diff = git(repo, "diff", "-U0", f"{commit}^", commit, "--", path).stdout.splitlines()
+    lines = [line[1:].strip() for line in diff if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    return all(line.startswith(("from edgefed", "import edgefed")) or not line for line in lines)
+
+
 def changed_files(repo: Path, since: str, code: list[str]) -> list[str] | None:
     """The files among ``code`` (named as at HEAD) changed between ``since`` and HEAD, leaving out
     what behaviour-preserving commits changed, and following the files they renamed; None when
@@ -103,6 +111,10 @@ def changed_files(repo: Path, since: str, code: list[str]) -> list[str] | None:
         if commit not in preserving:
             continue
         changed += git(repo, "diff", "--name-only", commit, end, "--", *sorted(paths)).stdout.split()
+        # the verdict vouches for the package's code; a bench script it changed still counts, unless
+        # the change only renamed what it imports (a move)
+        scripts = sorted(q for q in paths if not q.startswith(tuple(f"{f}/" for f in PACKAGES.values())))
+        changed += [q for q in scripts if not only_imports_moved(repo, commit, q)]
         renames = git(repo, "diff", "-M", "--name-status", "--diff-filter=R", f"{commit}^", commit).stdout
         old_name = {line.split("\t")[2]: line.split("\t")[1] for line in renames.splitlines() if line.count("\t") == 2}
         paths, end = {old_name.get(p, p) for p in paths}, f"{commit}^"

@@ -1,4 +1,4 @@
-"""FedScale's device traces as a population CSV (``edgefed devices --fedscale``), read without
+"""FedScale's device traces as a population CSV (``edgefed convert-fedscale``), read without
 unpickling arbitrary objects.
 
 FedScale (SymbioticLab/FedScale, benchmark/dataset/data/device_info/README.md) ships two pickled
@@ -140,7 +140,7 @@ def convert(capacity: Path, behaviour: Path | None, out: Path, sample_flops: flo
     behave = entries(behaviour, restricted_load(behaviour), ("active", "inactive", "finish_time")) if behaviour else {}
     if not cap:
         raise TraceError(f"{capacity}: no clients")
-    lines = ["# edgefed population from FedScale device traces (edgefed devices --fedscale): one row per client",
+    lines = ["# edgefed population from FedScale device traces (edgefed convert-fedscale): one row per client",
              f"# capacity: {capacity.name} sha256 {sha256(capacity)}",
              *([f"# behaviour: {behaviour.name} sha256 {sha256(behaviour)}, joined by client id, windows "
                 f"unrolled over {horizon_s:g} s"] if behaviour else []),

@@ -206,38 +206,11 @@ def devices(scenario_file: Optional[Path] = typer.Option(None, "--scenario", hel
             as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
             format_: DevicesFormat = typer.Option(DevicesFormat.table, "--format",
                                                   help="table, or markdown: the catalog with its citations"),
-            out_file: Optional[Path] = typer.Option(None, "--out", help="with --format markdown or --fedscale: "
-                                                    "write it here"),
-            fedscale: Optional[Path] = typer.Option(None, "--fedscale", help="convert FedScale's pickled "
-                                                    "client_device_capacity into a population CSV (--out)"),
-            behaviour: Optional[Path] = typer.Option(None, "--fedscale-behaviour", help="with --fedscale: its "
-                                                     "client_behave_trace, for availability windows"),
-            sample_flops: float = typer.Option(6e8, "--sample-flops", help="with --fedscale: FLOP of the inference "
-                                               "the trace timed (default: MobileNet-V2, 0.6 GFLOP)"),
-            memory_bytes: float = typer.Option(3.5e9, "--memory-bytes", help="with --fedscale: usable memory "
-                                               "of every client (FedScale gives none)"),
-            horizon_s: float = typer.Option(7 * 86400.0, "--horizon-s", help="with --fedscale-behaviour: "
-                                            "simulated seconds its periodic windows are unrolled over")):
+            out_file: Optional[Path] = typer.Option(None, "--out", help="with --format markdown: write it here")):
     """The device and link catalog; with --scenario, which devices can hold the method and what its
-    population groups drew; with --fedscale, FedScale's device traces as a population CSV."""
+    population groups drew."""
     from edgefed.devices.profile import default_catalog
-    from edgefed.simulator.energy import radio_w
 
-    if fedscale is not None:
-        from edgefed.devices.fedscale import TraceError, convert
-
-        if out_file is None or scenario_file is not None or as_json or format_ is not DevicesFormat.table:
-            fail_input("--fedscale: needs --out FILE.csv, and no --scenario, --json or --format")
-        try:
-            done = convert(fedscale, behaviour, out_file, sample_flops, memory_bytes, horizon_s)
-        except TraceError as exc:
-            fail_input(str(exc))
-        out.print(f"wrote {out_file}: {done['rows']:,} devices, {done['with_windows']:,} with availability windows"
-                  f" ({done['never_on']:,} never on left out, {done['behaviour_only']:,} behaviour-only ids unused)",
-                  markup=False, highlight=False, soft_wrap=True)
-        return
-    if behaviour is not None:
-        fail_input("--fedscale-behaviour: only with --fedscale")
     catalog = default_catalog()
     if format_ is DevicesFormat.markdown:
         if scenario_file is not None or as_json:
@@ -247,7 +220,7 @@ def devices(scenario_file: Optional[Path] = typer.Option(None, "--scenario", hel
         emit(catalog_markdown(catalog), out_file)
         return
     if out_file is not None:
-        fail_input("--out: only with --format markdown or --fedscale")
+        fail_input("--out: only with --format markdown")
     profiles, peak, drawn = catalog.devices, None, []
     if scenario_file is not None:
         from edgefed.build import build_learning
@@ -264,6 +237,15 @@ def devices(scenario_file: Optional[Path] = typer.Option(None, "--scenario", hel
                                    "links": {k: v.model_dump() for k, v in catalog.links.items()},
                                    "peak_memory_bytes": peak, "populations": drawn}))
         return
+    print_catalog(profiles, catalog.links, peak)
+    for group in drawn:
+        print_population(group, peak)
+
+
+def print_catalog(profiles: dict, links: dict, peak: int | None) -> None:
+    """The devices (and, for a scenario, whether each can hold its method) and the links."""
+    from edgefed.simulator.energy import radio_w
+
     table = Table(title="devices" + (f" (method needs {peak / 1e9:.2f} GB)" if peak else ""))
     for col in ("id", "class", "fp32 GFLOP/s", "hot", "mem BW GB/s", "usable GB", "active W", "idle W", "link"):
         table.add_column(col, no_wrap=col == "id")
@@ -277,28 +259,55 @@ def devices(scenario_file: Optional[Path] = typer.Option(None, "--scenario", hel
             row.append("yes" if d.memory_bytes >= peak else "[red]no[/red]")
         table.add_row(*row)
     out.print(table)
-    links = Table(title="links")
+    table = Table(title="links")
     for col in ("id", "up Mbps", "down Mbps", "latency ms", "active W (up/down)", "tail s @ W"):
-        links.add_column(col, no_wrap=col == "id")
-    for key, l in catalog.links.items():
-        up_w, down_w = radio_w(l, "up"), radio_w(l, "down")
-        links.add_row(key, f"{l.up_mbps:g}", f"{l.down_mbps:g}", f"{l.latency_s * 1e3:g}",
-                      f"{up_w:.2f} / {down_w:.2f}", f"{l.tail_s:g} @ {l.tail_w:g}")
-    out.print(links)
-    for group in drawn:
-        quantiles = Table(title=f"fleet.groups.{group['group']}: {group['count']:,} devices drawn from "
-                                f"{group['population']} (seed {group['seed']}), like {group['like']}, "
-                                f"link {group['link']}")
-        for col in ("figure", "min", "p10", "p50", "p90", "max"):
-            quantiles.add_column(col, no_wrap=True)
-        for figure, values in group["quantiles"].items():
-            scale = 1e9 if figure in ("flops", "memory_bytes") else 1.0
-            label = {"flops": f"{group['dtype']} GFLOP/s", "memory_bytes": "usable GB", "up_mbps": "up Mbps",
-                     "down_mbps": "down Mbps"}[figure]
-            quantiles.add_row(label, *(f"{v / scale:,.3g}" for v in values.values()))
-        out.print(quantiles)
-        out.print(f"can hold the method ({peak / 1e9:.2f} GB): {group['can_hold']:,} of {group['count']:,} devices; "
-                  f"{group['kinds']:,} kinds of device drawn", markup=False, highlight=False, soft_wrap=True)
+        table.add_column(col, no_wrap=col == "id")
+    for key, link in links.items():
+        table.add_row(key, f"{link.up_mbps:g}", f"{link.down_mbps:g}", f"{link.latency_s * 1e3:g}",
+                      f"{radio_w(link, 'up'):.2f} / {radio_w(link, 'down'):.2f}", f"{link.tail_s:g} @ {link.tail_w:g}")
+    out.print(table)
+
+
+def print_population(group: dict, peak: int | None) -> None:
+    """A population group's drawn devices: quantiles of each figure, and how many hold the method."""
+    table = Table(title=f"fleet.groups.{group['group']}: {group['count']:,} devices drawn from "
+                        f"{group['population']} (seed {group['seed']}), like {group['like']}, link {group['link']}")
+    for col in ("figure", "min", "p10", "p50", "p90", "max"):
+        table.add_column(col, no_wrap=True)
+    labels = {"flops": f"{group['dtype']} GFLOP/s", "memory_bytes": "usable GB", "up_mbps": "up Mbps",
+              "down_mbps": "down Mbps"}
+    for figure, values in group["quantiles"].items():
+        scale = 1e9 if figure in ("flops", "memory_bytes") else 1.0
+        table.add_row(labels[figure], *(f"{v / scale:,.3g}" for v in values.values()))
+    out.print(table)
+    out.print(f"can hold the method ({peak / 1e9:.2f} GB): {group['can_hold']:,} of {group['count']:,} devices; "
+              f"{group['kinds']:,} kinds of device drawn", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command("convert-fedscale")
+def convert_fedscale(capacity: Path = typer.Argument(..., help="FedScale's pickled client_device_capacity"),
+                     out_file: Optional[Path] = typer.Option(None, "--out", help="the population CSV to write"),
+                     behaviour: Optional[Path] = typer.Option(None, "--behaviour", help="its client_behave_trace, "
+                                                              "for availability windows"),
+                     sample_flops: float = typer.Option(6e8, "--sample-flops", help="FLOP of the inference the "
+                                                        "trace timed (default: MobileNet-V2, 0.6 GFLOP)"),
+                     memory_bytes: float = typer.Option(3.5e9, "--memory-bytes", help="usable memory of every "
+                                                        "client (FedScale gives none)"),
+                     horizon_s: float = typer.Option(7 * 86400.0, "--horizon-s", help="with --behaviour: simulated "
+                                                     "seconds its periodic windows are unrolled over")):
+    """FedScale's device traces as a population CSV (`population: FILE.csv`), read without
+    unpickling any object."""
+    from edgefed.devices.fedscale import TraceError, convert
+
+    if out_file is None:
+        fail_input("--out: name the population CSV to write (--out FILE.csv)")
+    try:
+        done = convert(capacity, behaviour, out_file, sample_flops, memory_bytes, horizon_s)
+    except TraceError as exc:
+        fail_input(str(exc))
+    out.print(f"wrote {out_file}: {done['rows']:,} devices, {done['with_windows']:,} with availability windows"
+              f" ({done['never_on']:,} never on left out, {done['behaviour_only']:,} behaviour-only ids unused)",
+              markup=False, highlight=False, soft_wrap=True)
 
 
 def drawn_populations(scenario, base: Path, peak: int) -> list[dict]:

@@ -333,7 +333,7 @@ def populations_markdown() -> list[str]:
               "fleet's availability a trace for those devices (rows of `fleet.availability.file` win).\n",
               table(["column", "meaning"], [[f"`{c}`", text] for c, text in pop.CSV_COLUMNS.items()]),
               "### FedScale's traces\n",
-              "`edgefed devices --fedscale client_device_capacity --fedscale-behaviour client_behave_trace "
+              "`edgefed convert-fedscale client_device_capacity --behaviour client_behave_trace "
               "--out fleet.csv` converts FedScale's pickled device traces to this format. "
               + prose(formats[1].split(":", 1)[0]) + ":\n",
               "".join(f"- {prose(item)}\n" for item in formats[2].split("\n- ")).replace("- - ", "- "),

@@ -236,7 +236,7 @@ def test_fedscale_traces_convert_to_a_population_csv(tmp_path, tiny_dict, protoc
     finish_time seconds)."""
     (tmp_path / "cap").write_bytes(pickle.dumps(CAPACITY, protocol=protocol))
     (tmp_path / "beh").write_bytes(pickle.dumps(BEHAVIOUR, protocol=protocol))
-    result = edgefed("devices", "--fedscale", tmp_path / "cap", "--fedscale-behaviour", tmp_path / "beh",
+    result = edgefed("convert-fedscale", tmp_path / "cap", "--behaviour", tmp_path / "beh",
                      "--horizon-s", 172800, "--out", tmp_path / "fs.csv")
     assert result.returncode == 0, result.stderr
     assert "3 devices, 2 with availability windows" in result.stdout and "1 behaviour-only" in result.stdout
@@ -254,11 +254,11 @@ def test_fedscale_traces_convert_to_a_population_csv(tmp_path, tiny_dict, protoc
 def test_a_pickle_of_an_arbitrary_class_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "planted"
     (tmp_path / "evil").write_bytes(pickle.dumps({1: Planted(marker)}))
-    line = one_line_error(edgefed("devices", "--fedscale", tmp_path / "evil", "--out", tmp_path / "x.csv"))
+    line = one_line_error(edgefed("convert-fedscale", tmp_path / "evil", "--out", tmp_path / "x.csv"))
     assert "evil" in line and "refuses to load" in line and "mkdir" in line
     assert not marker.exists() and not (tmp_path / "x.csv").exists()
     (tmp_path / "cls").write_bytes(pickle.dumps({1: {"computation": Planted, "communication": 1.0}}))
-    line = one_line_error(edgefed("devices", "--fedscale", tmp_path / "cls", "--out", tmp_path / "x.csv"))
+    line = one_line_error(edgefed("convert-fedscale", tmp_path / "cls", "--out", tmp_path / "x.csv"))
     assert f"refuses to load {Planted.__module__}.Planted" in line
 
 
@@ -269,11 +269,11 @@ def test_fedscale_input_errors_are_one_line(tmp_path):
              "text": ({1: {"computation": "fast", "communication": 1.0}}, "computation: 'fast'")}
     for name, (data, needle) in cases.items():
         (tmp_path / name).write_bytes(pickle.dumps(data))
-        line = one_line_error(edgefed("devices", "--fedscale", tmp_path / name, "--out", tmp_path / "x.csv"))
+        line = one_line_error(edgefed("convert-fedscale", tmp_path / name, "--out", tmp_path / "x.csv"))
         assert name in line and needle in line, line
     (tmp_path / "cut").write_bytes(pickle.dumps(CAPACITY)[:-5])
     assert "not a readable pickle" in one_line_error(
-        edgefed("devices", "--fedscale", tmp_path / "cut", "--out", tmp_path / "x.csv"))
-    assert "--out FILE.csv" in one_line_error(edgefed("devices", "--fedscale", tmp_path / "cut"))
+        edgefed("convert-fedscale", tmp_path / "cut", "--out", tmp_path / "x.csv"))
+    assert "--out FILE.csv" in one_line_error(edgefed("convert-fedscale", tmp_path / "cut"))
     with pytest.raises(fedscale.TraceError, match="more than the 10 this reader accepts"):
         fedscale.restricted_load(tmp_path / "cut", limit=10)

@@ -244,6 +244,33 @@ def parse_windows(text: str) -> list[tuple[float, float]]:
     return windows
 
 
+def csv_header(path: Path, line: int, head: str) -> list[str]:
+    """The header's columns: known ones, each once, every required one present."""
+    header = [h.strip() for h in next(csv.reader([head]))]
+    for column in header:
+        if column not in CSV_COLUMNS:
+            raise PopulationError(f"{path}: row {line}: unknown column {column!r} (columns: {', '.join(CSV_COLUMNS)})")
+        if header.count(column) > 1:
+            raise PopulationError(f"{path}: row {line}: column {column!r} given twice")
+    for column in REQUIRED:
+        if column not in header:
+            raise PopulationError(f"{path}: row {line}: missing column {column!r} "
+                                  f"(needs {', '.join(REQUIRED)}; optional name, windows)")
+    return header
+
+
+def positive(path: Path, line: int, column: str, cell: str) -> float:
+    """A cell that must be a finite number above 0 (a rate, a size)."""
+    try:
+        value = float(cell)
+    except ValueError:
+        raise PopulationError(f"{path}: row {line}: {column}: {cell!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        what = "negative" if value < 0 else "zero" if value == 0 else "not finite"
+        raise PopulationError(f"{path}: row {line}: {column}: {cell} is {what} (must be > 0)")
+    return value
+
+
 def read_csv(path: Path) -> Population:
     """One row per device (``CSV_COLUMNS``; lines starting with # are comments). Raises
     PopulationError naming the file and the row (its line number) or column."""
@@ -258,17 +285,7 @@ def read_csv(path: Path) -> Population:
     if not lines:
         raise PopulationError(f"{path}: no header line (needs columns {', '.join(REQUIRED)})")
     head_line, head = lines[0]
-    header = [h.strip() for h in next(csv.reader([head]))]
-    for column in header:
-        if column not in CSV_COLUMNS:
-            raise PopulationError(f"{path}: row {head_line}: unknown column {column!r} "
-                                  f"(columns: {', '.join(CSV_COLUMNS)})")
-        if header.count(column) > 1:
-            raise PopulationError(f"{path}: row {head_line}: column {column!r} given twice")
-    for column in REQUIRED:
-        if column not in header:
-            raise PopulationError(f"{path}: row {head_line}: missing column {column!r} "
-                                  f"(needs {', '.join(REQUIRED)}; optional name, windows)")
+    header = csv_header(path, head_line, head)
     values: dict[str, list[float]] = {c: [] for c in REQUIRED}
     names, windows = [], []
     for n, line in lines[1:]:
@@ -277,14 +294,7 @@ def read_csv(path: Path) -> Population:
             raise PopulationError(f"{path}: row {n}: {len(cells)} fields, the header has {len(header)}")
         row = dict(zip(header, cells))
         for column in REQUIRED:
-            try:
-                value = float(row[column])
-            except ValueError:
-                raise PopulationError(f"{path}: row {n}: {column}: {row[column]!r} is not a number") from None
-            if not math.isfinite(value) or value <= 0:
-                what = "negative" if value < 0 else "zero" if value == 0 else "not finite"
-                raise PopulationError(f"{path}: row {n}: {column}: {row[column]} is {what} (must be > 0)")
-            values[column].append(value)
+            values[column].append(positive(path, n, column, row[column]))
         names.append(row.get("name") or f"row {n}")
         try:
             windows.append(parse_windows(row.get("windows", "")))

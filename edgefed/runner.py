@@ -77,17 +77,7 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress: RoundO
     ``replay`` drives only the systems side from a recorded trace."""
     wall_start = time.perf_counter()
     resolved, kind = scenario_dict(scenario), device_kind(scenario)
-    ckpt = None
-    if resume:
-        try:
-            ckpt = load_checkpoint(run_dir)
-        except CheckpointError as exc:
-            raise ScenarioError(str(exc)) from None
-        refuse_other(run_dir, ckpt.state, resolved, kind)
-    if ckpt is None:
-        prepare_run_dir(run_dir)
-    for stale in run_dir.glob(".*.tmp"):  # what a kill in the middle of an atomic write leaves
-        stale.unlink()
+    ckpt = open_run_dir(run_dir, resolved, kind, resume)
     run = build_run(scenario, base)  # feature caches keep the process's threads for their fills
     if scenario.host.threads is not None:
         torch.set_num_threads(scenario.host.threads)
@@ -111,11 +101,38 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress: RoundO
     engine.observers += [checkpointer] + ([progress] if progress else [])
     if scenario.output.tensorboard:
         engine.observers.append(TensorBoardLog(run_dir, fresh=ckpt is None))
+    summary = play(engine, ckpt is None, writer, checkpointer, scenario, run.excluded)
+    remove_checkpoint(run_dir)  # finished: nothing left to resume
+    if scenario.output.plots:
+        from edgefed.plots import plot_run_dir
+        plot_run_dir(run_dir)
+    return summary
 
+
+def open_run_dir(run_dir: Path, resolved: dict, kind: str | None, resume: bool):
+    """The checkpoint to resume from (None: a fresh run, the folder prepared for it); what a kill in
+    the middle of an atomic write left is removed either way."""
+    ckpt = None
+    if resume:
+        try:
+            ckpt = load_checkpoint(run_dir)
+        except CheckpointError as exc:
+            raise ScenarioError(str(exc)) from None
+        refuse_other(run_dir, ckpt.state, resolved, kind)
+    if ckpt is None:
+        prepare_run_dir(run_dir)
+    for stale in run_dir.glob(".*.tmp"):
+        stale.unlink()
+    return ckpt
+
+
+def play(engine, fresh: bool, writer: RunWriter, checkpointer: Checkpointer, scenario: Scenario, excluded) -> dict:
+    """Run the rounds; whatever ends them, close the observers and write the summary with the
+    status (``done``, ``interrupted``, ``diverged``, ``failed``); returns it."""
     status = "done"
     gc.freeze()  # long-lived objects (torch, the model, a trace) need no rescanning every round
     try:
-        engine.run(start_round=engine.round + 1, initial=ckpt is None)
+        engine.run(start_round=engine.round + 1, initial=fresh)
     except KeyboardInterrupt:
         status = "interrupted"
         raise
@@ -131,11 +148,7 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress: RoundO
             observer.close(engine, status)
         if engine.pool is not None:
             engine.pool.close()
-        summary = writer.summary(scenario.rounds.target_accuracy, scenario.rounds.target_smoothing, run.excluded,
+        summary = writer.summary(scenario.rounds.target_accuracy, scenario.rounds.target_smoothing, excluded,
                                  checkpointer.host_seconds(), status)
         writer.write_summary(summary)
-    remove_checkpoint(run_dir)  # finished: nothing left to resume
-    if scenario.output.plots:
-        from edgefed.plots import plot_run_dir
-        plot_run_dir(run_dir)
     return summary

@@ -8,8 +8,15 @@ server planned for it, and return results; the engine owns the loop (docs/design
     algo.apply(algo.aggregate([up of clients that arrived in time]), round, plan)
     accuracy, loss = algo.evaluate()
 
+Asynchronous rounds (FedBuff) call the same ``configure_round``, ``catch_up`` and
+``client_update`` per session, and fold every K arrivals with ``algo.fold(uploads, their plans,
+scales, version)`` instead of ``apply(aggregate(...))``.
+
 With hierarchical aggregation each cell's edge server sends ``algo.partial(its cell's uploads)``
-and the server applies ``algo.aggregate`` of those partial messages instead.
+and the server applies ``algo.aggregate`` of those partial messages instead. With K > 1 edge
+rounds per cloud round (HierFAVG) an edge holds a model of its own between them: only methods
+whose server state is their weights define that (``edge_rounds_defined``; ``delta.WeightDelta``'s
+``hold``, ``load``, ``model_message`` and ``adopt``).
 
 ``catch_up`` and ``client_update`` are templates: a method writes only what it sends
 (``download``, ``local_update``); putting the global model back and stamping the method's peak
@@ -24,7 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from edgefed.algorithms.aggregation import partial_message, upload_weights
+from edgefed.algorithms.aggregation import data_weights, partial_message, upload_weights
 from edgefed.algorithms.data import FederatedData
 from edgefed.algorithms.evaluation import evaluate
 from edgefed.algorithms.memory import MemoryModel
@@ -47,6 +54,9 @@ class Algorithm(MemoryModel, CountedPasses, ABC):
     upload_kind: ClassVar[str]
     #: the perturbation directions of a ZO method (None for first-order methods)
     dirs = None
+    #: whether K > 1 edge rounds per cloud round (HierFAVG) are defined: an edge server can hold the
+    #: method's model between them (its server state is its trainable weights)
+    edge_rounds_defined: ClassVar[bool] = False
 
     def __init__(self, model: TaskModel, data: FederatedData, cfg: MethodSpec, seed: int):
         self.model = model
@@ -91,6 +101,18 @@ class Algorithm(MemoryModel, CountedPasses, ABC):
     def upload_weight(self, message: Message) -> int:
         """How much a client's upload counts in the server's mean (1: every client alike)."""
         return 1
+
+    def fold(self, messages: list[Message], plans: list, scales: list[float], version: int) -> None:
+        """Asynchronous rounds' server step (FedBuff): move the global model by the buffered
+        uploads ``messages``, each computed under its own ``plans`` entry at an older version,
+        ``x <- x + sum_i scales_i * u_i / sum_j u_j * delta_i`` (``u``: ``upload_weight``;
+        ``scales_i``: the server step times the staleness weight w(s_i)), and make it ``version``.
+        With one upload and a scale of 1 it is ``apply(aggregate([upload]))``, bit for bit."""
+        raise NotImplementedError(f"{self.name}: no asynchronous fold")
+
+    def fold_weights(self, messages: list[Message], scales: list[float]) -> np.ndarray:
+        """``fold``'s per-upload coefficients: the method's own mean weights times ``scales``."""
+        return data_weights(upload_weights(messages, self.upload_weight)) * np.asarray(scales, dtype=np.float64)
 
     def partial(self, messages: list[Message], round: int, edge: int) -> Message | None:
         """An edge server's aggregate of its cell's uploads (None when there are none): their

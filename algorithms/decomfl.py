@@ -80,6 +80,17 @@ class SharedSeedServer(Algorithm):
     def update_arrays(self, update):
         return {"scalars": update}
 
+    def fold(self, messages, plans, scales, version):
+        """FedBuff on seed records: each update keeps its own step seeds (its start version's plan)
+        and its scalars times its coefficient (every client counts 1: ``scales_i / K``), computed at
+        an older model and replayed on the current one - the asynchronous approximation. The
+        version's history record is their concatenation, so a catching-up download stays exact."""
+        weights = self.fold_weights(messages, scales)
+        seeds = np.concatenate([np.asarray(plan, dtype=SEED_DTYPE) for plan in plans])
+        scalars = np.concatenate([(m.arrays["scalars"].astype(np.float64) * w).astype(SCALAR_DTYPE)
+                                  for m, w in zip(messages, weights)])
+        self.apply(scalars, version, seeds)
+
     def apply(self, update, round, plan):
         """Replay each step's averaged scalars on the global model, then keep them for clients
         that catch up later."""

@@ -7,8 +7,9 @@ from abc import abstractmethod
 import numpy as np
 import torch
 
-from edgefed.algorithms.aggregation import data_weights, upload_weights
+from edgefed.algorithms.aggregation import data_weights, partial_message, upload_weights
 from edgefed.algorithms.base import Algorithm
+from edgefed.algorithms.message import Message
 from edgefed.algorithms.models import param_bytes
 from edgefed.algorithms.work import Work
 from edgefed.algorithms.zo import AXPY_TENSORS
@@ -30,6 +31,7 @@ def from_wire(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
 
 class WeightDelta(Algorithm):
     download_kind = upload_kind = "weights"
+    edge_rounds_defined = True  # the server state is the trainable weights: an edge can hold its own
 
     @abstractmethod
     def local_steps(self, client: int, round: int, work: Work) -> None:
@@ -53,7 +55,15 @@ class WeightDelta(Algorithm):
     def aggregate(self, messages):
         if not messages:
             return None
-        weights = data_weights(upload_weights(messages, self.upload_weight))
+        return self.weighted_sum(messages, data_weights(upload_weights(messages, self.upload_weight)))
+
+    def fold(self, messages, plans, scales, version):
+        """FedBuff on weight deltas: their data-size weighted sum, each scaled by its staleness
+        weight and the server step."""
+        self.apply(self.weighted_sum(messages, self.fold_weights(messages, scales)), version, None)
+
+    def weighted_sum(self, messages, weights):
+        """``sum_i weights_i * delta_i`` per tensor, accumulated in fp32."""
         update = []
         for name, p in zip(self.trainable.names, self.trainable.params):
             total = torch.zeros(p.shape, dtype=torch.float32)
@@ -71,6 +81,38 @@ class WeightDelta(Algorithm):
         with torch.no_grad():
             for p, d in zip(self.trainable.params, update):
                 p.add_(d.to(p.device))
+
+    # -- K > 1 edge rounds per cloud round (HierFAVG): an edge server's own model -----------------
+    def hold(self) -> list[torch.Tensor]:
+        """A copy of the host model's trainable weights: an edge server's model between its edge
+        rounds (or the global model, to go back to)."""
+        return self.trainable.snapshot()
+
+    def load(self, held: list[torch.Tensor]) -> None:
+        """Make ``held`` the host model, so that ``catch_up``, ``client_update`` and ``apply`` act
+        on it (an edge round is a flat round on the edge's model)."""
+        self.trainable.restore(held)
+
+    def model_message(self, held: list[torch.Tensor], uploads: list[Message], round: int, edge: int) -> Message:
+        """An edge server's model as its one message up the backhaul (HierFAVG: edges send models),
+        weighted by the clients whose ``uploads`` it aggregated, each counted once as ``aggregate``
+        weighs it."""
+        arrays = {n: to_wire(t) for n, t in zip(self.trainable.names, held)}
+        return partial_message(arrays, int(upload_weights(uploads, self.upload_weight).sum()), round, edge)
+
+    def adopt(self, messages: list[Message]) -> None:
+        """The global model becomes the weighted mean of the edges' models (HierFAVG's cloud
+        step), accumulated in float64: the mean of one model is that model, bit for bit."""
+        if not messages:
+            return
+        weights = upload_weights(messages, self.upload_weight).astype(np.float64)
+        with torch.no_grad():
+            for name, p in zip(self.trainable.names, self.trainable.params):
+                total = None  # one model at a time (not stacked): a tensor's float64 copy, twice at most
+                for w, m in zip(weights, messages):
+                    term = w * from_wire(m.arrays[name], p.dtype).float().numpy().astype(np.float64)
+                    total = term if total is None else total + term
+                p.copy_(torch.from_numpy((total / weights.sum()).astype(np.float32)).to(p.dtype))
 
     def held_bytes(self):
         """Direction buffers plus the round's starting copy of the trainable weights (to form

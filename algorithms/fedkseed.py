@@ -103,6 +103,14 @@ class FedKSeed(Algorithm):
         return weighted_sparse_sum([m.arrays["indices"] for m in messages], [m.arrays["scalars"] for m in messages],
                                    weights, self.cfg.pool_size).astype(SCALAR_DTYPE)
 
+    def fold(self, messages, plans, scales, version):
+        """FedBuff on per-seed sums: their data-size weighted sum, each scaled by its staleness
+        weight and the server step, replayed on the current model (the asynchronous approximation)."""
+        weights = self.fold_weights(messages, scales)
+        update = weighted_sparse_sum([m.arrays["indices"] for m in messages], [m.arrays["scalars"] for m in messages],
+                                     weights, self.cfg.pool_size).astype(SCALAR_DTYPE)
+        self.apply(update, version, None)
+
     def update_arrays(self, update):
         """The pool's seeds with a non-zero mean, as a client names the seeds it used."""
         used = np.flatnonzero(update)

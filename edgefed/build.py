@@ -21,6 +21,7 @@ from edgefed.algorithms.registry import METHODS
 from edgefed.devices.availability import DEFAULT_DAILY_TRACE, Availability, daily_windows, read_daily_trace, read_trace
 from edgefed.devices.population import Drawn, PopulationError, draw_fleet
 from edgefed.simulator.costs import fits_in_memory
+from edgefed.simulator.asynchronous import AsyncEngine
 from edgefed.simulator.engine import Engine
 from edgefed.simulator.fleet import Fleet, Group
 from edgefed.simulator.network import link_factors, read_link_trace
@@ -57,7 +58,8 @@ def build_run(scenario: Scenario, base: Path) -> Run:
     if not clients.eligible.any():
         need = algorithm.peak_memory_bytes() / 1e9
         raise ScenarioError(f"fleet: no device can hold this method's peak memory ({need:.2f} GB)")
-    engine = Engine(algorithm, clients, scenario.rounds, scenario.seed, scenario.model.dtype, scenario.fleet,
+    driver = AsyncEngine if scenario.rounds.mode == "async" else Engine
+    engine = driver(algorithm, clients, scenario.rounds, scenario.seed, scenario.model.dtype, scenario.fleet,
                     build_availability(scenario, base))
     return Run(engine, excluded)
 

@@ -9,7 +9,10 @@ the resolved scenario as JSON in the file's metadata. The result rows and the le
 in it - they are in the run directory's own files, which resume cuts back to the checkpoint's
 round - so its size does not grow with the rows. Rounds are synchronous, so no SimPy process or
 queue is pending at a boundary, and every per-round RNG derives from (seed, round): restoring this
-state is enough to replay the rest bit for bit.
+state is enough to replay the rest bit for bit. Asynchronous rounds have sessions in flight at
+every version: their engine (``simulator.asynchronous.AsyncEngine``) adds its session log and the
+waiting uploads to ``state()``/``arrays()``, and on resume rebuilds the in-flight state by playing
+the timeline again from the log (docs/design.md, section 5).
 """
 from __future__ import annotations
 

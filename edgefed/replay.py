@@ -7,7 +7,8 @@ round (probed once per round, so a larger fleet's clients get exact catch-up cos
 Replaying the same scenario reproduces the run's systems figures exactly; replaying a larger fleet
 gives client ``c`` the recorded update of client ``c`` if it took part, else of recorded client
 ``c mod k`` (work differs between clients only by batch shapes), and the accuracy recorded after
-as many aggregated updates. The probes grow with rounds squared.
+as many aggregated updates. The probes grow with rounds squared. Asynchronous runs record no
+trace, and a replay of one is refused (``scenario.py`` says why).
 """
 from __future__ import annotations
 

@@ -28,10 +28,12 @@ if TYPE_CHECKING:
     from edgefed.simulator.engine import Engine, Round
 
 EDGE_COLUMNS = ["backhaul_bytes_up", "backhaul_bytes_down"]  # written under hierarchical aggregation only
-ROUND_COLUMNS = [f.name for f in fields(RoundRecord) if f.name not in EDGE_COLUMNS]
-CLIENT_COLUMNS = [f.name for f in fields(ClientRecord) if f.name != "finished_at"]
-# a client row as csv.writer takes it (it writes a float as repr, as _fmt does, and None as "")
-CLIENT_FIELDS = operator.attrgetter(*CLIENT_COLUMNS)
+ASYNC_ROUND_COLUMNS = ["staleness_mean", "staleness_max"]  # written under asynchronous rounds only
+ASYNC_CLIENT_COLUMNS = ["start_version", "end_version", "start_s"]
+EDGE_ROUND_COLUMNS = ["edge_round"]  # written under K > 1 edge rounds per cloud round only
+ROUND_COLUMNS = [f.name for f in fields(RoundRecord) if f.name not in EDGE_COLUMNS + ASYNC_ROUND_COLUMNS]
+CLIENT_COLUMNS = [f.name for f in fields(ClientRecord)
+                  if f.name not in ["finished_at", *EDGE_ROUND_COLUMNS, *ASYNC_CLIENT_COLUMNS]]
 
 
 # the figures that depend on the host, left out wherever runs are compared (sweep tables, regression)
@@ -167,9 +169,14 @@ SUMMED = ("download_s", "compute_s", "upload_s", "idle_s", "energy_compute_j", "
 class RunWriter(RoundObserver):
     """Appends each round's rows to rounds.csv and clients.csv and keeps what the summary needs."""
 
-    def __init__(self, run_dir: Path, edge_tier: bool = False):
+    def __init__(self, run_dir: Path, edge_tier: bool = False, asynchronous: bool = False, edge_rounds: int = 1):
         self.dir = run_dir
-        self.columns = ROUND_COLUMNS + (EDGE_COLUMNS if edge_tier else [])
+        self.columns = (ROUND_COLUMNS + (EDGE_COLUMNS if edge_tier else [])
+                        + (ASYNC_ROUND_COLUMNS if asynchronous else []))
+        self.client_columns = (CLIENT_COLUMNS + (EDGE_ROUND_COLUMNS if edge_rounds > 1 else [])
+                               + (ASYNC_CLIENT_COLUMNS if asynchronous else []))
+        # a client row as csv.writer takes it (it writes a float as repr, as _fmt does, and None as "")
+        self.client_fields = operator.attrgetter(*self.client_columns)
         self.rounds: list[dict] = []
         self.sums = {k: array("d") for k in SUMMED}
         self.bytes = {"bytes_up": 0, "bytes_down": 0}
@@ -181,14 +188,14 @@ class RunWriter(RoundObserver):
 
     def round_done(self, engine: Engine, round: Round) -> None:
         self.rounds.append(asdict(round.record))
-        values = list(map(CLIENT_FIELDS, round.rows))
+        values = list(map(self.client_fields, round.rows))
         self._count(values)
         _append(self.dir / "rounds.csv", self.columns, [[_fmt(self.rounds[-1][c]) for c in self.columns]])
-        _append(self.dir / "clients.csv", CLIENT_COLUMNS, values)
+        _append(self.dir / "clients.csv", self.client_columns, values)
 
     def _count(self, rows: list[tuple]) -> None:
-        """Rows as tuples in CLIENT_COLUMNS order (numbers, or the CSV's strings after a resume),
-        taken a column at a time."""
+        """Rows as tuples in CLIENT_COLUMNS order, perhaps with the edge-round or asynchronous
+        columns after them (numbers, or the CSV's strings after a resume), taken a column at a time."""
         if not rows:
             return
         columns = dict(zip(CLIENT_COLUMNS, zip(*rows)))
@@ -212,7 +219,7 @@ class RunWriter(RoundObserver):
         sums = {k: sum(v) for k, v in self.sums.items()}
         totals = {"energy_j": sums.pop("energy_j"), **self.bytes, "client_flops": sums.pop("flops"), **sums,
                   "client_rounds": self.by_status}
-        if self.columns != ROUND_COLUMNS:  # hierarchical aggregation: the backhaul's bytes
+        if EDGE_COLUMNS[0] in self.columns:  # hierarchical aggregation: the backhaul's bytes
             totals.update({c: sum(int(r[c]) for r in self.rounds) for c in EDGE_COLUMNS})
         return summarize(self.rounds, totals, target, window, excluded, host_seconds, status)
 

@@ -82,7 +82,9 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress: RoundO
     if scenario.host.threads is not None:
         torch.set_num_threads(scenario.host.threads)
     engine = run.engine
-    writer = RunWriter(run_dir, edge_tier=scenario.rounds.aggregation.kind == "hierarchical")
+    writer = RunWriter(run_dir, edge_tier=scenario.rounds.aggregation.kind == "hierarchical",
+                       asynchronous=scenario.rounds.mode == "async",
+                       edge_rounds=scenario.rounds.aggregation.edge_rounds)
     ran_on = None if run.replay else device_name(next(engine.algo.model.parameters()).device)
     writer.write_scenario(pinned_paths(resolved, base), {**versions(), **({"device": ran_on} if ran_on else {})})
     write_run_provenance(run_dir, scenario, base, None if run.replay else engine.algo.model.backbone, ran_on)
@@ -96,7 +98,8 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress: RoundO
         writer.resume(resumed_at)
     engine.observers = [writer]
     if not run.replay:
-        engine.observers.append(TraceRecorder(run_dir, engine.algo.peak_memory_bytes(), resumed_at))
+        if scenario.rounds.mode == "sync":  # an asynchronous run cannot be replayed (scenario.py says why)
+            engine.observers.append(TraceRecorder(run_dir, engine.algo.peak_memory_bytes(), resumed_at))
         engine.pool = client_pool(scenario.host, scenario, base)
     engine.observers += [checkpointer] + ([progress] if progress else [])
     if scenario.output.tensorboard:

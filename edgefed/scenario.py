@@ -207,12 +207,43 @@ class FleetSpec(Strict):
 class AggregationSpec(Strict):
     kind: Literal["flat", "hierarchical"] = Field(
         "flat", description="flat: clients talk to the server; hierarchical: each cell's edge server "
-        "aggregates its own clients (deadline and over-selection per cell) and forwards one message "
-        "over the backhaul (needs every fleet group in a fleet.network.cells cell)")
+        "aggregates its own clients and forwards one message over the backhaul, under the server's one "
+        "deadline and over-selection quota across cells (needs every fleet group in a fleet.network.cells cell)")
+    edge_rounds: int = Field(1, ge=1, description="hierarchical only: HierFAVG's edge rounds per cloud round - "
+                             "each cell's clients sync with their edge server this many times before it forwards "
+                             "its model (1: one aggregation per round; > 1: fedavg and fedzo)")
+
+    @model_serializer(mode="wrap")
+    def _leave_out_one_edge_round(self, handler):
+        """The default (1) is left out of a dump, so a run directory or checkpoint written before
+        edge rounds existed compares equal to its scenario."""
+        data = handler(self)
+        if data.get("edge_rounds") == 1:
+            del data["edge_rounds"]
+        return data
+
+
+class StalenessSpec(Strict):
+    kind: Literal["constant", "polynomial"] = Field(
+        "polynomial", description="how an update computed s versions ago counts: constant 1, or "
+        "polynomial 1/(1+s)^exponent (FedBuff's default, exponent 0.5)")
+    exponent: float = Field(0.5, ge=0.0, description="polynomial: the exponent a of 1/(1+s)^a")
+
+    def weight(self, staleness: int) -> float:
+        """w(s): the weight of an update computed ``staleness`` versions ago."""
+        return 1.0 if self.kind == "constant" else 1.0 / (1.0 + staleness) ** self.exponent
+
+
+#: the rounds fields that only asynchronous rounds read (left out of a synchronous scenario's dump)
+ASYNC_FIELDS = ("concurrency", "buffer", "server_lr", "staleness", "max_staleness")
 
 
 class RoundsSpec(Strict):
-    max: PositiveInt = 10
+    mode: Literal["sync", "async"] = Field(
+        "sync", description="sync: rounds of clients_per_round devices, each waiting for its slowest; async: "
+        "buffered asynchronous aggregation (FedBuff): concurrency devices train at once and every buffer "
+        "arrivals make a new model version (docs/design.md, Asynchronous rounds)")
+    max: PositiveInt = Field(10, description="rounds; async: model versions")
     clients_per_round: PositiveInt = 4
     deadline_s: PositiveFloat | None = None
     eval_every: PositiveInt = 1
@@ -224,6 +255,53 @@ class RoundsSpec(Strict):
         "clients_per_round to arrive; resource_aware: prefer devices expected to finish by the deadline")
     overselect: float = Field(1.3, ge=1.0, description="over-commitment factor (FedScale's default 1.3)")
     aggregation: AggregationSpec = AggregationSpec()
+    concurrency: PositiveInt | None = Field(None, description="async: devices training at once (C; default "
+                                            "clients_per_round)")
+    buffer: PositiveInt | None = Field(None, description="async: arrivals folded into each new model version (K, "
+                                       "at most concurrency; default clients_per_round)")
+    server_lr: PositiveFloat = Field(1.0, description="async: the server's step, x <- x + server_lr * "
+                                     "sum_i w(s_i) delta_i / K")
+    staleness: StalenessSpec = StalenessSpec()
+    max_staleness: NonNegativeInt | None = Field(None, description="async: updates computed more than this many "
+                                                 "versions ago are discarded (status stale); null: none is")
+
+    @property
+    def slots(self) -> int:
+        """Asynchronous rounds' C: the devices that train at once."""
+        return self.concurrency or self.clients_per_round
+
+    @property
+    def per_version(self) -> int:
+        """Asynchronous rounds' K: the arrivals each model version folds."""
+        return self.buffer or self.clients_per_round
+
+    @model_serializer(mode="wrap")
+    def _sync_dumps_as_before(self, handler):
+        """A synchronous scenario dumps without the asynchronous fields (run directories and
+        checkpoints compare dumps, which stay as they were before asynchronous rounds)."""
+        data = handler(self)
+        if self.mode == "sync":
+            for key in ("mode", *ASYNC_FIELDS):
+                data.pop(key, None)
+        return data
+
+    @model_validator(mode="after")
+    def _async_fields(self) -> "RoundsSpec":
+        if self.mode == "sync":
+            for key in ASYNC_FIELDS:
+                if key in self.model_fields_set:
+                    raise ValueError(f"rounds.{key}: only for rounds.mode async")
+            return self
+        if self.per_version > self.slots:
+            raise ValueError(f"rounds.buffer: {self.per_version} exceeds rounds.concurrency {self.slots} "
+                             "(a version folds at most as many arrivals as train at once)")
+        if self.selection != "uniform":
+            raise ValueError(f"rounds.selection: {self.selection} is a per-round rule; asynchronous slots are "
+                             "refilled uniformly (concurrency and buffer take the stragglers' part)")
+        if self.aggregation.kind != "flat":
+            raise ValueError("rounds.mode: async with hierarchical aggregation is not defined (edge servers close "
+                             "per round); use rounds.aggregation.kind flat")
+        return self
 
 
 class OutputSpec(Strict):
@@ -282,6 +360,17 @@ class Scenario(Strict):
         if self.rounds.clients_per_round > self.fleet.size:
             raise ValueError(f"rounds.clients_per_round: {self.rounds.clients_per_round} exceeds the "
                              f"fleet size {self.fleet.size}")
+        if self.rounds.mode == "async":
+            if self.rounds.slots > self.fleet.size:
+                raise ValueError(f"rounds.concurrency: {self.rounds.slots} exceeds the fleet size {self.fleet.size}")
+            if self.replay is not None:
+                raise ValueError("replay: rounds.mode async cannot be replayed (which updates a version folds and "
+                                 "how stale they are follow the fleet's timing, and the accuracy follows both; on "
+                                 "another fleet a recorded accuracy would not be this run's); run it for real")
+        edge_rounds = self.rounds.aggregation.edge_rounds
+        if edge_rounds > 1 and self.rounds.aggregation.kind != "hierarchical":
+            raise ValueError(f"rounds.aggregation.edge_rounds: {edge_rounds} edge rounds need kind: hierarchical "
+                             "(rounds.aggregation.kind; edge servers)")
         if self.rounds.aggregation.kind == "hierarchical":
             if not self.fleet.network.cells:
                 raise ValueError("rounds.aggregation.kind: hierarchical needs cells (edge servers) in "
@@ -293,6 +382,14 @@ class Scenario(Strict):
             if self.replay is not None:
                 raise ValueError("rounds.aggregation.kind: hierarchical cannot be replayed (an edge's message "
                                  "size depends on what its clients uploaded); run it for real")
+            if edge_rounds > 1 and not METHODS[self.algorithm.name].edge_rounds_defined:
+                defined = " or ".join(name for name, method in METHODS.items() if method.edge_rounds_defined)
+                raise ValueError(f"rounds.aggregation.edge_rounds: {edge_rounds} edge rounds per cloud round are not "
+                                 f"defined for {self.algorithm.name} (its server state is more than a model an edge "
+                                 f"could hold); use 1, or {defined}")
+            if edge_rounds > 1 and self.rounds.selection == "overselect":
+                raise ValueError(f"rounds.selection: overselect is not defined with {edge_rounds} edge rounds "
+                                 "(rounds.aggregation.edge_rounds: which edge round's arrivals would fill the quota?)")
         return self
 
 

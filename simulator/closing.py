@@ -4,8 +4,9 @@ server of a hierarchical one apply to the clients that report to them.
 Wait for every client, the deadline or the over-selection quota, whichever comes first; cut off
 the clients still running (``late``; they are charged what they got through); an arrival beyond
 the quota - one that came together with the quota's last - is ``late`` too. The quota and the
-deadline are objects the caller hands in, so one server-wide quota and deadline could close every
-edge of a round at once.
+deadline are objects the caller hands in: under hierarchical aggregation every edge of a round
+reports to the round's one quota, so its last arrival closes them all at once, and each edge's
+deadline is the server's less the time its message needs up its backhaul (``simulator.edge``).
 """
 from __future__ import annotations
 

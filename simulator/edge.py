@@ -3,14 +3,15 @@
 Each cell's edge server, per round: receives every distinct download its clients need once over
 the backhaul and forwards it over their access links (store and forward; it keeps nothing
 across rounds, so a stale client's history crosses the backhaul again in a later round), closes
-on its own clients by the rule of ``simulator.closing`` - all of them, the round's deadline, or
-with over-selection its share of the first arrivals - and sends the method's partial aggregate of
-what it kept as one message up the backhaul. Edge servers are mains-powered and their compute is
-negligible: they add time and bytes, no device energy.
+on its own clients by the rule of ``simulator.closing`` - under the round's one over-selection
+quota across cells and its own cut-off, the server's deadline less the time its message needs up
+its backhaul - and sends one message up the backhaul: the method's partial aggregate of what it
+kept, or with K > 1 edge rounds (HierFAVG) its own model after them. A message that cannot reach
+the server by the deadline is late, with its clients' updates. Edge servers are mains-powered
+and their compute is negligible: they add time and bytes, no device energy.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,7 +19,13 @@ import simpy
 
 from edgefed.algorithms.message import Message
 from edgefed.simulator.closing import Quota
-from edgefed.simulator.network import Transfer
+from edgefed.simulator.energy import capacity
+from edgefed.simulator.network import CellSpec, Transfer
+from edgefed.simulator.records import ClientRecord
+
+# an edge stops this much earlier than its message's time on the backhaul strictly allows, so that
+# the rounding of ``start + (deadline - upload) + upload`` cannot make a message sent in time late
+SLACK_S = 1e-6
 
 
 @dataclass(eq=False)
@@ -28,19 +35,28 @@ class EdgeServer:
     cell: str
     index: int  # its id on the wire: the cell's place among the scenario's cells, by name
     clients: list[int]  # its selected clients, in selection order
-    quota: Quota  # the arrivals it aggregates (``simulator.closing``)
+    quota: Quota  # where its clients report arrivals: the round's one quota (a later K > 1 edge round: its own)
+    cutoff: simpy.Event | None = None  # when it stops waiting for its clients (None: no deadline)
+    cutoff_at: float | None = None  # that time
     downloads: list[Transfer] = field(default_factory=list)  # server -> edge, one per distinct download
     ready: dict[int, simpy.Event] = field(default_factory=dict)  # client -> its download is at the edge
-    message: Message | None = None  # the partial aggregate it forwarded
+    message: Message | None = None  # what it forwarded (None: nothing, or it was late)
+    upload: Transfer | None = None  # the message on its way up the backhaul
+    earlier: list[ClientRecord] = field(default_factory=list)  # K > 1: its clients' rows before their last
     bytes_down: int = 0  # backhaul, server -> edge (set when it closes: a cut-off download counts what it sent)
-    bytes_up: int = 0  # backhaul, edge -> server
+    bytes_up: int = 0  # backhaul, edge -> server (a late message: what it sent by the deadline)
 
 
-def cell_quota(in_cell: int, need: int, selected: int) -> int:
-    """Over-selection per cell: a cell with ``in_cell`` of the round's ``selected`` clients keeps
-    its first ``ceil(in_cell * need / selected)`` arrivals (``need``: the arrivals the flat server
-    keeps), so every cell keeps its share, rounded up."""
-    return math.ceil(in_cell * need / selected)
+def upload_seconds(cell: CellSpec, nbytes: int) -> float:
+    """A message of ``nbytes`` alone on the cell's backhaul up: latency, then serialisation at its
+    capacity (what ``Network`` gives such a flow)."""
+    return cell.latency_s + 8.0 * nbytes / capacity(cell, "up")
+
+
+def cutoff_s(deadline_s: float, cell: CellSpec, nbytes: int) -> float:
+    """How long after the round's start an edge stops waiting for its clients, so that its message
+    of ``nbytes`` reaches the server by the deadline (0: at once, when it never could)."""
+    return max(0.0, deadline_s - upload_seconds(cell, nbytes) - SLACK_S)
 
 
 def same_content(a: Message, b: Message) -> bool:

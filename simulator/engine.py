@@ -10,12 +10,12 @@ over the network (``simulator.network``: links shared by processor sharing), com
 its counted work takes on its device (times a straggler slowdown, stretched by its heat) and
 uploads. Both paths charge time and energy with the same device model (``simulator.energy``,
 ``radio``, ``thermal``). The server - or, under hierarchical aggregation, each cell's edge server
-(``simulator.edge``) for its own clients - closes by one rule (``simulator.closing``): every
-upload, the deadline, or the over-selection quota; what arrived in time is aggregated, the rest is
-charged but not aggregated (``late``). A device that goes off or runs its battery empty mid-round
-is ``dropped``: the work it got through is charged. Settling charges every device its wait to the
-round's end, its battery and its radio and heat, whichever path played it. Processes are plain
-generators, as in SimPy's own examples.
+(``simulator.edge``) for its own clients, under the round's one quota and deadline - closes by one
+rule (``simulator.closing``): every upload, the deadline, or the over-selection quota; what
+arrived in time is aggregated, the rest is charged but not aggregated (``late``). A device that
+goes off or runs its battery empty mid-round is ``dropped``: the work it got through is charged.
+Settling charges every device its wait to the round's end, its battery and its radio and heat,
+whichever path played it. Processes are plain generators, as in SimPy's own examples.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from edgefed.devices.availability import Availability, AvailabilitySpec, Straggl
 from edgefed.simulator import radio, thermal
 from edgefed.simulator.closing import Quota, close
 from edgefed.simulator.costs import compute_seconds
-from edgefed.simulator.edge import EdgeServer, cell_quota, distinct_downloads
+from edgefed.simulator.edge import EdgeServer, cutoff_s, distinct_downloads
 from edgefed.simulator.energy import baseline_j, compute_j, radio_w, transfer_j, transfer_s
 from edgefed.simulator.fleet import Client, Fleet
 from edgefed.simulator.network import Network, Transfer
@@ -111,6 +111,7 @@ class Round:
     end: float = 0.0  # when the server closed the round
     messages: list[Message] = field(default_factory=list)  # what the server aggregates
     edges: list[EdgeServer] | None = None  # hierarchical aggregation's edge servers
+    earlier: list[ClientRecord] = field(default_factory=list)  # K > 1 edge rounds: clients' rows before their last
     aggregated: int = 0
     host_s: float = 0.0  # host seconds of learning, aggregation and evaluation
     record: RoundRecord | None = None
@@ -138,6 +139,8 @@ class Engine:
         # hierarchical aggregation: each cell's id on the wire (None: flat, clients talk to the server)
         self.edges = ({name: i for i, name in enumerate(sorted(cells))}
                       if rounds_cfg.aggregation.kind == "hierarchical" else None)
+        # HierFAVG's edge rounds per cloud round (1: one aggregation per round, flat or hierarchical)
+        self.edge_rounds = rounds_cfg.aggregation.edge_rounds if self.edges is not None else 1
         self.avail = availability or Availability(AvailabilitySpec(), len(self.clients), seed)
         self.stragglers = fleet_cfg.stragglers if fleet_cfg is not None else StragglerSpec()
         fraction = fleet_cfg.battery_fraction if fleet_cfg is not None else None
@@ -207,7 +210,8 @@ class Engine:
             upcoming = upcoming[~np.isnan(upcoming)]
             if not upcoming.size:
                 return None
-            yield self.env.timeout(float(upcoming.min()) - self.env.now or self.avail.spec.retry_s)
+            wait_s = float(upcoming.min()) - self.env.now  # may round below 0 where on() said off: retry then
+            yield self.env.timeout(wait_s if wait_s > 0 else self.avail.spec.retry_s)
             attempt += 1
 
     # -- the round ---------------------------------------------------------------------------
@@ -238,9 +242,9 @@ class Engine:
     def _learn(self, rnd: Round) -> None:
         """The selected clients' real learning on the host, in zero simulated time: catch-up
         downloads, local updates and each one's job; the median job prices the next selection."""
-        algo = self.algo
-        downs = {cid: algo.catch_up(cid, self.last_synced(cid), rnd.number, rnd.plan) for cid in rnd.selected}
-        rnd.updates = self.client_updates(rnd.number, rnd.selected, rnd.plan)
+        algo, number = self.algo, self.learning_round(rnd.number)
+        downs = {cid: algo.catch_up(cid, self.last_synced(cid), number, rnd.plan) for cid in rnd.selected}
+        rnd.updates = self.client_updates(number, rnd.selected, rnd.plan)
         merged: dict[tuple[int, int], Work] = {}  # a replay serves clients shared Work objects: merge each pair once
         for cid in rnd.selected:
             (down, down_work), (up, up_work) = downs[cid], rnd.updates[cid]
@@ -330,43 +334,157 @@ class Engine:
         yield from close(env, list(procs.values()), quota, self._deadline(), clock)
         rnd.end, rnd.messages = env.now, self._kept(rnd, rnd.selected)
 
+    def learning_round(self, number: int, edge_round: int = 1) -> int:
+        """The round the method's hooks are told for an edge round of round ``number``: with K > 1
+        edge rounds per cloud round each edge round learns as a round (its batches, its
+        directions), so one cell's K edge rounds learn as K flat rounds do."""
+        return (number - 1) * self.edge_rounds + edge_round
+
     def _edge_tier(self, rnd: Round):
         """Generator: each cell's edge server receives its clients' distinct downloads once over the
-        backhaul, closes on its clients (``simulator.closing``, with its share of the quota) and
-        forwards one partial aggregate; the round ends when the last one reaches the server."""
+        backhaul and closes on its clients (``simulator.closing``) under the round's one quota -
+        over-selection keeps the first ``clients_per_round`` arrivals across cells - and its own
+        cut-off; with K > 1 it plays its further edge rounds. Each forwards one message; the server
+        closes when the last has arrived or at the deadline, when one still on its way is late, and
+        so are the updates it carries."""
         env, selected = self.env, rnd.selected
-        need, overselect = min(self.cfg.clients_per_round, len(selected)), self.cfg.selection == "overselect"
+        quota = Quota(min(self.cfg.clients_per_round, len(selected)),
+                      env.event() if self.cfg.selection == "overselect" else None)
+        held = self.algo.hold() if self.edge_rounds > 1 else None  # the global model, to come back to
         in_cell: dict[str, list[int]] = {}
         for cid in selected:
             in_cell.setdefault(rnd.clients[cid].client.cell, []).append(cid)
         rnd.edges = []
         for cell in sorted(in_cell):
             cids = in_cell[cell]
-            keep = cell_quota(len(cids), need, len(selected)) if overselect else len(cids)
-            edge = EdgeServer(cell, self.edges[cell], cids, Quota(keep, env.event() if overselect else None))
+            edge = EdgeServer(cell, self.edges[cell], cids, quota)
+            self._cutoff(rnd, edge, held)
             for group in distinct_downloads([rnd.jobs[cid].download for cid in cids]):
                 transfer = self.net.send(self.net.backhaul(cell), rnd.jobs[cids[group[0]]].download.nbytes, "down")
                 edge.downloads.append(transfer)
                 edge.ready.update({cids[i]: transfer.done for i in group})
             rnd.edges.append(edge)
+        deadline, closed = self._deadline(), env.event()
         procs = self._start_clients(rnd, edges={cid: edge for edge in rnd.edges for cid in edge.clients})
-        yield env.all_of([env.process(self._edge_process(rnd, edge, procs)) for edge in rnd.edges])
-        rnd.end, rnd.messages = env.now, [edge.message for edge in rnd.edges if edge.message is not None]
+        edges = env.all_of([env.process(self._edge_process(rnd, edge, procs, held, closed)) for edge in rnd.edges])
+        yield edges | deadline if deadline is not None else edges
+        closed.succeed()
+        rnd.end = env.now
+        for edge in rnd.edges:
+            if edge.upload is not None and edge.upload.finished_at is None:  # it cannot reach the server in time
+                self.net.cancel(edge.upload)
+                edge.message, edge.bytes_up = None, int(edge.upload.sent / 8)
+                for rec in edge.earlier + [rnd.records[cid] for cid in edge.clients]:
+                    if rec.status == "ok":
+                        rec.status, rec.note = "late", "its edge's message missed the deadline"
+        rnd.earlier = [rec for edge in rnd.edges for rec in edge.earlier]
+        messages = [edge.message for edge in rnd.edges if edge.message is not None]
+        if held is None:
+            rnd.messages = messages
+        else:  # HierFAVG's cloud step, the edges' models' weighted mean: nothing is left to aggregate
+            host_start = time.perf_counter()
+            self.algo.adopt(messages)
+            rnd.host_s += time.perf_counter() - host_start
 
-    def _edge_process(self, rnd: Round, edge: EdgeServer, procs: dict[int, simpy.Process]):
-        """One edge server's round after the downloads: close on its clients, aggregate what it
-        kept, send that up the backhaul."""
-        yield from close(self.env, [procs[cid] for cid in edge.clients], edge.quota, self._deadline())
+    def _cutoff(self, rnd: Round, edge: EdgeServer, held) -> None:
+        """When ``edge`` stops waiting for its clients (none without a deadline): early enough that
+        its message, alone on its backhaul up, reaches the server by the deadline. The message is
+        priced at the largest it can be: the partial of all its clients' uploads (a method's
+        partial grows with the uploads it holds), or with K > 1 its model."""
+        if self.cfg.deadline_s is None:
+            return
+        uploads = [rnd.jobs[cid].upload for cid in edge.clients if rnd.jobs[cid].rejected is None]
+        host_start = time.perf_counter()
+        message = (self.algo.partial(uploads, rnd.number, edge.index) if held is None
+                   else self.algo.model_message(held, uploads, rnd.number, edge.index))
+        rnd.host_s += time.perf_counter() - host_start
+        after_s = cutoff_s(self.cfg.deadline_s, self.net.cells[edge.cell], message.nbytes if message is not None else 0)
+        edge.cutoff, edge.cutoff_at = self.env.timeout(after_s), self.env.now + after_s
+
+    def _edge_process(self, rnd: Round, edge: EdgeServer, procs: dict[int, simpy.Process], held,
+                      closed: simpy.Event):
+        """One edge server's round after the downloads: close on its clients; aggregate what it
+        kept (with K > 1: play its further edge rounds on a model of its own); send that up the
+        backhaul, until it arrives or the server closes."""
+        yield from close(self.env, [procs[cid] for cid in edge.clients], edge.quota, edge.cutoff)
         for transfer in edge.downloads:  # one that no client waits for any more stops with the round
             if transfer.finished_at is None:
                 self.net.cancel(transfer)
         edge.bytes_down = sum(int(transfer.sent / 8) for transfer in edge.downloads)
-        host_start = time.perf_counter()
-        edge.message = self.algo.partial(self._kept(rnd, edge.clients), rnd.number, edge.index)
-        rnd.host_s += time.perf_counter() - host_start
+        if held is None:
+            host_start = time.perf_counter()
+            edge.message = self.algo.partial(self._kept(rnd, edge.clients), rnd.number, edge.index)
+            rnd.host_s += time.perf_counter() - host_start
+        else:
+            yield from self._edge_rounds(rnd, edge, held)
         if edge.message is not None:
             edge.bytes_up = edge.message.nbytes
-            yield self.net.send(self.net.backhaul(edge.cell), edge.bytes_up, "up").done
+            edge.upload = self.net.send(self.net.backhaul(edge.cell), edge.bytes_up, "up")
+            yield edge.upload.done | closed
+
+    def _edge_rounds(self, rnd: Round, edge: EdgeServer, held):
+        """Generator (K > 1 edge rounds, HierFAVG): after each edge round the edge applies the
+        method's aggregate of what it kept to a model of its own, as a flat round's server does to
+        the global one; its clients that arrived learn from that model and play the next edge
+        round. After K, or at its cut-off, it forwards its model, weighted by the clients whose
+        updates it aggregated. ``held``: the global model, which the host holds between times."""
+        algo, env = self.algo, self.env
+        model, aggregated, cids = held, {}, edge.clients
+        for k in range(1, self.edge_rounds + 1):
+            if k > 1:
+                yield from self._edge_round(rnd, edge, cids, model, held, k)
+            kept = self._kept(rnd, cids)
+            if kept:
+                host_start = time.perf_counter()
+                algo.load(model)
+                algo.apply(algo.aggregate(kept), self.learning_round(rnd.number, k), rnd.plan)
+                model = algo.hold()
+                algo.load(held)
+                rnd.host_s += time.perf_counter() - host_start
+                aggregated.update({m.client: m for m in kept})
+            # those that arrived and are still on go on to the next (one that went off while it
+            # waited for the edge is not there; its row is its last, as in a flat round)
+            cids = [cid for cid in cids if rnd.records[cid].status == "ok" and rnd.clients[cid].off > env.now]
+            if k == self.edge_rounds or not cids or (edge.cutoff_at is not None and env.now >= edge.cutoff_at):
+                break  # these rows are the clients' last: settled with the round
+            self._settle_devices(rnd, cids, env.now)  # they waited idle for the edge until now
+            for cid in cids:
+                rec = rnd.records[cid]
+                if rnd.jobs[cid].rejected:  # it arrived; the edge dropped it
+                    rec.status, rec.note = "rejected", rnd.jobs[cid].rejected
+                edge.earlier.append(rec)
+        if aggregated:
+            edge.message = algo.model_message(model, list(aggregated.values()), rnd.number, edge.index)
+
+    def _edge_round(self, rnd: Round, edge: EdgeServer, cids: list[int], model, held, k: int):
+        """Generator: edge round ``k`` (> 1) of ``cids``: their learning from the edge's ``model``
+        (on the host, in zero simulated time), then download, compute and upload over their access
+        links, closed by the rule of ``simulator.closing`` - every one of them, or the edge's
+        cut-off. Their rows, radio and heat go on from their previous edge round's."""
+        algo, env, number = self.algo, self.env, self.learning_round(rnd.number, k)
+        host_start = time.perf_counter()
+        algo.load(model)
+        downs = {cid: algo.catch_up(cid, self.last_synced(cid), number, rnd.plan) for cid in cids}
+        ups = self.client_updates(number, cids, rnd.plan)
+        algo.load(held)
+        rnd.host_s += time.perf_counter() - host_start
+        edge.ready.clear()  # the edge holds what they download
+        edge.quota = Quota(len(cids), None)
+        procs = []
+        for cid in cids:
+            (down, down_work), (up, up_work) = downs[cid], ups[cid]
+            job = rnd.jobs[cid] = Job(down, Work().merge(down_work).merge(up_work), up, algo.rejects(up))
+            before, client = rnd.clients[cid], rnd.clients[cid].client
+            rec = rnd.records[cid] = ClientRecord(rnd.number, cid, client.device_name, edge_round=k,
+                                                  peak_memory_bytes=job.work.peak_memory_bytes)
+            work_s = (compute_seconds(job.work, client.device, self.dtype)
+                      * slowdown(self.stragglers, self.seed, cid, rnd.number))
+            c = rnd.clients[cid] = ClientRound(client, job, rec, before.index, work_s, before.off,
+                                               *self.radio_thermal[cid].tolist())
+            procs.append(env.process(self.client_process(c, edge.quota, edge)))
+            if c.off < math.inf:
+                env.process(self._watch(procs[-1], c.off - env.now))
+        yield from close(env, procs, edge.quota, edge.cutoff)
 
     def _start_clients(self, rnd: Round, quota: Quota | None = None,
                        edges: dict[int, EdgeServer] | None = None) -> dict[int, simpy.Process]:
@@ -394,7 +512,7 @@ class Engine:
         """The server aggregates what it kept; the clients that pulled the whole download synced;
         every device is charged to the round's end; uploads the method rejects are marked."""
         algo, records, jobs = self.algo, rnd.records, rnd.jobs
-        rnd.aggregated = len(self._kept(rnd, rnd.selected))
+        rnd.aggregated = len(self._kept(rnd, rnd.selected)) + sum(rec.status == "ok" for rec in rnd.earlier)
         host_start = time.perf_counter()
         algo.apply(algo.aggregate(rnd.messages), rnd.number, rnd.plan)
         for cid in rnd.selected:
@@ -408,27 +526,30 @@ class Engine:
         self.took_part[rnd.selected] = True
         rnd.host_s += time.perf_counter() - host_start
 
-    def _settle_devices(self, rnd: Round) -> None:
-        """Every selected device, whichever path played it: an arrival waits idle to the round's
-        end (the others do not wait), which adds baseline and idle-radio energy; its battery share
-        drains by the round's energy; its radio/heat row is written back."""
-        ids, rows = np.array(rnd.selected, dtype=np.int64), [rnd.records[cid] for cid in rnd.selected]
-        for c in rnd.clients.values():
+    def _settle_devices(self, rnd: Round, cids: list[int] | None = None, end: float | None = None) -> None:
+        """Every selected device (or ``cids``, to ``end``: an edge round's arrivals that go on to the
+        next), whichever path played it: an arrival waits idle to the round's end (the others do
+        not wait), which adds baseline and idle-radio energy; its battery share drains by its row's
+        energy; its radio/heat row is written back."""
+        every = cids is None
+        cids, end = rnd.selected if every else cids, rnd.end if end is None else end
+        ids, rows = np.array(cids, dtype=np.int64), [rnd.records[cid] for cid in cids]
+        for c in rnd.clients.values() if every else [rnd.clients[cid] for cid in cids]:
             rnd.state[c.index] = (c.tail_from, c.tail_until, c.heat_s, c.at)
+        state = rnd.state if every else rnd.state[[rnd.clients[cid].index for cid in cids]]
         down, up, finished, energy_radio, energy_compute = (
             np.array([getattr(rec, name) for rec in rows], dtype=float)
             for name in ("download_s", "upload_s", "finished_at", "energy_radio_j", "energy_compute_j"))
         devices = self.group_table.devices(ids)
-        idle = np.where([rec.status == "ok" for rec in rows], np.maximum(0.0, rnd.end - finished), 0.0)
+        idle = np.where([rec.status == "ok" for rec in rows], np.maximum(0.0, end - finished), 0.0)
         energy_idle = baseline_j(devices, down, up, idle)
-        energy_radio = energy_radio + radio.idle_j(devices.link, rnd.state[:, 0], rnd.state[:, 1], finished,
-                                                   finished + idle)
+        energy_radio = energy_radio + radio.idle_j(devices.link, state[:, 0], state[:, 1], finished, finished + idle)
         empty = np.array([rec.note == "battery empty" for rec in rows], dtype=bool)  # a device that ran empty stays off
         left = np.where(empty, 0.0, self.charge_j[ids] - (energy_compute + energy_radio + energy_idle))
         self.charge_j[ids] = np.maximum(0.0, left)
         for rec, idle_s, idle_j, radio_j in zip(rows, idle.tolist(), energy_idle.tolist(), energy_radio.tolist()):
             rec.idle_s, rec.energy_idle_j, rec.energy_radio_j = idle_s, idle_j, radio_j
-        self.radio_thermal[ids] = rnd.state
+        self.radio_thermal[ids] = state
 
     def _record(self, rnd: Round, evaluate_now: bool) -> None:
         """The round's row, with the global model's evaluation when one is due, and its clients' rows."""
@@ -436,6 +557,9 @@ class Engine:
         accuracy, loss = self.algo.evaluate() if evaluate_now else (None, None)
         rnd.host_s += time.perf_counter() - host_start
         rows = rnd.rows = [rnd.records[cid] for cid in rnd.selected]
+        if rnd.earlier:  # K > 1 edge rounds: every edge round's rows, by edge round, each in selection order
+            place = {cid: i for i, cid in enumerate(rnd.selected)}
+            rows = rnd.rows = sorted(rnd.earlier + rows, key=lambda rec: (rec.edge_round, place[rec.client]))
         backhaul = {} if rnd.edges is None else {"backhaul_bytes_up": sum(e.bytes_up for e in rnd.edges),
                                                  "backhaul_bytes_down": sum(e.bytes_down for e in rnd.edges)}
         rnd.record = RoundRecord(
@@ -450,12 +574,12 @@ class Engine:
     def client_process(self, c: ClientRound, quota: Quota, edge: EdgeServer | None = None):
         """Download, compute, upload, then report to ``quota``; behind an ``edge`` server the
         transfers cross the access link only, and the download waits (device idle, counted in
-        ``download_s``) until the edge holds it."""
+        ``download_s``) until the edge holds it (a later edge round's: it does already)."""
         env, cid = self.env, c.client.id
         hops = self.net.path(cid)[:1] if edge is not None else self.net.path(cid)
         c.phase_start = env.now
         try:
-            if edge is not None:
+            if edge is not None and cid in edge.ready:
                 c.phase = "edge"
                 yield from self._powered(edge.ready[cid], c, c.client.device.power_idle_w + c.client.link.idle_w)
                 c.rec.energy_radio_j += float(radio.idle_j(c.client.link, c.tail_from, c.tail_until, c.phase_start,

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 @dataclass(slots=True)
 class ClientRecord:
-    """One row of clients.csv (slots: a round of a large fleet makes thousands)."""
+    """One row of clients.csv (slots: a round of a large fleet makes thousands); under asynchronous
+    rounds one session's row."""
 
     round: int
     client: int
@@ -29,6 +30,12 @@ class ClientRecord:
     peak_memory_bytes: int = 0
     note: str = ""
     finished_at: float = field(default=0.0, repr=False)
+    edge_round: int = 1  # its edge round (K > 1 edge rounds per cloud round: clients.csv's edge_round column)
+    # asynchronous rounds only (None otherwise, and then not written): the session's model version
+    # at its start and at its end, and its start in simulated seconds
+    start_version: int | None = None
+    end_version: int | None = None
+    start_s: float | None = None
 
     @property
     def energy_j(self) -> float:
@@ -37,7 +44,8 @@ class ClientRecord:
 
 @dataclass
 class RoundRecord:
-    """One row of rounds.csv (round 0: the model before training)."""
+    """One row of rounds.csv (round 0: the model before training); under asynchronous rounds one
+    model version's."""
 
     round: int
     sim_time_s: float
@@ -54,6 +62,10 @@ class RoundRecord:
     # hierarchical aggregation only (None otherwise, and then not written): the edge tier's bytes
     backhaul_bytes_up: int | None = None  # the cells' partial aggregates, edge -> server
     backhaul_bytes_down: int | None = None  # the distinct downloads each edge received, server -> edge
+    # asynchronous rounds only (None otherwise, and then not written): how many versions old the
+    # updates this version folded were computed (mean, max)
+    staleness_mean: float | None = None
+    staleness_max: int | None = None
 
 
 class RoundObserver:

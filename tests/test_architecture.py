@@ -79,7 +79,8 @@ def test_the_rooms_hold_what_they_say():
     names = set(module_names())
     assert {n for n in names if n.startswith("edgefed.simulator.")} == {
         f"edgefed.simulator.{m}" for m in
-        ("closing", "costs", "edge", "energy", "engine", "fleet", "network", "radio", "records", "solo", "thermal")}
+        ("asynchronous", "closing", "costs", "edge", "energy", "engine", "fleet", "network", "radio", "records",
+         "solo", "thermal")}
     assert {"edgefed.cli", "edgefed.api", "edgefed.scenario", "edgefed.build", "edgefed.runner",
             "edgefed.results"} <= names
 

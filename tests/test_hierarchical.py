@@ -1,7 +1,10 @@
 """Hierarchical (edge-server) aggregation: the learning equals flat aggregation up to float rounding
 for every method; the backhaul carries one upload per cell and each distinct download once; time
-matches a hand computation; deadline and over-selection apply per cell; bad input is one line."""
+matches a hand computation; the deadline is the server's, end to end, and over-selection keeps the
+first arrivals across cells; K edge rounds in one cell learn as K flat rounds, bit for bit; bad
+input is one line."""
 import copy
+import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -11,6 +14,7 @@ import torch
 from edgefed.algorithms.aggregation import WEIGHT
 from edgefed.algorithms.decomfl import DeComFL
 from edgefed.algorithms.fedkseed import FedKSeed
+from edgefed.algorithms.fedzo import FedZO
 from edgefed.algorithms.message import ARRAY_HEAD, HEADER, Message
 from edgefed.algorithms.work import Work
 from edgefed.devices.availability import StragglerSpec
@@ -23,7 +27,7 @@ from tests.helpers import tiny_setup, zo_cfg
 from tests.test_cli_errors import _assert_one_line_error
 from tests.helpers import edgefed
 from tests.test_end_to_end import read_csv
-from tests.test_systems import LINK, device, play
+from tests.test_systems import LINK, FakeAlgo, device, play
 
 CELLS = {"north": {"up_mbps": 20.0, "down_mbps": 50.0, "latency_s": 0.01},
          "south": {"up_mbps": 10.0, "down_mbps": 30.0, "latency_s": 0.02},
@@ -259,21 +263,56 @@ def test_the_backhaul_carries_one_upload_per_cell_and_each_distinct_download_onc
     assert record.backhaul_bytes_down == 15_000 + 3 * 10_000  # cell a receives two distinct downloads
 
 
-def test_overselection_applies_per_cell():
-    """Four devices, two cells; the server wants 2 of 4: each cell keeps its first arrival, so the
-    slow cell's faster device counts although both fast-cell devices beat it."""
+BACKHAUL_UP_S = 0.05 + 8 * 1000 / 4e6  # a 1000-byte partial up edge_engine's backhaul: latency + 8 kbit / 4 Mbps
+
+
+def test_overselection_keeps_the_first_arrivals_across_cells():
+    """Four devices, two cells; the server wants 2 of 4: the two fastest arrivals count, both in the
+    fast cell, and the slow cell's edge is closed by the same quota, with nothing to send."""
     algo = EdgeFake(flops=8e9, down=1000, up=1000, partial=1000)
     rounds = RoundsSpec(max=1, clients_per_round=2, selection="overselect", overselect=2.0,
                         aggregation={"kind": "hierarchical"})
     engine = edge_engine(algo, [device(g) for g in (4, 8, 1, 2)], ["fast", "fast", "slow", "slow"], rounds)
     record, rows = play(engine)[0]
-    assert algo.aggregated == [[1, 3]]
-    assert {r.client: r.status for r in rows} == {0: "late", 1: "ok", 2: "late", 3: "ok"}
-    assert record.aggregated == 2 and record.backhaul_bytes_up == 2000
-    assert record.sim_time_s > rows[3].download_s + rows[3].compute_s + rows[3].upload_s  # + the backhaul
+    assert algo.aggregated == [[0, 1]]
+    assert {r.client: r.status for r in rows} == {0: "ok", 1: "ok", 2: "late", 3: "late"}
+    assert record.aggregated == 2 and record.backhaul_bytes_up == 1000
+    # the round ends one backhaul upload after the second arrival (the fast cell's last)
+    assert record.sim_time_s == pytest.approx(rows[0].finished_at + BACKHAUL_UP_S)
+    assert all(r.compute_s < 8.0 for r in rows[2:])  # cut off at the quota, charged what they did
 
 
-def test_the_deadline_applies_per_cell_and_a_cell_with_no_arrival_sends_nothing():
+def test_65_cells_of_2_keep_need_arrivals_and_end_one_backhaul_upload_after_flat():
+    """100 clients needed over 65 cells of 2 at 1.3x over-selection (all 130 selected): the round
+    keeps at least 100 and fewer than 100 + the largest cell's 2, and ends no later than the same
+    selection's flat round plus one backhaul upload of one partial (the cells' backhauls are alike)."""
+    speeds = np.random.default_rng(29).uniform(0.5, 4.0, 130)
+    devices, cells = [device(g) for g in speeds], [f"cell{i // 2:02d}" for i in range(130)]
+    sizes = dict(down=1000, up=100_000, flops=2e9)
+
+    def rounds(kind):
+        return RoundsSpec(max=1, clients_per_round=100, selection="overselect", overselect=1.3,
+                          aggregation={"kind": kind})
+
+    hier = EdgeFake(partial=100_000, **sizes)
+    (record, rows), = play(edge_engine(hier, devices, cells, rounds("hierarchical")))
+    flat = FakeAlgo(down_bytes=sizes["down"], up_bytes=sizes["up"], flops=sizes["flops"])
+    (flat_record, flat_rows), = play(edge_engine(flat, devices, cells, rounds("flat")))
+    one_partial_s = 0.05 + 8 * 100_000 / 4e6  # latency + 0.8 Mbit over a 4 Mbps backhaul
+    assert record.selected == flat_record.selected == 130 and flat_record.aggregated == 100
+    assert 100 <= record.aggregated < 100 + 2
+    assert len(hier.aggregated[0]) == record.aggregated
+    assert record.sim_time_s <= flat_record.sim_time_s + one_partial_s
+    assert record.backhaul_bytes_up == 100_000 * len({cells[c] for c in hier.aggregated[0]})
+    print(f"\n65 cells of 2: aggregated {record.aggregated} of {record.selected}; ends at {record.sim_time_s:.4f} s, "
+          f"flat at {flat_record.sim_time_s:.4f} s + one partial's {one_partial_s:.4f} s = "
+          f"{flat_record.sim_time_s + one_partial_s:.4f} s")
+
+
+def test_the_deadline_is_end_to_end_and_a_cell_with_no_arrival_sends_nothing():
+    """Each edge stops waiting when what is left of the server's deadline is its message's time
+    up the backhaul: the fast cell's partial arrives in time, the slow cell's clients are cut off
+    and it sends nothing; the round ends at that cut-off, not after the deadline."""
     algo = EdgeFake(flops=4e9, down=1000, up=1000, partial=1000)
     rounds = RoundsSpec(max=1, clients_per_round=4, deadline_s=3.0, aggregation={"kind": "hierarchical"})
     record, rows = play(edge_engine(algo, [device(g) for g in (8, 8, 1, 1)], ["fast", "fast", "slow", "slow"],
@@ -281,8 +320,29 @@ def test_the_deadline_applies_per_cell_and_a_cell_with_no_arrival_sends_nothing(
     assert algo.aggregated == [[0, 1]]
     assert {r.client: r.status for r in rows} == {0: "ok", 1: "ok", 2: "late", 3: "late"}
     assert record.backhaul_bytes_up == 1000  # the slow cell had nothing to forward
-    assert record.sim_time_s == pytest.approx(3.0)  # the slow cell's edge waited for its deadline
+    assert record.sim_time_s == pytest.approx(3.0 - BACKHAUL_UP_S)  # the slow edge's cut-off
     assert all(r.compute_s < 4.0 for r in rows if r.status == "late")  # cut off, charged
+
+
+class Unpriced(EdgeFake):
+    """A partial that is larger for fewer uploads than for all of them, which the edge's price of
+    its message (the partial of all its clients' uploads) does not foresee."""
+
+    def partial(self, messages, round, edge):
+        message = super().partial(messages, round, edge)
+        return message if message is None or len(messages) == 2 else sized("partial", round, edge, 10 * self.part)
+
+
+def test_a_message_that_cannot_reach_the_server_by_the_deadline_is_late_and_counted():
+    algo = Unpriced(flops=4e9, down=1000, up=1000, partial=1000)
+    rounds = RoundsSpec(max=1, clients_per_round=2, deadline_s=3.0, aggregation={"kind": "hierarchical"})
+    record, rows = play(edge_engine(algo, [device(8), device(1)], ["ap", "ap"], rounds))[0]
+    # client 0 arrives, client 1 is cut off at 3.0 - 0.052 s; the 10 kB partial needs 0.07 s more
+    assert [r.status for r in rows] == ["late", "late"] and record.aggregated == 0
+    assert rows[0].note == "its edge's message missed the deadline" and rows[0].upload_s > 0
+    assert record.sim_time_s == pytest.approx(3.0) and algo.aggregated == [[]]  # nothing reached the server
+    assert record.backhaul_bytes_up == pytest.approx((BACKHAUL_UP_S - 0.05 + 1e-6) * 4e6 / 8, abs=1)
+    assert record.backhaul_bytes_up < 10_000
 
 
 def test_rounds_csv_and_summary_report_the_backhaul(tmp_path, tiny_dict):
@@ -307,6 +367,14 @@ def test_rounds_csv_and_summary_report_the_backhaul(tmp_path, tiny_dict):
     (lambda d: d["fleet"]["groups"][2].pop("cell"), ["fleet.groups.2.cell", "every group in a cell"]),
     (lambda d: d.__setitem__("replay", {"trace": "trace.jsonl"}), ["rounds.aggregation.kind", "replayed"]),
     (lambda d: d["rounds"].__setitem__("aggregation", {"kind": "tree"}), ["rounds.aggregation.kind"]),
+    (lambda d: d["rounds"]["aggregation"].__setitem__("edge_rounds", 0), ["rounds.aggregation.edge_rounds", "(got 0)"]),
+    (lambda d: d["rounds"]["aggregation"].__setitem__("edge_rounds", "two"), ["rounds.aggregation.edge_rounds"]),
+    (lambda d: d["rounds"]["aggregation"].update(kind="flat", edge_rounds=2),
+     ["rounds.aggregation.edge_rounds", "kind: hierarchical"]),
+    (lambda d: d["rounds"]["aggregation"].__setitem__("edge_rounds", 2),  # decomfl: not defined
+     ["rounds.aggregation.edge_rounds", "not defined for decomfl", "fedzo"]),
+    (lambda d: [d.__setitem__("algorithm", METHODS["fedzo"]), d["rounds"].update(selection="overselect"),
+                d["rounds"]["aggregation"].__setitem__("edge_rounds", 3)], ["rounds.selection", "3 edge rounds"]),
 ])
 def test_bad_hierarchical_input_is_one_line_exit_2(tmp_path, tiny_dict, mutate, needles):
     raw = in_cells(tiny_dict, "decomfl", "hierarchical")
@@ -315,12 +383,195 @@ def test_bad_hierarchical_input_is_one_line_exit_2(tmp_path, tiny_dict, mutate, 
 
 
 def test_a_download_the_deadline_cuts_off_on_the_backhaul_stops_with_the_round():
-    algo = EdgeFake(down=10_000_000, flops=1e6)  # 80 Mbit over the 8 Mbps backhaul: 10.05 s
+    algo = EdgeFake(down=10_000_000, flops=1e6, up=1000, partial=1000)  # 80 Mbit over the 8 Mbps backhaul: 10.05 s
     rounds = RoundsSpec(max=1, clients_per_round=2, deadline_s=3.0, aggregation={"kind": "hierarchical"})
     engine = edge_engine(algo, [device()] * 2, ["ap", "ap"], rounds)
     record, rows = play(engine)[0]
+    cutoff = 3.0 - BACKHAUL_UP_S  # the edge stops waiting when its partial would need the rest
     assert [r.status for r in rows] == ["late", "late"] and record.aggregated == 0
-    assert [r.download_s for r in rows] == pytest.approx([3.0, 3.0]) and record.bytes_down == 0
-    assert record.backhaul_bytes_down == pytest.approx((3.0 - 0.05) * 8e6 / 8, abs=1)  # what it sent
-    assert record.backhaul_bytes_up == 0 and record.sim_time_s == pytest.approx(3.0)
+    assert [r.download_s for r in rows] == pytest.approx([cutoff, cutoff]) and record.bytes_down == 0
+    assert record.backhaul_bytes_down == pytest.approx((cutoff - 0.05) * 8e6 / 8, abs=1)  # what it sent
+    assert record.backhaul_bytes_up == 0 and record.sim_time_s == pytest.approx(cutoff)
     assert engine.net.users == {}  # nothing left on the links for the next round
+
+
+# -- K > 1 edge rounds per cloud round (HierFAVG) -------------------------------------------------
+
+class EdgeRoundsFake(EdgeFake):
+    """EdgeFake whose model is the list of (round, client) updates applied to it, so an edge's
+    model and the server's adoption show which edge rounds' updates they hold."""
+
+    edge_rounds_defined = True
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.model, self.models, self.adopted = [], {}, []
+
+    def aggregate(self, messages):
+        return [(m.round, m.client) for m in messages] or None
+
+    def apply(self, update, round, plan):
+        if update is not None:
+            self.model = self.model + update
+
+    def hold(self):
+        return list(self.model)
+
+    def load(self, held):
+        self.model = list(held)
+
+    def model_message(self, held, uploads, round, edge):
+        self.models[edge] = (held, sorted(m.client for m in uploads))
+        return sized("partial", round, edge, self.part)
+
+    def adopt(self, messages):
+        self.adopted.append([self.models[m.client] for m in messages])
+
+
+def two_edge_rounds(k=2, deadline_s=None):
+    rounds = RoundsSpec(max=1, clients_per_round=2, deadline_s=deadline_s,
+                        aggregation={"kind": "hierarchical", "edge_rounds": k})
+    algo = EdgeRoundsFake()
+    return algo, play(edge_engine(algo, [device(1.0)] * 2, ["ap", "ap"], rounds))[0]
+
+
+def test_edge_rounds_match_a_hand_computation():
+    algo, (record, rows) = two_edge_rounds()
+    # edge round 1 as in test_one_cell_matches_a_hand_computation: both arrive at 5.25 s; edge round
+    # 2 at once, from the edge over the access link inside the radio's tail: 0.1 + 8/16 = 0.6 s ->
+    # 5.85 s, compute 2 s, upload 1.1 s -> 8.95 s; the edge's model up the backhaul 1.05 s -> 10.0 s
+    assert record.sim_time_s == pytest.approx(10.0)
+    assert [(r.edge_round, r.client, r.status) for r in rows] == [(1, 0, "ok"), (1, 1, "ok"),
+                                                                    (2, 0, "ok"), (2, 1, "ok")]
+    assert [r.download_s for r in rows] == pytest.approx([2.15, 2.15, 0.6, 0.6])
+    assert [r.idle_s for r in rows] == pytest.approx([0.0, 0.0, 1.05, 1.05])
+    assert (record.selected, record.aggregated, record.dropped) == (4, 4, 0)  # client updates, K per client
+    assert (record.backhaul_bytes_down, record.backhaul_bytes_up) == (1_000_000, 500_000)  # once each way
+    assert (record.bytes_down, record.bytes_up) == (4_000_000, 4_000_000)
+    # the edge applied edge round 1's updates (learning round 1), then round 2's; the server adopted that
+    assert algo.adopted == [[([(1, 0), (1, 1), (2, 0), (2, 1)], [0, 1])]]
+    assert algo.model == []  # the host holds the global model again
+
+
+def test_edge_rounds_stop_at_the_edges_cut_off():
+    """K = 3 under a 12 s deadline: the third edge round cannot finish by the cut-off (12 - 1.05 s),
+    so its clients are cut off there and the edge forwards the model of its first two."""
+    algo, (record, rows) = two_edge_rounds(k=3, deadline_s=12.0)
+    assert [(r.edge_round, r.status) for r in rows] == [(1, "ok")] * 2 + [(2, "ok")] * 2 + [(3, "late")] * 2
+    assert [r.compute_s for r in rows[4:]] == pytest.approx([12.0 - 1.05 - 9.55] * 2, abs=1e-5)  # from 9.55 s
+    assert record.sim_time_s == pytest.approx(12.0) and record.aggregated == 4
+    assert algo.adopted == [[([(1, 0), (1, 1), (2, 0), (2, 1)], [0, 1])]]
+
+
+def test_the_cloud_adopts_the_edges_models_weighted_mean_and_one_model_as_it_is():
+    model, data = tiny_setup(num_clients=4)
+    algo = FedZO(model, data, zo_cfg(), 0)
+    start = algo.hold()
+    up, down = [t + 1.0 for t in start], [t - 3.0 for t in start]
+    up[0].view(-1)[0] = -0.0  # a signed zero survives the mean of one model too
+    uploads = [Message("weights", 1, c, {}) for c in range(4)]
+    examples = [len(data.parts[c]) for c in range(4)]
+    one, three = algo.model_message(up, uploads[:1], 1, 0), algo.model_message(down, uploads[1:], 1, 1)
+    assert one.arrays[WEIGHT].tolist() == [examples[0]] and three.arrays[WEIGHT].tolist() == [sum(examples[1:])]
+    algo.adopt([one, three])
+    for got, a, b in zip(algo.trainable.params, up, down):
+        want = (examples[0] * a.double() + sum(examples[1:]) * b.double()) / sum(examples)
+        torch.testing.assert_close(got.detach().double(), want, rtol=0, atol=1e-6)
+    algo.adopt([one])
+    assert all(torch.equal(got.detach().view(torch.int32), want.view(torch.int32))
+               for got, want in zip(algo.trainable.params, up))
+
+
+def test_a_client_that_goes_off_while_it_waits_for_its_edge_takes_no_further_edge_round():
+    rounds = RoundsSpec(max=1, clients_per_round=2, aggregation={"kind": "hierarchical", "edge_rounds": 2})
+    algo = EdgeRoundsFake()
+    engine = edge_engine(algo, [device(2.0), device(1.0)], ["ap", "ap"], rounds)
+    engine.avail.off_at = lambda cid, now, round: 5.0 if cid == 0 else math.inf
+    (record, rows), = play(engine)
+    # client 0 arrives at 4.25 s and goes off at 5.0 s, before client 1 arrives (5.25 s) and the
+    # edge starts edge round 2: only client 1 plays it, 5.25 + 0.6 + 2 + 1.1 s, then the backhaul 1.05 s
+    assert [(r.edge_round, r.client, r.status) for r in rows] == [(1, 0, "ok"), (1, 1, "ok"), (2, 1, "ok")]
+    assert rows[0].finished_at == pytest.approx(4.25) and record.sim_time_s == pytest.approx(10.0)
+    assert algo.adopted == [[([(1, 0), (1, 1), (2, 1)], [0, 1])]]
+
+
+def in_one_cell(tiny: dict, method: str, kind: str, rounds: int, edge_rounds: int = 1) -> dict:
+    """The tiny scenario with its whole fleet in one cell and every client in every round."""
+    raw = copy.deepcopy(tiny)
+    raw["algorithm"] = METHODS[method]
+    raw["fleet"]["network"] = {"cells": {"ap": CELLS["north"]}}
+    for group in raw["fleet"]["groups"]:
+        group["cell"] = "ap"
+    aggregation = {"kind": kind, **({"edge_rounds": edge_rounds} if edge_rounds > 1 else {})}
+    raw["rounds"].update(max=rounds, clients_per_round=8, eval_every=1, aggregation=aggregation)
+    return raw
+
+
+def run_to_the_end(raw: dict):
+    """Run a scenario in memory: its engine after the last round and its rounds' records."""
+    engine = build_run(validate_scenario(raw, REPO), REPO).engine
+    records = []
+
+    class Keep:
+        def round_configured(self, engine, round):
+            pass
+
+        def round_done(self, engine, round):
+            records.append(round.record)
+
+    engine.observers = [Keep()]
+    engine.run()
+    return engine, records
+
+
+@pytest.mark.parametrize("method", ["fedavg", "fedzo"])
+def test_one_cell_with_k_edge_rounds_learns_as_k_flat_rounds_bit_for_bit(tiny_dict, method):
+    """One cell, every client in every edge round: two cloud rounds of K = 3 edge rounds are six
+    flat rounds - the same weights and evaluations to the bit (the edge's rounds are the flat
+    server's, and the mean of one edge model is that model)."""
+    k, cloud_rounds = 3, 2
+    flat_engine, flat = run_to_the_end(in_one_cell(tiny_dict, method, "flat", k * cloud_rounds))
+    hier_engine, hier = run_to_the_end(in_one_cell(tiny_dict, method, "hierarchical", cloud_rounds, k))
+    assert len(hier) == cloud_rounds + 1 and len(flat) == k * cloud_rounds + 1
+    for r in range(cloud_rounds + 1):
+        assert (hier[r].accuracy, hier[r].loss) == (flat[k * r].accuracy, flat[k * r].loss)
+    assert [r.aggregated for r in hier[1:]] == [8 * k] * cloud_rounds
+    for a, b in zip(hier_engine.algo.trainable.params, flat_engine.algo.trainable.params, strict=True):
+        assert torch.equal(a.detach().view(torch.int32), b.detach().view(torch.int32))
+    assert hier[-1].loss != flat[0].loss  # it learned something
+
+
+def test_edge_rounds_write_one_round_row_per_cloud_round_and_an_edge_round_column(tmp_path, tiny_dict):
+    raw = in_cells(tiny_dict, "fedzo", "hierarchical")
+    raw["rounds"]["aggregation"]["edge_rounds"] = 2
+    run_dir = tmp_path / "run"
+    result = edgefed("run", write_scenario(tmp_path, raw), "--out", run_dir, "--quiet")
+    assert result.returncode == 0, result.stderr
+    rounds, clients = read_csv(run_dir / "rounds.csv"), read_csv(run_dir / "clients.csv")
+    assert [r["round"] for r in rounds] == ["0", "1", "2"]
+    assert [(r["selected"], r["aggregated"]) for r in rounds[1:]] == [("16", "16")] * 2  # 8 clients x 2
+    trained = [c for c in clients if c["round"] != "0"]
+    assert [c["edge_round"] for c in trained if c["round"] == "1"] == ["1"] * 8 + ["2"] * 8
+    assert all(int(r["backhaul_bytes_up"]) > 0 for r in rounds[1:])
+    one = tmp_path / "one"
+    raw["rounds"]["aggregation"]["edge_rounds"] = 1
+    assert edgefed("run", write_scenario(tmp_path, raw, "one.yaml"), "--out", one, "--quiet").returncode == 0
+    assert "edge_round" not in read_csv(one / "clients.csv")[0]
+
+
+def test_a_run_with_edge_rounds_interrupted_then_resumed_matches_one_straight_through(tmp_path, tiny_dict):
+    """The edge models live inside a cloud round, so a checkpoint between cloud rounds holds all
+    there is: a resumed run writes the same rows as one that was not stopped."""
+    from edgefed import regress
+    from edgefed.runner import run_scenario
+    from tests.test_regression import StopAfter
+
+    raw = in_cells(tiny_dict, "fedavg", "hierarchical")
+    raw["rounds"].update(max=3, clients_per_round=5, eval_every=1)
+    raw["rounds"]["aggregation"]["edge_rounds"] = 2
+    scenario = validate_scenario(raw, REPO)
+    run_scenario(scenario, REPO, tmp_path / "straight")
+    with pytest.raises(KeyboardInterrupt):
+        run_scenario(scenario, REPO, tmp_path / "resumed", progress=StopAfter(1))
+    run_scenario(scenario, REPO, tmp_path / "resumed", resume=True)
+    assert regress.compare(tmp_path / "straight", tmp_path / "resumed") == []

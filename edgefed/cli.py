@@ -122,7 +122,7 @@ def note_recorded_versions(file: Path, scenario) -> None:
 
 def print_summary(summary: dict, run_dir: Path) -> None:
     table = Table(title=f"edgefed run: {run_dir}", show_header=False)
-    fmt = lambda v, unit="": "-" if v is None else (f"{v:,.4g}{unit}" if isinstance(v, float) else f"{v}{unit}")  # noqa: E731
+    fmt = lambda v, unit="": "-" if v is None else (f"{v:,.4g}{unit}" if isinstance(v, float) else f"{v:,}{unit}")  # noqa: E731
     totals = summary["totals"]
     rows = [
         ("accuracy round 0 -> final (best)", f"{fmt(summary['initial_accuracy'])} -> {fmt(summary['final_accuracy'])} ({fmt(summary['best_accuracy'])})"),

@@ -20,6 +20,7 @@ whichever path played it. Processes are plain generators, as in SimPy's own exam
 from __future__ import annotations
 
 import math
+import operator
 import time
 from dataclasses import dataclass, field, fields
 
@@ -108,6 +109,7 @@ class Round:
     clients: dict[int, ClientRound] = field(default_factory=dict)  # the event path's, in selection order
     state: np.ndarray = field(default_factory=lambda: np.empty((0, 4)))  # the selected devices' radio_thermal rows
     clock: list[float] | None = None  # the steps to the last closed-form client's finish (None: none)
+    solo: tuple[np.ndarray, Timelines] | None = None  # the closed-form clients' places in selected, and timelines
     end: float = 0.0  # when the server closed the round
     messages: list[Message] = field(default_factory=list)  # what the server aggregates
     edges: list[EdgeServer] | None = None  # hierarchical aggregation's edge servers
@@ -273,8 +275,9 @@ class Engine:
     def _work_seconds(self, rnd: Round, slow: list[float]) -> list[float]:
         """Each selected client's compute seconds at its device's burst rate, times its slowdown."""
         fleet, seconds, out = self.clients, {}, []
-        for cid, factor in zip(rnd.selected, slow):
-            work, g = rnd.jobs[cid].work, int(fleet.group[cid])
+        groups = fleet.group[np.array(rnd.selected, dtype=np.int64)].tolist()
+        for cid, g, factor in zip(rnd.selected, groups, slow):
+            work = rnd.jobs[cid].work
             if (id(work), g) not in seconds:  # per (work, group): a replay's clients share Work objects
                 seconds[id(work), g] = compute_seconds(work, fleet.groups[g].device, self.dtype)
             out.append(seconds[id(work), g] * factor)
@@ -304,23 +307,27 @@ class Engine:
         places, found = places[keep], Timelines(*(getattr(found, f.name)[keep] for f in fields(Timelines)))
         rnd.state[places] = found.state
         rnd.clock = found.steps[found.finished_at.argmax()].tolist()
-        self._solo_records(rnd, ids[places].tolist(), found)
+        rnd.solo = places, found  # their rows are written once the round's end is known (settling)
         return set(places.tolist())
 
-    def _solo_records(self, rnd: Round, ids: list[int], found: Timelines) -> None:
-        """The closed-form clients' rows up to their upload's end (settling adds their wait)."""
+    def _solo_records(self, rnd: Round, found: Timelines, idle: np.ndarray, energy_idle: np.ndarray,
+                      energy_radio: np.ndarray) -> None:
+        """The closed-form clients' rows, written once with their wait to the round's end."""
+        places = rnd.solo[0]
+        ids = np.array(rnd.selected, dtype=np.int64)[places]
         names = [g.device_name for g in self.clients.groups]
         flops: dict[int, float] = {}  # per Work object, shared by a replay's clients
-        columns = zip(ids, self.clients.group[ids].tolist(), found.download_s.tolist(), found.compute_s.tolist(),
-                      found.upload_s.tolist(), found.energy_compute_j.tolist(), found.energy_radio_j.tolist(),
+        columns = zip(ids.tolist(), self.clients.group[ids].tolist(), found.download_s.tolist(),
+                      found.compute_s.tolist(), found.upload_s.tolist(), idle[places].tolist(),
+                      found.energy_compute_j.tolist(), energy_radio[places].tolist(), energy_idle[places].tolist(),
                       found.finished_at.tolist())
-        for cid, g, down_s, compute_s, up_s, compute_j_, radio_j, finished in columns:
+        for cid, g, down_s, compute_s, up_s, idle_s, compute_j_, radio_j, idle_j_, finished in columns:
             job = rnd.jobs[cid]
             if id(job.work) not in flops:
                 flops[id(job.work)] = job.work.flops
-            rnd.records[cid] = ClientRecord(rnd.number, cid, names[g], "ok", down_s, compute_s, up_s, 0.0, compute_j_,
-                                            radio_j, 0.0, job.upload.nbytes, job.download.nbytes, flops[id(job.work)],
-                                            job.work.peak_memory_bytes, "", finished)
+            rnd.records[cid] = ClientRecord(rnd.number, cid, names[g], "ok", down_s, compute_s, up_s, idle_s,
+                                            compute_j_, radio_j, idle_j_, job.upload.nbytes, job.download.nbytes,
+                                            flops[id(job.work)], job.work.peak_memory_bytes, "", finished)
 
     def _flat_tier(self, rnd: Round):
         """Generator: the clients talk to the server itself, which closes on them (``simulator.closing``)
@@ -504,21 +511,23 @@ class Engine:
 
     @staticmethod
     def _kept(rnd: Round, cids: list[int]) -> list[Message]:
-        """The uploads of ``cids`` that arrived in time and that the server accepts."""
-        return [rnd.jobs[cid].upload for cid in cids
-                if rnd.records[cid].status == "ok" and rnd.jobs[cid].rejected is None]
+        """The uploads of ``cids`` that arrived in time and that the server accepts (a client
+        without a row yet is a closed-form one: it arrived)."""
+        records, jobs = rnd.records, rnd.jobs
+        return [jobs[cid].upload for cid in cids
+                if (cid not in records or records[cid].status == "ok") and jobs[cid].rejected is None]
 
     def _settle(self, rnd: Round) -> None:
         """The server aggregates what it kept; the clients that pulled the whole download synced;
         every device is charged to the round's end; uploads the method rejects are marked."""
         algo, records, jobs = self.algo, rnd.records, rnd.jobs
-        rnd.aggregated = len(self._kept(rnd, rnd.selected)) + sum(rec.status == "ok" for rec in rnd.earlier)
         host_start = time.perf_counter()
+        self._settle_devices(rnd)
+        rnd.aggregated = len(self._kept(rnd, rnd.selected)) + sum(rec.status == "ok" for rec in rnd.earlier)
         algo.apply(algo.aggregate(rnd.messages), rnd.number, rnd.plan)
         for cid in rnd.selected:
             if records[cid].download_s > 0 and records[cid].bytes_down == jobs[cid].download.nbytes:
                 self.last_sync[cid] = rnd.number - 1  # it pulled the model as of the previous round
-        self._settle_devices(rnd)
         for cid in rnd.selected:
             rec = records[cid]
             if rec.status == "ok" and jobs[cid].rejected:  # it arrived; the server drops it
@@ -533,23 +542,48 @@ class Engine:
         energy; its radio/heat row is written back."""
         every = cids is None
         cids, end = rnd.selected if every else cids, rnd.end if end is None else end
-        ids, rows = np.array(cids, dtype=np.int64), [rnd.records[cid] for cid in cids]
+        solo = rnd.solo if every else None
+        ids = np.array(cids, dtype=np.int64)
+        rows = [rnd.records.get(cid) for cid in cids]  # None: a closed-form client, its row written below
         for c in rnd.clients.values() if every else [rnd.clients[cid] for cid in cids]:
             rnd.state[c.index] = (c.tail_from, c.tail_until, c.heat_s, c.at)
         state = rnd.state if every else rnd.state[[rnd.clients[cid].index for cid in cids]]
-        down, up, finished, energy_radio, energy_compute = (
-            np.array([getattr(rec, name) for rec in rows], dtype=float)
-            for name in ("download_s", "upload_s", "finished_at", "energy_radio_j", "energy_compute_j"))
+        down, up, finished, energy_radio, energy_compute, arrived, empty = self._settled(rnd, rows, every)
         devices = self.group_table.devices(ids)
-        idle = np.where([rec.status == "ok" for rec in rows], np.maximum(0.0, end - finished), 0.0)
+        idle = np.where(arrived, np.maximum(0.0, end - finished), 0.0)
         energy_idle = baseline_j(devices, down, up, idle)
         energy_radio = energy_radio + radio.idle_j(devices.link, state[:, 0], state[:, 1], finished, finished + idle)
-        empty = np.array([rec.note == "battery empty" for rec in rows], dtype=bool)  # a device that ran empty stays off
         left = np.where(empty, 0.0, self.charge_j[ids] - (energy_compute + energy_radio + energy_idle))
         self.charge_j[ids] = np.maximum(0.0, left)
         for rec, idle_s, idle_j, radio_j in zip(rows, idle.tolist(), energy_idle.tolist(), energy_radio.tolist()):
-            rec.idle_s, rec.energy_idle_j, rec.energy_radio_j = idle_s, idle_j, radio_j
+            if rec is not None:
+                rec.idle_s, rec.energy_idle_j, rec.energy_radio_j = idle_s, idle_j, radio_j
+        if solo is not None:
+            self._solo_records(rnd, solo[1], idle, energy_idle, energy_radio)
         self.radio_thermal[ids] = state
+
+    @staticmethod
+    def _settled(rnd: Round, rows: list[ClientRecord | None], every: bool) -> tuple[np.ndarray, ...]:
+        """What settling reads of each row, as arrays: download, upload, finish, radio and compute
+        energy, whether it arrived and whether its battery ran empty (it then stays off). The
+        closed-form clients' come from their timelines (their rows are written after; they all
+        arrived, on an unlimited battery), the rest from their rows."""
+        columns = ("download_s", "upload_s", "finished_at", "energy_radio_j", "energy_compute_j")
+        figures = np.empty((len(rows), len(columns)))
+        arrived, empty = np.empty(len(rows), dtype=bool), np.zeros(len(rows), dtype=bool)
+        places, found = rnd.solo if every and rnd.solo is not None else (np.empty(0, dtype=np.int64), None)
+        if found is not None:
+            for j, name in enumerate(columns):
+                figures[places, j] = getattr(found, name)
+            arrived[places] = True
+        events = np.ones(len(rows), dtype=bool)
+        events[places] = False
+        rest = np.flatnonzero(events).tolist()
+        read = operator.attrgetter(*columns)
+        figures[rest] = np.array([read(rows[i]) for i in rest], dtype=float).reshape(len(rest), len(columns))
+        arrived[rest] = [rows[i].status == "ok" for i in rest]
+        empty[rest] = [rows[i].note == "battery empty" for i in rest]
+        return (*figures.T, arrived, empty)
 
     def _record(self, rnd: Round, evaluate_now: bool) -> None:
         """The round's row, with the global model's evaluation when one is due, and its clients' rows."""

@@ -120,6 +120,28 @@ class Round:
     rows: list[ClientRecord] = field(default_factory=list)
 
 
+
+SETTLED = ("download_s", "upload_s", "finished_at", "energy_radio_j", "energy_compute_j")
+
+
+def settled(n: int, solo: tuple[np.ndarray, Timelines] | None, at: np.ndarray,
+            rows: list[ClientRecord]) -> tuple[np.ndarray, ...]:
+    """What settling reads of ``n`` clients, as arrays: download, upload, finish, radio and compute
+    energy, whether each arrived and whether its battery ran empty (it then stays off). The
+    closed-form clients' (``solo``) come from their timelines (they all arrived, on an unlimited
+    battery), the others' from their ``rows``, at places ``at``."""
+    figures = np.empty((n, len(SETTLED)))
+    arrived, empty = np.ones(n, dtype=bool), np.zeros(n, dtype=bool)
+    if solo is not None:
+        places, found = solo
+        for j, name in enumerate(SETTLED):
+            figures[places, j] = getattr(found, name)
+    read = operator.attrgetter(*SETTLED)
+    figures[at] = np.array([read(rec) for rec in rows], dtype=float).reshape(len(rows), len(SETTLED))
+    arrived[at] = [rec.status == "ok" for rec in rows]
+    empty[at] = [rec.note == "battery empty" for rec in rows]
+    return (*figures.T, arrived, empty)
+
 class Engine:
     closed_form = True  # clients alone on their links skip the events (simulator/solo.py); tests compare both paths
 
@@ -544,46 +566,25 @@ class Engine:
         cids, end = rnd.selected if every else cids, rnd.end if end is None else end
         solo = rnd.solo if every else None
         ids = np.array(cids, dtype=np.int64)
-        rows = [rnd.records.get(cid) for cid in cids]  # None: a closed-form client, its row written below
+        # the rows there are: a closed-form client's is written below, with its wait
+        at = np.arange(len(cids)) if solo is None else np.delete(np.arange(len(cids)), solo[0])
+        rows = [rnd.records[cids[i]] for i in at.tolist()]
         for c in rnd.clients.values() if every else [rnd.clients[cid] for cid in cids]:
             rnd.state[c.index] = (c.tail_from, c.tail_until, c.heat_s, c.at)
         state = rnd.state if every else rnd.state[[rnd.clients[cid].index for cid in cids]]
-        down, up, finished, energy_radio, energy_compute, arrived, empty = self._settled(rnd, rows, every)
+        down, up, finished, energy_radio, energy_compute, arrived, empty = settled(len(cids), solo, at, rows)
         devices = self.group_table.devices(ids)
         idle = np.where(arrived, np.maximum(0.0, end - finished), 0.0)
         energy_idle = baseline_j(devices, down, up, idle)
         energy_radio = energy_radio + radio.idle_j(devices.link, state[:, 0], state[:, 1], finished, finished + idle)
         left = np.where(empty, 0.0, self.charge_j[ids] - (energy_compute + energy_radio + energy_idle))
         self.charge_j[ids] = np.maximum(0.0, left)
-        for rec, idle_s, idle_j, radio_j in zip(rows, idle.tolist(), energy_idle.tolist(), energy_radio.tolist()):
-            if rec is not None:
-                rec.idle_s, rec.energy_idle_j, rec.energy_radio_j = idle_s, idle_j, radio_j
+        for rec, idle_s, idle_j, radio_j in zip(rows, idle[at].tolist(), energy_idle[at].tolist(),
+                                                energy_radio[at].tolist()):
+            rec.idle_s, rec.energy_idle_j, rec.energy_radio_j = idle_s, idle_j, radio_j
         if solo is not None:
             self._solo_records(rnd, solo[1], idle, energy_idle, energy_radio)
         self.radio_thermal[ids] = state
-
-    @staticmethod
-    def _settled(rnd: Round, rows: list[ClientRecord | None], every: bool) -> tuple[np.ndarray, ...]:
-        """What settling reads of each row, as arrays: download, upload, finish, radio and compute
-        energy, whether it arrived and whether its battery ran empty (it then stays off). The
-        closed-form clients' come from their timelines (their rows are written after; they all
-        arrived, on an unlimited battery), the rest from their rows."""
-        columns = ("download_s", "upload_s", "finished_at", "energy_radio_j", "energy_compute_j")
-        figures = np.empty((len(rows), len(columns)))
-        arrived, empty = np.empty(len(rows), dtype=bool), np.zeros(len(rows), dtype=bool)
-        places, found = rnd.solo if every and rnd.solo is not None else (np.empty(0, dtype=np.int64), None)
-        if found is not None:
-            for j, name in enumerate(columns):
-                figures[places, j] = getattr(found, name)
-            arrived[places] = True
-        events = np.ones(len(rows), dtype=bool)
-        events[places] = False
-        rest = np.flatnonzero(events).tolist()
-        read = operator.attrgetter(*columns)
-        figures[rest] = np.array([read(rows[i]) for i in rest], dtype=float).reshape(len(rest), len(columns))
-        arrived[rest] = [rows[i].status == "ok" for i in rest]
-        empty[rest] = [rows[i].note == "battery empty" for i in rest]
-        return (*figures.T, arrived, empty)
 
     def _record(self, rnd: Round, evaluate_now: bool) -> None:
         """The round's row, with the global model's evaluation when one is due, and its clients' rows."""

@@ -47,6 +47,11 @@ def test_the_scan_catches_a_top_level_import(tmp_path):
     assert [name for _, name in top_level_imports(sample)] == ["simulator.engine", "devices.profile"]
 
 
+# one test process builds the wheel for every test here: setuptools builds in the checkout's own
+# build/ folder, so two processes building at once collide (pytest-xdist, --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("packaging")
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
     out = tmp_path_factory.mktemp("wheel")

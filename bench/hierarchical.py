@@ -34,6 +34,19 @@ METHODS = {
 }
 
 
+# 28 devices in three cells (a campus access point, a 5G cell, a lab switch), each behind its own
+# backhaul: the fleet both hierarchical benches play
+CELLS_FLEET = {
+    "groups": [{"device": "macbook-air-m2", "count": 6, "link": "wifi", "cell": "campus-ap"},
+               {"device": "framework13-amd", "count": 6, "link": "wifi", "cell": "campus-ap"},
+               {"device": "galaxy-s24", "count": 8, "link": "5g", "cell": "5g-cell"},
+               {"device": "jetson-orin-nano", "count": 4, "link": "ethernet", "cell": "lab-switch"},
+               {"device": "rpi5", "count": 4, "link": "ethernet", "cell": "lab-switch"}],
+    "network": {"cells": {"campus-ap": {"up_mbps": 100, "down_mbps": 100, "latency_s": 0.005},
+                          "5g-cell": {"up_mbps": 200, "down_mbps": 1000, "latency_s": 0.01},
+                          "lab-switch": {"up_mbps": 1000, "down_mbps": 1000, "latency_s": 0.001}}}}
+
+
 def scenario(method: str, kind: str, rounds: int) -> Scenario:
     data = {
         "name": f"{method}-{kind}", "seed": 1,
@@ -43,15 +56,7 @@ def scenario(method: str, kind: str, rounds: int) -> Scenario:
                              "train_limit": 480, "test_limit": 128}, "head_init_examples": 4},
         "partition": {"kind": "dirichlet", "alpha": 0.5},
         "algorithm": METHODS[method],
-        "fleet": {
-            "groups": [{"device": "macbook-air-m2", "count": 6, "link": "wifi", "cell": "campus-ap"},
-                       {"device": "framework13-amd", "count": 6, "link": "wifi", "cell": "campus-ap"},
-                       {"device": "galaxy-s24", "count": 8, "link": "5g", "cell": "5g-cell"},
-                       {"device": "jetson-orin-nano", "count": 4, "link": "ethernet", "cell": "lab-switch"},
-                       {"device": "rpi5", "count": 4, "link": "ethernet", "cell": "lab-switch"}],
-            "network": {"cells": {"campus-ap": {"up_mbps": 100, "down_mbps": 100, "latency_s": 0.005},
-                                  "5g-cell": {"up_mbps": 200, "down_mbps": 1000, "latency_s": 0.01},
-                                  "lab-switch": {"up_mbps": 1000, "down_mbps": 1000, "latency_s": 0.001}}}},
+        "fleet": copy.deepcopy(CELLS_FLEET),
         "rounds": {"max": rounds, "clients_per_round": 14, "eval_every": rounds,
                    "aggregation": {"kind": kind}},
         "output": {"plots": False},

@@ -24,6 +24,8 @@ import shutil
 import time
 from pathlib import Path
 
+from hierarchical import CELLS_FLEET  # the same three-cell fleet (this folder is on sys.path)
+
 from edgefed.docgen import number, table
 from edgefed.provenance import write_bench_result
 from edgefed.results import read_rows
@@ -46,15 +48,7 @@ def scenario(k: int, cloud_rounds: int, seed: int, every: int) -> Scenario:
                  "head_init_examples": 4},
         "partition": {"kind": "dirichlet", "alpha": 0.5},
         "algorithm": ALGORITHM,
-        "fleet": {
-            "groups": [{"device": "macbook-air-m2", "count": 6, "link": "wifi", "cell": "campus-ap"},
-                       {"device": "framework13-amd", "count": 6, "link": "wifi", "cell": "campus-ap"},
-                       {"device": "galaxy-s24", "count": 8, "link": "5g", "cell": "5g-cell"},
-                       {"device": "jetson-orin-nano", "count": 4, "link": "ethernet", "cell": "lab-switch"},
-                       {"device": "rpi5", "count": 4, "link": "ethernet", "cell": "lab-switch"}],
-            "network": {"cells": {"campus-ap": {"up_mbps": 100, "down_mbps": 100, "latency_s": 0.005},
-                                  "5g-cell": {"up_mbps": 200, "down_mbps": 1000, "latency_s": 0.01},
-                                  "lab-switch": {"up_mbps": 1000, "down_mbps": 1000, "latency_s": 0.001}}}},
+        "fleet": copy.deepcopy(CELLS_FLEET),
         "rounds": {"max": cloud_rounds, "clients_per_round": CLIENTS_PER_ROUND, "eval_every": every,
                    "aggregation": {"kind": "hierarchical", "edge_rounds": k}},
         "output": {"plots": False},

@@ -296,13 +296,15 @@ class Engine:
 
     def _work_seconds(self, rnd: Round, slow: list[float]) -> list[float]:
         """Each selected client's compute seconds at its device's burst rate, times its slowdown."""
-        fleet, seconds, out = self.clients, {}, []
+        fleet, jobs, seconds, out = self.clients, rnd.jobs, {}, []
         groups = fleet.group[np.array(rnd.selected, dtype=np.int64)].tolist()
         for cid, g, factor in zip(rnd.selected, groups, slow):
-            work = rnd.jobs[cid].work
-            if (id(work), g) not in seconds:  # per (work, group): a replay's clients share Work objects
-                seconds[id(work), g] = compute_seconds(work, fleet.groups[g].device, self.dtype)
-            out.append(seconds[id(work), g] * factor)
+            work = jobs[cid].work
+            key = (id(work), g)  # per (work, group): a replay's clients share Work objects
+            burst = seconds.get(key)
+            if burst is None:
+                burst = seconds[key] = compute_seconds(work, fleet.groups[g].device, self.dtype)
+            out.append(burst * factor)
         return out
 
     def _closed_form(self, rnd: Round, work_s: list[float], off: list[float]) -> set[int]:
@@ -316,11 +318,12 @@ class Engine:
         places = np.flatnonzero(self.group_table.solo[self.clients.group[ids]] & (self.charge_j[ids] == math.inf))
         if not places.size:
             return set()
-        jobs = [rnd.jobs[cid] for cid in ids[places].tolist()]
-        found = timelines(now, self.group_table.devices(ids[places]), rnd.state[places],
-                          8.0 * np.array([job.download.nbytes for job in jobs], dtype=float),
-                          8.0 * np.array([job.upload.nbytes for job in jobs], dtype=float), np.array(work_s)[places])
-        watch = np.array([now + (off[i] - now) for i in places.tolist()], dtype=float)  # when _watch would stop it
+        jobs = rnd.jobs
+        nbytes = np.array([(jobs[cid].download.nbytes, jobs[cid].upload.nbytes) for cid in ids[places].tolist()],
+                          dtype=float).reshape(-1, 2)
+        found = timelines(now, self.group_table.devices(ids[places]), rnd.state[places], 8.0 * nbytes[:, 0],
+                          8.0 * nbytes[:, 1], np.array(work_s)[places])
+        watch = now + (np.array(off, dtype=float)[places] - now)  # when _watch would stop it
         keep = watch > found.finished_at
         if self.cfg.deadline_s is not None:  # a client the deadline cuts off is charged by the events
             keep &= found.finished_at < now + self.cfg.deadline_s
@@ -542,18 +545,20 @@ class Engine:
     def _settle(self, rnd: Round) -> None:
         """The server aggregates what it kept; the clients that pulled the whole download synced;
         every device is charged to the round's end; uploads the method rejects are marked."""
-        algo, records, jobs = self.algo, rnd.records, rnd.jobs
+        algo, records, jobs, last_sync = self.algo, rnd.records, rnd.jobs, self.last_sync
         host_start = time.perf_counter()
         self._settle_devices(rnd)
-        rnd.aggregated = len(self._kept(rnd, rnd.selected)) + sum(rec.status == "ok" for rec in rnd.earlier)
         algo.apply(algo.aggregate(rnd.messages), rnd.number, rnd.plan)
+        kept = sum(rec.status == "ok" for rec in rnd.earlier)
         for cid in rnd.selected:
-            if records[cid].download_s > 0 and records[cid].bytes_down == jobs[cid].download.nbytes:
-                self.last_sync[cid] = rnd.number - 1  # it pulled the model as of the previous round
-        for cid in rnd.selected:
-            rec = records[cid]
-            if rec.status == "ok" and jobs[cid].rejected:  # it arrived; the server drops it
-                rec.status, rec.note = "rejected", jobs[cid].rejected
+            rec, job = records[cid], jobs[cid]
+            if rec.download_s > 0 and rec.bytes_down == job.download.nbytes:
+                last_sync[cid] = rnd.number - 1  # it pulled the model as of the previous round
+            if rec.status == "ok" and job.rejected is None:
+                kept += 1
+            elif rec.status == "ok" and job.rejected:  # it arrived; the server drops it
+                rec.status, rec.note = "rejected", job.rejected
+        rnd.aggregated = kept
         self.took_part[rnd.selected] = True
         rnd.host_s += time.perf_counter() - host_start
 

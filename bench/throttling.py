@@ -6,7 +6,9 @@ One local step is the MeZO two-point step on MiniLM-L6 (batch 16 x 48 tokens, FL
 round; its heat carries over (``simulator/thermal.py``, the catalog's ``thermal`` profiles). For
 each phone and workload this prints the compute time of the first and the tenth round and the
 total over ten rounds, against the catalog's burst rate alone and the flat x0.7 factor the
-catalog used before, and writes bench/results/throttling.json.
+catalog used before; and the compute energy of the ten rounds (``energy.compute_j``: throttled,
+the device draws ``power_throttled_w``) against the burst power held throughout, the rule before
+issue 28, in joules per burst-second of work. Writes bench/results/throttling.json.
 
     OMP_NUM_THREADS=1 python bench/throttling.py
 """
@@ -20,6 +22,7 @@ from edgefed.algorithms.models import Batch, TaskModel, load_backbone
 from edgefed.algorithms.work import Work
 from edgefed.devices.profile import default_catalog
 from edgefed.simulator.costs import compute_seconds
+from edgefed.simulator.energy import compute_j
 from edgefed.provenance import write_bench_result
 from edgefed.simulator import thermal
 
@@ -41,16 +44,18 @@ def step_work() -> Work:
     return work
 
 
-def rounds(profile, work_s: float, gap_s: float) -> list[float]:
-    """Compute seconds per round for a phone that starts cold."""
-    heat_s, at, out = 0.0, 0.0, []
+def rounds(device, work_s: float, gap_s: float) -> tuple[list[float], list[float]]:
+    """Compute seconds and compute joules per round for a phone that starts cold."""
+    profile = device.thermal or thermal.STEADY
+    heat_s, at, seconds_out, joules_out = 0.0, 0.0, [], []
     for _ in range(ROUNDS):
-        now = at + (gap_s if out else 0.0)
+        now = at + (gap_s if seconds_out else 0.0)
         heat_s = thermal.cooled(profile, heat_s, at, now)
         seconds = float(thermal.duration(profile, heat_s, work_s))
+        joules_out.append(float(compute_j(device, profile, heat_s, seconds)))
         heat_s, at = thermal.heated(profile, heat_s, seconds), now + seconds
-        out.append(seconds)
-    return out
+        seconds_out.append(seconds)
+    return seconds_out, joules_out
 
 
 def main() -> None:
@@ -59,18 +64,21 @@ def main() -> None:
     results = {"step_gflop": work.flops / 1e9, "rounds": ROUNDS, "cases": []}
     print(f"MiniLM-L6 two-point step: {work.flops / 1e9:.1f} GFLOP; {ROUNDS} rounds per phone")
     print(f"{'phone':12s} {'workload':30s} {'schedule':42s} {'burst':>8s} {'round 1':>8s} {'round 10':>8s}"
-          f" {'total':>8s} {'vs burst':>8s} {'flat x0.7':>9s}")
+          f" {'total':>8s} {'vs burst':>8s} {'flat x0.7':>9s} {'J/burst-s':>9s} {'before':>7s}")
     for name, device in phones.items():
         for label, steps in WORKLOADS.items():
             burst_s = compute_seconds(work, device) * steps
             for schedule, gap_s in GAPS_S.items():
-                per_round = rounds(device.thermal or thermal.STEADY, burst_s, gap_s)
+                per_round, joules = rounds(device, burst_s, gap_s)
                 total, flat = sum(per_round), ROUNDS * burst_s / 0.7
+                per_work, held = sum(joules) / (ROUNDS * burst_s), total * device.power_active_w / (ROUNDS * burst_s)
                 results["cases"].append({"phone": name, "workload": label, "steps": steps, "schedule": schedule,
                                          "gap_s": gap_s, "burst_round_s": burst_s, "round_s": per_round,
-                                         "total_s": total, "flat_0.7_total_s": flat})
+                                         "total_s": total, "flat_0.7_total_s": flat, "round_j": joules,
+                                         "total_j": sum(joules), "j_per_burst_s": per_work,
+                                         "burst_power_held_j_per_burst_s": held})
                 print(f"{name:12s} {label:30s} {schedule:42s} {burst_s:8.1f} {per_round[0]:8.1f} {per_round[-1]:8.1f}"
-                      f" {total:8.1f} {total / (ROUNDS * burst_s):7.2f}x {flat:9.1f}")
+                      f" {total:8.1f} {total / (ROUNDS * burst_s):7.2f}x {flat:9.1f} {per_work:9.2f} {held:7.2f}")
     write_bench_result(REPO / "bench" / "results" / "throttling.json", results, __file__)
 
 

@@ -20,13 +20,17 @@ Dtype = Literal["fp32", "fp16", "bf16"]
 class ThermalProfile(BaseModel):
     """A fanless device's speed under sustained load: its full (burst) rate for ``burst_s``
     seconds of load from cold, then ``sustained_fraction`` of it until it cools; idling drains the
-    heat linearly, from hot to cold in ``cool_s`` seconds (simulator/thermal.py)."""
+    heat linearly, from hot to cold in ``cool_s`` seconds (simulator/thermal.py). Throttling lowers
+    the clock, and power falls faster than the clock: see ``DeviceProfile.power_throttled_w``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     burst_s: PositiveFloat
     sustained_fraction: float = Field(gt=0.0, le=1.0)
     cool_s: PositiveFloat
+    power_exponent: float = Field(2.0, ge=1.0, le=3.0, description="k in: the compute power above idle scales "
+                                  "as the clock's share to the power k while throttled (ESTIMATE: 3 is the "
+                                  "CMOS core alone, 1 power that follows the work; docs/design.md)")
 
 
 class DeviceProfile(BaseModel):
@@ -57,6 +61,17 @@ class DeviceProfile(BaseModel):
         if self.power_idle_w > self.power_active_w:
             raise ValueError("power_idle_w must not exceed power_active_w")
         return self
+
+    @property
+    def power_throttled_w(self) -> float:
+        """Device power while computing throttled, at ``sustained_fraction`` f of the burst clock:
+        ``power_idle_w + (power_active_w - power_idle_w) * f ** power_exponent``, so a throttled
+        FLOP costs less energy than a burst one (f ** (k - 1) of the increment); a device that
+        does not throttle draws ``power_active_w``."""
+        if self.thermal is None or self.thermal.sustained_fraction == 1.0:
+            return self.power_active_w
+        share = self.thermal.sustained_fraction ** self.thermal.power_exponent
+        return self.power_idle_w + (self.power_active_w - self.power_idle_w) * share
 
     def peak_flops(self, dtype: str) -> float:
         """Sustained FLOP/s for ``dtype``; falls back to fp32 where the device lists no faster path."""

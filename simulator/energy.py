@@ -14,12 +14,14 @@ With ``simulator.radio``, ``simulator.thermal`` and ``simulator.costs`` this is 
 per-client device model: one set of functions over profiles whose figures are floats (the event
 path, one client) or arrays (the closed form, many clients), so both paths are the same arithmetic
 by construction. A link is anything with ``LinkProfile``'s fields, a device anything with
-``power_active_w`` and ``power_idle_w``. On floats numpy's min/max/where answer numpy scalars; the
+``power_active_w``, ``power_throttled_w`` and ``power_idle_w``. On floats numpy's min/max/where answer numpy scalars; the
 event path turns what it keeps back into floats before it reaches the SimPy clock or a row.
 """
 from __future__ import annotations
 
 import numpy as np
+
+from edgefed.simulator import thermal
 
 
 def _rate(link, direction: str):
@@ -57,9 +59,13 @@ def radio_w(link, direction: str):
     return link.power_base_w + _alpha(link, direction) * _rate(link, direction)
 
 
-def compute_j(device, seconds):
-    """The computation's energy (the baseline is charged apart)."""
-    return seconds * device.power_active_w
+def compute_j(device, profile, heat_s, seconds):
+    """The energy of ``seconds`` of computation from heat ``heat_s`` (``simulator.thermal``;
+    ``profile``: the device's thermal profile): ``power_active_w`` while at the burst clock,
+    ``power_throttled_w`` after it. The device's baseline is part of both; outside computation
+    it is charged apart (``baseline_j``)."""
+    throttled = thermal.throttled_s(profile, heat_s, seconds)
+    return (seconds - throttled) * device.power_active_w + throttled * device.power_throttled_w
 
 
 def baseline_j(device, download_s, upload_s, idle_s):

@@ -669,8 +669,9 @@ class Engine:
         c.heat_s, c.at = thermal.cooled(c.thermal_profile, c.heat_s, c.at, env.now), env.now
         compute_s = float(thermal.duration(c.thermal_profile, c.heat_s, c.work_s))
         yield from self._powered(env.timeout(compute_s), c, device.power_active_w + c.client.link.idle_w)
+        c.rec.compute_s, c.rec.flops = compute_s, c.job.work.flops
+        c.rec.energy_compute_j = float(compute_j(device, c.thermal_profile, c.heat_s, compute_s))
         c.heat_s, c.at = thermal.heated(c.thermal_profile, c.heat_s, compute_s), c.at + compute_s
-        c.rec.compute_s, c.rec.flops, c.rec.energy_compute_j = compute_s, c.job.work.flops, compute_j(device, compute_s)
         c.rec.energy_radio_j += float(radio.idle_j(c.client.link, c.tail_from, c.tail_until, c.phase_start, env.now))
 
     def _charge_partial(self, c: ClientRound) -> None:
@@ -682,9 +683,9 @@ class Engine:
             rec.energy_radio_j += float(radio.idle_j(c.client.link, c.tail_from, c.tail_until, now - elapsed, now))
         elif c.phase == "compute":
             done_s = float(thermal.work_in(c.thermal_profile, c.heat_s, elapsed))
-            c.heat_s, c.at = thermal.heated(c.thermal_profile, c.heat_s, elapsed), c.at + elapsed
             rec.compute_s, rec.flops = elapsed, c.job.work.flops * (done_s / c.work_s if c.work_s else 0.0)
-            rec.energy_compute_j = compute_j(c.client.device, elapsed)
+            rec.energy_compute_j = float(compute_j(c.client.device, c.thermal_profile, c.heat_s, elapsed))
+            c.heat_s, c.at = thermal.heated(c.thermal_profile, c.heat_s, elapsed), c.at + elapsed
             rec.energy_radio_j += float(radio.idle_j(c.client.link, c.tail_from, c.tail_until, now - elapsed, now))
         else:
             self.net.cancel(c.transfer)

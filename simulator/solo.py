@@ -22,7 +22,7 @@ from edgefed.simulator.fleet import Fleet
 
 LINK_FIELDS = ("latency_s", "loss", "promotion_s", "promotion_w", "tail_s", "tail_w", "idle_w", "power_base_w",
                "power_up_w_per_mbps", "power_down_w_per_mbps")
-THERMAL_FIELDS = ("burst_s", "sustained_fraction", "cool_s")
+THERMAL_FIELDS = ("burst_s", "sustained_fraction", "cool_s", "power_exponent")
 
 
 class GroupTable:
@@ -36,7 +36,7 @@ class GroupTable:
         self.thermal = {name: np.array([getattr(g.device.thermal or thermal.STEADY, name) for g in groups], dtype=float)
                         for name in THERMAL_FIELDS}
         self.power = {name: np.array([getattr(g.device, name) for g in groups], dtype=float)
-                      for name in ("power_active_w", "power_idle_w")}
+                      for name in ("power_active_w", "power_throttled_w", "power_idle_w")}
 
     def devices(self, ids: np.ndarray) -> SimpleNamespace:
         """Devices ``ids`` as the device model reads a ``Client``: its powers, ``link`` (with each
@@ -86,9 +86,10 @@ def timelines(now: float, devices: SimpleNamespace, state: np.ndarray, bits_down
     heat = thermal.cooled(devices.thermal, heat, at, downloaded)
     compute_s = thermal.duration(devices.thermal, heat, work_s)
     computed = downloaded + compute_s
+    energy_compute = compute_j(devices, devices.thermal, heat, compute_s)
     heat, at = thermal.heated(devices.thermal, heat, compute_s), computed
     energy = energy + radio.idle_j(link, tail_from, tail_until, downloaded, computed)
     uploaded, *up_steps = transfer(computed, "up", bits_up)
-    return Timelines(downloaded - now, compute_s, uploaded - computed, uploaded, compute_j(devices, compute_s), energy,
+    return Timelines(downloaded - now, compute_s, uploaded - computed, uploaded, energy_compute, energy,
                      np.stack([tail_from, tail_until, heat, at], axis=1),
                      np.stack([*down_steps, compute_s, *up_steps], axis=1))

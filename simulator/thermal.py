@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-STEADY = SimpleNamespace(burst_s=0.0, sustained_fraction=1.0, cool_s=1.0)
+STEADY = SimpleNamespace(burst_s=0.0, sustained_fraction=1.0, cool_s=1.0, power_exponent=1.0)
 
 
 def cooled(profile, heat_s, at, now):
@@ -31,6 +31,11 @@ def work_in(profile, heat_s, seconds):
     """Burst-rate work done in ``seconds`` of load from heat ``heat_s`` (inverse of ``duration``)."""
     left = profile.burst_s - heat_s
     return np.where(seconds > left, left + (seconds - left) * profile.sustained_fraction, seconds)
+
+
+def throttled_s(profile, heat_s, seconds):
+    """The part of ``seconds`` of load from heat ``heat_s`` spent throttled (past the burst left)."""
+    return np.maximum(0.0, seconds - np.maximum(0.0, profile.burst_s - heat_s))
 
 
 def heated(profile, heat_s, seconds):

@@ -104,6 +104,8 @@ def test_device_numbers_plausible(key, dev):
         assert dev.thermal is not None, "phones throttle: burst rate plus a thermal profile"
         assert 0.3 <= dev.thermal.sustained_fraction < 1.0 and dev.thermal.burst_s <= 1800
         assert dev.sources.get("thermal", "").strip(), f"{key}.thermal has no citation"
+    if dev.thermal is not None:  # throttled, a FLOP costs less energy than at the burst clock
+        assert dev.power_idle_w < dev.power_throttled_w / dev.thermal.sustained_fraction < dev.power_active_w
 
 
 @pytest.mark.parametrize(("key", "link"), LINKS, ids=[k for k, _ in LINKS])

@@ -48,8 +48,20 @@ def test_a_phone_throttles_after_its_burst_and_starts_the_next_round_hot():
     # compute ends at 23.1 s; upload (promoted: the tail ended at 6.1 s) to 24.7 s; round-2 download
     # (inside the tail, no promotion) to 25.3 s: 2.2 s of cooling drain 1.1 s of the 10 s of heat
     assert b.compute_s == pytest.approx(1.1 + (16.0 - 1.1) / 0.5)
-    assert b.energy_compute_j == pytest.approx(3.0 * b.compute_s)
+    # throttled at half the clock the device draws idle + (active - idle) x 0.5^2 = 0.5 + 2.5 / 4 W
+    assert a.energy_compute_j == pytest.approx(10.0 * 3.0 + 12.0 * 1.125)  # 43.5 J, not 22 s x 3 W
+    assert b.energy_compute_j == pytest.approx(1.1 * 3.0 + 29.8 * 1.125)
     assert b.flops == pytest.approx(16e9)
+
+
+def test_a_throttled_flop_costs_less_energy_than_a_burst_one():
+    hot = device(1.0).model_copy(update={"thermal": ThermalProfile(burst_s=10.0, sustained_fraction=0.5, cool_s=20.0,
+                                                                   power_exponent=3.0)})
+    assert hot.power_throttled_w == pytest.approx(0.5 + 2.5 * 0.125)
+    assert hot.power_throttled_w / 0.5 < hot.power_active_w  # joules per burst-second of work
+    linear = hot.model_copy(update={"thermal": hot.thermal.model_copy(update={"power_exponent": 1.0})})
+    assert linear.power_throttled_w / 0.5 > hot.power_throttled_w / 0.5
+    assert device(1.0).power_throttled_w == device(1.0).power_active_w  # no thermal profile: no throttling
 
 
 def test_a_phone_cut_off_while_throttled_is_charged_the_work_it_did():
@@ -57,6 +69,7 @@ def test_a_phone_cut_off_while_throttled_is_charged_the_work_it_did():
     (record, [row]), = play(make_engine(FakeAlgo(flops=16e9), [hot], rounds=RoundsSpec(max=1, clients_per_round=1, deadline_s=17.1)))
     assert row.status == "late" and row.compute_s == pytest.approx(16.0)  # 1.1 s download, then 16 s
     assert row.flops == pytest.approx((10.0 + 6.0 * 0.5) * 1e9)  # 10 s at 1 GFLOP/s, 6 s at 0.5
+    assert row.energy_compute_j == pytest.approx(10.0 * 3.0 + 6.0 * 1.125)  # 6 s of it throttled
 
 
 def test_radio_and_heat_survive_a_state_round_trip_exactly():

@@ -142,6 +142,10 @@ class FleetSpec(Strict):
     stragglers: StragglerSpec = StragglerSpec()
     battery_fraction: float | None = Field(None, gt=0.0, le=1.0, description="share of each battery "
                                            "the owner gives to training; None: batteries are ignored")
+    energy_attribution: Literal["session", "round"] = Field(
+        "session", description="session: a client is charged from its download's start to its upload's end "
+        "(compute, radio through its tail, the device's baseline), then disconnects (Bonawitz et al., MLSys 2019); "
+        "round: it also pays its device's baseline and its radio's idle power while it waits for the round's end")
 
     @model_validator(mode="before")
     @classmethod
@@ -361,6 +365,9 @@ class Scenario(Strict):
             raise ValueError(f"rounds.clients_per_round: {self.rounds.clients_per_round} exceeds the "
                              f"fleet size {self.fleet.size}")
         if self.rounds.mode == "async":
+            if self.fleet.energy_attribution == "round":
+                raise ValueError("fleet.energy_attribution: round is not defined for rounds.mode async (a session "
+                                 "has no round to wait for); use session")
             if self.rounds.slots > self.fleet.size:
                 raise ValueError(f"rounds.concurrency: {self.rounds.slots} exceeds the fleet size {self.fleet.size}")
             if self.replay is not None:

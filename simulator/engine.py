@@ -167,6 +167,8 @@ class Engine:
         self.edge_rounds = rounds_cfg.aggregation.edge_rounds if self.edges is not None else 1
         self.avail = availability or Availability(AvailabilitySpec(), len(self.clients), seed)
         self.stragglers = fleet_cfg.stragglers if fleet_cfg is not None else StragglerSpec()
+        # whether an arrival pays for its wait to the round's end (fleet.energy_attribution: round)
+        self.charge_wait = fleet_cfg is not None and fleet_cfg.energy_attribution == "round"
         fraction = fleet_cfg.battery_fraction if fleet_cfg is not None else None
         share_j = [g.device.battery_wh * 3600.0 * fraction if fraction is not None and g.device.battery_wh is not None
                    else math.inf for g in self.clients.groups]
@@ -565,8 +567,10 @@ class Engine:
     def _settle_devices(self, rnd: Round, cids: list[int] | None = None, end: float | None = None) -> None:
         """Every selected device (or ``cids``, to ``end``: an edge round's arrivals that go on to the
         next), whichever path played it: an arrival waits idle to the round's end (the others do
-        not wait), which adds baseline and idle-radio energy; its battery share drains by its row's
-        energy; its radio/heat row is written back."""
+        not wait; ``idle_s``), which adds baseline and idle-radio energy under ``energy_attribution:
+        round`` only (under ``session`` it disconnected on arriving: its radio's tail, charged with its
+        upload, is the last it spends); its battery share drains by its row's energy; its radio/heat
+        row is written back."""
         every = cids is None
         cids, end = rnd.selected if every else cids, rnd.end if end is None else end
         solo = rnd.solo if every else None
@@ -580,8 +584,9 @@ class Engine:
         down, up, finished, energy_radio, energy_compute, arrived, empty = settled(len(cids), solo, at, rows)
         devices = self.group_table.devices(ids)
         idle = np.where(arrived, np.maximum(0.0, end - finished), 0.0)
-        energy_idle = baseline_j(devices, down, up, idle)
-        energy_radio = energy_radio + radio.idle_j(devices.link, state[:, 0], state[:, 1], finished, finished + idle)
+        charged = idle if self.charge_wait else np.zeros(len(cids))  # session: it disconnected on arriving
+        energy_idle = baseline_j(devices, down, up, charged)
+        energy_radio = energy_radio + radio.idle_j(devices.link, state[:, 0], state[:, 1], finished, finished + charged)
         left = np.where(empty, 0.0, self.charge_j[ids] - (energy_compute + energy_radio + energy_idle))
         self.charge_j[ids] = np.maximum(0.0, left)
         for rec, idle_s, idle_j, radio_j in zip(rows, idle[at].tolist(), energy_idle[at].tolist(),

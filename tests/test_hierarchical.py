@@ -217,18 +217,20 @@ class EdgeFake:
         return None
 
 
-def edge_engine(algo, devices, cells, rounds=None, link=LINK):
+def edge_engine(algo, devices, cells, rounds=None, link=LINK, attribution="session"):
     clients = [Client(i, d.name, d, link, cell=c) for i, (d, c) in enumerate(zip(devices, cells))]
     rounds = rounds or RoundsSpec(max=1, clients_per_round=len(devices), aggregation={"kind": "hierarchical"})
     fleet = type("Fleet", (), {"network": NetworkSpec(cells={c: CellSpec(up_mbps=4.0, down_mbps=8.0, latency_s=0.05)
                                                              for c in set(cells)}),
-                               "stragglers": StragglerSpec(), "battery_fraction": None})
+                               "stragglers": StragglerSpec(), "battery_fraction": None,
+                               "energy_attribution": attribution})
     return Engine(algo, clients, rounds, seed=0, fleet_cfg=fleet)
 
 
-def test_one_cell_matches_a_hand_computation():
+@pytest.mark.parametrize("attribution", ["session", "round"])
+def test_one_cell_matches_a_hand_computation(attribution):
     algo = EdgeFake()
-    (record, rows), = play(edge_engine(algo, [device(1.0)] * 2, ["ap", "ap"]))
+    (record, rows), = play(edge_engine(algo, [device(1.0)] * 2, ["ap", "ap"], attribution=attribution))
     # backhaul down, once for both (identical downloads): 0.05 s + 8 Mbit / 8 Mbps = 1.05 s; then each
     # access link: promotion 0.5 + latency 0.1 + 8 Mbit / 16 Mbps = 1.1 s -> downloaded at 2.15 s
     # compute 2 GFLOP / 1 GFLOP/s = 2 s; upload (inside the 5 s tail: no promotion) 0.1 + 8/8 = 1.1 s -> 5.25 s
@@ -239,8 +241,10 @@ def test_one_cell_matches_a_hand_computation():
     assert record.sim_time_s == pytest.approx(6.3)
     assert (record.backhaul_bytes_down, record.backhaul_bytes_up) == (1_000_000, 500_000)
     assert (record.bytes_down, record.bytes_up) == (2_000_000, 2_000_000)  # the devices' own
-    # the device waited idle for the edge (radio idle_w is 0 here): baseline 0.5 W over download + upload + idle
-    assert rows[0].energy_idle_j == pytest.approx(0.5 * (2.15 + 1.1 + 1.05))
+    # the device waited idle for the edge (radio idle_w is 0 here): baseline 0.5 W over download + upload,
+    # and over its 1.05 s wait for the round's end where it is charged to the round
+    wait_s = 1.05 if attribution == "round" else 0.0
+    assert rows[0].energy_idle_j == pytest.approx(0.5 * (2.15 + 1.1 + wait_s))
     down_j = 0.5 * 2.0 + (0.1 + 0.5) * 1.0 + 0.1 * 8
     up_j = (0.1 + 1.0) * 1.0 + 0.5 * 8
     assert rows[0].energy_radio_j == pytest.approx(down_j + 2.0 * 1.0 + up_j + 5.0 * 1.0)

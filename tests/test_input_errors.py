@@ -38,6 +38,12 @@ CASES = {
                                ["train.tsv", "label 2"]),
     "trainable beyond the model": (lambda d, t: d["algorithm"].__setitem__("trainable", "last:9"),
                                    ["algorithm.trainable", "4 layers"]),
+    "unknown energy attribution": (lambda d, t: d["fleet"].__setitem__("energy_attribution", "device"),
+                                   ["fleet.energy_attribution", "session", "round"]),
+    "round attribution for async sessions": (
+        lambda d, t: (d["fleet"].__setitem__("energy_attribution", "round"),
+                      d["rounds"].update(mode="async", concurrency=2, buffer=2)),
+        ["fleet.energy_attribution", "rounds.mode async"]),
 }
 
 

@@ -30,15 +30,24 @@ def test_back_to_back_rounds_pay_one_promotion_and_no_overlapping_tail():
     assert a.energy_radio_j + b.energy_radio_j == pytest.approx(PROMO_J + 2 * (DOWN_J + 2.0 + UP_J) + TAIL_J)
 
 
-def test_idle_radio_power_is_charged_outside_tails_while_a_device_takes_part():
-    (record, [fast, slow]), = play(make_engine(FakeAlgo(flops=2e9), [device(1.0), device(0.1)], link=IDLE_LINK))
+@pytest.mark.parametrize("attribution", ["session", "round"])
+def test_idle_radio_power_is_charged_outside_tails_while_a_device_takes_part(attribution):
+    (record, [fast, slow]), = play(make_engine(FakeAlgo(flops=2e9), [device(1.0), device(0.1)], link=IDLE_LINK,
+                                               energy_attribution=attribution))
     # slow: 20 s compute from 1.1 s; its download tail covers 5 s of it, idle 15 s at 0.1 W; the
     # upload then needs a promotion and ends at 22.7 s
     assert slow.energy_radio_j == pytest.approx(PROMO_J + DOWN_J + TAIL_J + 15 * 0.1 + PROMO_J + UP_J + TAIL_J)
     assert record.sim_time_s == pytest.approx(22.7)
-    # fast: done at 4.2 s, waits 18.5 s; its upload tail covers 5 s of that, idle 13.5 s at 0.1 W
+    # fast: done at 4.2 s, waits 18.5 s; its upload tail covers 5 s of that, idle 13.5 s at 0.1 W, and
+    # its device's baseline (0.5 W) runs through the wait - both charged only to a round, not a session,
+    # which ends with the upload's tail
     assert fast.idle_s == pytest.approx(18.5)
-    assert fast.energy_radio_j == pytest.approx(PROMO_J + DOWN_J + 2.0 + UP_J + TAIL_J + 13.5 * 0.1)
+    if attribution == "round":
+        assert fast.energy_radio_j == pytest.approx(PROMO_J + DOWN_J + 2.0 + UP_J + TAIL_J + 13.5 * 0.1)
+        assert fast.energy_idle_j == pytest.approx(0.5 * (1.1 + 1.1 + 18.5))
+    else:
+        assert fast.energy_radio_j == pytest.approx(PROMO_J + DOWN_J + 2.0 + UP_J + TAIL_J)
+        assert fast.energy_idle_j == pytest.approx(0.5 * (1.1 + 1.1))
 
 
 def test_a_phone_throttles_after_its_burst_and_starts_the_next_round_hot():

@@ -52,13 +52,15 @@ def setups(draw):
     availability = AvailabilitySpec(kind=draw(st.sampled_from(["always", "diurnal"])),
                                     on_hours=draw(st.floats(0.02, 24.0)),
                                     failures_per_hour=draw(st.sampled_from([0.0, 0.0, 1.0, 30.0])))
-    return clients, algo, rounds, stragglers, draw(st.sampled_from([None, 0.5])), availability
+    return (clients, algo, rounds, stragglers, draw(st.sampled_from([None, 0.5])), availability,
+            draw(st.sampled_from(["session", "round"])))
 
 
 def make_engine(setup) -> Engine:
-    clients, algo, rounds, stragglers, battery, availability = setup
+    clients, algo, rounds, stragglers, battery, availability, attribution = setup
     return Engine(FakeAlgo(**algo), clients, rounds, seed=5,
-                  fleet_cfg=fleet({"ap": CellSpec(up_mbps=5.0, down_mbps=20.0, latency_s=0.01)}, stragglers, battery),
+                  fleet_cfg=fleet({"ap": CellSpec(up_mbps=5.0, down_mbps=20.0, latency_s=0.01)}, stragglers, battery,
+                                  attribution),
                   availability=Availability(availability, len(clients), 5))
 
 
@@ -115,7 +117,7 @@ def test_the_closed_form_is_taken_for_clients_alone_on_their_links(monkeypatch):
 
     monkeypatch.setattr(engine_module, "timelines", counting)
     setup = (star(1000), dict(flops=2e9), RoundsSpec(max=3, clients_per_round=600), StragglerSpec(sigma=0.3), None,
-             AvailabilitySpec())
+             AvailabilitySpec(), "round")
     _, solo_rounds = play(setup, True, monkeypatch)
     assert computed == [600, 600, 600]
     _, event_rounds = play(setup, False, monkeypatch)
@@ -126,7 +128,7 @@ def test_clients_that_go_off_after_their_upload_stay_in_the_closed_form(monkeypa
     """Failures give every client an off time; those that finish first are the closed form's, the
     others are cut off on the event path, and the rows equal the events' alone."""
     setup = (star(200), dict(flops=2e9), RoundsSpec(max=1, clients_per_round=150), StragglerSpec(), None,
-             AvailabilitySpec(failures_per_hour=360.0))
+             AvailabilitySpec(failures_per_hour=360.0), "session")
     monkeypatch.setattr(Engine, "closed_form", True)
     engine = make_engine(setup)
     process = engine.env.process(engine.run_round(1, False))

@@ -54,9 +54,9 @@ class FakeAlgo:
         return None
 
 
-def fleet(cells=None, stragglers=None, battery_fraction=None):
+def fleet(cells=None, stragglers=None, battery_fraction=None, energy_attribution="session"):
     return SimpleNamespace(network=NetworkSpec(cells=cells or {}), stragglers=stragglers or StragglerSpec(),
-                           battery_fraction=battery_fraction)
+                           battery_fraction=battery_fraction, energy_attribution=energy_attribution)
 
 
 def make_engine(algo, devices, link=LINK, rounds=None, cells=None, cell=None, availability=None, **fleet_kw):

@@ -17,9 +17,12 @@ import numpy as np
 
 def wake(link, tail_until, now):
     """A transfer starts at ``now``: whether it pays a promotion, and the energy of the
-    already-charged tail it cuts short (to be subtracted)."""
+    already-charged tail it cuts short (to be subtracted). That is never more than a whole tail
+    (``tail_until - now`` can round above ``tail_s``), so the row that cuts a tail, which ends with
+    a whole tail of its own, never goes below zero."""
     in_tail = now <= tail_until  # False where the radio never woke (NaN)
-    return np.logical_not(in_tail) & (link.promotion_s > 0), np.where(in_tail, (tail_until - now) * link.tail_w, 0.0)
+    cut_s = np.minimum(tail_until - now, link.tail_s)
+    return np.logical_not(in_tail) & (link.promotion_s > 0), np.where(in_tail, cut_s * link.tail_w, 0.0)
 
 
 def tail(link, now):

@@ -160,6 +160,13 @@ class FleetSpec(Strict):
         return data
 
     @model_validator(mode="after")
+    def _no_share_while_charging(self) -> "FleetSpec":
+        if self.battery_fraction is not None and self.availability.kind == "charging_wifi":
+            raise ValueError("fleet.battery_fraction: a device that trains only while charging (availability.kind "
+                             "charging_wifi) has no battery share to drain; drop one of the two")
+        return self
+
+    @model_validator(mode="after")
     def _known_names(self) -> "FleetSpec":
         devices, links = self.profiles()
         for i, group in enumerate(self.groups):

@@ -38,6 +38,9 @@ CASES = {
                                ["train.tsv", "label 2"]),
     "trainable beyond the model": (lambda d, t: d["algorithm"].__setitem__("trainable", "last:9"),
                                    ["algorithm.trainable", "4 layers"]),
+    "battery share while charging": (
+        lambda d, t: d["fleet"].update(battery_fraction=0.1, availability={"kind": "charging_wifi"}),
+        ["fleet.battery_fraction", "charging_wifi"]),
     "unknown energy attribution": (lambda d, t: d["fleet"].__setitem__("energy_attribution", "device"),
                                    ["fleet.energy_attribution", "session", "round"]),
     "round attribution for async sessions": (

@@ -167,3 +167,21 @@ def test_bad_dtype_and_idle_above_active_rejected():
         DeviceProfile.model_validate({**entry, "flops": {"int8": 1e12}})
     with pytest.raises(ValidationError):
         DeviceProfile.model_validate({**entry, "power_idle_w": entry["power_active_w"] + 1})
+
+
+def test_mmwave_costs_less_per_bit_than_lte_only_above_the_fitted_crossover():
+    """Per downloaded bit a link draws (base + alpha x rate) / rate, so mmWave beats LTE above
+    (base_mmwave - base_lte) / (alpha_lte - alpha_mmwave): (3.751 - 1.288) / (0.0115 - 0.0017)
+    = 251.3 Mbps by bench/link_power_fit.py's fit (the paper's binned method: 187)."""
+    lte, mmwave = CATALOG.links["lte"], CATALOG.links["5g-mmwave"]
+    crossover = (mmwave.power_base_w - lte.power_base_w) / (lte.power_down_w_per_mbps - mmwave.power_down_w_per_mbps)
+    assert crossover == pytest.approx(251.3, abs=0.1)
+    per_bit = lambda link, mbps: (link.power_base_w + link.power_down_w_per_mbps * mbps) / mbps  # noqa: E731
+    assert per_bit(mmwave, 200.0) > per_bit(lte, 200.0) and per_bit(mmwave, 300.0) < per_bit(lte, 300.0)
+
+
+def test_lte_tmobile_is_lte_with_the_carriers_short_tail():
+    lte, tmobile = CATALOG.links["lte"], CATALOG.links["lte-tmobile"]
+    differ = {f for f in type(lte).model_fields if getattr(lte, f) != getattr(tmobile, f)}
+    assert differ == {"name", "description", "tail_s", "sources"}
+    assert tmobile.tail_s == 5.05 and lte.tail_s == 9.85

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, NonNegativeFloat, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, model_validator
 
 CATALOG_PATH = Path(__file__).with_name("catalog.yaml")
 Dtype = Literal["fp32", "fp16", "bf16"]
@@ -83,7 +83,8 @@ class LinkProfile(BaseModel):
 
     Power while transferring is ``power_base_w + power_up_w_per_mbps * up_mbps`` (upload) or
     ``power_base_w + power_down_w_per_mbps * down_mbps`` (download). The first transfer after idle
-    pays a promotion delay at ``promotion_w``; after the last one the radio stays in a tail state
+    pays a promotion delay at ``promotion_w``, and, its connection gone with the idle radio, opens a
+    new one (``handshake_rtts`` round trips); after the last one the radio stays in a tail state
     for ``tail_s`` seconds at ``tail_w``.
     """
 
@@ -105,6 +106,10 @@ class LinkProfile(BaseModel):
     tail_w: NonNegativeFloat = 0.0
     idle_w: NonNegativeFloat = 0.0
     loss: float = Field(0.0, ge=0.0, lt=1.0, description="packet loss rate: goodput is (1 - loss) x rate")
+    handshake_rtts: NonNegativeInt = Field(2, description="round trips (the path's latency_s each) to open a "
+                                           "connection before the first byte: TCP + TLS 1.3 = 2; 0: kept alive. Paid "
+                                           "by each transfer that pays a radio promotion (the idle radio's connection "
+                                           "is gone); bytes_* stay the payload")
     sources: dict[str, str] = Field(default_factory=dict)
 
 

@@ -39,9 +39,12 @@ def capacity(link, direction: str):
 
 
 def transfer_s(link, direction: str, bits, promote):
-    """A flow alone on the device's link: the delay before its first bit (promotion, latency) and
-    its serialisation at the link's whole capacity, what ``Network`` gives such a flow."""
-    return link.promotion_s * promote + link.latency_s, bits / capacity(link, direction)
+    """A flow alone on the device's link: the delay before its first bit and its serialisation at
+    the link's whole capacity, what ``Network`` gives such a flow. The delay is one round trip
+    (``latency_s``, the request) and, for a transfer that wakes the radio (``promote``), the
+    promotion and ``handshake_rtts`` more round trips to open a new connection (TCP, TLS)."""
+    return (link.promotion_s * promote + link.latency_s * (1 + link.handshake_rtts * promote),
+            bits / capacity(link, direction))
 
 
 def transfer_j(link, direction: str, elapsed_s, promote, bits):

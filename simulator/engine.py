@@ -649,7 +649,8 @@ class Engine:
         c.promote = bool(promote)
         c.rec.energy_radio_j -= float(refund)
         nbytes = c.job.download.nbytes if direction == "down" else c.job.upload.nbytes
-        c.transfer = self.net.send(hops, nbytes, direction, link.promotion_s * c.promote)
+        c.transfer = self.net.send(hops, nbytes, direction, link.promotion_s * c.promote,
+                                   link.handshake_rtts * c.promote)
         power_w = c.client.device.power_idle_w + max(link.promotion_w, radio_w(link, direction))  # an upper bound
         yield from self._powered(c.transfer.done, c, power_w)
         self._end_transfer(c)

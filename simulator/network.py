@@ -137,12 +137,15 @@ class Network:
         """A transfer between ``client`` and the server, over its whole path."""
         return self.send(self.path(client), nbytes, direction, promotion_s)
 
-    def send(self, hops: list[tuple], nbytes: int, direction: str, promotion_s: float = 0.0) -> Transfer:
+    def send(self, hops: list[tuple], nbytes: int, direction: str, promotion_s: float = 0.0,
+             handshakes: int = 0) -> Transfer:
         """A transfer of ``nbytes`` over ``hops`` ((resource key, link) pairs), flowing after
-        ``promotion_s`` and the hops' latency."""
+        ``promotion_s`` and one round trip of the hops' summed latency, plus ``handshakes`` more
+        to open a connection (``energy.transfer_s``)."""
         tr = Transfer(8.0 * nbytes, [(key, direction) for key, _ in hops],
                       [capacity(link, direction) for _, link in hops],
-                      promotion_s + sum(link.latency_s for _, link in hops), self.env.event(), self.env.now)
+                      promotion_s + sum(link.latency_s for _, link in hops) * (1 + handshakes), self.env.event(),
+                      self.env.now)
         self.env.timeout(tr.start_delay).callbacks.append(lambda _ev: self._join(tr))
         return tr
 

@@ -20,8 +20,8 @@ from edgefed.simulator import radio, thermal
 from edgefed.simulator.energy import compute_j, transfer_j, transfer_s
 from edgefed.simulator.fleet import Fleet
 
-LINK_FIELDS = ("latency_s", "loss", "promotion_s", "promotion_w", "tail_s", "tail_w", "idle_w", "power_base_w",
-               "power_up_w_per_mbps", "power_down_w_per_mbps")
+LINK_FIELDS = ("latency_s", "handshake_rtts", "loss", "promotion_s", "promotion_w", "tail_s", "tail_w", "idle_w",
+               "power_base_w", "power_up_w_per_mbps", "power_down_w_per_mbps")
 THERMAL_FIELDS = ("burst_s", "sustained_fraction", "cool_s", "power_exponent")
 
 

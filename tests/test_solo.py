@@ -25,13 +25,15 @@ def links(draw):
                        power_base_w=draw(non_negative), power_up_w_per_mbps=draw(non_negative),
                        power_down_w_per_mbps=draw(non_negative), promotion_s=draw(non_negative),
                        promotion_w=draw(non_negative), tail_s=draw(non_negative), tail_w=draw(non_negative),
-                       idle_w=draw(non_negative), loss=draw(st.sampled_from([0.0, 0.01, 0.3])))
+                       idle_w=draw(non_negative), loss=draw(st.sampled_from([0.0, 0.01, 0.3])),
+                       handshake_rtts=draw(st.integers(0, 3)))
 
 
 @st.composite
 def devices(draw):
     thermal = draw(st.none() | st.builds(ThermalProfile, burst_s=st.floats(0.01, 20.0),
-                                         sustained_fraction=st.floats(0.1, 1.0), cool_s=st.floats(0.01, 50.0)))
+                                         sustained_fraction=st.floats(0.1, 1.0), cool_s=st.floats(0.01, 50.0),
+                                         power_exponent=st.floats(1.0, 3.0)))
     active_w = draw(positive)
     return DeviceProfile(name="d", device_class="phone", flops={"fp32": draw(st.floats(0.05, 10.0)) * 1e9},
                          mem_bandwidth=1e12, memory_bytes=1e9, power_active_w=active_w,

@@ -17,7 +17,7 @@ from tests.helpers import tiny_setup, zo_cfg
 # Round numbers so the closed forms below can be checked by hand.
 LINK = LinkProfile(name="radio", up_mbps=8.0, down_mbps=16.0, latency_s=0.1, power_base_w=1.0,
                    power_up_w_per_mbps=0.5, power_down_w_per_mbps=0.1, promotion_s=0.5, promotion_w=2.0,
-                   tail_s=5.0, tail_w=1.0)
+                   tail_s=5.0, tail_w=1.0, handshake_rtts=0)  # kept-alive connections: tests/test_handshake.py
 
 
 def device(gflops: float = 1.0, battery_wh: float | None = None) -> DeviceProfile:

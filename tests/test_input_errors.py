@@ -41,6 +41,17 @@ CASES = {
     "battery share while charging": (
         lambda d, t: d["fleet"].update(battery_fraction=0.1, availability={"kind": "charging_wifi"}),
         ["fleet.battery_fraction", "charging_wifi"]),
+    "fractional handshake": (
+        lambda d, t: d["fleet"].__setitem__("links", {"slow": {"up_mbps": 1, "down_mbps": 1, "latency_s": 0.1,
+                                                               "power_base_w": 1, "power_up_w_per_mbps": 0,
+                                                               "power_down_w_per_mbps": 0, "handshake_rtts": 1.5}}),
+        ["fleet.links.slow.handshake_rtts"]),
+    "power exponent out of range": (
+        lambda d, t: d["fleet"].__setitem__("devices", {"hot": {
+            "device_class": "phone", "flops": {"fp32": 1e9}, "mem_bandwidth": 1e9, "memory_bytes": 1e9,
+            "power_active_w": 3, "power_idle_w": 0.3,
+            "thermal": {"burst_s": 10, "sustained_fraction": 0.5, "cool_s": 10, "power_exponent": 5}}}),
+        ["fleet.devices.hot.thermal.power_exponent"]),
     "unknown energy attribution": (lambda d, t: d["fleet"].__setitem__("energy_attribution", "device"),
                                    ["fleet.energy_attribution", "session", "round"]),
     "round attribution for async sessions": (

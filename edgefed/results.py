@@ -16,6 +16,7 @@ import operator
 import os
 import tempfile
 from array import array
+from contextlib import contextmanager
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -232,6 +233,48 @@ def read_rows(path: Path) -> list[dict[str, str]]:
     the one reader that the summary, plots, regression and the API share."""
     with path.open(newline="") as fh:
         return list(csv.DictReader(fh))
+
+
+class RunDirError(ValueError):
+    """A run directory (or sweep folder) that cannot be read; the message names the file."""
+
+
+@contextmanager
+def reading(path: Path):
+    """Turn a file a user named that cannot be read into RunDirError naming it."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise RunDirError(f"{path}: missing (not a finished edgefed run directory?)") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise RunDirError(f"{path}: cannot read: {exc}") from None
+
+
+def read_text(path: Path) -> str:
+    with reading(path):
+        return path.read_text(encoding="utf-8")
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object (summary.json, provenance.json) from a folder a user named."""
+    try:
+        data = json.loads(read_text(path))
+    except json.JSONDecodeError as exc:
+        raise RunDirError(f"{path}: invalid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise RunDirError(f"{path}: expected a JSON object")
+    return data
+
+
+def read_table(path: Path) -> list[dict[str, str]]:
+    """``read_rows`` for a folder a user named (the API, ``edgefed report``): a missing,
+    unreadable, empty or ragged CSV raises RunDirError naming it."""
+    with reading(path):
+        rows = read_rows(path)
+        empty = not rows and not path.read_text(encoding="utf-8").strip()
+    if empty or any(None in row or None in row.values() for row in rows):
+        raise RunDirError(f"{path}: not a CSV table (empty, or rows with the wrong number of fields)")
+    return rows
 
 
 def append_durably(path: Path, text: str) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from edgefed.results import RunDirError, read_json, read_table, read_text
+from edgefed.results import REPORT, RunDirError, read_json, read_table, read_text
 
 TABLES = ("rounds.csv", "clients.csv")
 
@@ -74,7 +74,7 @@ def load(run_dir: str | Path) -> Result:
         raise RunDirError(f"{run_dir / 'scenario.yaml'}: invalid YAML: {exc}") from None
     provenance = read_json(run_dir / "provenance.json") if (run_dir / "provenance.json").exists() else None
     rounds, clients = (_table(run_dir / name) for name in TABLES)
-    report = run_dir / "report.html"
+    report = run_dir / REPORT
     return Result(run_dir, summary, rounds, clients, scenario, provenance, report if report.is_file() else None)
 
 

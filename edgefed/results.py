@@ -37,6 +37,8 @@ CLIENT_COLUMNS = [f.name for f in fields(ClientRecord)
                   if f.name not in ["finished_at", *EDGE_ROUND_COLUMNS, *ASYNC_CLIENT_COLUMNS]]
 
 
+REPORT = "report.html"  # the run's page (edgefed/report.py), with output.report
+
 # the figures that depend on the host, left out wherever runs are compared (sweep tables, regression)
 HOST_COLUMNS = frozenset({"host_seconds"})
 

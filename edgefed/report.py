@@ -103,10 +103,7 @@ def gather(paths: list[Path]) -> tuple[list[Run], dict[str, list[Path]], dict[Pa
             if not any(row.get("status") == "done" for row in rows):
                 raise RunDirError(f"{path / 'sweep.csv'}: no finished point to report")
         elif not (path / "rounds.csv").is_file():
-            raise RunDirError(f"{path / 'rounds.csv'}: missing (not an edgefed run directory, nor a sweep with sweep.csv)")
-    for path in paths:
-        if path not in sweeps:
-            read_json(path / "summary.json")  # a folder that is not a finished run fails before any work
+            raise RunDirError(f"{path / 'rounds.csv'}: missing (not an edgefed run directory, nor a sweep)")
     groups = plots.collect(paths)
     runs = [read_run(run_dir, label) for label, dirs in groups.items() for run_dir in dirs]
     return runs, groups, sweeps
@@ -193,7 +190,8 @@ def phase_bars(y, starts, durations, hatched, custom, text, hover: str) -> list[
         traces.append(go.Bar(name=phase, orientation="h", y=f4(y[keep]), x=f4(durations[keep, i]),
                              base=np.round(begins[keep, i], 3).tolist(), marker=marker, customdata=f4(custom[keep]),
                              text=text[keep].tolist(), textposition="none",
-                             hovertemplate=f"<b>{phase}</b> %{{x:.3f}} s from %{{base:.3f}} s<br>{hover}<extra></extra>"))
+                             hovertemplate=f"<b>{phase}</b> %{{x:.3f}} s from %{{base:.3f}} s<br>{hover}"
+                                           "<extra></extra>"))
     return traces
 
 
@@ -279,8 +277,8 @@ def energy_figure(run: Run) -> go.Figure:
     names, cls = np.unique(device_classes(c["device"]), return_inverse=True)
     fig = figure("energy by device class and phase", "device class", "energy (J)", barmode="stack")
     for (phase, column), colour in zip(ENERGY.items(), ENERGY_COLOURS):
-        fig.add_trace(go.Bar(name=phase, x=names.tolist(), y=f4(np.bincount(cls, weights=c[column], minlength=names.size)),
-                             marker={"color": colour}))
+        joules = np.bincount(cls, weights=c[column], minlength=names.size)
+        fig.add_trace(go.Bar(name=phase, x=names.tolist(), y=f4(joules), marker={"color": colour}))
     return fig
 
 
@@ -393,7 +391,8 @@ def sweep_table(rows: list[dict]) -> str:
 
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join("<tr>" + "".join(cell(row.get(c) or "") for c in columns) + "</tr>" for row in rows)
-    return f'<div class="scroll"><table class="sortable"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+    return (f'<div class="scroll"><table class="sortable"><thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
+            "</table></div>")
 
 
 def report_html(paths: list[Path]) -> str:
@@ -402,15 +401,16 @@ def report_html(paths: list[Path]) -> str:
     charts = accuracy_figures(groups)
     names = ", ".join(p.name or str(p) for p in paths)
     parts = [f"<h1>edgefed report: {html.escape(names)}</h1>",
-             f'<p class="lead">{len(runs)} run{"s" if len(runs) > 1 else ""} from {html.escape(", ".join(map(str, paths)))}'
-             ". Simulated time, energy and bytes come from the discrete-event model; accuracy from the real "
-             "learning.</p>"]
+             f'<p class="lead">{len(runs)} run{"s" if len(runs) > 1 else ""} from '
+             f'{html.escape(", ".join(map(str, paths)))}. Simulated time, energy and bytes come from the '
+             "discrete-event model; accuracy from the real learning.</p>"]
     if len(runs) == 1:
         parts.append(cards(runs[0].summary))
     parts += ["<h2>Accuracy</h2>", '<div class="grid">' + "".join(chart(k) for k in charts) + "</div>"]
     if sweeps:
         charts["pareto"], missed = pareto_figure(groups)
-        parts += ["<h2>Sweep</h2>"] + [f"<h3>{html.escape(str(p))}</h3>{sweep_table(rows)}" for p, rows in sweeps.items()]
+        parts.append("<h2>Sweep</h2>")
+        parts += [f"<h3>{html.escape(str(path))}</h3>{sweep_table(rows)}" for path, rows in sweeps.items()]
         parts.append(chart("pareto", "Never reached the target: " + "; ".join(missed) if missed else ""))
     parts.append("<h2>Runs</h2>" if len(runs) > 1 else "<h2>Run</h2>")
     for i, run in enumerate(runs):

@@ -123,6 +123,11 @@ def figure(title: str, xlabel: str, ylabel: str, height: int = 340, **layout) ->
                              "colorway": qualitative.Plotly, **layout})
 
 
+def short(label: str, most: int = 60) -> str:
+    """A legend entry: a sweep's labels name whole mappings of values."""
+    return label if len(label) <= most else label[: most - 1] + "…"
+
+
 def accuracy_figures(groups: dict[str, list[Path]]) -> dict[str, go.Figure]:
     """Accuracy against simulated time, fleet energy, bytes and client FLOPs: each group's mean over
     its seeds, the band their min to max (as ``edgefed plot`` draws them)."""
@@ -139,7 +144,7 @@ def accuracy_figures(groups: dict[str, list[Path]]) -> dict[str, go.Figure]:
                                          fillcolor=colour, opacity=0.2, line={"width": 0}, hoverinfo="skip",
                                          legendgroup=label, showlegend=False))
             seeds = f" (mean of {len(runs)} seeds)" if len(runs) > 1 else ""
-            fig.add_trace(go.Scatter(x=f4(mx * scale), y=f4(my), name=label + seeds, legendgroup=label,
+            fig.add_trace(go.Scatter(x=f4(mx * scale), y=f4(my), name=short(label) + seeds, legendgroup=label,
                                      mode="lines+markers", line={"color": colour}, marker={"size": 5}))
         if target is not None:
             fig.add_hline(y=target, line={"dash": "dash", "color": "grey", "width": 1},
@@ -367,14 +372,15 @@ def run_section(i: int, run: Run, budget: int, with_cards: bool) -> tuple[str, d
     charts when opened."""
     fig, note = timeline(run, budget)
     charts = {f"run{i}-timeline": fig, f"run{i}-energy": energy_figure(run), f"run{i}-bytes": bytes_figure(run)}
-    title = run.label if run.label == run.dir.name else f"{run.label}: {run.dir.name}"
     provenance = "(not recorded)" if run.provenance is None else json.dumps(run.provenance, indent=2, sort_keys=True)
     body = ((cards(run.summary) if with_cards else "") + chart(f"run{i}-timeline", note)
             + f'<div class="grid">{chart(f"run{i}-energy")}{chart(f"run{i}-bytes")}</div>'
             + text_block("resolved scenario (scenario.yaml)", run.scenario or "(not recorded)")
             + text_block("provenance (provenance.json)", provenance))
-    section = (f'<details class="run" id="run{i}"{" open" if i == 0 else ""}><summary>{html.escape(title)} '
-               f'<span class="note">({html.escape(str(run.dir))})</span></summary>{body}</details>')
+    label = "" if run.label == run.dir.name else html.escape(run.label)
+    summary = (f'<summary title="{html.escape(str(run.dir))}">{html.escape(run.dir.name)} '
+               f'<span class="label" title="{label}">{label}</span></summary>')
+    section = f'<details class="run" id="run{i}"{" open" if i == 0 else ""}>{summary}{body}</details>'
     return section, charts
 
 
@@ -411,7 +417,7 @@ def report_html(paths: list[Path]) -> str:
         charts["pareto"], missed = pareto_figure(groups)
         parts.append("<h2>Sweep</h2>")
         parts += [f"<h3>{html.escape(str(path))}</h3>{sweep_table(rows)}" for path, rows in sweeps.items()]
-        parts.append(chart("pareto", "Never reached the target: " + "; ".join(missed) if missed else ""))
+        parts.append(chart("pareto", "Never reached the target: " + "; ".join(map(short, missed)) if missed else ""))
     parts.append("<h2>Runs</h2>" if len(runs) > 1 else "<h2>Run</h2>")
     for i, run in enumerate(runs):
         section, figures = run_section(i, run, MAX_BARS // len(runs), with_cards=len(runs) > 1)

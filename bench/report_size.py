@@ -1,17 +1,21 @@
-"""The report page's size and the time to write it (edgefed/report.py): for the quickstart, for
-replays of a million devices with 1,000 clients per round (4 rounds: every client drawn; 100
-rounds: drawn per device class and round) and for the committed 45-point sweep under
-bench/results/fedspzo_paper/classes. For the quickstart also what the report adds to `edgefed
+"""The report page's size and the time to write it (edgefed/report.py), for the quickstart, a replay
+of a million devices with 1,000 clients per round and a sweep. The replay runs 4 rounds (every
+client drawn) and 100 (drawn per device class and round); the sweep is the committed 45-point one
+under bench/results/fedspzo_paper/classes. For the quickstart also what the report adds to `edgefed
 run`: its first page in the process that just ran it (plotly's imports included; the run's plots
-already imported matplotlib), beside the run's own wall time, and whether a second page comes
-out byte for byte the same. The quickstart's page, drawn by Debian's chromium (1280 pixels wide,
-the whole page), is docs/report.png. Figures in bench/results/report_size.json.
+had imported matplotlib), whether a second page comes out byte for byte the same, and the wall
+time of whole `edgefed run` processes with and without the report (interleaved pairs, their
+median difference). The quickstart's page, drawn by Debian's chromium (1280 pixels wide, the
+whole page), is docs/report.png. Figures in bench/results/report_size.json.
 
     OMP_NUM_THREADS=1 python bench/report_size.py
 """
 from __future__ import annotations
 
 import contextlib
+import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -25,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNS = Path("bench/runs/report-size")  # relative to ROOT, as the pages name them
 SWEEP = Path("bench/results/fedspzo_paper/classes")
 REPLAYS = [(1_000_000, 1_000, 4), (1_000_000, 1_000, 100)]
+PAIRS = 3  # whole quickstart processes with and without the report
 SCREENSHOT = ROOT / "docs/report.png"
 
 
@@ -49,8 +54,22 @@ def quickstart() -> dict:
     first = page([run_dir], run_dir / "report.html")
     text = (run_dir / "report.html").read_bytes()
     again = page([run_dir], run_dir / "report.html")
-    return {**first, "added_to_run_s": first["seconds"], "run_wall_s": run_s, "again_seconds": again["seconds"],
-            "identical_when_written_again": text == (run_dir / "report.html").read_bytes()}
+    return {**first, "run_wall_s": run_s, "again_seconds": again["seconds"],
+            "identical_when_written_again": text == (run_dir / "report.html").read_bytes(), **processes()}
+
+
+def processes() -> dict:
+    """`edgefed run scenarios/quickstart.yaml` in fresh processes, without and with the report, in turn."""
+    walls: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(PAIRS):
+        for report in (False, True):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "edgefed", "run", "scenarios/quickstart.yaml", "--out",
+                            str(RUNS / f"process-report-{report}"), "--quiet", "--set", f"output.report={report}"],
+                           check=True, stdout=subprocess.DEVNULL)
+            walls[report].append(time.perf_counter() - start)
+    return {"process_wall_s_without": walls[False], "process_wall_s_with": walls[True],
+            "process_added_s_median": statistics.median(b - a for a, b in zip(walls[False], walls[True]))}
 
 
 def screenshot(html: Path, png: Path) -> None:
@@ -80,9 +99,9 @@ def main() -> None:
     with contextlib.chdir(ROOT):
         figures = {"quickstart": quickstart()}
         q = figures["quickstart"]
-        print(f"quickstart: {q['bytes'] / 1e6:.2f} MB in {q['seconds']:.2f} s, added to a {q['run_wall_s']:.1f} s "
-              f"run (again: {q['again_seconds']:.2f} s, the same bytes: {q['identical_when_written_again']})",
-              flush=True)
+        print(f"quickstart: {q['bytes'] / 1e6:.2f} MB in {q['seconds']:.2f} s after a {q['run_wall_s']:.1f} s run "
+              f"(again: {q['again_seconds']:.2f} s, the same bytes: {q['identical_when_written_again']}); whole "
+              f"processes: {q['process_added_s_median']:+.2f} s (median of {PAIRS} pairs)", flush=True)
         screenshot(RUNS / "quickstart" / "report.html", SCREENSHOT)
         print(f"screenshot: {SCREENSHOT.relative_to(ROOT)} ({SCREENSHOT.stat().st_size / 1e3:.0f} kB)", flush=True)
         figures["replays"] = [replay(*point) for point in REPLAYS]

@@ -35,7 +35,7 @@ MAX_BARS = 20_000  # timeline bars on one page, shared by its runs
 TICKS = 60  # clients (or classes) the timeline names on its axis; more: hover tells
 PHASES = ("download", "compute", "upload", "idle")
 PHASE_COLOURS = ("#4c78a8", "#f58518", "#54a24b", "#c9c9c9")
-STATUS_PATTERNS = {"late": "/", "dropped": "x", "rejected": "\\", "stale": ".", "cancelled": "-", "excluded": "+"}
+STATUS_PATTERNS = {"late": "/", "dropped": "x", "rejected": "\\", "stale": ".", "cancelled": "-"}  # ok: plain
 ENERGY = {"compute": "energy_compute_j", "radio": "energy_radio_j", "idle": "energy_idle_j"}
 ENERGY_COLOURS = (PHASE_COLOURS[1], PHASE_COLOURS[0], PHASE_COLOURS[3])  # compute, radio (transfers), idle
 ROUND_COLUMNS = ("round", "sim_time_s", "accuracy", "bytes_up", "bytes_down", "energy_j", "client_flops")
@@ -430,7 +430,6 @@ def report_html(paths: list[Path]) -> str:
                            body="\n".join(parts), figures=data)
 
 
-def write_report(paths: list[Path], out: Path) -> Path:
-    """Write the page for ``paths`` to ``out`` atomically; returns ``out``."""
+def write_report(paths: list[Path], out: Path) -> None:
+    """Write the page for ``paths`` to ``out`` atomically."""
     atomic_write(out, report_html(paths))
-    return out

@@ -1,7 +1,8 @@
 """The report page's size and the time to write it (edgefed/report.py), for the quickstart, a replay
 of a million devices with 1,000 clients per round and a sweep. The replay runs 4 rounds (every
-client drawn) and 100 (drawn per device class and round); the sweep is the committed 45-point one
-under bench/results/fedspzo_paper/classes. For the quickstart also what the report adds to `edgefed
+client drawn) and 100 (drawn per device class and round), and 100 rounds of 10,000 clients (a
+million rows in clients.csv); the sweep is the committed 45-point one under
+bench/results/fedspzo_paper/classes. For the quickstart also what the report adds to `edgefed
 run`: its first page in the process that just ran it (plotly's imports included; the run's plots
 had imported matplotlib), whether a second page comes out byte for byte the same, and the wall
 time of whole `edgefed run` processes with and without the report (interleaved pairs, their
@@ -28,7 +29,7 @@ from edgefed.scenario import load_scenario
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = Path("bench/runs/report-size")  # relative to ROOT, as the pages name them
 SWEEP = Path("bench/results/fedspzo_paper/classes")
-REPLAYS = [(1_000_000, 1_000, 4), (1_000_000, 1_000, 100)]
+REPLAYS = [(1_000_000, 1_000, 4), (1_000_000, 1_000, 100), (1_000_000, 10_000, 100)]
 PAIRS = 3  # whole quickstart processes with and without the report
 SCREENSHOT = ROOT / "docs/report.png"
 

@@ -29,7 +29,7 @@ from plotly.colors import qualitative
 from plotly.offline import get_plotlyjs
 
 import edgefed.plots as plots
-from edgefed.results import RunDirError, atomic_write, read_json, read_table, read_text
+from edgefed.results import RunDirError, atomic_write, read_columns, read_json, read_table, read_text
 
 MAX_BARS = 20_000  # timeline bars on one page, shared by its runs
 TICKS = 60  # clients (or classes) the timeline names on its axis; more: hover tells
@@ -51,43 +51,51 @@ CLASS_HOVER = ("%{text}<br>mean client: bytes up %{customdata[2]:,.0f}, down %{c
 
 
 @dataclass
+class Text:
+    """A text column as codes into its distinct values (a million rows name a few devices);
+    ``column[rows]`` gives the rows' strings."""
+
+    values: np.ndarray
+    codes: np.ndarray
+
+    def __getitem__(self, rows) -> np.ndarray:
+        return self.values[self.codes[rows]]
+
+
+@dataclass
 class Run:
-    """One run directory as the page needs it: numbers as arrays, its texts as written."""
+    """One run directory as the page needs it: its tables by column, its texts as written."""
 
     dir: Path
     label: str
     summary: dict
     rounds: dict[str, np.ndarray]
-    clients: dict[str, np.ndarray]
+    clients: dict[str, np.ndarray | Text]
     scenario: str
     provenance: dict | None
 
 
-def numbers(path: Path, rows: list[dict], names: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """The named columns as float arrays (an empty cell is NaN), and those of ``OPTIONAL`` there are."""
-    present = rows[0].keys() if rows else names
-    out = {}
-    for name in [*names, *(n for n in OPTIONAL if n in present)]:
-        if name not in present:
-            raise RunDirError(f"{path}: no column {name!r}")
-        try:
-            out[name] = np.array([row[name] or "nan" for row in rows], dtype=float)
-        except ValueError as exc:
-            raise RunDirError(f"{path}: column {name}: {exc}") from None
+def columns(path: Path, numeric: tuple[str, ...], text: tuple[str, ...] = ()) -> dict[str, np.ndarray | Text]:
+    """A table's ``numeric`` columns, and those of ``OPTIONAL`` it has, as float arrays; its
+    ``text`` columns as Text."""
+    table = read_columns(path, {*numeric, *OPTIONAL})
+    missing = [name for name in (*numeric, *text) if name not in table]
+    if missing:
+        raise RunDirError(f"{path}: no column {missing[0]!r}")
+    out: dict[str, np.ndarray | Text] = {name: np.asarray(table[name]) for name in (*numeric, *OPTIONAL)
+                                         if name in table}
+    for name in text:
+        index = {value: i for i, value in enumerate(dict.fromkeys(table[name]))}
+        out[name] = Text(np.array(list(index), dtype=str),
+                         np.fromiter(map(index.__getitem__, table[name]), dtype=np.int64, count=len(table[name])))
     return out
 
 
 def read_run(run_dir: Path, label: str) -> Run:
     """A run directory's summary, tables, scenario and provenance; RunDirError names what is wrong."""
     summary = read_json(run_dir / "summary.json")
-    rounds_csv, clients_csv = run_dir / "rounds.csv", run_dir / "clients.csv"
-    rounds = numbers(rounds_csv, read_table(rounds_csv), ROUND_COLUMNS)
-    rows = read_table(clients_csv)
-    clients = numbers(clients_csv, rows, CLIENT_COLUMNS)
-    for name in ("device", "status", "note"):
-        if rows and name not in rows[0]:
-            raise RunDirError(f"{clients_csv}: no column {name!r}")
-        clients[name] = np.array([row[name] for row in rows], dtype=str)
+    rounds = columns(run_dir / "rounds.csv", ROUND_COLUMNS)
+    clients = columns(run_dir / "clients.csv", CLIENT_COLUMNS, ("device", "status", "note"))
     scenario = read_text(run_dir / "scenario.yaml") if (run_dir / "scenario.yaml").exists() else ""
     provenance = read_json(run_dir / "provenance.json") if (run_dir / "provenance.json").exists() else None
     return Run(run_dir, label, summary, rounds, clients, scenario, provenance)
@@ -200,10 +208,11 @@ def phase_bars(y, starts, durations, hatched, custom, text, hover: str) -> list[
     return traces
 
 
-def device_classes(devices: np.ndarray) -> np.ndarray:
-    """A catalog device is its own class; a device drawn from a population (``population:name``)
-    belongs to its population's."""
-    return np.array([d.split(":", 1)[0] for d in devices.tolist()], dtype=str)
+def device_classes(device: Text, rows) -> tuple[np.ndarray, np.ndarray]:
+    """The device classes and each row's (an index into them): a catalog device is its own class;
+    a device drawn from a population (``population:name``) belongs to its population's."""
+    names, of_value = np.unique([d.split(":", 1)[0] for d in device.values.tolist()], return_inverse=True)
+    return names.astype(str), of_value[device.codes[rows]]
 
 
 def per_client(c: dict[str, np.ndarray], rows: np.ndarray, starts, durations) -> tuple[list, list[str]]:
@@ -227,7 +236,7 @@ def per_client(c: dict[str, np.ndarray], rows: np.ndarray, starts, durations) ->
 def per_class(c: dict[str, np.ndarray], rows: np.ndarray, starts, durations) -> tuple[list, list[str]]:
     """The mean client of each device class in each round (hatched where any was not ok), with its
     clients' count and statuses in the hover."""
-    names, cls = np.unique(device_classes(c["device"][rows]), return_inverse=True)
+    names, cls = device_classes(c["device"], rows)
     rnd = c["round"][rows].astype(np.int64)
     span = int(rnd.max(initial=0)) + 1
     keys, group, counts = np.unique(cls * span + rnd, return_inverse=True, return_counts=True)
@@ -235,9 +244,9 @@ def per_class(c: dict[str, np.ndarray], rows: np.ndarray, starts, durations) -> 
     def mean(values):
         return np.bincount(group, weights=values, minlength=keys.size) / counts
 
-    status = c["status"][rows]
-    by_status = {s: np.bincount(group, weights=status == s, minlength=keys.size).astype(int)
-                 for s in np.unique(status).tolist()}
+    status, codes = c["status"], c["status"].codes[rows]
+    by_status = {status.values[i]: np.bincount(group, weights=codes == i, minlength=keys.size).astype(int)
+                 for i in sorted(np.unique(codes).tolist(), key=status.values.__getitem__)}
     text = np.array([f"{names[k // span]}, round {k % span}: {n} clients ("
                      + ", ".join(f"{s} {by_status[s][g]}" for s in by_status if by_status[s][g]) + ")"
                      for g, (k, n) in enumerate(zip(keys.tolist(), counts.tolist()))], dtype=str)
@@ -256,7 +265,8 @@ def timeline(run: Run, budget: int) -> tuple[go.Figure, str]:
     rows = np.flatnonzero(durations.sum(axis=1) > 0)  # an excluded device's round-0 row took no time
     bars = int(np.count_nonzero(durations[rows] > 0))
     starts = session_starts(run)
-    shown = sorted({s for s in c["status"][rows].tolist() if s in STATUS_PATTERNS})
+    status = c["status"]
+    shown = sorted(s for s in status.values[np.unique(status.codes[rows])].tolist() if s in STATUS_PATTERNS)
     hatching = "; hatched: " + ", ".join(f"{STATUS_PATTERNS[s]} {s}" for s in shown) if shown else ""
     if bars <= budget:
         traces, labels = per_client(c, rows, starts, durations)
@@ -279,7 +289,7 @@ def timeline(run: Run, budget: int) -> tuple[go.Figure, str]:
 def energy_figure(run: Run) -> go.Figure:
     """Fleet energy by device class and phase (compute, radio, idle), stacked."""
     c = run.clients
-    names, cls = np.unique(device_classes(c["device"]), return_inverse=True)
+    names, cls = device_classes(c["device"], slice(None))
     fig = figure("energy by device class and phase", "device class", "energy (J)", barmode="stack")
     for (phase, column), colour in zip(ENERGY.items(), ENERGY_COLOURS):
         joules = np.bincount(cls, weights=c[column], minlength=names.size)

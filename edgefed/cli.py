@@ -121,6 +121,8 @@ def note_recorded_versions(file: Path, scenario) -> None:
 
 
 def print_summary(summary: dict, run_dir: Path) -> None:
+    from edgefed.results import REPORT
+
     table = Table(title=f"edgefed run: {run_dir}", show_header=False)
     fmt = lambda v, unit="": "-" if v is None else (f"{v:,.4g}{unit}" if isinstance(v, float) else f"{v:,}{unit}")  # noqa: E731
     totals = summary["totals"]
@@ -142,8 +144,8 @@ def print_summary(summary: dict, run_dir: Path) -> None:
     plot = run_dir / "plots" / "time_to_accuracy.png"
     if plot.exists():
         out.print(f"plot: {plot}")
-    if (run_dir / "report.html").exists():
-        out.print(f"report: {run_dir / 'report.html'}")
+    if (run_dir / REPORT).exists():
+        out.print(f"report: {run_dir / REPORT}")
     out.print(f"results: {run_dir}")
 
 

@@ -20,6 +20,9 @@ $(VENV)/.edgefed-installed: pyproject.toml
 
 $(VENV)/.edgefed-dev: $(VENV)/.edgefed-installed
 	$(PY) -m pip install -q -e ".[dev]"
+	@# the report's browser test drives Debian's chromium; as root (CI) it is installed when missing
+	@if [ "$$(id -u)" = 0 ] && ! command -v chromium >/dev/null; then \
+		apt-get update -qq && apt-get install -y -qq chromium; fi
 	touch $@
 
 install: $(VENV)/.edgefed-installed

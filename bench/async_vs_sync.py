@@ -74,7 +74,7 @@ def scenario(fleet: str, method: str, arm: str, seed: int):
         raw["algorithm"] = METHODS[method]
     raw["fleet"].update(FLEETS[fleet])
     raw["rounds"].update(ARMS[arm])
-    raw["output"] = {"plots": False}
+    raw["output"] = {"plots": False, "report": False}
     return validate_scenario(raw, REPO / "scenarios")
 
 

@@ -38,7 +38,7 @@ def main() -> int:
     out = REPO / "bench" / "results" / "fedspzo_vs_baselines" / args.task
     results = {}
     for file in files:
-        scenario, base = load_scenario(file)
+        scenario, base = load_scenario(file, ["output.report=false"])
         method = file.stem.split("_", 1)[1]
         if not args.report:
             print(f"running {method} ...", flush=True)

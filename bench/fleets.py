@@ -25,7 +25,8 @@ from edgefed.runner import run_scenario  # noqa: E402
 from edgefed.scenario import load_scenario  # noqa: E402
 
 FLEETS = ["phones-lte", "rpi-wifi", "campus-mixed"]
-BUDGET = ["rounds.max=15", "rounds.eval_every=5", "task.dataset.test_limit=300", "output.plots=false"]
+BUDGET = ["rounds.max=15", "rounds.eval_every=5", "task.dataset.test_limit=300", "output.plots=false",
+          "output.report=false"]
 
 
 def main() -> None:

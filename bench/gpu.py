@@ -66,7 +66,8 @@ def zo_step_ms(device: torch.device, repeats: int = 50) -> dict:
 
 
 def quickstart(device: str) -> dict:
-    scenario, base = load_scenario(REPO / "scenarios/quickstart.yaml", [f"model.device={device}", "output.plots=false"])
+    scenario, base = load_scenario(REPO / "scenarios/quickstart.yaml",
+                                   [f"model.device={device}", "output.plots=false", "output.report=false"])
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         summary = run_scenario(scenario, base, Path(tmp) / "run")

@@ -59,7 +59,7 @@ def scenario(method: str, kind: str, rounds: int) -> Scenario:
         "fleet": copy.deepcopy(CELLS_FLEET),
         "rounds": {"max": rounds, "clients_per_round": 14, "eval_every": rounds,
                    "aggregation": {"kind": kind}},
-        "output": {"plots": False},
+        "output": {"plots": False, "report": False},
     }
     return Scenario.model_validate(copy.deepcopy(data))
 

@@ -51,7 +51,7 @@ def scenario(k: int, cloud_rounds: int, seed: int, every: int) -> Scenario:
         "fleet": copy.deepcopy(CELLS_FLEET),
         "rounds": {"max": cloud_rounds, "clients_per_round": CLIENTS_PER_ROUND, "eval_every": every,
                    "aggregation": {"kind": "hierarchical", "edge_rounds": k}},
-        "output": {"plots": False},
+        "output": {"plots": False, "report": False},
     }
     return Scenario.model_validate(copy.deepcopy(data))
 

@@ -139,7 +139,8 @@ def main(part: str, rounds: int, fast_z: bool) -> None:
         runs = {}
         for label, budget in (("cache on", 2**31), ("cache off", 0)):
             runs[label] = timed_run("algorithm.trainable=last:2", f"algorithm.lr={LAST2_LR}", f"rounds.max={rounds}",
-                                    "output.plots=false", f"host.feature_cache_bytes={budget}", *(FAST_Z if fast_z else ()))
+                                    "output.plots=false", "output.report=false", f"host.feature_cache_bytes={budget}",
+                                    *(FAST_Z if fast_z else ()))
             print(f"last:2, {rounds} rounds, {label}: host {runs[label]['host_seconds']} s, CPU {runs[label]['cpu_s']} s, "
                   f"final accuracy {runs[label]['final_accuracy']:.4f}, "
                   f"load {runs[label]['load_before']:.1f} -> {runs[label]['load_after']:.1f}")

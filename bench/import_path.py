@@ -35,7 +35,8 @@ def main() -> int:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         result = CliRunner().invoke(app, ["run", str(REPO / "scenarios" / "quickstart.yaml"), "--out", f"{tmp}/run",
-                                          "--quiet", "--set", "rounds.max=1", "--set", "output.plots=false"])
+                                          "--quiet", "--set", "rounds.max=1", "--set", "output.plots=false",
+                                          "--set", "output.report=false"])
     if result.exit_code != 0:
         print(result.output, file=sys.stderr)
         return 1

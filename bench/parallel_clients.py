@@ -19,7 +19,8 @@ from edgefed.scenario import load_scenario  # noqa: E402
 
 BUDGET = ["rounds.max=4", "rounds.eval_every=10", "rounds.clients_per_round=4", "algorithm.local_steps=2",
           "algorithm.batch_size=16", "algorithm.trainable=all", "model.max_length=32",
-          "task.dataset.train_limit=400", "task.dataset.test_limit=50", "output.plots=false"]
+          "task.dataset.train_limit=400", "task.dataset.test_limit=50", "output.plots=false",
+          "output.report=false"]
 
 
 def rows(path: Path) -> list[dict]:

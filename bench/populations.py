@@ -45,7 +45,7 @@ def quickstart(groups: list[dict], name: str, seed: int = 0) -> dict:
     data = yaml.safe_load((ROOT / "scenarios/quickstart.yaml").read_text())
     data.update(name=name, seed=seed)
     data["fleet"]["groups"] = copy.deepcopy(groups)
-    data["output"]["plots"] = False
+    data["output"].update(plots=False, report=False)
     return data
 
 

@@ -39,7 +39,7 @@ def scenario(rounds: int) -> Scenario:
         "fleet": {"groups": [{"device": "pixel-7a", "count": 6, "link": "lte"},
                              {"device": "rpi5", "count": 4, "link": "wifi"}]},
         "rounds": {"max": rounds, "clients_per_round": 2, "eval_every": 50},
-        "output": {"plots": False},
+        "output": {"plots": False, "report": False},
     }
     return Scenario.model_validate(copy.deepcopy(data))
 

@@ -18,7 +18,7 @@ from edgefed.provenance import write_bench_result
 
 REPO = Path(__file__).resolve().parents[1]
 OVERRIDES = ["algorithm.trainable=all", "task.dataset.train_limit=400", "task.dataset.test_limit=200",
-             "rounds.eval_every=1", "output.plots=false"]
+             "rounds.eval_every=1", "output.plots=false", "output.report=false"]
 
 
 def run(threads: int, rounds: int, out: Path) -> list[dict]:

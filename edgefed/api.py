@@ -6,24 +6,20 @@ is installed (``pip install 'edgefed[pandas]'``), else lists of dicts with numbe
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from edgefed.results import read_rows
+from edgefed.results import REPORT, RunDirError, read_json, read_table, read_text
 
 TABLES = ("rounds.csv", "clients.csv")
-
-
-class RunDirError(ValueError):
-    """A run directory that cannot be read; the message names the file."""
 
 
 @dataclass(repr=False)
 class Result:
     """One run directory in memory: ``summary`` (summary.json), ``rounds`` and ``clients`` (the
-    CSV tables), the resolved ``scenario`` and, where recorded, ``provenance``."""
+    CSV tables), the resolved ``scenario`` and, where recorded, ``provenance``; ``report`` is the
+    path of its report.html (None when the run wrote none)."""
 
     run_dir: Path
     summary: dict
@@ -31,6 +27,7 @@ class Result:
     clients: Any
     scenario: dict
     provenance: dict | None = field(default=None)
+    report: Path | None = field(default=None)
 
     def __repr__(self) -> str:
         s = self.summary
@@ -70,33 +67,15 @@ def load(run_dir: str | Path) -> Result:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: not a run directory (no such folder)")
-    summary = _json(run_dir / "summary.json")
+    summary = read_json(run_dir / "summary.json")
     try:
-        scenario = yaml.safe_load(_text(run_dir / "scenario.yaml"))
+        scenario = yaml.safe_load(read_text(run_dir / "scenario.yaml"))
     except yaml.YAMLError as exc:
         raise RunDirError(f"{run_dir / 'scenario.yaml'}: invalid YAML: {exc}") from None
-    provenance = _json(run_dir / "provenance.json") if (run_dir / "provenance.json").exists() else None
+    provenance = read_json(run_dir / "provenance.json") if (run_dir / "provenance.json").exists() else None
     rounds, clients = (_table(run_dir / name) for name in TABLES)
-    return Result(run_dir, summary, rounds, clients, scenario, provenance)
-
-
-def _text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RunDirError(f"{path}: missing (not a finished edgefed run directory?)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RunDirError(f"{path}: cannot read: {exc}") from None
-
-
-def _json(path: Path) -> dict:
-    try:
-        data = json.loads(_text(path))
-    except json.JSONDecodeError as exc:
-        raise RunDirError(f"{path}: invalid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise RunDirError(f"{path}: expected a JSON object")
-    return data
+    report = run_dir / REPORT
+    return Result(run_dir, summary, rounds, clients, scenario, provenance, report if report.is_file() else None)
 
 
 def _number(value: str):
@@ -111,19 +90,13 @@ def _number(value: str):
 
 
 def _table(path: Path):
-    text = _text(path)
     try:
         import pandas as pd
     except ImportError:
-        pd = None
-    if pd is not None:
-        import io
+        return [{k: _number(v) for k, v in row.items()} for row in read_table(path)]
+    import io
 
-        try:
-            return pd.read_csv(io.StringIO(text))
-        except (ValueError, pd.errors.ParserError) as exc:  # EmptyDataError is a ValueError
-            raise RunDirError(f"{path}: not a CSV table: {str(exc).splitlines()[0]}") from None
-    rows = read_rows(path)
-    if not text.strip() or any(None in row or None in row.values() for row in rows):
-        raise RunDirError(f"{path}: not a CSV table (empty, or rows with the wrong number of fields)")
-    return [{k: _number(v) for k, v in row.items()} for row in rows]
+    try:
+        return pd.read_csv(io.StringIO(read_text(path)))
+    except (ValueError, pd.errors.ParserError) as exc:  # EmptyDataError is a ValueError
+        raise RunDirError(f"{path}: not a CSV table: {str(exc).splitlines()[0]}") from None

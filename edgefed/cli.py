@@ -121,6 +121,8 @@ def note_recorded_versions(file: Path, scenario) -> None:
 
 
 def print_summary(summary: dict, run_dir: Path) -> None:
+    from edgefed.results import REPORT
+
     table = Table(title=f"edgefed run: {run_dir}", show_header=False)
     fmt = lambda v, unit="": "-" if v is None else (f"{v:,.4g}{unit}" if isinstance(v, float) else f"{v:,}{unit}")  # noqa: E731
     totals = summary["totals"]
@@ -142,6 +144,8 @@ def print_summary(summary: dict, run_dir: Path) -> None:
     plot = run_dir / "plots" / "time_to_accuracy.png"
     if plot.exists():
         out.print(f"plot: {plot}")
+    if (run_dir / REPORT).exists():
+        out.print(f"report: {run_dir / REPORT}")
     out.print(f"results: {run_dir}")
 
 
@@ -442,6 +446,27 @@ def plot(paths: list[Path] = typer.Argument(..., help="run directories and/or sw
         else:
             written = plots.plot_overlay(groups, x, path, plots.common_target(groups) if target is None else target)
         out.print(f"plot: {written}")
+
+
+@app.command()
+def report(paths: list[Path] = typer.Argument(..., help="run directories and/or sweep directories"),
+           out_file: Optional[Path] = typer.Option(None, "--out", help="the HTML file (default: PATH/report.html; "
+                                                   "needed for several paths)")):
+    """One self-contained HTML page of runs and sweeps: summary, accuracy curves, the per-client
+    timeline, energy and bytes, the scenario and provenance; prints its path."""
+    from edgefed.report import write_report
+    from edgefed.results import REPORT, RunDirError
+
+    if out_file is None and len(paths) > 1:
+        fail_input("--out: name the HTML file for a report of several paths (--out FILE.html)")
+    target = out_file or paths[0] / REPORT
+    try:
+        write_report(paths, target)
+    except RunDirError as exc:
+        fail_input(str(exc))
+    except OSError as exc:
+        fail_input(f"{target}: cannot write: {exc.strerror}")
+    out.print(f"report: {target}", markup=False, highlight=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -83,12 +83,19 @@ class PlotInputError(ValueError):
     """A path that is neither a run nor a sweep directory."""
 
 
+def sweep_parameters(rows: list[dict]) -> list[str]:
+    """sweep.csv's parameter columns: those between ``run_dir`` and the summary's ``status``."""
+    columns = list(rows[0])
+    return columns[2: columns.index("status")]
+
+
 def _sweep_groups(sweep_dir: Path) -> dict[str, list[Path]]:
-    """A sweep's points grouped by their parameters other than the seed, labelled by them."""
-    rows = results.read_rows(sweep_dir / "sweep.csv")
+    """A sweep's finished points (a failed one has no curve) grouped by their parameters other
+    than the seed, labelled by them."""
+    rows = [row for row in results.read_rows(sweep_dir / "sweep.csv") if row["status"] == "done"]
     if not rows:
         return {}
-    params = list(rows[0])[2: list(rows[0]).index("status")]
+    params = sweep_parameters(rows)
     groups: dict[str, list[Path]] = {}
     for row in rows:
         label = ", ".join(f"{k}={row[k]}" for k in params if k != "seed") or sweep_dir.name

@@ -50,7 +50,7 @@ def run_into(scenario_file: Path, run_dir: Path, overrides: list[str] | None = N
     from edgefed.runner import run_scenario
     from edgefed.scenario import load_scenario
 
-    scenario, base = load_scenario(scenario_file, overrides)
+    scenario, base = load_scenario(scenario_file, ["output.report=false", *(overrides or [])])
     run_scenario(scenario, base, run_dir)
     return run_dir
 

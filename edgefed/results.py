@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
+import math
 import operator
 import os
 import tempfile
 from array import array
+from contextlib import contextmanager
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Collection
 
 import yaml
 
@@ -35,6 +38,8 @@ ROUND_COLUMNS = [f.name for f in fields(RoundRecord) if f.name not in EDGE_COLUM
 CLIENT_COLUMNS = [f.name for f in fields(ClientRecord)
                   if f.name not in ["finished_at", *EDGE_ROUND_COLUMNS, *ASYNC_CLIENT_COLUMNS]]
 
+
+REPORT = "report.html"  # the run's page (edgefed/report.py), with output.report
 
 # the figures that depend on the host, left out wherever runs are compared (sweep tables, regression)
 HOST_COLUMNS = frozenset({"host_seconds"})
@@ -232,6 +237,72 @@ def read_rows(path: Path) -> list[dict[str, str]]:
     the one reader that the summary, plots, regression and the API share."""
     with path.open(newline="") as fh:
         return list(csv.DictReader(fh))
+
+
+class RunDirError(ValueError):
+    """A run directory (or sweep folder) that cannot be read; the message names the file."""
+
+
+@contextmanager
+def reading(path: Path):
+    """Turn a file a user named that cannot be read into RunDirError naming it."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise RunDirError(f"{path}: missing (not a finished edgefed run directory?)") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise RunDirError(f"{path}: cannot read: {exc}") from None
+
+
+def read_text(path: Path) -> str:
+    with reading(path):
+        return path.read_text(encoding="utf-8")
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object (summary.json, provenance.json) from a folder a user named."""
+    try:
+        data = json.loads(read_text(path))
+    except json.JSONDecodeError as exc:
+        raise RunDirError(f"{path}: invalid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise RunDirError(f"{path}: expected a JSON object")
+    return data
+
+
+def read_table(path: Path) -> list[dict[str, str]]:
+    """``read_rows`` for a folder a user named (the API, ``edgefed report``): a missing,
+    unreadable, empty or ragged CSV raises RunDirError naming it."""
+    with reading(path):
+        rows = read_rows(path)
+        empty = not rows and not path.read_text(encoding="utf-8").strip()
+    if empty or any(None in row or None in row.values() for row in rows):
+        raise RunDirError(f"{path}: not a CSV table (empty, or rows with the wrong number of fields)")
+    return rows
+
+
+def read_columns(path: Path, numeric: Collection[str], block: int = 10_000) -> dict[str, array | list[str]]:
+    """A CSV table a user named, a column at a time and with no dict per row (the clients.csv of a
+    million-device replay): the ``numeric`` columns as arrays of doubles (an empty cell is NaN), the
+    others as lists that hold one string object per distinct value. RunDirError names the file
+    when it is missing, unreadable, empty or ragged, and the column of a cell that is no number."""
+    with reading(path), path.open(newline="", encoding="utf-8") as fh:
+        rows = csv.reader(fh)
+        header = next(rows, None)
+        if not header:
+            raise RunDirError(f"{path}: not a CSV table (empty)")
+        out: dict[str, array | list[str]] = {name: array("d") if name in numeric else [] for name in header}
+        strings: dict[str, str] = {}
+        while chunk := list(itertools.islice(rows, block)):
+            if any(len(row) != len(header) for row in chunk):
+                raise RunDirError(f"{path}: not a CSV table (rows with the wrong number of fields)")
+            for name, cells in zip(header, zip(*chunk)):
+                try:
+                    out[name].extend([float(c) if c else math.nan for c in cells] if name in numeric
+                                     else map(strings.setdefault, cells, cells))
+                except ValueError as exc:
+                    raise RunDirError(f"{path}: column {name}: {exc}") from None
+    return out
 
 
 def append_durably(path: Path, text: str) -> None:

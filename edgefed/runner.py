@@ -15,11 +15,11 @@ from edgefed.simulator.engine import Diverged, RoundObserver
 from edgefed.parallel import client_pool
 from edgefed.provenance import PROVENANCE, versions, write_run_provenance
 from edgefed.replay import TRACE, TraceRecorder
-from edgefed.results import RunWriter
+from edgefed.results import REPORT, RunWriter
 from edgefed.scenario import Scenario, ScenarioError, pinned_paths, scenario_dict
 from edgefed.tensorboard_log import TensorBoardLog
 
-RUN_FILES = ("scenario.yaml", "rounds.csv", "clients.csv", "summary.json", TRACE, PROVENANCE, CHECKPOINT)
+RUN_FILES = ("scenario.yaml", "rounds.csv", "clients.csv", "summary.json", TRACE, PROVENANCE, CHECKPOINT, REPORT)
 
 
 def default_run_dir(scenario: Scenario) -> Path:
@@ -109,6 +109,9 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress: RoundO
     if scenario.output.plots:
         from edgefed.plots import plot_run_dir
         plot_run_dir(run_dir)
+    if scenario.output.report:
+        from edgefed.report import write_report
+        write_report([run_dir], run_dir / REPORT)
     return summary
 
 

@@ -318,6 +318,8 @@ class RoundsSpec(Strict):
 class OutputSpec(Strict):
     dir: str = "runs"
     plots: bool = True
+    report: bool = Field(True, description="RUN_DIR/report.html, one self-contained HTML page of the run "
+                         "(`edgefed report` makes one for any runs or sweeps)")
     tensorboard: bool = Field(False, description="TensorBoard scalars per round in RUN_DIR/tensorboard "
                               "(pip install 'edgefed[tensorboard]')")
 

@@ -98,8 +98,9 @@ def load_sweep(path: Path) -> tuple[Path, list[Point]]:
 
 
 def point_scenario(base: Path, overrides: dict):
-    """The point's scenario: the base with its overrides (JSON is YAML, so values keep their type)."""
-    return load_scenario(base, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
+    """The point's scenario: the base with its overrides (JSON is YAML, so values keep their type);
+    no report.html unless the sweep asks for one (``edgefed report`` makes one of the whole sweep)."""
+    return load_scenario(base, ["output.report=false", *(f"{k}={json.dumps(v)}" for k, v in overrides.items())])
 
 
 def is_complete(run_dir: Path) -> bool:

@@ -41,7 +41,7 @@ TINY = {
                          {"device": "rpi5", "count": 3, "link": "wifi"},
                          {"device": "jetson-orin-nano", "count": 2}]},
     "rounds": {"max": 3, "clients_per_round": 4, "eval_every": 1, "target_accuracy": 0.5},
-    "output": {"plots": False},
+    "output": {"plots": False, "report": False},
 }
 
 

@@ -26,6 +26,7 @@ def test_run_a_dict_scenario_with_overrides(dict_run):
     assert result.scenario["rounds"]["max"] == 2
     assert result.provenance["files"]["task.dataset.train"]["sha256"]
     assert "final_accuracy=" in repr(result)
+    assert result.report is None, "the tests' tiny scenario writes no report"
 
 
 def test_tables_are_dataframes_with_pandas(dict_run):

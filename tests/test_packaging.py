@@ -67,7 +67,8 @@ def test_the_wheel_installs_only_edgefed_at_top_level(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
     assert tops == {"edgefed"}
-    for module in ("edgefed/cli.py", "edgefed/simulator/engine.py", "edgefed/algorithms/fedspzo.py", "edgefed/devices/catalog.yaml",
+    for module in ("edgefed/cli.py", "edgefed/report_page.html",
+                   "edgefed/simulator/engine.py", "edgefed/algorithms/fedspzo.py", "edgefed/devices/catalog.yaml",
                    "edgefed/devices/populations/flash-phones.yaml", "edgefed/devices/populations/flash/LICENSE.md",
                    "edgefed/devices/populations/flash/PROVENANCE.yaml",
                    "edgefed/devices/populations/flash/raw_ai_benchmark_list.json",

@@ -22,6 +22,7 @@ def test_changing_a_device_bandwidth_fails_the_regression(tmp_path):
     assert any("sim_time_s" in p for p in problems)
     assert any("energy_j" in p for p in problems)
     assert not any("accuracy" in p for p in problems)  # the learning did not change, only the systems
+    assert not (run_dir / "report.html").exists(), "regress writes no report"
 
 
 def test_accuracy_within_tolerance_passes_and_beyond_fails(tmp_path):

@@ -44,6 +44,13 @@ def test_grid_times_points_with_labels_and_stable_ids(tmp_path, tiny_dict):
     assert [p.id for p in load_sweep(path)[1]] == [p.id for p in points]
 
 
+def test_points_write_no_report_unless_the_sweep_asks_for_one(tmp_path, tiny_dict):
+    tiny_dict["output"]["report"] = True
+    base = write_scenario(tmp_path, tiny_dict)
+    assert not point_scenario(base, {})[0].output.report
+    assert point_scenario(base, {"output.report": True})[0].output.report
+
+
 def test_a_bad_point_fails_before_anything_runs(tmp_path, tiny_dict):
     path = _sweep_file(tmp_path, tiny_dict, {"rounds.max": [2, -1]})
     with pytest.raises(ScenarioError, match="rounds.max"):

@@ -37,7 +37,7 @@ def energy_split(run_dir: Path) -> dict[str, float]:
 
 
 def quickstart(tmp: Path) -> dict:
-    scenario, base = load_scenario(ROOT / "scenarios/quickstart.yaml", ["output.plots=false"])
+    scenario, base = load_scenario(ROOT / "scenarios/quickstart.yaml", ["output.plots=false", "output.report=false"])
     run_dir = tmp / "quickstart"
     run_scenario(scenario, base, run_dir)
     summary = json.loads((run_dir / "summary.json").read_text())

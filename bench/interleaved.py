@@ -1,7 +1,8 @@
 """Is a commit slower than its base? Runs of both, interleaved (base, result, base, ...) so that the
 host's slow and fast spells fall on both alike: the 1,000,000-device replays of bench/replay_scale.py
 (1,000 and 10,000 selected per round, 100 rounds) and the quickstart (`edgefed run`, feature store
-off, so every run fills its cache). Medians of wall and CPU seconds (CPU: the replay's own process
+off, so every run fills its cache; plots and, where the commit has it, the report off). Medians of wall
+and CPU seconds (CPU: the replay's own process
 time, the quickstart's child-process time), and the result's ratio to the base.
 
     python bench/interleaved.py BASE RESULT [--runs 5]
@@ -42,10 +43,12 @@ def replay(tree: Path, env: dict, point: str, cwd: Path) -> tuple[float, float]:
 
 def quickstart(tree: Path, env: dict, out: Path) -> tuple[float, float]:
     """The quickstart in a fresh process of that commit: (wall, CPU) seconds of the whole command."""
+    off = ["--set", "output.plots=false"]
+    if (tree / "edgefed" / "report.py").exists():  # a commit that writes report.html: off, as plots are
+        off += ["--set", "output.report=false"]
     cpu, start = children_cpu(), time.perf_counter()
     subprocess.run([sys.executable, "-m", "edgefed", "run", str(tree / "scenarios" / "quickstart.yaml"), "--out",
-                    str(out), "--quiet", "--set", "output.plots=false"], env=env, cwd=out.parent, check=True,
-                   stdout=subprocess.DEVNULL)
+                    str(out), "--quiet", *off], env=env, cwd=out.parent, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start, children_cpu() - cpu
 
 

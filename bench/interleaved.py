@@ -1,9 +1,9 @@
 """Is a commit slower than its base? Runs of both, interleaved (base, result, base, ...) so that the
 host's slow and fast spells fall on both alike: the 1,000,000-device replays of bench/replay_scale.py
 (1,000 and 10,000 selected per round, 100 rounds) and the quickstart (`edgefed run`, feature store
-off, so every run fills its cache; plots and, where the commit has it, the report off). Medians of wall
-and CPU seconds (CPU: the replay's own process
-time, the quickstart's child-process time), and the result's ratio to the base.
+off, so every run fills its cache; plots and, where the commit has it, the report off). Medians of
+wall and CPU seconds (CPU: the replay's own process time, the quickstart's child-process time), and
+the result's ratio to the base.
 
     python bench/interleaved.py BASE RESULT [--runs 5]
 """

@@ -56,14 +56,15 @@ def number(value) -> str:
     return str(value)
 
 
-def si(value: float | None, unit: str) -> str:
-    """``value`` with an SI prefix (8.3e10, 'FLOP/s' -> '83 GFLOP/s'), all its digits up to 6."""
+def si(value: float | None, unit: str, spec: str = "g", none: str = "-") -> str:
+    """``value`` with an SI prefix (8.3e10, 'FLOP/s' -> '83 GFLOP/s'), formatted by ``spec`` (by
+    default all its digits up to 6); ``none`` stands for a missing value."""
     if value is None:
-        return "-"
+        return none
     for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(value) >= factor:
-            return f"{value / factor:g} {prefix}{unit}"
-    return f"{value:g} {unit}"
+            return f"{value / factor:{spec}} {prefix}{unit}"
+    return f"{value:{spec}} {unit}"
 
 
 # --- the scenario schema -------------------------------------------------------------------------

@@ -28,6 +28,7 @@ import plotly.io as pio
 from plotly.colors import qualitative
 from plotly.offline import get_plotlyjs
 
+import edgefed.docgen as docgen
 import edgefed.plots as plots
 from edgefed.results import RunDirError, atomic_write, read_columns, read_json, read_table, read_text
 
@@ -329,12 +330,7 @@ def pareto_figure(groups: dict[str, list[Path]]) -> tuple[go.Figure, list[str]]:
 # -- the page --------------------------------------------------------------------------------
 def si(value, unit: str) -> str:
     """A figure with an SI prefix and 3 significant digits (1.18 kJ, 95.5 kB); a dash for none."""
-    if value is None:
-        return "–"
-    for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= factor:
-            return f"{value / factor:.3g} {prefix}{unit}"
-    return f"{value:.3g} {unit}"
+    return docgen.si(value, unit, ".3g", "–")
 
 
 def card(key: str, value: str, sub: str = "") -> str:

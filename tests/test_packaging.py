@@ -1,6 +1,7 @@
 """One import namespace: everything is ``edgefed.*``; the wheel installs nothing else at top level,
 and its console script runs from a fresh virtual environment."""
 import ast
+import shutil
 import subprocess
 import sys
 import venv
@@ -47,16 +48,22 @@ def test_the_scan_catches_a_top_level_import(tmp_path):
     assert [name for _, name in top_level_imports(sample)] == ["simulator.engine", "devices.profile"]
 
 
-# one test process builds the wheel for every test here: setuptools builds in the checkout's own
-# build/ folder, so two processes building at once collide (pytest-xdist, --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("packaging")
+# what the wheel is built from: setuptools builds inside the source folder (build/, *.egg-info), so
+# each build works on its own copy and two test processes can never collide in the checkout
+PACKAGED = ("pyproject.toml", "README.md", "LICENSE", "edgefed", "simulator", "algorithms", "devices")
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
+    source = tmp_path_factory.mktemp("source")
+    for name in PACKAGED:
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(REPO / name, source / name)
     out = tmp_path_factory.mktemp("wheel")
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(out), str(REPO)], capture_output=True, text=True)
+                            "-w", str(out), str(source)], capture_output=True, text=True)
     if build.returncode != 0 and "No module named" in build.stderr and "setuptools" in build.stderr:
         pytest.skip("setuptools is not installed beside pip; cannot build offline")
     assert build.returncode == 0, build.stderr

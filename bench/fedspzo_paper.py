@@ -498,7 +498,8 @@ def summary(plan: Plan | PlanV2) -> dict:
                           "accuracy": target, "reference_gain_per_seed": gains},
                "methods": table, "ratios": ratios, "at_equal_compute": at_equal_compute, "device_classes": class_table(plan, target),
                "auto_picks": auto_picks(plan),
-               "learning_ran_on": {stage: learning_hardware(OUT / stage) for stage in ("tune", "report")}}
+               "learning_ran_on": {stage: learning_hardware(finished_runs(OUT / stage))
+                                   for stage in ("tune", "report")}}
     write_bench_result(RESULT, figures, __file__)
     print_table(table, ratios, at_equal_compute, target)
     return figures
@@ -754,23 +755,30 @@ def summary_v2(plan: PlanV2) -> dict:
                                              for e in tuning_entries(plan) if e.reused)},
         "device_classes": class_table(plan, target, {r.name: name for name, rs in runs.items() for r in rs}),
         "auto_picks": auto_picks(plan),
+        "learning_ran_on": {
+            "tune (new runs)": learning_hardware([e.run_dir for e in tuning_entries(plan) if not e.reused]),
+            "tune (read from an earlier stage)": learning_hardware([e.run_dir for e in tuning_entries(plan)
+                                                                    if e.reused]),
+            "report": learning_hardware([r for rs in runs.values() for r in rs])},
     }
     write_bench_result(RESULT, figures, __file__)
     fr.print_summary(table, curves, at_budget, target, commits, HEADLINE)
     return figures
 
 
-def learning_hardware(folder: Path) -> dict:
-    """Where a stage's learning ran (device, CPU, commit of each finished run, as its
-    provenance.json records) and its host seconds summed over runs: the results are per kind of
-    device, so a table must not mix kinds."""
+def finished_runs(folder: Path) -> list[Path]:
+    """A stage's finished run directories, in sweep order."""
+    return [folder / point.id for point in load_sweep(folder / "sweep.yaml")[1] if is_complete(folder / point.id)]
+
+
+def learning_hardware(run_dirs: list[Path]) -> dict:
+    """Where runs' learning ran (device, CPU, commit of each, as its provenance.json records) and
+    their host seconds summed: the results are per kind of device, so a table must not mix kinds."""
     where: dict[str, int] = {}
     host = 0.0
-    for point in load_sweep(folder / "sweep.yaml")[1]:
-        if not is_complete(folder / point.id):
-            continue
-        host += json.loads((folder / point.id / "summary.json").read_text())["host_seconds"]
-        p = json.loads((folder / point.id / "provenance.json").read_text())
+    for run in run_dirs:
+        host += json.loads((run / "summary.json").read_text())["host_seconds"]
+        p = json.loads((run / "provenance.json").read_text())
         key = f"{p['learning_device']} | {p['machine']['cpu']} | commit {p['code']['commit']}"
         where[key] = where.get(key, 0) + 1
     return {"runs_by_device": where, "host_seconds": host}

@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 COMMAND = "python bench/write_docs.py"
 BENCHMARKS_MD = Path("docs/benchmarks.md")
 README_MD = Path("bench/README.md")
+STUDY_MD = Path("docs/fedspzo_study.md")
 
 
 # --- reading the results and their scripts ------------------------------------------------------
@@ -168,13 +169,22 @@ def same_keys(value) -> bool:
 
 
 def bound(entry: dict) -> str:
-    """A paired ratio: its value, or 'at least' when one side never reached the target."""
-    return number(entry["value"]) if "value" in entry else f">= {number(entry['at_least'])}"
+    """A paired ratio: its value, or the bound a seed gives when only one side reached the target
+    ('>=': the baseline never did; '<=': FedSPZO never did), or 'neither'."""
+    if "value" in entry:
+        return number(entry["value"])
+    if "at_least" in entry:
+        return f">= {number(entry['at_least'])}"
+    if "at_most" in entry:
+        return f"<= {number(entry['at_most'])}"
+    return "neither"
 
 
 def fedspzo_paper(data: dict) -> list[str]:
     """The paper comparison: tuning grid, chosen configurations, per-seed report runs, paired
-    ratios, equal-compute gaps and the per-device-class replays."""
+    ratios, equal-compute gaps and the per-device-class replays (a version-2 plan's: ``study_v2``)."""
+    if data["plan"].get("version") == 2:
+        return study_v2(data)
     rest = ("method", "lr", "final_smoothed_tuning_accuracy")
     lrs = sorted({row["lr"] for row in data["tuning"]})
     grid: dict[tuple, dict] = {}
@@ -228,6 +238,90 @@ def fedspzo_paper(data: dict) -> list[str]:
     return blocks
 
 
+TUNING_FIELDS = ("label", "method", "lr", "score_at_budget", "read_at_round", "read_at_client_flops",
+                 "client_flops_per_round", "runs", "reused", "client_flops_to_level")
+
+
+def tflop(flops) -> str:
+    return "not reached" if flops is None else number(flops / 1e12)
+
+
+def configuration(row: dict, leave_out=TUNING_FIELDS) -> str:
+    return ", ".join(f"{k} {v}" for k, v in row.items() if k not in leave_out) or "-"
+
+
+def interval(point: dict) -> str:
+    return "; ".join(number(v) for v in point["t_interval"]) if "t_interval" in point else "-"
+
+
+def study_v2(data: dict) -> list[str]:
+    """A version-2 plan's comparison: tuning at the budget B, the picks, the report runs read at the
+    report budget, the ratio curve over targets per pair, accuracy at the budget, the per-class
+    replays and where every run learned."""
+    budget, target = data["budget"], data["target"]
+    lrs = sorted({row["lr"] for row in data["tuning"]})
+    chosen = {(c["label"], c["lr"], configuration(c, ("label", "lr", "score_at_budget")))
+              for c in data["chosen"].values()}
+    grid: dict[tuple, dict] = {}
+    for row in data["tuning"]:
+        key = (row["label"], configuration(row), number(row["client_flops_per_round"] / 1e12))
+        mark = (row["label"], row["lr"], configuration(row)) in chosen
+        cell = number(row["score_at_budget"]) + (" (v1 run)" if any(row["reused"]) else "")
+        grid.setdefault(key, {})[row["lr"]] = f"**{cell}**" if mark else cell
+    blocks = [f"**Tuning at the budget**: smoothed tuning accuracy at each configuration's last evaluation within "
+              f"B = {tflop(budget['client_flops'])} client TFLOP (seed "
+              f"{', '.join(map(str, data['plan']['tuning']['seeds']))}; bold: the pick per label, "
+              f"rule: {budget['rule']}).\n",
+              table(["label", "configuration", "TFLOP a round", *(f"lr {number(lr)}" for lr in lrs)],
+                    [[*key, *(accs.get(lr, "") for lr in lrs)] for key, accs in grid.items()])]
+    levels = list(next(iter(data["sensitivity"].values())))
+    blocks += ["**Sensitivity, not the rule**: the least client TFLOP any tuning run of a label needed to reach "
+               "each tuning accuracy within B, and which run that was.\n",
+               table(["label", *levels], [[label, *(f"{tflop(r['client_flops'])} ({configuration(r, ('label', 'method', 'score_at_budget', 'client_flops_per_round', 'read_at_round', 'read_at_client_flops', 'client_flops'))})" if r else "not reached" for r in row.values())]
+                                          for label, row in data["sensitivity"].items()]),
+               f"**Target**: {number(target['accuracy'])} smoothed test accuracy: {target['rule']} (initial "
+               f"{number(target['initial'])}, mean gain {number(target['mean_gain'])}).\n"]
+    rows = []
+    for name, m in data["methods"].items():
+        for i, seed in enumerate(m["seeds"]):
+            rows.append([name, seed, m["rounds"][i], number(m["initial_accuracy"][i]),
+                         number(m["final_smoothed_accuracy"][i]),
+                         number(m["final_smoothed_accuracy"][i] >= target["accuracy"]),
+                         tflop(m["client_flops_to_target"][i]), number(m["time_to_target_s"][i]),
+                         number(m["energy_to_target_j"][i]), number(m["bytes_to_target"][i])])
+    report = data["report_budget"]
+    blocks += [f"**Report runs** (test split; each read at its last evaluation within {tflop(report['client_flops'])} "
+               "client TFLOP; to-target figures at the first smoothed crossing)\n",
+               table(["pick", "seed", "round read", "initial", "final smoothed", "ends at or above target",
+                      "TFLOP to target", "time to target, s", "energy to target, J", "bytes to target"], rows)]
+    for pair, curve in data["ratio_curve"].items():
+        seeds = curve["seeds"]
+        rows = [[f"{number(p['fraction'])}{' (marked)' if p['marked'] else ''}", number(p["target"]),
+                 *(bound(s["ratio"]) for s in p["per_seed"]), f"{p['exact']} of {len(seeds)}",
+                 number(p.get("geometric_mean")), interval(p), bound(p["seed_mean"]["ratio"])]
+                for p in curve["points"]]
+        blocks += [f"**{pair}: client FLOPs to target, theirs over FedSPZO's**, target = initial + f x mean gain "
+                   f"(per seed; '>=': theirs never reached it, '<=': FedSPZO never did; geometric mean and "
+                   f"{number(100 * curve['confidence'])}% t-interval over the exact seeds; the last column on "
+                   "the seed-mean curves)\n",
+                   table(["f", "target", *(f"seed {s}" for s in seeds), "exact", "geometric mean", "t-interval",
+                          "seed-mean curves"], rows)]
+    blocks += ["**At the report budget**: FedSPZO's smoothed accuracy minus the other's, per seed\n",
+               table(["pair", "per seed", "mean", "min", "max"],
+                     [[pair, show(g["ours_minus_theirs"]), *(number(g[k]) for k in ("mean", "min", "max"))]
+                      for pair, g in data["at_budget"].items()])]
+    rows = [[cls, method, *(show(v) for v in figures.values())]
+            for cls, c in data["device_classes"].items() for method, figures in c["methods"].items()]
+    figures = list(next(iter(next(iter(data["device_classes"].values()))["methods"].values())))
+    blocks += ["**Per device class** (the report traces replayed on one class of device; per seed)\n",
+               table(["class", "pick", *figures], rows),
+               "**Where the learning ran** (host seconds summed over runs)\n",
+               table(["stage", "runs by device", "host seconds"],
+                     [[stage, show(r["runs_by_device"]), number(r["host_seconds"])]
+                      for stage, r in data["learning_ran_on"].items()])]
+    return blocks
+
+
 def fedspzo_vs_baselines(data: dict) -> list[str]:
     """One task: figures to the common target per method, then each method's totals."""
     methods = data["methods"]
@@ -240,6 +334,127 @@ def fedspzo_vs_baselines(data: dict) -> list[str]:
 
 
 RENDERERS = {"bench/fedspzo_paper.py": fedspzo_paper, "bench/fedspzo_vs_baselines.py": fedspzo_vs_baselines}
+
+
+# --- the FedSPZO study page ----------------------------------------------------------------------
+
+STUDY = "fedspzo_paper_v2"  # the study the page reads: bench/results/STUDY.json, its runs beside it
+CONTROL_LABEL = "decomfl-block2"
+CONTROL = (f"`{CONTROL_LABEL}` is the control: DeComFL training only what FedSPZO's block 2 trains at split 4 (the "
+           "LoRA adapters of the last two layers and the head, `trainable: lora-last:2+head`). If it matches "
+           "FedSPZO, the gain comes from training the top of the model, not from splitting the perturbations.\n")
+
+
+def pick_name(data: dict, name: str) -> str:
+    """A pick as a reader wants it: its label, method and configuration with its lr."""
+    m = data["methods"][name]
+    return f"{name} ({m['method']}, {configuration(m['config'], ('label',))})"
+
+
+def verdict(point: dict) -> str:
+    """What a ratio point's interval says of FedSPZO against the other pick."""
+    if "t_interval" not in point:
+        return "too few seeds with a value for an interval"
+    low, high = point["t_interval"]
+    if low > 1:
+        return "the interval lies above 1: FedSPZO needed fewer client FLOPs"
+    if high < 1:
+        return "the interval lies below 1: FedSPZO needed more client FLOPs"
+    return "the interval contains 1: no difference is shown with these seeds"
+
+
+def in_short(data: dict) -> list[str]:
+    """The page's findings, each computed from the JSON: per pair the ratio at the marked target
+    with its interval and what it says, its range over targets, and the runs that ended below
+    where they began."""
+    lines = []
+    ratio_of_budgets = data["report_budget"]["client_flops"] / data["budget"]["client_flops"]
+    for pair, curve in data["ratio_curve"].items():
+        name = pair.split("/")[0]
+        marked = next(p for p in curve["points"] if p["marked"])
+        exact = [p for p in curve["points"] if "geometric_mean" in p]
+        if "geometric_mean" in marked:
+            text = (f"- **{pick_name(data, name)}** needed {number(marked['geometric_mean'])}x FedSPZO's client "
+                    f"FLOPs to reach the marked target {number(marked['target'])} (geometric mean over "
+                    f"{marked['exact']} of {len(curve['seeds'])} seeds with a value; "
+                    f"{number(100 * curve['confidence'])}% t-interval {interval(marked)}): {verdict(marked)}.")
+        else:
+            text = (f"- **{pick_name(data, name)}**: no seed gave a ratio at the marked target "
+                    f"{number(marked['target'])}.")
+        if marked["excluded"]:
+            text += (f" {marked['excluded']} seed(s) gave only a bound: "
+                     f"{', '.join(bound(s['ratio']) for s in marked['per_seed'] if 'value' not in s['ratio'])}.")
+        if exact:
+            means = [p["geometric_mean"] for p in exact]
+            text += (f" Over targets f = {number(exact[0]['fraction'])} to {number(exact[-1]['fraction'])} of the "
+                     f"gain the geometric mean ran from {number(min(means))}x to {number(max(means))}x; on the "
+                     f"seed-mean curves the marked target gives {bound(marked['seed_mean']['ratio'])}.")
+        lines.append(text)
+    for name, m in data["methods"].items():
+        below = [seed for seed, a, b in zip(m["seeds"], m["initial_accuracy"], m["final_smoothed_accuracy"]) if b < a]
+        if below:
+            lines.append(f"- {len(below)} of {len(m['seeds'])} {name} report runs (seeds "
+                         f"{', '.join(map(str, below))}) ended the report budget below their initial accuracy. Its learning rate was the best "
+                         f"at the tuning budget B; the report runs spend {number(ratio_of_budgets)}x B. First "
+                         "crossings before the fall still count; the final accuracies are in the table.")
+    return lines
+
+
+def study_md(repo: Path = REPO) -> str | None:
+    """docs/fedspzo_study.md from the study's JSON (None until it exists): the findings, the
+    set-up as the plan fixed it, every table, the plots, and version 1 labelled for what it was."""
+    path = repo / "bench" / "results" / f"{STUDY}.json"
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    plan, budget = data["plan"], data["budget"]
+    plots = sorted((repo / "bench" / "results" / STUDY / "plots").glob("*.png"))
+    parts = [generated_note(COMMAND),
+             "# FedSPZO against DeComFL, a top-block control and FedAvg, per client FLOP\n",
+             f"What the committed study shows: its plan is [`bench/{STUDY}.yaml`](../bench/{STUDY}.yaml) (fixed "
+             f"before its runs; its git history is the record), its runs are under "
+             f"[`bench/results/{STUDY}/`](../bench/results/{STUDY}/) and every figure here is read from "
+             f"[`bench/results/{STUDY}.json`](../bench/results/{STUDY}.json), which "
+             "`python bench/fedspzo_paper.py summary --plan bench/fedspzo_paper_v2.yaml` rebuilds from the run "
+             "folders without training.\n",
+             "## In short\n", "\n".join(in_short(data)) + "\n",
+             "A ratio above 1 means the other pick needed more client FLOPs than FedSPZO.\n",
+             *([CONTROL] if CONTROL_LABEL in data["methods"] else []),
+             "## The set-up\n",
+             f"- Regime: `{plan['regime']['base']}` with {show(plan['regime']['set'])}.\n"
+             f"- Tuning: every (configuration, learning rate) of every label, learning rates "
+             f"{show(plan['lr_grid'])}, seed(s) {show(plan['tuning']['seeds'])} on a {plan['tuning']['tuning_split']}"
+             f"-sentence tuning split, each run to a client-FLOPs budget B = {tflop(budget['client_flops'])} TFLOP "
+             f"and evaluated at least every {tflop(budget['evaluated_at_least_every'])} TFLOP. The pick per label: "
+             f"{budget['rule']}.\n"
+             f"- Report: each pick over seeds {show(plan['report']['seeds'])} on the test split, to "
+             f"{tflop(data['report_budget']['client_flops'])} client TFLOP, evaluated at least every "
+             f"{tflop(data['report_budget']['evaluated_at_least_every'])} TFLOP; accuracy smoothed over "
+             f"{plan['report']['smoothing']} evaluations.\n"
+             f"- Target: {data['target']['rule']}; the ratio is also read at targets initial + f x gain for f in "
+             f"{show(plan['target']['curve'])}.\n"
+             f"- Machines: every run of the comparison learned on {show(data['machines']['kinds'])}, from commit(s) "
+             f"{', '.join(c[:7] for c in data['machines']['commits'])}.\n",
+             "## The figures\n", *study_v2(data),
+             "## Plots\n", *(f"![{png.stem}](../{png.relative_to(repo).as_posix()})\n" for png in plots)]
+    v1 = repo / "bench" / "results" / "fedspzo_paper.json"
+    if v1.is_file():
+        parts += study_v1(json.loads(v1.read_text()))
+    return "\n".join(parts)
+
+
+def study_v1(data: dict) -> list[str]:
+    """Version 1 in brief, labelled for what its selection was: best per round, not per FLOP."""
+    r = data["ratios"]["decomfl/fedspzo"]["client_flops_to_target"]
+    return ["## Version 1: DeComFL at its best per round\n",
+            "Version 1 ([`bench/fedspzo_paper.yaml`](../bench/fedspzo_paper.yaml), runs under "
+            "[`bench/results/fedspzo_paper/`](../bench/results/fedspzo_paper/)) tuned every configuration for the "
+            f"same number of rounds, so it picked DeComFL with {show(data['chosen']['decomfl'])}: the best per "
+            "round, and the costliest per round. Its runs learned on a mix of CPU and GPU machines. Its client "
+            f"FLOPs ratio at its single target {number(data['target']['accuracy'])}, DeComFL over FedSPZO per "
+            f"seed: {', '.join(bound(e) for e in r['per_seed'])} (mean {number(r.get('mean'))}). It compares "
+            "against a baseline chosen per round, not per FLOP; version 2 above replaces it. Its full tables "
+            "are in [docs/benchmarks.md](benchmarks.md#fedspzo_paper).\n"]
 
 
 # --- the two pages -------------------------------------------------------------------------------
@@ -311,8 +526,11 @@ def readme_md(repo: Path = REPO) -> str:
 
 
 def outputs(repo: Path = REPO) -> dict[Path, str]:
-    """What this script writes, by path relative to the repository."""
-    return {BENCHMARKS_MD: benchmarks_md(repo), README_MD: readme_md(repo)}
+    """What this script writes, by path relative to the repository (the study page once its JSON
+    exists)."""
+    study = study_md(repo)
+    return {BENCHMARKS_MD: benchmarks_md(repo), README_MD: readme_md(repo),
+            **({STUDY_MD: study} if study is not None else {})}
 
 
 def main() -> int:

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,6 +45,16 @@ TINY = {
     "rounds": {"max": 3, "clients_per_round": 4, "eval_every": 1, "target_accuracy": 0.5},
     "output": {"plots": False, "report": False},
 }
+
+
+def bench_script(name: str):
+    """bench/NAME.py imported as a module (bench/ is a folder of scripts, not a package); it is
+    registered in sys.modules, where pydantic resolves a plan's annotations."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def write_scenario(tmp_path: Path, data: dict, name: str = "scenario.yaml") -> Path:

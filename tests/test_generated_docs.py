@@ -1,6 +1,5 @@
 """The generated reference pages are committed up to date (each failure names the command that
 regenerates its file), and the scenario reference leaves no field of the schema out."""
-import importlib.util
 import json
 from collections import Counter
 from pathlib import Path
@@ -11,15 +10,7 @@ from typer.testing import CliRunner
 from edgefed.devices.profile import default_catalog
 from edgefed.cli import app
 from edgefed.scenario import json_schema
-from tests.conftest import REPO
-
-
-def write_docs():
-    """bench/write_docs.py, imported (bench/ is a folder of scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location("write_docs", REPO / "bench" / "write_docs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import REPO, bench_script
 
 
 def cli(*args: str) -> str:
@@ -35,7 +26,7 @@ def committed(rel: str) -> str:
 
 @pytest.mark.parametrize("rel", ["docs/benchmarks.md", "bench/README.md"])
 def test_benchmark_pages_are_up_to_date(rel):
-    module = write_docs()
+    module = bench_script("write_docs")
     assert committed(rel) == module.outputs(REPO)[Path(rel)], f"regenerate: {module.COMMAND}"
 
 
@@ -46,7 +37,7 @@ def test_reference_pages_are_up_to_date(rel, args):
 
 
 def test_every_page_says_it_is_generated():
-    module = write_docs()
+    module = bench_script("write_docs")
     pages = {**{str(k): v for k, v in module.outputs(REPO).items()},
              "scenarios": cli("schema", "--format", "markdown"), "devices": cli("devices", "--format", "markdown")}
     for name, text in pages.items():
@@ -99,7 +90,7 @@ def test_the_device_page_names_every_device_and_link():
 
 
 def test_check_names_a_stale_file(tmp_path, capsys, monkeypatch):
-    module = write_docs()
+    module = bench_script("write_docs")
     (tmp_path / "bench" / "results").mkdir(parents=True)
     (tmp_path / "docs").mkdir()
     (tmp_path / "bench" / "results" / "speed.json").write_text(json.dumps({"rate": 1234.5}))

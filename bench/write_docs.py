@@ -26,6 +26,9 @@ COMMAND = "python bench/write_docs.py"
 BENCHMARKS_MD = Path("docs/benchmarks.md")
 README_MD = Path("bench/README.md")
 STUDY_MD = Path("docs/fedspzo_study.md")
+ROOT_README = Path("README.md")  # only its study summary, between the two markers, is written here
+STUDY_MARKERS = ("<!-- fedspzo study summary: written by `python bench/write_docs.py` -->",
+                 "<!-- end of the fedspzo study summary -->")
 
 
 # --- reading the results and their scripts ------------------------------------------------------
@@ -443,6 +446,18 @@ def study_md(repo: Path = REPO) -> str | None:
     return "\n".join(parts)
 
 
+def readme_with_study(repo: Path = REPO) -> str | None:
+    """The repository's README with the study's findings (``in_short``) between its two markers;
+    None when it has no markers."""
+    text = (repo / ROOT_README).read_text() if (repo / ROOT_README).is_file() else ""
+    start, end = STUDY_MARKERS
+    if start not in text or end not in text:
+        return None
+    data = json.loads((repo / "bench" / "results" / f"{STUDY}.json").read_text())
+    head, rest = text.split(start, 1)
+    return "\n".join([head + start, *in_short(data), end + rest.split(end, 1)[1]])
+
+
 def study_v1(data: dict) -> list[str]:
     """Version 1 in brief, labelled for what its selection was: best per round, not per FLOP."""
     r = data["ratios"]["decomfl/fedspzo"]["client_flops_to_target"]
@@ -529,8 +544,13 @@ def outputs(repo: Path = REPO) -> dict[Path, str]:
     """What this script writes, by path relative to the repository (the study page once its JSON
     exists)."""
     study = study_md(repo)
-    return {BENCHMARKS_MD: benchmarks_md(repo), README_MD: readme_md(repo),
-            **({STUDY_MD: study} if study is not None else {})}
+    found = {BENCHMARKS_MD: benchmarks_md(repo), README_MD: readme_md(repo)}
+    if study is not None:
+        found[STUDY_MD] = study
+        readme = readme_with_study(repo)
+        if readme is not None:
+            found[ROOT_README] = readme
+    return found
 
 
 def main() -> int:

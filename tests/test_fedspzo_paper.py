@@ -243,6 +243,13 @@ def test_v2_budget_picks_labels_gzipped_traces_and_one_kind_of_machine(tmp_path,
         assert (docs.number(marked["geometric_mean"]) + "x") in line if "geometric_mean" in marked \
             else "no seed gave a ratio" in line
     assert docs.study_md(tmp_path / "nowhere") is None  # no JSON yet: the page is not written
+    # the README's summary: the same findings between its markers, the rest of it untouched
+    start, end = docs.STUDY_MARKERS
+    (repo / "README.md").write_text(f"# Manual\n\nBefore.\n{start}\nold findings\n{end}\nAfter.\n")
+    readme = docs.readme_with_study(repo)
+    assert readme.startswith("# Manual\n\nBefore.\n") and readme.endswith(f"{end}\nAfter.\n")
+    assert "old findings" not in readme and all(line in readme for line in docs.in_short(result))
+    assert docs.readme_with_study(repo) == docs.readme_with_study(repo)
     # a comparison whose runs learned on a CPU and a GPU is refused: one line, exit 2
     prov = next(out.glob("report/p*/provenance.json"))
     data = json.loads(prov.read_text())

@@ -73,6 +73,12 @@ def at_budget(run_dir: Path, budget: float, window: int, evaluations: int = 8, s
             "spent": spent, "max_gap": max(gaps), "ok": why is None, "why": why}
 
 
+def peak(run_dir: Path, budget: float, window: int) -> float | None:
+    """The run's best smoothed accuracy at an evaluation within ``budget`` (None before a full window)."""
+    return max((p.smoothed for p in curve(run_dir, window)[0] if p.flops <= budget and p.smoothed is not None),
+               default=None)
+
+
 def flops_to(points: list[Point], level: float, budget: float) -> float | None:
     """Client FLOPs to the first evaluation within ``budget`` whose smoothed accuracy reaches ``level``."""
     return next((p.flops for p in points if p.flops <= budget and p.smoothed is not None and p.smoothed >= level),

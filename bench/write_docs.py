@@ -257,6 +257,50 @@ def interval(point: dict) -> str:
     return "; ".join(number(v) for v in point["t_interval"]) if "t_interval" in point else "-"
 
 
+def report_rows(methods: dict, target: float) -> list[list]:
+    """One row per report run: where it was read, its accuracies and its to-target figures."""
+    return [[name, seed, m["rounds"][i], number(m["initial_accuracy"][i]), number(m["final_smoothed_accuracy"][i]),
+             number(m["final_smoothed_accuracy"][i] >= target), tflop(m["client_flops_to_target"][i]),
+             number(m["time_to_target_s"][i]), number(m["energy_to_target_j"][i]), number(m["bytes_to_target"][i])]
+            for name, m in methods.items() for i, seed in enumerate(m["seeds"])]
+
+
+REPORT_HEADER = ["pick", "seed", "round read", "initial", "final smoothed", "ends at or above target",
+                 "TFLOP to target", "time to target, s", "energy to target, J", "bytes to target"]
+
+
+def ratio_tables(curves: dict) -> list[str]:
+    """Per pair: the client-FLOPs ratio at each target, per seed, over seeds and on the seed-mean curves."""
+    blocks = []
+    for pair, curve in curves.items():
+        seeds = curve["seeds"]
+        rows = [[f"{number(p['fraction'])}{' (marked)' if p['marked'] else ''}", number(p["target"]),
+                 *(bound(s["ratio"]) for s in p["per_seed"]), f"{p['exact']} of {len(seeds)}",
+                 number(p.get("geometric_mean")), interval(p), bound(p["seed_mean"]["ratio"])]
+                for p in curve["points"]]
+        blocks += [f"**{pair}: client FLOPs to target, theirs over FedSPZO's**, target = initial + f x mean gain "
+                   f"(per seed; '>=': theirs never reached it, '<=': FedSPZO never did; geometric mean and "
+                   f"{number(100 * curve['confidence'])}% t-interval over the exact seeds; the last column on "
+                   "the seed-mean curves)\n",
+                   table(["f", "target", *(f"seed {s}" for s in seeds), "exact", "geometric mean", "t-interval",
+                          "seed-mean curves"], rows)]
+    return blocks
+
+
+def post_hoc_blocks(data: dict) -> list[str]:
+    """The analysis added after the plan: targets from the reference's best accuracy, and the
+    runs added after the plan's."""
+    post = data["post_hoc"]
+    target = post["target"]
+    blocks = [f"**Post hoc, outside the plan**: targets from {post['rule']}: {number(target['accuracy'])} at the "
+              f"plan's f (initial {number(target['initial'])}, mean gain {number(target['mean_gain'])}; per seed "
+              f"{show(target['reference_gain_per_seed'])}).\n"]
+    if post["runs"]:
+        blocks += ["**Post-hoc report runs** (read as the plan's, at the post-hoc target)\n",
+                   table(REPORT_HEADER, report_rows(post["runs"], target["accuracy"]))]
+    return blocks + ratio_tables(post["ratio_curve"])
+
+
 def study_v2(data: dict) -> list[str]:
     """A version-2 plan's comparison: tuning at the budget B, the picks, the report runs read at the
     report budget, the ratio curve over targets per pair, accuracy at the budget, the per-class
@@ -284,35 +328,18 @@ def study_v2(data: dict) -> list[str]:
                                           for label, row in data["sensitivity"].items()]),
                f"**Target**: {number(target['accuracy'])} smoothed test accuracy: {target['rule']} (initial "
                f"{number(target['initial'])}, mean gain {number(target['mean_gain'])}).\n"]
-    rows = []
-    for name, m in data["methods"].items():
-        for i, seed in enumerate(m["seeds"]):
-            rows.append([name, seed, m["rounds"][i], number(m["initial_accuracy"][i]),
-                         number(m["final_smoothed_accuracy"][i]),
-                         number(m["final_smoothed_accuracy"][i] >= target["accuracy"]),
-                         tflop(m["client_flops_to_target"][i]), number(m["time_to_target_s"][i]),
-                         number(m["energy_to_target_j"][i]), number(m["bytes_to_target"][i])])
+    rows = report_rows(data["methods"], target["accuracy"])
     report = data["report_budget"]
     blocks += [f"**Report runs** (test split; each read at its last evaluation within {tflop(report['client_flops'])} "
                "client TFLOP; to-target figures at the first smoothed crossing)\n",
-               table(["pick", "seed", "round read", "initial", "final smoothed", "ends at or above target",
-                      "TFLOP to target", "time to target, s", "energy to target, J", "bytes to target"], rows)]
-    for pair, curve in data["ratio_curve"].items():
-        seeds = curve["seeds"]
-        rows = [[f"{number(p['fraction'])}{' (marked)' if p['marked'] else ''}", number(p["target"]),
-                 *(bound(s["ratio"]) for s in p["per_seed"]), f"{p['exact']} of {len(seeds)}",
-                 number(p.get("geometric_mean")), interval(p), bound(p["seed_mean"]["ratio"])]
-                for p in curve["points"]]
-        blocks += [f"**{pair}: client FLOPs to target, theirs over FedSPZO's**, target = initial + f x mean gain "
-                   f"(per seed; '>=': theirs never reached it, '<=': FedSPZO never did; geometric mean and "
-                   f"{number(100 * curve['confidence'])}% t-interval over the exact seeds; the last column on "
-                   "the seed-mean curves)\n",
-                   table(["f", "target", *(f"seed {s}" for s in seeds), "exact", "geometric mean", "t-interval",
-                          "seed-mean curves"], rows)]
+               table(REPORT_HEADER, rows)]
+    blocks += ratio_tables(data["ratio_curve"])
     blocks += ["**At the report budget**: FedSPZO's smoothed accuracy minus the other's, per seed\n",
                table(["pair", "per seed", "mean", "min", "max"],
                      [[pair, show(g["ours_minus_theirs"]), *(number(g[k]) for k in ("mean", "min", "max"))]
                       for pair, g in data["at_budget"].items()])]
+    if data["post_hoc"]["ratio_curve"]:
+        blocks += post_hoc_blocks(data)
     rows = [[cls, method, *(show(v) for v in figures.values())]
             for cls, c in data["device_classes"].items() for method, figures in c["methods"].items()]
     figures = list(next(iter(next(iter(data["device_classes"].values()))["methods"].values())))
@@ -350,8 +377,11 @@ CONTROL = (f"`{CONTROL_LABEL}` is the control: DeComFL training only what FedSPZ
 
 def pick_name(data: dict, name: str) -> str:
     """A pick as a reader wants it: its label, method and configuration with its lr."""
-    m = data["methods"][name]
-    return f"{name} ({m['method']}, {configuration(m['config'], ('label',))})"
+    if name in data["methods"]:
+        m = data["methods"][name]
+        return f"{name} ({m['method']}, {configuration(m['config'], ('label',))})"
+    algo = data["post_hoc"]["runs"][name]["config"]
+    return f"{name} ({algo['name']}, lr {number(algo['lr'])}, run post hoc)"
 
 
 def verdict(point: dict) -> str:
@@ -366,23 +396,21 @@ def verdict(point: dict) -> str:
     return "the interval contains 1: no difference is shown with these seeds"
 
 
-def in_short(data: dict) -> list[str]:
-    """The page's findings, each computed from the JSON: per pair the ratio at the marked target
-    with its interval and what it says, its range over targets, and the runs that ended below
-    where they began."""
+def pair_findings(data: dict, curves: dict, prefix: str = "") -> list[str]:
+    """Per pair: the ratio at the marked target with its interval and what it says, the seeds that
+    gave only bounds, and the ratio's range over targets."""
     lines = []
-    ratio_of_budgets = data["report_budget"]["client_flops"] / data["budget"]["client_flops"]
-    for pair, curve in data["ratio_curve"].items():
+    for pair, curve in curves.items():
         name = pair.split("/")[0]
         marked = next(p for p in curve["points"] if p["marked"])
         exact = [p for p in curve["points"] if "geometric_mean" in p]
         if "geometric_mean" in marked:
-            text = (f"- **{pick_name(data, name)}** needed {number(marked['geometric_mean'])}x FedSPZO's client "
-                    f"FLOPs to reach the marked target {number(marked['target'])} (geometric mean over "
+            text = (f"- {prefix}**{pick_name(data, name)}** needed {number(marked['geometric_mean'])}x FedSPZO's "
+                    f"client FLOPs to reach the marked target {number(marked['target'])} (geometric mean over "
                     f"{marked['exact']} of {len(curve['seeds'])} seeds with a value; "
                     f"{number(100 * curve['confidence'])}% t-interval {interval(marked)}): {verdict(marked)}.")
         else:
-            text = (f"- **{pick_name(data, name)}**: no seed gave a ratio at the marked target "
+            text = (f"- {prefix}**{pick_name(data, name)}**: no seed gave a ratio at the marked target "
                     f"{number(marked['target'])}.")
         if marked["excluded"]:
             text += (f" {marked['excluded']} seed(s) gave only a bound: "
@@ -393,13 +421,39 @@ def in_short(data: dict) -> list[str]:
                      f"gain the geometric mean ran from {number(min(means))}x to {number(max(means))}x; on the "
                      f"seed-mean curves the marked target gives {bound(marked['seed_mean']['ratio'])}.")
         lines.append(text)
-    for name, m in data["methods"].items():
+    return lines
+
+
+def in_short(data: dict) -> list[str]:
+    """The page's findings, each computed from the JSON: the plan's ratios (or why its rule gave no
+    usable target), the post-hoc ones, and the runs that ended below where they began."""
+    target = data["target"]
+    reference = data["plan"]["target"]["reference"]
+    if target["mean_gain"] > 0:
+        lines = pair_findings(data, data["ratio_curve"])
+    else:
+        lines = [f"- **The plan's target rule gave no usable target.** {reference}'s smoothed test accuracy at the "
+                 f"end of the report budget was on average {number(-target['mean_gain'])} below where it began (gain "
+                 f"per seed {show(target['reference_gain_per_seed'])}), so every target initial + f x gain lies at or "
+                 "below the start, and the plan's ratio curve (kept below) compares the cost of the first smoothed "
+                 "evaluation, not of learning."]
+    post = data["post_hoc"]
+    if post["ratio_curve"]:
+        lines.append(f"- Post hoc, the gain measured at {reference}'s best smoothed accuracy within the report "
+                     f"budget instead ({number(post['target']['mean_gain'])} on average) gives the marked target "
+                     f"{number(post['target']['accuracy'])}"
+                     + (":" if post["target"]["mean_gain"] > 0 else " (no gain either: these targets too lie at or "
+                        "below the start):"))
+        lines += [f"  {line}" for line in pair_findings(data, post["ratio_curve"], "post hoc: ")]
+    ratio_of_budgets = data["report_budget"]["client_flops"] / data["budget"]["client_flops"]
+    for name, m in {**data["methods"], **post["runs"]}.items():
         below = [seed for seed, a, b in zip(m["seeds"], m["initial_accuracy"], m["final_smoothed_accuracy"]) if b < a]
         if below:
             lines.append(f"- {len(below)} of {len(m['seeds'])} {name} report runs (seeds "
-                         f"{', '.join(map(str, below))}) ended the report budget below their initial accuracy. Its learning rate was the best "
-                         f"at the tuning budget B; the report runs spend {number(ratio_of_budgets)}x B. First "
-                         "crossings before the fall still count; the final accuracies are in the table.")
+                         f"{', '.join(map(str, below))}) ended the report budget below their initial accuracy. "
+                         f"The report runs spend {number(ratio_of_budgets)}x the tuning budget B at which the "
+                         "learning rate was picked. First crossings before the fall still count; the final "
+                         "accuracies are in the tables.")
     return lines
 
 

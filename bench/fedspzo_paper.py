@@ -734,7 +734,8 @@ def summary_v2(plan: PlanV2) -> dict:
         fr.plot_ratio_curve(curve, pair, OUT / "plots" / f"ratio_vs_fraction_{pair.split('/')[0]}.png")
     for axis in ("flops", "time", "energy", "bytes"):
         plots.plot_overlay(runs, axis, OUT / "plots" / f"accuracy_vs_{axis}.png", target)
-    post_hoc = peak_comparison(plan, runs, extra, readings, initial)
+    label_of = {r.name: name for name, rs in runs.items() for r in rs}
+    post_hoc = peak_comparison(plan, runs, extra, readings, initial, label_of)
     tuning = [{k: v for k, v in row.items() if not k.startswith("_")} for row in rows]
     commits = sorted({m["commit"] or "unknown" for m in machines.values()})
     figures = {
@@ -751,11 +752,14 @@ def summary_v2(plan: PlanV2) -> dict:
                    "accuracy": target, "initial": initial, "mean_gain": gain, "reference_gain_per_seed": gains},
         "methods": table, "ratio_curve": curves, "ratios": ratios, "at_budget": at_budget, "post_hoc": post_hoc,
         "systems_figures": {"commits": commits, "note": "time, energy and bytes are the simulator's figures at these "
-                            "commits; each report run's trace.jsonl.gz replays them under later models"},
+                            "commits; each report run's trace.jsonl.gz replays them under later models",
+                            "device_classes_replayed_at": sorted(
+                                {fr.machine(r)["commit"] or "unknown" for r in finished_runs(OUT / "classes")}
+                                if (OUT / "classes" / "sweep.yaml").is_file() else [])},
         "machines": {"kinds": sorted({m["kind"] for m in machines.values()}), "commits": commits,
                      "tuning_reused": sorted(os.path.relpath(e.run_dir, OUT)
                                              for e in tuning_entries(plan) if e.reused)},
-        "device_classes": class_table(plan, target, {r.name: name for name, rs in runs.items() for r in rs}),
+        "device_classes": class_table(plan, target, label_of),
         "auto_picks": auto_picks(plan),
         "learning_ran_on": {
             "tune (new runs)": learning_hardware([e.run_dir for e in tuning_entries(plan) if not e.reused]),
@@ -788,7 +792,7 @@ def post_hoc_runs(seeds: list[int]) -> dict[str, list[Path]]:
 
 
 def peak_comparison(plan: PlanV2, runs: dict[str, list[Path]], extra: dict[str, list[Path]], readings: dict,
-                    initial: float) -> dict:
+                    initial: float, label_of: dict[str, str]) -> dict:
     """Post hoc, outside the plan: the ratio curves again with the reference's gain measured at its
     best smoothed accuracy within the report budget instead of its last (the plan's rule gives no
     target when the reference ends below where it began), every pick and the post-hoc runs against
@@ -812,7 +816,7 @@ def peak_comparison(plan: PlanV2, runs: dict[str, list[Path]], extra: dict[str, 
                             "seeds": [seed_of(r) for r in rs],
                             **fr.runs_table(rs, readings, budget, target, window),
                             "runs": [os.path.relpath(r, OUT) for r in rs]} for name, rs in extra.items()},
-            "ratio_curve": curves, "at_budget": at_budget}
+            "ratio_curve": curves, "at_budget": at_budget, "device_classes": class_table(plan, target, label_of)}
 
 
 def learning_hardware(run_dirs: list[Path]) -> dict:

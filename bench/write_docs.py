@@ -298,7 +298,18 @@ def post_hoc_blocks(data: dict) -> list[str]:
     if post["runs"]:
         blocks += ["**Post-hoc report runs** (read as the plan's, at the post-hoc target)\n",
                    table(REPORT_HEADER, report_rows(post["runs"], target["accuracy"]))]
-    return blocks + ratio_tables(post["ratio_curve"])
+    return blocks + ratio_tables(post["ratio_curve"]) + class_blocks(post["device_classes"], "at the post-hoc target")
+
+
+def class_blocks(classes: dict, which: str) -> list[str]:
+    """Simulated time and energy to a target per device class, each report trace replayed there."""
+    if not classes:
+        return []
+    rows = [[cls, method, *(show(v) for v in figures.values())]
+            for cls, c in classes.items() for method, figures in c["methods"].items()]
+    figures = list(next(iter(next(iter(classes.values()))["methods"].values())))
+    return [f"**Per device class, {which}** (the report traces replayed on a fleet of one class; per seed)\n",
+            table(["class", "pick", *figures], rows)]
 
 
 def study_v2(data: dict) -> list[str]:
@@ -340,11 +351,7 @@ def study_v2(data: dict) -> list[str]:
                       for pair, g in data["at_budget"].items()])]
     if data["post_hoc"]["ratio_curve"]:
         blocks += post_hoc_blocks(data)
-    rows = [[cls, method, *(show(v) for v in figures.values())]
-            for cls, c in data["device_classes"].items() for method, figures in c["methods"].items()]
-    figures = list(next(iter(next(iter(data["device_classes"].values()))["methods"].values())))
-    blocks += ["**Per device class** (the report traces replayed on one class of device; per seed)\n",
-               table(["class", "pick", *figures], rows),
+    blocks += [*class_blocks(data["device_classes"], "at the plan's target"),
                "**Where the learning ran** (host seconds summed over runs)\n",
                table(["stage", "runs by device", "host seconds"],
                      [[stage, show(r["runs_by_device"]), number(r["host_seconds"])]
@@ -491,7 +498,9 @@ def study_md(repo: Path = REPO) -> str | None:
              f"- Target: {data['target']['rule']}; the ratio is also read at targets initial + f x gain for f in "
              f"{show(plan['target']['curve'])}.\n"
              f"- Machines: every run of the comparison learned on {show(data['machines']['kinds'])}, from commit(s) "
-             f"{', '.join(c[:7] for c in data['machines']['commits'])}.\n",
+             f"{', '.join(c[:7] for c in data['machines']['commits'])}; the report tables' time, energy and bytes "
+             "are the simulator's at those commits, and the per-class tables replay the gzipped traces at "
+             f"{', '.join(c[:7] for c in data['systems_figures']['device_classes_replayed_at']) or '-'}.\n",
              "## The figures\n", *study_v2(data),
              "## Plots\n", *(f"![{png.stem}](../{png.relative_to(repo).as_posix()})\n" for png in plots)]
     v1 = repo / "bench" / "results" / "fedspzo_paper.json"

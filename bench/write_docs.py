@@ -254,7 +254,7 @@ def configuration(row: dict, leave_out=TUNING_FIELDS) -> str:
 
 
 def interval(point: dict) -> str:
-    return "; ".join(number(v) for v in point["t_interval"]) if "t_interval" in point else "-"
+    return " to ".join(number(v) for v in point["t_interval"]) if "t_interval" in point else "-"
 
 
 def report_rows(methods: dict, target: float) -> list[list]:
@@ -431,6 +431,24 @@ def pair_findings(data: dict, curves: dict, prefix: str = "") -> list[str]:
     return lines
 
 
+def budget_findings(data: dict) -> list[str]:
+    """At equal client compute (the report budget): FedSPZO's smoothed accuracy against each other
+    pick's, and whether every seed agrees on the sign."""
+    lines = []
+    every = {**data["at_budget"], **data["post_hoc"]["at_budget"]}
+    for pair, gap in every.items():
+        if gap["min"] > 0:
+            says = "FedSPZO ahead on every seed"
+        elif gap["max"] < 0:
+            says = f"{pair.split('/')[0]} ahead on every seed"
+        else:
+            says = "the seeds disagree"
+        lines.append(f"- At the report budget ({tflop(data['report_budget']['client_flops'])} client TFLOP), FedSPZO's "
+                     f"smoothed test accuracy minus {pick_name(data, pair.split('/')[0])}'s: {number(gap['mean'])} on "
+                     f"average, {number(gap['min'])} to {number(gap['max'])} over seeds ({says}).")
+    return lines
+
+
 def in_short(data: dict) -> list[str]:
     """The page's findings, each computed from the JSON: the plan's ratios (or why its rule gave no
     usable target), the post-hoc ones, and the runs that ended below where they began."""
@@ -452,6 +470,7 @@ def in_short(data: dict) -> list[str]:
                      + (":" if post["target"]["mean_gain"] > 0 else " (no gain either: these targets too lie at or "
                         "below the start):"))
         lines += [f"  {line}" for line in pair_findings(data, post["ratio_curve"], "post hoc: ")]
+    lines += budget_findings(data)
     ratio_of_budgets = data["report_budget"]["client_flops"] / data["budget"]["client_flops"]
     for name, m in {**data["methods"], **post["runs"]}.items():
         below = [seed for seed, a, b in zip(m["seeds"], m["initial_accuracy"], m["final_smoothed_accuracy"]) if b < a]

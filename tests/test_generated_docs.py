@@ -39,7 +39,11 @@ def test_reference_pages_are_up_to_date(rel, args):
 
 def test_every_page_says_it_is_generated():
     module = bench_script("write_docs")
-    pages = {**{str(k): v for k, v in module.outputs(REPO).items()},
+    written = module.outputs(REPO)
+    readme = written.pop(module.ROOT_README, None)  # only a part of it is written: between its markers
+    if readme is not None:
+        assert all(marker in readme for marker in module.STUDY_MARKERS)
+    pages = {**{str(k): v for k, v in written.items()},
              "scenarios": cli("schema", "--format", "markdown"), "devices": cli("devices", "--format", "markdown")}
     for name, text in pages.items():
         first = text.splitlines()[0]

@@ -471,6 +471,11 @@ def in_short(data: dict) -> list[str]:
                         "below the start):"))
         lines += [f"  {line}" for line in pair_findings(data, post["ratio_curve"], "post hoc: ")]
     lines += budget_findings(data)
+    starts = [a for m in data["methods"].values() for a in m["initial_accuracy"]]
+    lines.append(f"- Initial test accuracy differs by seed, from {number(min(starts))} to {number(max(starts))} (one "
+                 "seed starts every method at the same point). The targets start from the mean over seeds, so a seed "
+                 "that starts above a target reaches it at its first smoothed evaluation, and its ratio there is the "
+                 "first window's cost ratio, not a learning speed: the tables show where.")
     ratio_of_budgets = data["report_budget"]["client_flops"] / data["budget"]["client_flops"]
     for name, m in {**data["methods"], **post["runs"]}.items():
         below = [seed for seed, a, b in zip(m["seeds"], m["initial_accuracy"], m["final_smoothed_accuracy"]) if b < a]

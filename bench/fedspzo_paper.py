@@ -427,6 +427,11 @@ def run_algorithm(run_dir: Path) -> dict:
     return yaml.safe_load((run_dir / "scenario.yaml").read_text())["algorithm"]
 
 
+def initial_of(run_dir: Path) -> float:
+    """The run's accuracy before training (round 0), as its summary.json records it."""
+    return json.loads((run_dir / "summary.json").read_text())["initial_accuracy"]
+
+
 def seed_of(run_dir: Path) -> int:
     return yaml.safe_load((run_dir / "scenario.yaml").read_text())["seed"]
 
@@ -710,9 +715,8 @@ def summary_v2(plan: PlanV2) -> dict:
                 fail(f"report run {os.path.relpath(r, OUT)} ({name}): {readings[r]['why']}")
     # the target rule of v1, on the reference's report runs alone, read at the report budget
     reference = runs[plan.target.reference]
-    initial = float(np.mean([json.loads((r / "summary.json").read_text())["initial_accuracy"] for r in reference]))
-    gains = [readings[r]["smoothed"] - json.loads((r / "summary.json").read_text())["initial_accuracy"]
-             for r in reference]
+    initial = float(np.mean([initial_of(r) for r in reference]))
+    gains = [readings[r]["smoothed"] - initial_of(r) for r in reference]
     gain = float(np.mean(gains))
     target = initial + plan.target.fraction_of_gain * gain
     for run_dirs in runs.values():
@@ -799,7 +803,7 @@ def peak_comparison(plan: PlanV2, runs: dict[str, list[Path]], extra: dict[str, 
     FedSPZO."""
     budget, window = plan.report.client_flops, plan.report.smoothing
     reference = runs[plan.target.reference]
-    gains = [fr.peak(r, budget, window) - json.loads((r / "summary.json").read_text())["initial_accuracy"]
+    gains = [fr.peak(r, budget, window) - initial_of(r)
              for r in reference]
     gain = float(np.mean(gains))
     target = initial + plan.target.fraction_of_gain * gain

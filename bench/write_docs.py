@@ -226,21 +226,31 @@ def fedspzo_paper(data: dict) -> list[str]:
                table(["pair", "seed", *columns], rows),
                records({pair: {k: v for k, v in r.items() if k != "per_seed"}
                         for pair, r in data["at_equal_compute"].items()})]
-    rows = [[cls, method, *(show(v) for v in figures.values())]
-            for cls, c in data["device_classes"].items() for method, figures in c["methods"].items()]
-    figures = list(next(iter(next(iter(data["device_classes"].values()))["methods"].values())))
     blocks += ["**Per device class** (the report traces replayed on one class of device; per seed)\n",
-               table(["class", "method", *figures], rows),
+               class_table(data["device_classes"], "method"),
                records({cls: {**data.get("auto_picks", {}).get(cls, {}),
                               **{k: v for k, v in c.items() if k != "methods"}}
                         for cls, c in data["device_classes"].items()}, "class"),
-               "**Where the learning ran**\n",
-               table(["stage", "runs by device", "host seconds"],
-                     [[stage, show(r["runs_by_device"]), number(r["host_seconds"])]
-                      for stage, r in data["learning_ran_on"].items()])]
+               "**Where the learning ran**\n", learning_table(data["learning_ran_on"])]
     return blocks
 
 
+def class_table(classes: dict, who: str) -> str:
+    """Per device class and method (or pick): its replays' figures to the target, per seed."""
+    rows = [[cls, method, *(show(v) for v in figures.values())]
+            for cls, c in classes.items() for method, figures in c["methods"].items()]
+    figures = list(next(iter(next(iter(classes.values()))["methods"].values())))
+    return table(["class", who, *figures], rows)
+
+
+def learning_table(ran_on: dict) -> str:
+    """Per stage: the runs by device, CPU and commit, and their host seconds summed."""
+    return table(["stage", "runs by device", "host seconds"],
+                 [[stage, show(r["runs_by_device"]), number(r["host_seconds"])] for stage, r in ran_on.items()])
+
+
+SENSITIVITY_FIELDS = ("label", "method", "score_at_budget", "client_flops_per_round", "read_at_round",
+                      "read_at_client_flops", "client_flops")
 TUNING_FIELDS = ("label", "method", "lr", "score_at_budget", "read_at_round", "read_at_client_flops",
                  "client_flops_per_round", "runs", "reused", "client_flops_to_level")
 
@@ -305,11 +315,8 @@ def class_blocks(classes: dict, which: str) -> list[str]:
     """Simulated time and energy to a target per device class, each report trace replayed there."""
     if not classes:
         return []
-    rows = [[cls, method, *(show(v) for v in figures.values())]
-            for cls, c in classes.items() for method, figures in c["methods"].items()]
-    figures = list(next(iter(next(iter(classes.values()))["methods"].values())))
     return [f"**Per device class, {which}** (the report traces replayed on a fleet of one class; per seed)\n",
-            table(["class", "pick", *figures], rows)]
+            class_table(classes, "pick")]
 
 
 def study_v2(data: dict) -> list[str]:
@@ -335,8 +342,10 @@ def study_v2(data: dict) -> list[str]:
     levels = list(next(iter(data["sensitivity"].values())))
     blocks += ["**Sensitivity, not the rule**: the least client TFLOP any tuning run of a label needed to reach "
                "each tuning accuracy within B, and which run that was.\n",
-               table(["label", *levels], [[label, *(f"{tflop(r['client_flops'])} ({configuration(r, ('label', 'method', 'score_at_budget', 'client_flops_per_round', 'read_at_round', 'read_at_client_flops', 'client_flops'))})" if r else "not reached" for r in row.values())]
-                                          for label, row in data["sensitivity"].items()]),
+               table(["label", *levels],
+                     [[label, *(f"{tflop(r['client_flops'])} ({configuration(r, SENSITIVITY_FIELDS)})" if r
+                                else "not reached" for r in row.values())]
+                      for label, row in data["sensitivity"].items()]),
                f"**Target**: {number(target['accuracy'])} smoothed test accuracy: {target['rule']} (initial "
                f"{number(target['initial'])}, mean gain {number(target['mean_gain'])}).\n"]
     rows = report_rows(data["methods"], target["accuracy"])
@@ -352,10 +361,7 @@ def study_v2(data: dict) -> list[str]:
     if data["post_hoc"]["ratio_curve"]:
         blocks += post_hoc_blocks(data)
     blocks += [*class_blocks(data["device_classes"], "at the plan's target"),
-               "**Where the learning ran** (host seconds summed over runs)\n",
-               table(["stage", "runs by device", "host seconds"],
-                     [[stage, show(r["runs_by_device"]), number(r["host_seconds"])]
-                      for stage, r in data["learning_ran_on"].items()])]
+               "**Where the learning ran** (host seconds summed over runs)\n", learning_table(data["learning_ran_on"])]
     return blocks
 
 

@@ -539,16 +539,39 @@ def study_md(repo: Path = REPO) -> str | None:
     return "\n".join(parts)
 
 
+def readme_findings(data: dict) -> list[str]:
+    """The README's summary, one row per pick against FedSPZO: its client FLOPs ratio at the marked
+    target with the interval (the plan's target, or the post-hoc one when the plan's rule gave
+    none) and FedSPZO's accuracy gap at equal client compute."""
+    usable = data["target"]["mean_gain"] > 0
+    curves = data["ratio_curve"] if usable else data["post_hoc"]["ratio_curve"]
+    target = data["target"] if usable else data["post_hoc"]["target"]
+    gaps = {**data["at_budget"], **data["post_hoc"]["at_budget"]}
+    rows = []
+    for pair, curve in curves.items():
+        marked = next(p for p in curve["points"] if p["marked"])
+        gap = gaps[pair]
+        rows.append([pick_name(data, pair.split("/")[0]),
+                     f"{number(marked.get('geometric_mean'))}x ({interval(marked)}; {marked['exact']} of "
+                     f"{len(curve['seeds'])} seeds with a value)",
+                     f"{number(gap['mean'])} ({number(gap['min'])} to {number(gap['max'])})"])
+    which = "the plan's target" if usable else "the post-hoc target (the plan's rule gave none)"
+    return [f"At {which}, {number(target['accuracy'])} smoothed test accuracy, and at "
+            f"{tflop(data['report_budget']['client_flops'])} client TFLOP:\n",
+            table(["against FedSPZO", "its client FLOPs to the target over FedSPZO's (95% t-interval)",
+                   "FedSPZO's accuracy minus its at equal compute (over seeds)"], rows).rstrip("\n")]
+
+
 def readme_with_study(repo: Path = REPO) -> str | None:
-    """The repository's README with the study's findings (``in_short``) between its two markers;
-    None when it has no markers."""
+    """The repository's README with the study's summary (``readme_findings``) between its two
+    markers; None when it has no markers."""
     text = (repo / ROOT_README).read_text() if (repo / ROOT_README).is_file() else ""
     start, end = STUDY_MARKERS
     if start not in text or end not in text:
         return None
     data = json.loads((repo / "bench" / "results" / f"{STUDY}.json").read_text())
     head, rest = text.split(start, 1)
-    return "\n".join([head + start, *in_short(data), end + rest.split(end, 1)[1]])
+    return "\n".join([head + start, *readme_findings(data), end + rest.split(end, 1)[1]])
 
 
 def study_v1(data: dict) -> list[str]:

@@ -272,7 +272,9 @@ def test_v2_budget_picks_labels_gzipped_traces_and_one_kind_of_machine(tmp_path,
     (repo / "README.md").write_text(f"# Manual\n\nBefore.\n{start}\nold findings\n{end}\nAfter.\n")
     readme = docs.readme_with_study(repo)
     assert readme.startswith("# Manual\n\nBefore.\n") and readme.endswith(f"{end}\nAfter.\n")
-    assert "old findings" not in readme and all(line in readme for line in docs.in_short(result))
+    assert "old findings" not in readme and all(line in readme for line in docs.readme_findings(result))
+    for pair in post["ratio_curve"]:  # the plan's rule gave no target here: the post-hoc one, each pick a row
+        assert f"| {docs.pick_name(result, pair.split('/')[0])} |" in readme
     assert docs.readme_with_study(repo) == docs.readme_with_study(repo)
     # a comparison whose runs learned on a CPU and a GPU is refused: one line, exit 2
     prov = next(out.glob("report/p*/provenance.json"))

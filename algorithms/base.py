@@ -128,6 +128,11 @@ class Algorithm(MemoryModel, CountedPasses, ABC):
         """Held-out accuracy and loss of the global model."""
         return evaluate(self.model, self.data.test)
 
+    def evaluate_tuning(self) -> float | None:
+        """The global model's accuracy on the tuning split, when the run holds one out to read
+        beside the test split (``task.evaluate_on: both``); None otherwise."""
+        return None if self.data.tuning is None else evaluate(self.model, self.data.tuning)[0]
+
     def fit_device(self, device_flops: float, memory_bytes: float) -> None:
         """Adapt to the device that paces the fleet (its FLOP/s and usable memory) before the
         first round; methods with a per-device plan (FedSPZO's ``auto`` split) override it."""

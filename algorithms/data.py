@@ -203,11 +203,13 @@ class Tokenized:
 
 @dataclass
 class FederatedData:
-    """The training set tokenised once, each client's example indices, and the held-out set."""
+    """The training set tokenised once, each client's example indices, the held-out set, and
+    (with ``task.evaluate_on: both``) the tuning split that hyperparameter choices read."""
 
     train: Tokenized
     parts: list[np.ndarray]
     test: Tokenized
+    tuning: Tokenized | None = None
 
     @property
     def num_clients(self) -> int:

@@ -162,7 +162,8 @@ def build_learning(scenario: Scenario, base: Path):
         train = load_split(ds, "train", base, scenario.task.label_names)
         if scenario.task.tuning_split is not None:
             train, tuning = split_off(train, scenario.task.tuning_split, rng(0, Stream.TUNING_SPLIT))
-        test = tuning if scenario.task.evaluate_on == "tuning" else load_split(ds, "test", base, train.label_names)
+        held_out = scenario.task.evaluate_on
+        test = tuning if held_out == "tuning" else load_split(ds, "test", base, train.label_names)
         parts = partition(train.labels, scenario.fleet.size, scenario.partition.kind, scenario.seed,
                           scenario.partition.alpha, scenario.partition.shards_per_client)
     except DataError as exc:
@@ -182,17 +183,21 @@ def build_learning(scenario: Scenario, base: Path):
         raise ScenarioError(f"model.max_length: {spec.max_length} exceeds the model's {positions} positions")
     train_tok = Tokenized(train, tokenizer, spec.max_length, scenario.task.prompt)
     test_tok = Tokenized(test, tokenizer, spec.max_length, scenario.task.prompt)
-    train_tok.device = test_tok.device = device
+    tuning_tok = Tokenized(tuning, tokenizer, spec.max_length, scenario.task.prompt) if held_out == "both" else None
+    for tokenized in (train_tok, test_tok, tuning_tok):
+        if tokenized is not None:
+            tokenized.device = device
     try:
         init_prototype_head(model, train_tok, train.labels, scenario.task.head_init_examples, scenario.seed)
     except ValueError as exc:
         raise ScenarioError(f"{train.source}: {exc}") from None
-    data = FederatedData(train_tok, parts, test_tok)
+    data = FederatedData(train_tok, parts, test_tok, tuning_tok)
     try:
         algorithm = METHODS[scenario.algorithm.name](model, data, scenario.algorithm, scenario.seed)
     except ValueError as exc:
         raise ScenarioError(str(exc) if str(exc).startswith("algorithm.") else f"algorithm.trainable: {exc}") from None
-    attach_feature_caches(model, algorithm.prefix, {"held-out": test_tok, "training": train_tok},
+    held = {"held-out": test_tok, **({"tuning": tuning_tok} if tuning_tok is not None else {})}
+    attach_feature_caches(model, algorithm.prefix, {**held, "training": train_tok},
                           scenario.host.feature_cache_bytes, FeatureStore.default())
     return algorithm
 

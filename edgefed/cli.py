@@ -61,12 +61,15 @@ class RoundProgress(RoundObserver):
         if record.accuracy is not None:
             self.acc = record.accuracy
         fields = {"acc": "-" if self.acc is None else f"{self.acc:.3f}", "sim": f"{record.sim_time_s:,.0f} s"}
+        budget = getattr(engine.schedule, "evaluations", None)  # a cost budget: progress in its slots
+        total, done, of = (engine.cfg.max, record.round, f"/{engine.cfg.max}") if budget is None else \
+            (budget, engine.schedule.slot, f" ({engine.schedule.slot}/{budget} of the budget)")
         if self.task is None:
             self.bar.start()
-            self.task = self.bar.add_task("rounds", total=engine.cfg.max, **fields)
-        self.bar.update(self.task, completed=record.round, **fields)
+            self.task = self.bar.add_task("rounds", total=total, **fields)
+        self.bar.update(self.task, completed=done, **fields)
         if self.mode == "lines" and record.round > 0:
-            print(f"round {record.round}/{engine.cfg.max}: accuracy {fields['acc']}, "
+            print(f"round {record.round}{of}: accuracy {fields['acc']}, "
                   f"sim time {record.sim_time_s:,.1f} s, energy {record.energy_j:,.1f} J, "
                   f"bytes {record.bytes_up + record.bytes_down:,}", file=sys.stderr, flush=True)
 

@@ -138,6 +138,10 @@ class ReplayAlgorithm:
                 best = (acc, loss)
         return best
 
+    def evaluate_tuning(self) -> None:
+        """A trace records the test split's accuracy only (a replay with ``evaluate_on: both`` is refused)."""
+        return None
+
     def state(self) -> dict[str, np.ndarray]:
         return {"applied": np.array([self.applied], dtype=np.int64)}
 

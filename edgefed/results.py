@@ -32,9 +32,10 @@ if TYPE_CHECKING:
 
 EDGE_COLUMNS = ["backhaul_bytes_up", "backhaul_bytes_down"]  # written under hierarchical aggregation only
 ASYNC_ROUND_COLUMNS = ["staleness_mean", "staleness_max"]  # written under asynchronous rounds only
+TUNING_COLUMNS = ["tuning_accuracy"]  # written under task.evaluate_on both only
 ASYNC_CLIENT_COLUMNS = ["start_version", "end_version", "start_s"]
 EDGE_ROUND_COLUMNS = ["edge_round"]  # written under K > 1 edge rounds per cloud round only
-ROUND_COLUMNS = [f.name for f in fields(RoundRecord) if f.name not in EDGE_COLUMNS + ASYNC_ROUND_COLUMNS]
+ROUND_COLUMNS = [f.name for f in fields(RoundRecord) if f.name not in EDGE_COLUMNS + ASYNC_ROUND_COLUMNS + TUNING_COLUMNS]
 CLIENT_COLUMNS = [f.name for f in fields(ClientRecord)
                   if f.name not in ["finished_at", *EDGE_ROUND_COLUMNS, *ASYNC_CLIENT_COLUMNS]]
 
@@ -174,10 +175,11 @@ SUMMED = ("download_s", "compute_s", "upload_s", "idle_s", "energy_compute_j", "
 class RunWriter(RoundObserver):
     """Appends each round's rows to rounds.csv and clients.csv and keeps what the summary needs."""
 
-    def __init__(self, run_dir: Path, edge_tier: bool = False, asynchronous: bool = False, edge_rounds: int = 1):
+    def __init__(self, run_dir: Path, edge_tier: bool = False, asynchronous: bool = False, edge_rounds: int = 1,
+                 tuning: bool = False):
         self.dir = run_dir
         self.columns = (ROUND_COLUMNS + (EDGE_COLUMNS if edge_tier else [])
-                        + (ASYNC_ROUND_COLUMNS if asynchronous else []))
+                        + (ASYNC_ROUND_COLUMNS if asynchronous else []) + (TUNING_COLUMNS if tuning else []))
         self.client_columns = (CLIENT_COLUMNS + (EDGE_ROUND_COLUMNS if edge_rounds > 1 else [])
                                + (ASYNC_CLIENT_COLUMNS if asynchronous else []))
         # a client row as csv.writer takes it (it writes a float as repr, as _fmt does, and None as "")

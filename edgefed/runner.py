@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from edgefed.budget import CostBudget
 from edgefed.build import build_run, device_name, learning_device
 from edgefed.checkpoint import CHECKPOINT, CheckpointError, Checkpointer, checkpoint_state, load_checkpoint, \
     remove_checkpoint
@@ -71,10 +72,12 @@ def has_own_checkpoint(run_dir: Path, scenario: Scenario) -> bool:
 
 
 def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress: RoundObserver | None = None,
-                 resume: bool = False) -> dict:
+                 resume: bool = False, pause: int | None = None) -> dict:
     """Run every round, writing the run directory and a checkpoint as it goes; returns the summary.
     With ``resume``, continue from the run directory's last checkpoint instead. A scenario with
-    ``replay`` drives only the systems side from a recorded trace."""
+    ``replay`` drives only the systems side from a recorded trace. ``pause`` (with
+    ``rounds.budget``): stop at that evaluation slot instead, keeping the checkpoint to continue
+    from (summary status ``paused``)."""
     wall_start = time.perf_counter()
     resolved, kind = scenario_dict(scenario), device_kind(scenario)
     ckpt = open_run_dir(run_dir, resolved, kind, resume)
@@ -82,9 +85,14 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress: RoundO
     if scenario.host.threads is not None:
         torch.set_num_threads(scenario.host.threads)
     engine = run.engine
+    if scenario.rounds.budget is not None:
+        engine.schedule = CostBudget.of(scenario.rounds, pause)
+    elif pause is not None:
+        raise ScenarioError("pause: only for a run with rounds.budget")
     writer = RunWriter(run_dir, edge_tier=scenario.rounds.aggregation.kind == "hierarchical",
                        asynchronous=scenario.rounds.mode == "async",
-                       edge_rounds=scenario.rounds.aggregation.edge_rounds)
+                       edge_rounds=scenario.rounds.aggregation.edge_rounds,
+                       tuning=scenario.task.evaluate_on == "both")
     ran_on = None if run.replay else device_name(next(engine.algo.model.parameters()).device)
     writer.write_scenario(pinned_paths(resolved, base), {**versions(), **({"device": ran_on} if ran_on else {})})
     write_run_provenance(run_dir, scenario, base, None if run.replay else engine.algo.model.backbone, ran_on)
@@ -105,6 +113,8 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress: RoundO
     if scenario.output.tensorboard:
         engine.observers.append(TensorBoardLog(run_dir, fresh=ckpt is None))
     summary = play(engine, ckpt is None, writer, checkpointer, scenario, run.excluded)
+    if summary["status"] == "paused":
+        return summary  # its checkpoint is what it continues from
     remove_checkpoint(run_dir)  # finished: nothing left to resume
     if scenario.output.plots:
         from edgefed.plots import plot_run_dir
@@ -139,6 +149,8 @@ def play(engine, fresh: bool, writer: RunWriter, checkpointer: Checkpointer, sce
     gc.freeze()  # long-lived objects (torch, the model, a trace) need no rescanning every round
     try:
         engine.run(start_round=engine.round + 1, initial=fresh)
+        if getattr(engine.schedule, "paused", False):
+            status = "paused"
     except KeyboardInterrupt:
         status = "interrupted"
         raise

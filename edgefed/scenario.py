@@ -66,13 +66,15 @@ class TaskSpec(Strict):
     tuning_split: PositiveInt | None = Field(None, description="examples drawn from the training data (the same "
                                              "draw for every seed) and kept out of training, for choosing "
                                              "hyperparameters without looking at the test split")
-    evaluate_on: Literal["test", "tuning"] = Field("test", description="the held-out set every evaluation "
-                                                   "reads: the test split, or the tuning split")
+    evaluate_on: Literal["test", "tuning", "both"] = Field(
+        "test", description="the held-out set every evaluation reads: the test split, the tuning split, or both "
+        "(accuracy reads the test split, tuning_accuracy the tuning split: what `edgefed compare` runs)")
 
     @model_validator(mode="after")
     def _tuning_split_exists(self) -> TaskSpec:
-        if self.evaluate_on == "tuning" and self.tuning_split is None:
-            raise ValueError("evaluate_on: 'tuning' needs task.tuning_split (how many training examples to hold out)")
+        if self.evaluate_on != "test" and self.tuning_split is None:
+            raise ValueError(f"evaluate_on: {self.evaluate_on!r} needs task.tuning_split (how many training "
+                             "examples to hold out)")
         return self
 
     @field_validator("prompt")
@@ -245,6 +247,20 @@ class StalenessSpec(Strict):
         return 1.0 if self.kind == "constant" else 1.0 / (1.0 + staleness) ** self.exponent
 
 
+COSTS = ("client_flops", "energy_j", "sim_time_s", "bytes")
+
+
+class BudgetSpec(Strict):
+    """A run that spends a cost instead of counting rounds: what equal-cost comparisons need."""
+
+    cost: Literal[COSTS] = Field(description="what the budget counts: client FLOPs, fleet energy (J), simulated "
+                                 "seconds, or bytes up and down")
+    amount: PositiveFloat = Field(description="the budget, in the cost's unit: the run stops after the round "
+                                  "at which its cumulative cost reaches it")
+    evaluations: PositiveInt = Field(24, description="evaluate after the round at which the cumulative cost "
+                                     "first reaches each multiple of amount / evaluations (round 0 too)")
+
+
 #: the rounds fields that only asynchronous rounds read (left out of a synchronous scenario's dump)
 ASYNC_FIELDS = ("concurrency", "buffer", "server_lr", "staleness", "max_staleness")
 
@@ -254,10 +270,13 @@ class RoundsSpec(Strict):
         "sync", description="sync: rounds of clients_per_round devices, each waiting for its slowest; async: "
         "buffered asynchronous aggregation (FedBuff): concurrency devices train at once and every buffer "
         "arrivals make a new model version (docs/design.md, Asynchronous rounds)")
-    max: PositiveInt = Field(10, description="rounds; async: model versions")
+    max: PositiveInt = Field(10, description="rounds; async: model versions; with budget: the most rounds")
     clients_per_round: PositiveInt = 4
     deadline_s: PositiveFloat | None = None
-    eval_every: PositiveInt = 1
+    eval_every: PositiveInt = Field(1, description="evaluate every this many rounds and at the last (ignored "
+                                    "with budget, which evaluates on the cost)")
+    budget: BudgetSpec | None = Field(None, description="stop on a cost instead of a round count, evaluating "
+                                      "at equal steps of that cost (synchronous rounds)")
     target_accuracy: float | None = Field(None, ge=0.0, le=1.0)
     target_smoothing: PositiveInt = Field(1, description="the to-target figures compare the target with the "
                                           "moving mean of this many evaluations (1: each evaluation alone)")
@@ -294,6 +313,8 @@ class RoundsSpec(Strict):
         if self.mode == "sync":
             for key in ("mode", *ASYNC_FIELDS):
                 data.pop(key, None)
+        if data.get("budget", "") is None:  # likewise without a budget
+            del data["budget"]
         return data
 
     @model_validator(mode="after")
@@ -373,7 +394,13 @@ class Scenario(Strict):
         if self.rounds.clients_per_round > self.fleet.size:
             raise ValueError(f"rounds.clients_per_round: {self.rounds.clients_per_round} exceeds the "
                              f"fleet size {self.fleet.size}")
+        if self.task.evaluate_on == "both" and self.replay is not None:
+            raise ValueError("task.evaluate_on: both cannot be replayed (a trace records the test split's "
+                             "accuracy only); use test")
         if self.rounds.mode == "async":
+            if self.rounds.budget is not None:
+                raise ValueError("rounds.budget: not defined for rounds.mode async (a version's cost is known only "
+                                 "as its sessions end); use rounds.max")
             if self.fleet.energy_attribution == "round":
                 raise ValueError("fleet.energy_attribution: round is not defined for rounds.mode async (a session "
                                  "has no round to wait for); use session")

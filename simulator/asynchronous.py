@@ -270,17 +270,18 @@ class AsyncEngine(Engine):
             return
         number = self.round
         host_start = time.perf_counter()
-        due = number % self.cfg.eval_every == 0 or number == self.cfg.max
-        accuracy, loss = self.algo.evaluate() if due else (None, None)
         for rec in rows:
             rec.round = number
         folded = self.folded
         record = RoundRecord(
-            round=number, sim_time_s=self.env.now, accuracy=accuracy, loss=loss, selected=len(rows),
+            round=number, sim_time_s=self.env.now, accuracy=None, loss=None, selected=len(rows),
             aggregated=len(folded), dropped=len(rows) - len(folded), bytes_up=sum(r.bytes_up for r in rows),
             bytes_down=sum(r.bytes_down for r in rows), energy_j=sum(r.energy_j for r in rows),
-            client_flops=sum(r.flops for r in rows), host_seconds=self.host_s + time.perf_counter() - host_start,
+            client_flops=sum(r.flops for r in rows),
             staleness_mean=sum(folded) / len(folded) if folded else None, staleness_max=max(folded, default=None))
+        if self.schedule.evaluate(record):
+            self.evaluate_into(record)
+        record.host_seconds = self.host_s + time.perf_counter() - host_start
         self.host_s = 0.0
         rnd = Round(number, record=record, rows=rows)
         self._report(rnd)

@@ -41,6 +41,7 @@ from edgefed.simulator.fleet import Client, Fleet
 from edgefed.simulator.network import Network, Transfer
 from edgefed.simulator.solo import GroupTable, Timelines, timelines
 from edgefed.simulator.records import ClientRecord, RoundObserver, RoundRecord
+from edgefed.simulator.schedule import EveryRounds, Schedule
 
 
 class Diverged(RuntimeError):
@@ -181,6 +182,8 @@ class Engine:
         self.took_part = np.zeros(len(self.clients), dtype=bool)  # whose rows above left their start values
         self.pool = None  # a ClientPool runs client updates on workers (edgefed/parallel.py)
         self.observers: list[RoundObserver] = []
+        # when to evaluate and stop (the runner may give a cost budget instead)
+        self.schedule: Schedule = EveryRounds(rounds_cfg.eval_every, rounds_cfg.max)
 
     # -- selection -----------------------------------------------------------------------
     def usable(self) -> np.ndarray:
@@ -241,7 +244,7 @@ class Engine:
             attempt += 1
 
     # -- the round ---------------------------------------------------------------------------
-    def run_round(self, number: int, evaluate_now: bool):
+    def run_round(self, number: int):
         """Generator: one synchronous round; returns its recorded ``Round`` (None: no device will
         ever be on again)."""
         available = yield from self._available_now(number)
@@ -254,7 +257,7 @@ class Engine:
         self._place(rnd)
         yield from self._flat_tier(rnd) if self.edges is None else self._edge_tier(rnd)
         self._settle(rnd)
-        self._record(rnd, evaluate_now)
+        self._record(rnd)
         return rnd
 
     def _configure(self, number: int, available: np.ndarray) -> Round:
@@ -596,11 +599,9 @@ class Engine:
             self._solo_records(rnd, solo[1], idle, energy_idle, energy_radio)
         self.radio_thermal[ids] = state
 
-    def _record(self, rnd: Round, evaluate_now: bool) -> None:
-        """The round's row, with the global model's evaluation when one is due, and its clients' rows."""
-        host_start = time.perf_counter()
-        accuracy, loss = self.algo.evaluate() if evaluate_now else (None, None)
-        rnd.host_s += time.perf_counter() - host_start
+    def _record(self, rnd: Round) -> None:
+        """The round's row, with the global model's evaluation when the schedule says one is due,
+        and its clients' rows."""
         rows = rnd.rows = [rnd.records[cid] for cid in rnd.selected]
         if rnd.earlier:  # K > 1 edge rounds: every edge round's rows, by edge round, each in selection order
             place = {cid: i for i, cid in enumerate(rnd.selected)}
@@ -608,12 +609,20 @@ class Engine:
         backhaul = {} if rnd.edges is None else {"backhaul_bytes_up": sum(e.bytes_up for e in rnd.edges),
                                                  "backhaul_bytes_down": sum(e.bytes_down for e in rnd.edges)}
         rnd.record = RoundRecord(
-            round=rnd.number, sim_time_s=rnd.end, accuracy=accuracy, loss=loss, selected=len(rows),
+            round=rnd.number, sim_time_s=rnd.end, accuracy=None, loss=None, selected=len(rows),
             aggregated=rnd.aggregated, dropped=len(rows) - rnd.aggregated,
             bytes_up=sum(r.bytes_up for r in rows), bytes_down=sum(r.bytes_down for r in rows),
-            energy_j=sum(r.energy_j for r in rows), client_flops=sum(r.flops for r in rows),
-            host_seconds=rnd.host_s, **backhaul)
+            energy_j=sum(r.energy_j for r in rows), client_flops=sum(r.flops for r in rows), **backhaul)
+        host_start = time.perf_counter()
+        if self.schedule.evaluate(rnd.record):
+            self.evaluate_into(rnd.record)
+        rnd.record.host_seconds = rnd.host_s = rnd.host_s + time.perf_counter() - host_start
         self.round = rnd.number
+
+    def evaluate_into(self, record: RoundRecord) -> None:
+        """The global model's held-out figures into ``record`` (the tuning split's too, when held)."""
+        record.accuracy, record.loss = self.algo.evaluate()
+        record.tuning_accuracy = self.algo.evaluate_tuning()
 
     # -- one client on the event path ------------------------------------------------------------
     def client_process(self, c: ClientRound, quota: Quota, edge: EdgeServer | None = None):
@@ -754,10 +763,12 @@ class Engine:
         no SimPy process is pending then: the clock, who synced when, batteries, radios and heat are
         all there is."""
         ref = self.reference
+        schedule = self.schedule.state()
         return {"round": self.round, "sim_time_s": self.env.now,
                 "reference": None if ref is None else {
                     "bytes_down": ref.bytes_down, "bytes_up": ref.bytes_up,
-                    "ops": {k: [op.flops, op.bytes] for k, op in ref.work.ops.items()}}}
+                    "ops": {k: [op.flops, op.bytes] for k, op in ref.work.ops.items()}},
+                **({"schedule": schedule} if schedule else {})}
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The per-device state of the devices that took part so far (``devices``: their ids): the
@@ -770,6 +781,7 @@ class Engine:
 
     def load_state(self, state: dict, arrays: dict[str, np.ndarray]) -> None:
         self.round = state["round"]
+        self.schedule.load_state(state.get("schedule", {}))
         self.env = simpy.Environment(initial_time=state["sim_time_s"])
         self.net = Network(self.env, self.clients.access, self.net.cells)  # the network lives on the new clock
         ids = arrays["devices"]
@@ -787,10 +799,10 @@ class Engine:
     def initial_round(self) -> Round:
         """Round 0: the global model's accuracy before training, and the excluded devices."""
         start = time.perf_counter()
-        accuracy, loss = self.algo.evaluate()
         backhaul = {} if self.edges is None else {"backhaul_bytes_up": 0, "backhaul_bytes_down": 0}
-        record = RoundRecord(0, float(self.env.now), accuracy, loss, host_seconds=time.perf_counter() - start,
-                             **backhaul)
+        record = RoundRecord(0, float(self.env.now), None, None, **backhaul)
+        self.evaluate_into(record)
+        record.host_seconds = time.perf_counter() - start
         return Round(0, record=record, rows=self.excluded_records())
 
     def run(self, start_round: int = 1, initial: bool = True) -> None:
@@ -799,15 +811,18 @@ class Engine:
         def server():
             if initial:
                 self._report(self.initial_round())
-            for number in range(start_round, self.cfg.max + 1):
-                evaluate_now = number % self.cfg.eval_every == 0 or number == self.cfg.max
-                rnd = yield from self.run_round(number, evaluate_now)
+            number = start_round
+            while number <= self.cfg.max:
+                rnd = yield from self.run_round(number)
                 if rnd is None:
                     return
                 self._report(rnd)
                 problem = self.divergence(rnd)
                 if problem:
                     raise Diverged(f"learning diverged at round {number}: {problem}")
+                if self.schedule.stop(rnd.record):
+                    return
+                number += 1
         self.env.process(server())
         self.env.run()
 

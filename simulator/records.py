@@ -66,6 +66,9 @@ class RoundRecord:
     # updates this version folded were computed (mean, max)
     staleness_mean: float | None = None
     staleness_max: int | None = None
+    # with task.evaluate_on both only (None otherwise, and then not written): the tuning split's
+    # accuracy at the same evaluation, which hyperparameter choices read instead of the test split's
+    tuning_accuracy: float | None = None
 
 
 class RoundObserver:

@@ -133,6 +133,9 @@ class FoldingAlgo(FakeAlgo):
     def evaluate(self):
         return 0.5, 1.0
 
+    def evaluate_tuning(self):
+        return None
+
     def peak_memory_bytes(self):
         return 0
 

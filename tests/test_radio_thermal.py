@@ -93,7 +93,7 @@ def test_radio_and_heat_survive_a_state_round_trip_exactly():
     out = []
 
     def server():
-        rnd = yield from resumed.run_round(2, False)
+        rnd = yield from resumed.run_round(2)
         out.append((rnd.record, rnd.rows))
 
     resumed.env.process(server())

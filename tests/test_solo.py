@@ -13,7 +13,7 @@ from edgefed.simulator import engine as engine_module
 from edgefed.simulator.engine import Client, Engine
 from edgefed.simulator.network import CellSpec
 from edgefed.scenario import RoundsSpec
-from tests.test_systems import FakeAlgo, fleet
+from tests.test_systems import NO_EVALUATION, FakeAlgo, fleet
 
 positive = st.floats(0.01, 100.0)
 non_negative = st.one_of(st.just(0.0), st.floats(0.0, 10.0))
@@ -60,10 +60,12 @@ def setups(draw):
 
 def make_engine(setup) -> Engine:
     clients, algo, rounds, stragglers, battery, availability, attribution = setup
-    return Engine(FakeAlgo(**algo), clients, rounds, seed=5,
-                  fleet_cfg=fleet({"ap": CellSpec(up_mbps=5.0, down_mbps=20.0, latency_s=0.01)}, stragglers, battery,
-                                  attribution),
-                  availability=Availability(availability, len(clients), 5))
+    engine = Engine(FakeAlgo(**algo), clients, rounds, seed=5,
+                    fleet_cfg=fleet({"ap": CellSpec(up_mbps=5.0, down_mbps=20.0, latency_s=0.01)}, stragglers,
+                                    battery, attribution),
+                    availability=Availability(availability, len(clients), 5))
+    engine.schedule = NO_EVALUATION
+    return engine
 
 
 def play(setup, closed_form: bool, monkeypatch):
@@ -74,7 +76,7 @@ def play(setup, closed_form: bool, monkeypatch):
 
     def server():
         for r in range(1, engine.cfg.max + 1):
-            rnd = yield from engine.run_round(r, False)
+            rnd = yield from engine.run_round(r)
             if rnd is None:  # every battery share ran out
                 return
             results.append(rnd)
@@ -133,7 +135,7 @@ def test_clients_that_go_off_after_their_upload_stay_in_the_closed_form(monkeypa
              AvailabilitySpec(failures_per_hour=360.0), "session")
     monkeypatch.setattr(Engine, "closed_form", True)
     engine = make_engine(setup)
-    process = engine.env.process(engine.run_round(1, False))
+    process = engine.env.process(engine.run_round(1))
     engine.env.run(until=process)
     rnd = process.value
     cut = [cid for cid, c in rnd.clients.items() if c.rec.status == "dropped"]

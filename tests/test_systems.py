@@ -11,6 +11,7 @@ from edgefed.devices.availability import Availability, AvailabilitySpec, Straggl
 from edgefed.devices.profile import DeviceProfile, LinkProfile
 from edgefed.simulator.engine import Client, Engine
 from edgefed.simulator.network import CellSpec, NetworkSpec
+from edgefed.simulator.schedule import EveryRounds
 from edgefed.scenario import RoundsSpec
 from tests.helpers import tiny_setup, zo_cfg
 
@@ -63,7 +64,12 @@ def make_engine(algo, devices, link=LINK, rounds=None, cells=None, cell=None, av
     clients = [Client(i, d.name, d, link, cell=cell) for i, d in enumerate(devices)]
     rounds = rounds or RoundsSpec(max=1, clients_per_round=len(devices))
     avail = Availability(availability, len(devices), 0) if isinstance(availability, AvailabilitySpec) else availability
-    return Engine(algo, clients, rounds, seed=0, fleet_cfg=fleet(cells, **fleet_kw), availability=avail)
+    engine = Engine(algo, clients, rounds, seed=0, fleet_cfg=fleet(cells, **fleet_kw), availability=avail)
+    engine.schedule = NO_EVALUATION  # these fakes have no model to evaluate
+    return engine
+
+
+NO_EVALUATION = EveryRounds(every=10**9, last=10**9)
 
 
 def play(engine, rounds=1):
@@ -72,7 +78,7 @@ def play(engine, rounds=1):
 
     def server():
         for r in range(1, rounds + 1):
-            rnd = yield from engine.run_round(r, False)
+            rnd = yield from engine.run_round(r)
             results.append((rnd.record, rnd.rows))
 
     engine.env.process(server())

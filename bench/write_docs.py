@@ -376,7 +376,70 @@ def fedspzo_vs_baselines(data: dict) -> list[str]:
             records({m: r["totals"] for m, r in methods.items()}, "method")]
 
 
-RENDERERS = {"bench/fedspzo_paper.py": fedspzo_paper, "bench/fedspzo_vs_baselines.py": fedspzo_vs_baselines}
+def crossing(flops, budget: float) -> str:
+    """Client FLOPs to a target in TFLOP; a censored run as the bound it gives."""
+    return f">= {number(budget / 1e12)} TFLOP" if flops is None else f"{number(flops / 1e12)} TFLOP"
+
+
+def ratio_bounds(low: float, high: float | None) -> str:
+    """A ratio given as bounds (a null upper bound: unbounded)."""
+    if high is None:
+        return f">= {number(low)}" if low > 0 else "undetermined"
+    return number(low) if low == high else (f"<= {number(high)}" if low == 0 else f"{number(low)} to {number(high)}")
+
+
+def compare_v2_readback(data: dict) -> list[str]:
+    """v2's report runs under the compare protocol: paired differences with their intervals at
+    each checkpoint, collapse rates, client FLOPs to the target with censored seeds kept, the
+    generated sentences and what could not be applied (rule 3)."""
+    ref, notes, budget = data["reference"], data["notes"], data["budget"]
+    seeds = ", ".join(map(str, data["seeds"]))
+    paired_rows = [[arm, row["at_text"], row["reading"], "; ".join(f"{d:+.4f}" for d in row["differences"]),
+                    f"{row['mean']:+.4f}", f"{row['low']:+.4f} to {row['high']:+.4f}", row["verdict"]]
+                   for arm, rows in data["paired"].items() for row in rows]
+    labels = list(next(iter(data["collapse"].values())))
+    collapse_rows = [[name, *(f"{rates[label]['collapsed']}/{rates[label]['runs']}" for label in labels),
+                      "; ".join(number(v) for v in data["runs"][name]["best_smoothed"]),
+                      "; ".join(number(v) for v in data["runs"][name]["readings"][labels[-1]])]
+                     for name, rates in data["collapse"].items()]
+    target = data["cost_to_target"]
+    seed_rows = [[arm, s["seed"], crossing(s["arm"], budget), crossing(s["reference"], budget),
+                  ratio_bounds(s["ratio_low"], s["ratio_high"])]
+                 for arm, entry in target["arms"].items() for s in entry["per_seed"]]
+    summary_rows = [[arm, e["summary"]["pairs"], ratio_bounds(e["summary"]["median"]["low"],
+                                                              e["summary"]["median"]["high"]),
+                     *(e["summary"]["signs"][k] for k in ("cheaper", "costlier", "equal", "undetermined")),
+                     f"{e['summary']['censored']['arm']} / {e['summary']['censored']['reference']}"]
+                    for arm, e in target["arms"].items()]
+    sentences = [f"- ({row['reading']}) {row['sentence']}\n" for rows in data["paired"].values() for row in rows
+                 if row["reading"] == "primary"]
+    sentences += [f"- ({row['reading']}) {row['sentence']}\n" for rows in data["paired"].values() for row in rows
+                  if row["reading"] != "primary"]
+    return [
+        "### v2 read back under the compare protocol\n",
+        f"Reference `{ref}`, arms {', '.join(f'`{a}`' for a in data['arms'])} (v2's picks), seeds {seeds} paired by "
+        f"seed, cost client FLOPs, test accuracy smoothed over {data['smoothing']} evaluations. {notes['rule_1']}\n",
+        f"**Paired differences** (rule 5): smoothed test accuracy, arm minus `{ref}`, per seed ({seeds}) and their "
+        f"mean with its {data['confidence']:.0%} t-interval over seeds. The reading at "
+        f"{number(budget / 1e12)} client TFLOP, v2's report budget, is primary; the others are descriptive.\n",
+        table(["arm", "at", "reading", "per seed", "mean", f"{data['confidence']:.0%} t-interval", "verdict"],
+              paired_rows),
+        f"**Collapse rates** (rule 7), collapsed runs of {len(data['seeds'])}. {notes['collapse']}\n",
+        table(["pick", *labels, "best smoothed per seed", f"smoothed at {labels[-1]} per seed"], collapse_rows),
+        f"**Client FLOPs to the target {number(target['target'])}** (rule 6; v2's post-hoc target) within "
+        f"{number(budget / 1e12)} TFLOP: a run that never reaches it is censored, shown as its bound, and kept.\n",
+        table(["arm", "seed", "arm to target", f"{ref} to target", f"ratio arm / {ref}"], seed_rows),
+        table(["arm", "pairs", "median ratio", "cheaper", "costlier", "equal", "undetermined",
+               f"censored (arm / {ref})"], summary_rows),
+        "**Generated sentences**\n",
+        "".join(sentences),
+        f"**Rule 3 not applied.** {notes['rule_3']}\n",
+        f"{notes['intervals']}\n",
+    ]
+
+
+RENDERERS = {"bench/fedspzo_paper.py": fedspzo_paper, "bench/fedspzo_vs_baselines.py": fedspzo_vs_baselines,
+             "bench/compare_v2_readback.py": compare_v2_readback}
 
 
 # --- the FedSPZO study page ----------------------------------------------------------------------

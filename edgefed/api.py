@@ -60,6 +60,21 @@ def run(scenario: str | Path | Mapping, overrides: Sequence[str] | Mapping[str, 
     return load(run_dir)
 
 
+def compare(comparison: str | Path | Mapping, out: str | Path | None = None, workers: int = 1,
+            backend: str = "local", base: str | Path | None = None) -> dict:
+    """Run (or continue) a comparison (a YAML file, or a dict shaped like one) under the fair
+    protocol of docs/compare.md, and return compare.json's figures (its ``sentences`` say what they
+    show). ``out``: the comparison's folder (default ``runs/<name>``); ``base``: where a dict's
+    relative paths start. Bad input raises ``ScenarioError``; failed runs raise ``CompareFailed``
+    after the others finished (a rerun retries them)."""
+    from edgefed.comparing import compare as run_comparison, default_out
+    from edgefed.comparison import load_comparison
+
+    loaded = load_comparison(dict(comparison) if isinstance(comparison, Mapping) else comparison,
+                             Path(base) if base is not None else None)
+    return run_comparison(loaded, Path(out) if out is not None else default_out(loaded), backend, workers)
+
+
 def load(run_dir: str | Path) -> Result:
     """Read a finished (or interrupted) run directory."""
     import yaml

@@ -14,23 +14,29 @@ import math
 
 from edgefed.simulator.records import RoundRecord
 
+#: what a budget can count: client FLOPs, fleet energy (J), simulated seconds, bytes up and down
+COSTS = ("client_flops", "energy_j", "sim_time_s", "bytes")
+
 
 def slot(spent: float, amount: float, evaluations: int) -> int:
     """The evaluation slot a cumulative cost has reached: the largest k <= evaluations with
-    k * amount / evaluations <= spent."""
+    k * amount / evaluations <= spent; the run evaluates when it grows."""
     return min(evaluations, math.floor(spent * evaluations / amount))
 
 
 def nominal_cost(spent: float, amount: float, evaluations: int) -> float:
-    """The cost an evaluation at ``spent`` stands for: its slot's multiple of the step."""
-    return slot(spent, amount, evaluations) * amount / evaluations
+    """The cost an evaluation taken at ``spent`` stands for: its slot's multiple of the step (the
+    budget itself at most), which is where a comparison reads it."""
+    k = slot(spent, amount, evaluations)
+    return amount if k == evaluations else k * (amount / evaluations)
 
 
-def cost_of(record: RoundRecord | dict, cost: str) -> float:
-    """What one round adds to ``cost`` (simulated time is the clock itself, so not a sum: see ``spent``)."""
+def cost_of(row: dict, cost: str) -> float:
+    """What one round (a record's fields, or its rounds.csv row) adds to ``cost``; simulated time
+    is the clock itself, so not a sum."""
     if cost == "bytes":
-        return int(record["bytes_up"]) + int(record["bytes_down"])
-    return float(record[cost])
+        return int(row["bytes_up"]) + int(row["bytes_down"])
+    return float(row[cost])
 
 
 class CostBudget:

@@ -172,20 +172,30 @@ class SchemaFormat(str, Enum):
     markdown = "markdown"
 
 
+class SchemaOf(str, Enum):
+    scenario = "scenario"
+    comparison = "comparison"
+
+
 @app.command()
 def schema(out_file: Optional[Path] = typer.Option(None, "--out", help="write it here instead of stdout"),
            format_: SchemaFormat = typer.Option(SchemaFormat.json, "--format",
-                                                help="json: the JSON Schema; markdown: the field reference")):
-    """Print or write the scenario JSON Schema, for editors' completion and checking, or its
-    Markdown reference (docs/scenarios.md)."""
-    from edgefed.scenario import json_schema
+                                                help="json: the JSON Schema; markdown: the field reference"),
+           of: SchemaOf = typer.Option(SchemaOf.scenario, "--of", help="a scenario's or a comparison file's")):
+    """Print or write the JSON Schema of a scenario (or, --of comparison, of a comparison file), for
+    editors' completion and checking, or its Markdown reference (docs/scenarios.md, docs/comparisons.md)."""
+    if of is SchemaOf.comparison:
+        from edgefed.comparison import json_schema
+    else:
+        from edgefed.scenario import json_schema
 
     if format_ is SchemaFormat.json:
         emit(json_schema(), out_file)
         return
-    from edgefed.docgen import scenario_markdown
+    from edgefed.docgen import comparison_markdown, scenario_markdown
 
-    emit(scenario_markdown(json.loads(json_schema())), out_file)
+    markdown = comparison_markdown if of is SchemaOf.comparison else scenario_markdown
+    emit(markdown(json.loads(json_schema())), out_file)
 
 
 def emit(text: str, out_file: Optional[Path]) -> None:
@@ -391,6 +401,68 @@ def sweep(file: Path = typer.Argument(..., help="sweep YAML (a base scenario and
               f"{len(result['skipped'])} already complete; table: {result['csv']}")
     if result["failed"]:
         raise typer.Exit(1)
+
+
+@app.command()
+def compare(file: Path = typer.Argument(..., help="comparison YAML (docs/compare.md)"),
+            out_dir: Optional[Path] = typer.Option(None, "--out", help="comparison folder (default: runs/<name>)"),
+            workers: int = typer.Option(1, "--workers", min=1, help="runs at once"),
+            backend: str = typer.Option("local", "--backend", help="local processes or ray (RAY_ADDRESS or a local Ray)"),
+            plan: bool = typer.Option(False, "--plan", help="print each stage's runs, budget and total cost; run nothing")):
+    """Compare methods under one fair protocol: tune every arm at the report budget, run the picks on
+    paired seeds, and say what the paired differences show. A rerun continues where it stopped."""
+    from edgefed.comparing import CompareFailed, compare as run_comparison, default_out
+    from edgefed.comparison import load_comparison, plan_text
+    from edgefed.scenario import ScenarioError
+
+    if backend not in ("local", "ray"):
+        fail_input(f"--backend: expected local or ray (got {backend!r})")
+    try:
+        comparison = load_comparison(file)
+        if plan:
+            typer.echo(plan_text(comparison))
+            return
+        with RunProgress() as progress:
+            result = run_comparison(comparison, out_dir or default_out(comparison), backend, workers,
+                                    on_run=progress.run_done, on_stage=progress.stage)
+    except ScenarioError as exc:
+        fail_input(str(exc))
+    except CompareFailed as exc:
+        console.print(f"edgefed: {exc}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    for line in result["sentences"]:
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+    folder = out_dir or default_out(comparison)
+    out.print(f"compare.json, summary.md and report.html in {folder}", markup=False, highlight=False)
+
+
+class RunProgress:
+    """A comparison's progress on stderr: a bar per stage on a terminal, else a line per finished run."""
+
+    def __init__(self):
+        self.mode = "bar" if console.is_terminal else "lines"
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            console=console, disable=self.mode != "bar")
+        self.task = None
+
+    def __enter__(self):
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.stop()
+
+    def stage(self, name: str, todo: int) -> None:
+        if self.task is not None:
+            self.bar.remove_task(self.task)
+        self.task = self.bar.add_task(name, total=todo)
+
+    def run_done(self, stage: str, run, result: dict) -> None:
+        self.bar.advance(self.task)
+        if self.mode == "lines":
+            what = (f"failed (exit {result['failed']['exit_code']}): {result['failed']['reason']}" if "failed" in result
+                    else f"{result['status']}, {result['rounds']} rounds, test accuracy {result['final_accuracy']:.3f}")
+            print(f"{stage}: {run.folder} {what}", file=sys.stderr, flush=True)
 
 
 @app.command()

@@ -205,7 +205,8 @@ class SchemaDoc:
                 limits.append(f"items {item_limits}")
         elif kind == "object":
             keys = node.get("propertyNames", {}).get("enum")
-            value_type, value_limits = self.value(node.get("additionalProperties") or {}, alone=True)
+            extra = node.get("additionalProperties")  # True: any value (a mapping of free keys)
+            value_type, value_limits = self.value(extra if isinstance(extra, dict) else {}, alone=True)
             kind = f"map of {'/'.join(keys) if keys else 'string'} to {value_type}"
             if value_limits:
                 limits.append(f"values {value_limits}")
@@ -219,6 +220,17 @@ def scenario_markdown(schema: dict) -> str:
              "is written as its dotted path, the form `--set` takes (`<i>`: a list index, `<name>`: "
              "a key of your choosing). Unknown keys are refused, and every error names the dotted path.\n")
     return generated_note(SCENARIOS_COMMAND) + "\n" + SchemaDoc(schema).render("Scenario reference", intro)
+
+
+COMPARISONS_COMMAND = "edgefed schema --of comparison --format markdown --out docs/comparisons.md"
+
+
+def comparison_markdown(schema: dict) -> str:
+    """docs/comparisons.md: every field of a comparison file (``edgefed compare``)."""
+    intro = ("Every field a comparison file (`edgefed compare FILE`) can set, read from its pydantic model "
+             "(`scenarios/comparison.schema.json` for editors). [compare.md](compare.md) says what the "
+             "protocol does with them and why. Unknown keys are refused, and every error names the dotted path.\n")
+    return generated_note(COMPARISONS_COMMAND) + "\n" + SchemaDoc(schema).render("Comparison file reference", intro)
 
 
 # --- the device catalog --------------------------------------------------------------------------

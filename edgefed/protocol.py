@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import t as student_t
 
+from edgefed.budget import COSTS, cost_of, nominal_cost
 from edgefed.results import read_rows, smoothed
 
-COSTS = ("client_flops", "energy_j", "sim_time_s", "bytes")
 # far below any real difference of cost (relative) or accuracy (absolute), far above float rounding
 TOLERANCE = 1e-9
 INTERVAL_NOTE = ("The intervals cover seed-to-seed variation only, not the sampling error of the finite test set "
@@ -99,19 +99,6 @@ def _at_most(value: float, limit: float) -> bool:
 
 # --- rule 1: where a run is evaluated, and its curve -----------------------------------------------
 
-def slot(cost: float, budget: float, evaluations: int) -> int:
-    """Rule 1: the number of the last multiple of budget/evaluations that ``cost`` has reached
-    (0..evaluations); the runner evaluates when it grows."""
-    return min(evaluations, math.floor(cost * evaluations / budget))
-
-
-def nominal_cost(cost: float, budget: float, evaluations: int) -> float:
-    """Rule 1: the cost an evaluation taken at cumulative ``cost`` stands for, the largest
-    multiple of budget/evaluations at or below it (the budget itself at most)."""
-    k = slot(cost, budget, evaluations)
-    return budget if k == evaluations else k * (budget / evaluations)
-
-
 def read_curve(run_dir: Path, cost: str, budget: float | None = None,
                evaluations: int | None = None) -> list[Evaluation]:
     """A run's evaluations from its rounds.csv, with the cumulative ``cost`` (one of COSTS) at
@@ -123,12 +110,8 @@ def read_curve(run_dir: Path, cost: str, budget: float | None = None,
         raise ValueError("budget and evaluations go together (both, or neither)")
     spent, curve = 0.0, []
     for row in read_rows(run_dir / "rounds.csv"):
-        if cost == "sim_time_s":  # already cumulative: the round's end on the clock
-            spent = float(row["sim_time_s"])
-        elif cost == "bytes":
-            spent += float(int(row["bytes_up"]) + int(row["bytes_down"]))
-        else:
-            spent += float(row[cost])
+        # summed in row order as the runner sums them (simulated time is the clock itself)
+        spent = float(row["sim_time_s"]) if cost == "sim_time_s" else spent + cost_of(row, cost)
         if row["accuracy"] in (None, ""):
             continue
         tuning = row.get("tuning_accuracy")
@@ -315,12 +298,17 @@ UNITS = {"energy_j": ((1.0, "J"), (1e3, "kJ"), (1e6, "MJ")),
 def format_cost(value: float, cost: str) -> str:
     """A cost as the sentence says it: client FLOPs in client TFLOP, energy in J/kJ/MJ, time in
     s/min/h, bytes in kB/MB/GB (decimal), up to 3 significant digits."""
+    scale, unit = cost_unit(value, cost)
+    return f"{_significant(value / scale)} {unit}"
+
+
+def cost_unit(value: float, cost: str) -> tuple[float, str]:
+    """The unit ``format_cost`` says ``value`` in, and its size in the cost's own unit."""
     if cost == "client_flops":
-        return f"{_significant(value / 1e12)} client TFLOP"
+        return 1e12, "client TFLOP"
     if cost not in UNITS:
         raise ValueError(f"cost {cost!r}: one of {', '.join(COSTS)}")
-    scale, unit = next(((s, u) for s, u in reversed(UNITS[cost]) if abs(value) >= s), UNITS[cost][0])
-    return f"{_significant(value / scale)} {unit}"
+    return next(((s, u) for s, u in reversed(UNITS[cost]) if abs(value) >= s), UNITS[cost][0])
 
 
 def sentence(paired: Paired, arm: str, reference: str, at: str,

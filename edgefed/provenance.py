@@ -165,11 +165,13 @@ def run_provenance(scenario, base: Path, backbone=None, learning_device: str | N
             "dataset": dataset_record(scenario.task.dataset, base) if scenario.replay is None else None}
 
 
-def write_run_provenance(run_dir: Path, scenario, base: Path, backbone=None, learning_device: str | None = None) -> None:
+def write_run_provenance(run_dir: Path, scenario, base: Path, backbone=None, learning_device: str | None = None,
+                         record: dict | None = None) -> None:
     """``provenance.json`` in the run directory (machine-dependent, so kept out of the files the
-    determinism guarantees cover); ``learning_device``: where the real learning ran (None: replay)."""
-    atomic_write(run_dir / PROVENANCE,
-                 json.dumps(run_provenance(scenario, base, backbone, learning_device), indent=2) + "\n")
+    determinism guarantees cover); ``learning_device``: where the real learning ran (None: replay);
+    ``record``: more to record (a comparison's plan hash)."""
+    atomic_write(run_dir / PROVENANCE, json.dumps({**run_provenance(scenario, base, backbone, learning_device),
+                                                   **(record or {})}, indent=2) + "\n")
 
 
 def bench_provenance(script: str | Path) -> dict:

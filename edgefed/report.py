@@ -394,15 +394,20 @@ def sweep_table(rows: list[dict]) -> str:
     """A sweep's grid: its parameters and main figures per point, sortable by any column."""
     done = [row for row in rows if row.get("status") == "done"] or rows
     columns = ["point", *plots.sweep_parameters(done), *(c for c in SWEEP_FIGURES if c in rows[0])]
+    return table(columns, [[row.get(c) or "" for c in columns] for row in rows])
 
-    def cell(value: str) -> str:
+
+def table(columns: list[str], rows: list[list]) -> str:
+    """A sortable table; a cell that reads as a number sorts as one and shows 4 significant digits."""
+    def cell(value) -> str:
+        value = "" if value is None else str(value)
         try:
             return f'<td data-v="{html.escape(value)}">{float(value):,.4g}</td>'
         except ValueError:
             return f"<td>{html.escape(value)}</td>"
 
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(cell(row.get(c) or "") for c in columns) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in rows)
     return (f'<div class="scroll"><table class="sortable"><thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
             "</table></div>")
 
@@ -429,11 +434,58 @@ def report_html(paths: list[Path]) -> str:
         section, figures = run_section(i, run, MAX_BARS // len(runs), with_cards=len(runs) > 1)
         parts.append(section)
         charts.update(figures)
+    return page(f"edgefed report: {names}", parts, charts)
+
+
+def page(title: str, parts: list[str], charts: dict[str, go.Figure]) -> str:
+    """The self-contained page: ``parts`` (HTML) with ``charts`` drawn into their divs."""
     data = "{" + ",".join(f"{json.dumps(k)}:{pio.to_json(fig, validate=False, engine='json')}"
                           for k, fig in charts.items()) + "}"
-    page = Template((files("edgefed") / "report_page.html").read_text(encoding="utf-8"))
-    return page.substitute(title=html.escape(f"edgefed report: {names}"), plotlyjs=get_plotlyjs(),
-                           body="\n".join(parts), figures=data)
+    template = Template((files("edgefed") / "report_page.html").read_text(encoding="utf-8"))
+    return template.substitute(title=html.escape(title), plotlyjs=get_plotlyjs(), body="\n".join(parts), figures=data)
+
+
+def comparison_html(result: dict) -> str:
+    """A comparison's page (``edgefed compare``'s report.html, from compare.json's figures): the
+    result sentences, accuracy against the cost per pick with a band over seeds, the paired
+    differences with their intervals, the collapse rates and the tuning table."""
+    from edgefed.protocol import cost_unit, format_cost
+
+    fmt = lambda v: format_cost(v, result["cost"])  # noqa: E731
+    size, unit = cost_unit(result["budget"], result["cost"])
+    scale = 1.0 / size
+    fig = figure(f"smoothed test accuracy vs {result['cost'].replace('_', ' ')} (picks; band: min to max over seeds)",
+                 unit, "smoothed test accuracy", height=420)
+    for i, (label, by_seed) in enumerate(result["curves"].items()):
+        colour = qualitative.Plotly[i % len(qualitative.Plotly)]
+        rows = [[p for p in points if p[3] is not None] for points in by_seed.values()]
+        xs = sorted({p[0] for points in rows for p in points})
+        at = [[p[3] for points in rows for p in points if p[0] == x] for x in xs]
+        x = f4(np.array(xs) * scale)
+        fig.add_trace(go.Scatter(x=np.r_[x, x[::-1]], y=f4([max(v) for v in at] + [min(v) for v in at][::-1]),
+                                 fill="toself", fillcolor=colour, opacity=0.2, line={"width": 0}, hoverinfo="skip",
+                                 legendgroup=label, showlegend=False))
+        fig.add_trace(go.Scatter(x=x, y=f4([sum(v) / len(v) for v in at]), name=f"{label} (mean of {len(rows)} seeds)",
+                                 legendgroup=label, mode="lines+markers", line={"color": colour}, marker={"size": 5}))
+    ref, collapse = result["reference"], result["collapse"]
+    number = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    paired_rows = [[fmt(e["at"]), label, number(a["mean"]), f"{number(a['low'])} to {number(a['high'])}",
+                    a["verdict"], f"{collapse[label]['collapsed']}/{collapse[label]['runs']}",
+                    f"{collapse[ref]['collapsed']}/{collapse[ref]['runs']}", "primary" if e["primary"] else "descriptive"]
+                   for e in result["checkpoints"]["registered"] for label, a in e["arms"].items()]
+    tuning_rows = [[label, row["configuration"], row["pruning_score"], "yes" if row["survived"] else "no",
+                    row.get("score"), "pick" if row["config"] == t["pick"] else ""]
+                   for label, t in result["tuning"].items() for row in t["rows"]]
+    parts = [f"<h1>edgefed compare: {html.escape(result['name'])}</h1>",
+             "".join(f'<p class="lead">{html.escape(s)}</p>' for s in result["sentences"]),
+             f'<p class="note">{html.escape(" ".join(result["notes"]))}</p>',
+             "<h2>Accuracy at equal cost</h2>", chart("compare-accuracy"),
+             f"<h2>Paired differences from {html.escape(ref)}</h2>",
+             table(["at", "arm", "mean", "95% t-interval", "verdict", "arm collapsed", "reference collapsed", "role"],
+                   paired_rows),
+             "<h2>Tuning (successive halving, scored at the full budget)</h2>",
+             table(["arm", "configuration", "pruning score", "survived", "score", "pick"], tuning_rows)]
+    return page(f"edgefed compare: {result['name']}", parts, {"compare-accuracy": fig})
 
 
 def write_report(paths: list[Path], out: Path) -> None:

@@ -241,6 +241,11 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+def peak_memory(run_dir: Path) -> float:
+    """A run's peak memory per client: the most any row of its clients.csv records."""
+    return max((float(r["peak_memory_bytes"]) for r in read_rows(run_dir / "clients.csv")), default=0.0)
+
+
 class RunDirError(ValueError):
     """A run directory (or sweep folder) that cannot be read; the message names the file."""
 

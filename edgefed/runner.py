@@ -72,12 +72,12 @@ def has_own_checkpoint(run_dir: Path, scenario: Scenario) -> bool:
 
 
 def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress: RoundObserver | None = None,
-                 resume: bool = False, pause: int | None = None) -> dict:
+                 resume: bool = False, pause: int | None = None, record: dict | None = None) -> dict:
     """Run every round, writing the run directory and a checkpoint as it goes; returns the summary.
     With ``resume``, continue from the run directory's last checkpoint instead. A scenario with
     ``replay`` drives only the systems side from a recorded trace. ``pause`` (with
     ``rounds.budget``): stop at that evaluation slot instead, keeping the checkpoint to continue
-    from (summary status ``paused``)."""
+    from (summary status ``paused``). ``record``: more for provenance.json to record (a comparison's plan)."""
     wall_start = time.perf_counter()
     resolved, kind = scenario_dict(scenario), device_kind(scenario)
     ckpt = open_run_dir(run_dir, resolved, kind, resume)
@@ -95,7 +95,7 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress: RoundO
                        tuning=scenario.task.evaluate_on == "both")
     ran_on = None if run.replay else device_name(next(engine.algo.model.parameters()).device)
     writer.write_scenario(pinned_paths(resolved, base), {**versions(), **({"device": ran_on} if ran_on else {})})
-    write_run_provenance(run_dir, scenario, base, None if run.replay else engine.algo.model.backbone, ran_on)
+    write_run_provenance(run_dir, scenario, base, None if run.replay else engine.algo.model.backbone, ran_on, record)
     checkpointer = Checkpointer(run_dir, resolved, run.excluded,
                                 started=wall_start - (ckpt.state["host_seconds"] if ckpt else 0.0),
                                 device_kind=kind)

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat
     ValidationError, field_validator, model_serializer, model_validator
 
 from edgefed.algorithms.registry import METHODS
+from edgefed.budget import COSTS
 from edgefed.devices import population as populations
 from edgefed.devices.availability import AvailabilitySpec, StragglerSpec
 from edgefed.devices.profile import DeviceProfile, LinkProfile, default_catalog
@@ -245,9 +246,6 @@ class StalenessSpec(Strict):
     def weight(self, staleness: int) -> float:
         """w(s): the weight of an update computed ``staleness`` versions ago."""
         return 1.0 if self.kind == "constant" else 1.0 / (1.0 + staleness) ** self.exponent
-
-
-COSTS = ("client_flops", "energy_j", "sim_time_s", "bytes")
 
 
 class BudgetSpec(Strict):

@@ -31,7 +31,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -114,9 +114,11 @@ def failure(exit_code: int, exc: BaseException) -> dict:
     return {"failed": {"exit_code": exit_code, "reason": reason[0] if reason else type(exc).__name__}}
 
 
-def run_point(base: str, overrides: dict, run_dir: str, threads: int | None = None) -> dict:
+def run_point(base: str, overrides: dict, run_dir: str, pause: int | None = None, record: dict | None = None,
+              threads: int | None = None) -> dict:
     """Run one point (in a worker process or Ray task); returns its summary, or ``failure``'s
-    answer when it cannot finish."""
+    answer when it cannot finish. ``pause`` and ``record``: ``run_scenario``'s (a comparison's
+    halving pause, and what its provenance.json records of the comparison)."""
     import torch
 
     from edgefed.simulator.engine import Diverged
@@ -126,7 +128,8 @@ def run_point(base: str, overrides: dict, run_dir: str, threads: int | None = No
         torch.set_num_threads(threads)
     try:
         scenario, folder = point_scenario(Path(base), overrides)
-        return run_scenario(scenario, folder, Path(run_dir), resume=has_own_checkpoint(Path(run_dir), scenario))
+        return run_scenario(scenario, folder, Path(run_dir), resume=has_own_checkpoint(Path(run_dir), scenario),
+                            pause=pause, record=record)
     except ScenarioError as exc:
         return failure(2, exc)
     except Diverged as exc:
@@ -164,30 +167,47 @@ def run_sweep(file: Path, out: Path, backend: Literal["local", "ray"] = "local",
     base, points = load_sweep(file)
     out.mkdir(parents=True, exist_ok=True)
     todo = [p for p in points if not is_complete(out / p.id)]
-    jobs = [(str(base), p.overrides, str(out / p.id)) for p in todo]
+    jobs = [Job(str(base), p.overrides, str(out / p.id)) for p in todo]
     failed: dict[str, dict] = {}
 
-    def done(point_id: str, result: dict) -> None:
+    def done(job: Job, result: dict) -> None:
+        point_id = Path(job.run_dir).name
         if "failed" in result:
             failed[point_id] = result["failed"]
         elif on_done:
             on_done(point_id, result)
 
-    if jobs:
-        (run_ray if backend == "ray" else run_local)(jobs, workers, done)
+    run_jobs(jobs, backend, workers, done)
     columns, rows = sweep_rows(out, points, failed)
     atomic_write(out / "sweep.csv", csv_text(columns, rows))
     return {"ran": [p.id for p in todo], "skipped": [p.id for p in points if p not in todo],
             "failed": failed, "points": len(points), "csv": out / "sweep.csv"}
 
 
-def run_local(jobs: list[tuple], workers: int, on_done) -> None:
+class Job(NamedTuple):
+    """One point to run: ``run_point``'s arguments."""
+
+    base: str
+    overrides: dict
+    run_dir: str
+    pause: int | None = None
+    record: dict | None = None
+
+
+def run_jobs(jobs: list[Job], backend: Literal["local", "ray"], workers: int, on_done) -> None:
+    """Run ``jobs`` on local processes or Ray tasks, calling ``on_done(job, result)`` as each ends
+    (``result``: its summary, or ``failure``'s answer): the one runner of sweeps and comparisons."""
+    if jobs:
+        (run_ray if backend == "ray" else run_local)(jobs, workers, on_done)
+
+
+def run_local(jobs: list[Job], workers: int, on_done) -> None:
     """One worker: the points in turn in this process. More: spawned worker processes (a fresh
     interpreter each, so nothing a point sets up leaks into another's process), each point
     reported as it finishes (a sweep cut short by a time limit shows what it got)."""
     if workers == 1:
         for job in jobs:
-            on_done(Path(job[2]).name, run_point(*job))
+            on_done(job, run_point(*job))
         return
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
         futures = {pool.submit(run_point, *job, worker_threads(workers)): job for job in jobs}
@@ -197,10 +217,10 @@ def run_local(jobs: list[tuple], workers: int, on_done) -> None:
                 result = future.result()
             except BrokenProcessPool as exc:  # its worker died (killed, out of memory)
                 result = failure(1, RuntimeError(f"worker process died: {exc}"))
-            on_done(Path(job[2]).name, result)
+            on_done(job, result)
 
 
-def run_ray(jobs: list[tuple], workers: int, on_done) -> None:
+def run_ray(jobs: list[Job], workers: int, on_done) -> None:
     """Ray tasks: on the cluster named by ``RAY_ADDRESS`` if set, else a local Ray with ``workers`` CPUs.
     Cluster nodes need edgefed installed and the scenario's data at the same paths."""
     ray, started = start_ray(workers, "--backend ray")
@@ -212,7 +232,7 @@ def run_ray(jobs: list[tuple], workers: int, on_done) -> None:
                 result = ray.get(ref)
             except ray.exceptions.RayError as exc:  # its worker or node died
                 result = failure(1, RuntimeError(f"Ray task failed: {type(exc).__name__}"))
-            on_done(Path(job[2]).name, result)
+            on_done(job, result)
     finally:
         if started:
             ray.shutdown()

@@ -80,7 +80,7 @@ def test_the_rooms_hold_what_they_say():
     assert {n for n in names if n.startswith("edgefed.simulator.")} == {
         f"edgefed.simulator.{m}" for m in
         ("asynchronous", "closing", "costs", "edge", "energy", "engine", "fleet", "network", "radio", "records",
-         "solo", "thermal")}
+         "schedule", "solo", "thermal")}
     assert {"edgefed.cli", "edgefed.api", "edgefed.scenario", "edgefed.build", "edgefed.runner",
             "edgefed.results"} <= names
 

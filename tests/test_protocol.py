@@ -9,10 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgefed.protocol import (COSTS, INTERVAL_NOTE, Candidate, Crossing, Evaluation, Paired, Ratio, check_target,
-                              collapse_rate, collapsed, cost_to_target, format_cost, mean_score, nominal_cost,
-                              paired, paired_ratio, pick, rank, ratio_summary, read_curve, reading, score,
-                              sentence, slot, smooth, survivors)
+from edgefed.budget import COSTS, nominal_cost, slot
+from edgefed.protocol import (INTERVAL_NOTE, Candidate, Crossing, Evaluation, Paired, Ratio, check_target,
+                              collapse_rate, collapsed, cost_to_target, format_cost, mean_score, paired,
+                              paired_ratio, pick, rank, ratio_summary, read_curve, reading, score, sentence,
+                              smooth, survivors)
 
 HEADER = "round,sim_time_s,accuracy,loss,bytes_up,bytes_down,energy_j,client_flops"
 

@@ -9,7 +9,8 @@ from edgefed.scenario import ScenarioError, load_scenario
 from tests.conftest import REPO
 
 SHIPPED = sorted(p for p in (REPO / "scenarios").rglob("*.yaml")
-                 if "sweeps" not in p.parts and "golden" not in p.parts)
+                 if not {"sweeps", "golden", "compare"} & set(p.parts))
+COMPARISONS = sorted((REPO / "scenarios" / "compare").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[str(p.relative_to(REPO / "scenarios")) for p in SHIPPED])

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from edgefed.comparison import Comparison, point_scenario, spec_dump
 from edgefed.results import atomic_write
-from edgefed.scenario import ScenarioError, pinned_paths, scenario_dict
+from edgefed.scenario import ScenarioError, scenario_dict
 
 PLAN = "plan.json"
 FORMAT = "edgefed-compare-plan/1"
@@ -39,14 +39,16 @@ def plan_record(comparison: Comparison) -> dict:
     from edgefed.provenance import code, input_files, sha256
 
     spec = spec_dump(comparison.spec)
-    hashed = {k: v for k, v in spec.items() if k not in UNHASHED}
-    scenarios, files = {}, {}
+    # the base is named by what it holds, not where it lies: a comparison file and a dict naming
+    # one base register alike, and a plan moves with its checkout
+    hashed = {k: v for k, v in spec.items() if k not in (*UNHASHED, "base")}
+    scenarios, files = {}, {"base": sha256(comparison.base)}
     for label, sections in comparison.algorithms.items():
         for index in range(len(sections)):
             run = comparison.run(label, index, 0)  # the seed varies per run: every other field is here
             scenario, folder = point_scenario(comparison.base, run.overrides)
-            scenarios[f"{label}/c{index:02d}"] = digest(pinned_paths(scenario_dict(scenario), folder))
-            files.update({str(path): sha256(path) for path in input_files(scenario, folder).values()})
+            scenarios[f"{label}/c{index:02d}"] = digest(scenario_dict(scenario))
+            files.update({field: sha256(path) for field, path in input_files(scenario, folder).items()})
     record = {"comparison_sha256": digest(hashed), "scenarios_sha256": digest(scenarios), "files": files}
     return {"format": FORMAT, "plan_sha256": digest(record), **record, "scenarios": scenarios,
             "code_version": code_version(code()), "spec": spec}
@@ -83,6 +85,8 @@ def refuse_changes(path: Path, stored: dict, record: dict) -> None:
     """One line naming the first thing that changed since registration."""
     old, new = stored["spec"], record["spec"]
     for key in sorted(set(old) | set(new)):
+        if key == "base":
+            continue  # registered by its content, among the files below
         if key in UNHASHED:
             lost = [v for v in old.get(key, []) if v not in new.get(key, [])]
             if key == "seeds":
@@ -99,8 +103,8 @@ def refuse_changes(path: Path, stored: dict, record: dict) -> None:
                                 "defaults); a changed plan needs a new --out folder")
     for file in sorted(set(stored["files"]) | set(record["files"])):
         if stored["files"].get(file) != record["files"].get(file):
-            raise ScenarioError(f"{path}: {file} changed since registration (sha256); a changed plan needs a "
-                                "new --out folder")
+            raise ScenarioError(f"{path}: the file of {file} changed since registration (sha256); a changed plan "
+                                "needs a new --out folder")
 
 
 def changed(key: str, old, new) -> str:

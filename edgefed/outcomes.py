@@ -115,8 +115,9 @@ def analyse(comparison: Comparison, plan: dict, table: dict, runs: dict[str, dic
 
 
 PAIRING_NOTE = ("Report seed s gives every arm the same data partition, initial model (head included) and "
-                "client-sampling stream; a method's own draws (its perturbation directions, its batches) "
-                "follow its own stream, and devices a method cannot fit in memory leave its sampling pool.")
+                "client-sampling stream; a method's perturbation directions follow its own stream, minibatches "
+                "one stream per round and client drawn as far as each method's steps take them, and devices "
+                "a method cannot fit in memory leave its sampling pool.")
 
 
 def collapse_rates(collapse: dict[str, dict[int, bool]], seeds: list[int]) -> dict:

@@ -2,8 +2,10 @@
 always the one in its bench/results/*.json, beside the commit and machine that produced it.
 
 Each result's section takes what the bench measures and how to rerun it from the bench script's
-docstring, its figures from the JSON (tables; a renderer of its own where the generic one would
-be unreadable) and its provenance block. The output depends on the committed files alone (sorted,
+docstring (for a script since removed, from ``RETIRED``), its figures from the JSON (tables; a
+renderer of its own where the generic one would be unreadable) and its provenance block. The FedSPZO
+study's page, docs/fedspzo_study.md, and its summary in the README come from its JSONs and from
+version 3's comparison file. The output depends on the committed files alone (sorted,
 no timestamps), so ``--check`` can tell CI and the tests whether a committed copy is out of date.
 
     python bench/write_docs.py [--check]
@@ -14,6 +16,7 @@ import argparse
 import ast
 import json
 import re
+import statistics
 import sys
 import textwrap
 from pathlib import Path
@@ -184,10 +187,8 @@ def bound(entry: dict) -> str:
 
 
 def fedspzo_paper(data: dict) -> list[str]:
-    """The paper comparison: tuning grid, chosen configurations, per-seed report runs, paired
-    ratios, equal-compute gaps and the per-device-class replays (a version-2 plan's: ``study_v2``)."""
-    if data["plan"].get("version") == 2:
-        return study_v2(data)
+    """The study's version 1: tuning grid, chosen configurations, per-seed report runs, paired
+    ratios, equal-compute gaps and the per-device-class replays."""
     rest = ("method", "lr", "final_smoothed_tuning_accuracy")
     lrs = sorted({row["lr"] for row in data["tuning"]})
     grid: dict[tuple, dict] = {}
@@ -438,217 +439,289 @@ def compare_v2_readback(data: dict) -> list[str]:
     ]
 
 
-RENDERERS = {"bench/fedspzo_paper.py": fedspzo_paper, "bench/fedspzo_vs_baselines.py": fedspzo_vs_baselines,
-             "bench/compare_v2_readback.py": compare_v2_readback}
+# a result's own renderer, by the name of its JSON (bench/results/NAME.json)
+RENDERERS = {"fedspzo_paper": fedspzo_paper, "fedspzo_paper_v2": study_v2,
+             "fedspzo_vs_baselines_agnews": fedspzo_vs_baselines, "fedspzo_vs_baselines_sst2": fedspzo_vs_baselines,
+             "compare_v2_readback": compare_v2_readback}
+
+# results whose script was removed, by that script: what they measured (the first sentence is the
+# README's summary); their figures stay as history
+RETIRED = {"bench/fedspzo_paper.py": (
+    "The FedSPZO study's versions 1 and 2 (plans bench/fedspzo_paper.yaml and bench/fedspzo_paper_v2.yaml), kept "
+    "as history. Their script was removed when `edgefed compare` replaced it: version 3 is the comparison file "
+    "bench/fedspzo_v3.yaml. docs/fedspzo_study.md says what was wrong with versions 1 and 2.")}
 
 
 # --- the FedSPZO study page ----------------------------------------------------------------------
 
-STUDY = "fedspzo_paper_v2"  # the study the page reads: bench/results/STUDY.json, its runs beside it
+STUDY = "fedspzo_paper_v2"  # version 2: bench/results/STUDY.json, its runs beside it
+READBACK = "compare_v2_readback"  # version 2's report runs read back under the compare protocol
+PLAN_V3 = Path("bench/fedspzo_v3.yaml")  # version 3, a comparison file for `edgefed compare`
+RUNS_V3 = Path("bench/results/fedspzo_v3")  # where its header says to run it
 CONTROL_LABEL = "decomfl-block2"
 CONTROL = (f"`{CONTROL_LABEL}` is the control: DeComFL training only what FedSPZO's block 2 trains at split 4 (the "
            "LoRA adapters of the last two layers and the head, `trainable: lora-last:2+head`). If it matches "
            "FedSPZO, the gain comes from training the top of the model, not from splitting the perturbations.\n")
 
 
-def pick_name(data: dict, name: str) -> str:
-    """A pick as a reader wants it: its label, method and configuration with its lr."""
-    if name in data["methods"]:
-        m = data["methods"][name]
-        return f"{name} ({m['method']}, {configuration(m['config'], ('label',))})"
-    algo = data["post_hoc"]["runs"][name]["config"]
-    return f"{name} ({algo['name']}, lr {number(algo['lr'])}, run post hoc)"
+def fields(values: dict) -> str:
+    """Algorithm fields as a reader wants them: 'split 3, p2 4'."""
+    return ", ".join(f"{k} {number(v)}" for k, v in values.items()) or "-"
 
 
-def verdict(point: dict) -> str:
-    """What a ratio point's interval says of FedSPZO against the other pick."""
-    if "t_interval" not in point:
-        return "too few seeds with a value for an interval"
-    low, high = point["t_interval"]
-    if low > 1:
-        return "the interval lies above 1: FedSPZO needed fewer client FLOPs"
-    if high < 1:
-        return "the interval lies below 1: FedSPZO needed more client FLOPs"
-    return "the interval contains 1: no difference is shown with these seeds"
+def and_join(items) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    items = [str(i) for i in items]
+    return ", ".join(items[:-1]) + f" and {items[-1]}" if len(items) > 1 else "".join(items)
 
 
-def pair_findings(data: dict, curves: dict, prefix: str = "") -> list[str]:
-    """Per pair: the ratio at the marked target with its interval and what it says, the seeds that
-    gave only bounds, and the ratio's range over targets."""
-    lines = []
-    for pair, curve in curves.items():
-        name = pair.split("/")[0]
-        marked = next(p for p in curve["points"] if p["marked"])
-        exact = [p for p in curve["points"] if "geometric_mean" in p]
-        if "geometric_mean" in marked:
-            text = (f"- {prefix}**{pick_name(data, name)}** needed {number(marked['geometric_mean'])}x FedSPZO's "
-                    f"client FLOPs to reach the marked target {number(marked['target'])} (geometric mean over "
-                    f"{marked['exact']} of {len(curve['seeds'])} seeds with a value; "
-                    f"{number(100 * curve['confidence'])}% t-interval {interval(marked)}): {verdict(marked)}.")
-        else:
-            text = (f"- {prefix}**{pick_name(data, name)}**: no seed gave a ratio at the marked target "
-                    f"{number(marked['target'])}.")
-        if marked["excluded"]:
-            text += (f" {marked['excluded']} seed(s) gave only a bound: "
-                     f"{', '.join(bound(s['ratio']) for s in marked['per_seed'] if 'value' not in s['ratio'])}.")
-        if exact:
-            means = [p["geometric_mean"] for p in exact]
-            text += (f" Over targets f = {number(exact[0]['fraction'])} to {number(exact[-1]['fraction'])} of the "
-                     f"gain the geometric mean ran from {number(min(means))}x to {number(max(means))}x; on the "
-                     f"seed-mean curves the marked target gives {bound(marked['seed_mean']['ratio'])}.")
-        lines.append(text)
-    return lines
+def v3_plan(repo: Path) -> list[str]:
+    """Where the study stands: version 3 as its comparison file fixes it, read through
+    ``edgefed.comparison`` (the budget, the arms and their grids, the seeds, the stages and their
+    cost), and whether its runs have started."""
+    from edgefed.comparison import load_comparison, stage_cost
+    from edgefed.protocol import format_cost
+
+    comparison = load_comparison(repo / PLAN_V3)
+    spec, cost = comparison.spec, stage_cost(comparison)
+    fmt = lambda value: format_cost(value, spec.cost)  # noqa: E731
+    b = spec.budget
+    base = comparison.base.relative_to(repo.resolve()).as_posix()
+    started = (f"Its runs are under way in [`{RUNS_V3}/`](../{RUNS_V3}/); this page gives their results once "
+               f"`{RUNS_V3}/compare.json` is there." if (repo / RUNS_V3).is_dir()
+               else f"None of its runs has started yet (there is no `{RUNS_V3}/`).")
+    arms = [[f"`{label}`" + (" (reference)" if label == spec.reference else ""), arm.name, fields(arm.fixed),
+             "; ".join(fields(c) for c in arm.configs),
+             "; ".join(f"{k} {', '.join(number(v) for v in values)}" for k, values in arm.grid.items()),
+             cost["configurations"][label], cost["survivors"][label]]
+            for label, arm in spec.arms.items()]
+    n, kept, more = sum(cost["configurations"].values()), sum(cost["survivors"].values()), spec.tuning.seeds[1:]
+    stages = [["1. pruning", f"{n} configurations on tuning seed {spec.tuning.seeds[0]} to B/3 = {fmt(b / 3)}"],
+              ["2. survivors", f"{kept} survivors: the rest of B on seed {spec.tuning.seeds[0]}, then B on seeds "
+                               f"{', '.join(map(str, more))}"],
+              ["3. report", f"{len(spec.arms)} picks x {len(spec.seeds)} seeds x B"]]
+    rows = [[stage, runs, fmt(cost["cost"][key]), number(cost["budgets"][key])]
+            for (stage, runs), key in zip(stages, ("pruning", "survivors", "report"))]
+    rows.append(["total", "", fmt(cost["total_cost"]), number(cost["total_budgets"])])
+    targets = (f"Targets {', '.join(map(number, spec.targets))} give a secondary outcome." if spec.targets
+               else "There are no accuracy targets: the paired accuracy at B is the outcome.")
+    return [
+        "## Where the study stands\n",
+        f"Version 3 is planned in [`{PLAN_V3}`](../{PLAN_V3}), a comparison file run by `edgefed compare` "
+        f"([docs/compare.md](compare.md)). The plan was committed before any of its runs. {started}\n",
+        "What the plan fixes:\n",
+        f"- **Budget.** Every run spends B = {fmt(b)}, whatever its method. It is evaluated every "
+        f"B/{spec.evaluations} = {fmt(b / spec.evaluations)}, on the tuning split and on the test split. "
+        f"Accuracy is smoothed over {spec.smoothing} evaluations.\n"
+        f"- **Tuning at B.** Every configuration runs on tuning seed {spec.tuning.seeds[0]} to B/3. The best third "
+        f"of each arm (at least 2) go on to B, and also run on tuning seeds {', '.join(map(str, more))}. The pick "
+        "is the survivor with the best smoothed tuning accuracy over the last third of B, averaged over the tuning "
+        f"seeds. The tuning split is {spec.tuning.split} training sentences held out from training.\n"
+        f"- **Report.** Each arm's pick runs on seeds {', '.join(map(str, spec.seeds))}, paired by seed with "
+        f"`{spec.reference}`. The outcome is the paired difference in smoothed test accuracy at B, with a 95% "
+        f"t-interval over the {len(spec.seeds)} seeds. The readings at "
+        f"{', '.join(fmt(f * b) for f in spec.checkpoints if f < 1)} are descriptive. Collapse rates are given "
+        f"beside every figure. {targets}\n"
+        f"- **Regime.** [`{base}`](../{base}) with {show(spec.set)}.\n",
+        "**Arms** (configurations: each of the listed ones times the grid; survivors: how many reach B):\n",
+        table(["arm", "method", "fixed", "configurations", "grid", "runs to B/3", "survivors"], arms),
+        CONTROL,
+        f"**Stages and cost** (what `edgefed compare {PLAN_V3} --plan` prints):\n",
+        table(["stage", "runs", "cost", "budgets B"], rows),
+    ]
 
 
-def budget_findings(data: dict) -> list[str]:
-    """At equal client compute (the report budget): FedSPZO's smoothed accuracy against each other
-    pick's, and whether every seed agrees on the sign."""
-    lines = []
-    every = {**data["at_budget"], **data["post_hoc"]["at_budget"]}
-    for pair, gap in every.items():
-        if gap["min"] > 0:
-            says = "FedSPZO ahead on every seed"
-        elif gap["max"] < 0:
-            says = f"{pair.split('/')[0]} ahead on every seed"
-        else:
-            says = "the seeds disagree"
-        lines.append(f"- At the report budget ({tflop(data['report_budget']['client_flops'])} client TFLOP), FedSPZO's "
-                     f"smoothed test accuracy minus {pick_name(data, pair.split('/')[0])}'s: {number(gap['mean'])} on "
-                     f"average, {number(gap['min'])} to {number(gap['max'])} over seeds ({says}).")
-    return lines
+def readback_sentences(readback: dict, reading: str) -> list[str]:
+    """The generated sentences of the v2 read-back: the primary ones, or the descriptive ones."""
+    return [row["sentence"] for rows in readback["paired"].values() for row in rows
+            if (row["reading"] == "primary") == (reading == "primary")]
 
 
-def in_short(data: dict) -> list[str]:
-    """The page's findings, each computed from the JSON: the plan's ratios (or why its rule gave no
-    usable target), the post-hoc ones, and the runs that ended below where they began."""
-    target = data["target"]
-    reference = data["plan"]["target"]["reference"]
-    if target["mean_gain"] > 0:
-        lines = pair_findings(data, data["ratio_curve"])
-    else:
-        lines = [f"- **The plan's target rule gave no usable target.** {reference}'s smoothed test accuracy at the "
-                 f"end of the report budget was on average {number(-target['mean_gain'])} below where it began (gain "
-                 f"per seed {show(target['reference_gain_per_seed'])}), so every target initial + f x gain lies at or "
-                 "below the start, and the plan's ratio curve (kept below) compares the cost of the first smoothed "
-                 "evaluation, not of learning."]
-    post = data["post_hoc"]
-    if post["ratio_curve"]:
-        lines.append(f"- Post hoc, the gain measured at {reference}'s best smoothed accuracy within the report "
-                     f"budget instead ({number(post['target']['mean_gain'])} on average) gives the marked target "
-                     f"{number(post['target']['accuracy'])}"
-                     + (":" if post["target"]["mean_gain"] > 0 else " (no gain either: these targets too lie at or "
-                        "below the start):"))
-        lines += [f"  {line}" for line in pair_findings(data, post["ratio_curve"], "post hoc: ")]
-    lines += budget_findings(data)
-    starts = [a for m in data["methods"].values() for a in m["initial_accuracy"]]
-    lines.append(f"- Initial test accuracy differs by seed, from {number(min(starts))} to {number(max(starts))} (one "
-                 "seed starts every method at the same point). The targets start from the mean over seeds, so a seed "
-                 "that starts above a target reaches it at its first smoothed evaluation, and its ratio there is the "
-                 "first window's cost ratio, not a learning speed: the tables show where.")
-    ratio_of_budgets = data["report_budget"]["client_flops"] / data["budget"]["client_flops"]
-    for name, m in {**data["methods"], **post["runs"]}.items():
-        below = [seed for seed, a, b in zip(m["seeds"], m["initial_accuracy"], m["final_smoothed_accuracy"]) if b < a]
-        if below:
-            lines.append(f"- {len(below)} of {len(m['seeds'])} {name} report runs (seeds "
-                         f"{', '.join(map(str, below))}) ended the report budget below their initial accuracy. "
-                         f"The report runs spend {number(ratio_of_budgets)}x the tuning budget B at which the "
-                         "learning rate was picked. First crossings before the fall still count; the final "
-                         "accuracies are in the tables.")
-    return lines
+def readback_section(readback: dict) -> list[str]:
+    """Version 2's report runs under rules 5-7: the primary sentences at the report budget, the
+    descriptive ones at the other checkpoints, the collapse rates, the cost to v2's post-hoc target
+    with its censored seed kept, and why rule 3 cannot be applied."""
+    ref, notes, budget = readback["reference"], readback["notes"], readback["budget"]
+    seeds = readback["seeds"]
+    labels = list(next(iter(readback["collapse"].values())))
+    collapse = [[f"`{name}`", *(f"{rates[label]['collapsed']}/{rates[label]['runs']}" for label in labels)]
+                for name, rates in readback["collapse"].items()]
+    target = readback["cost_to_target"]
+    costs = []
+    for arm, entry in target["arms"].items():
+        per_seed = "; ".join(f"seed {s['seed']}: {crossing(s['arm'], budget)} against "
+                             f"{crossing(s['reference'], budget).removesuffix(' TFLOP')}, ratio "
+                             f"{ratio_bounds(s['ratio_low'], s['ratio_high'])}" for s in entry["per_seed"])
+        summary_ = entry["summary"]
+        signs = ", ".join(f"{count} {sign}" for sign, count in summary_["signs"].items() if count)
+        costs.append(f"- `{arm}` over `{ref}`: {per_seed}. Median ratio "
+                     f"{ratio_bounds(summary_['median']['low'], summary_['median']['high'])}; {signs}.\n")
+    return [
+        "## Version 2 read back under the compare protocol\n",
+        f"Version 2's {len(readback['runs']) * len(seeds)} report runs ({len(readback['runs'])} picks x {len(seeds)} "
+        f"seeds, to {tflop(budget)} client TFLOP) read back under rules 5-7 of the compare protocol, without "
+        f"training. Each arm is paired by seed with `{ref}`, the reference. Script: "
+        f"[`bench/{READBACK}.py`](../bench/{READBACK}.py); figures: "
+        f"[`bench/results/{READBACK}.json`](../bench/results/{READBACK}.json); every table: "
+        f"[docs/benchmarks.md](benchmarks.md#{READBACK}).\n",
+        f"**Primary, at {tflop(readback['primary'])} client TFLOP** (v2's report budget):\n",
+        "".join(f"- {s}\n" for s in readback_sentences(readback, "primary")),
+        "**Descriptive, at the other checkpoints:**\n",
+        "".join(f"- {s}\n" for s in readback_sentences(readback, "descriptive")),
+        f"{notes['intervals']} {notes['rule_1']}\n",
+        f"**Collapse rates** (rule 7; collapsed runs of {len(seeds)}). {notes['collapse']}\n",
+        table(["pick", *labels], collapse),
+        f"**Client FLOPs to v2's post-hoc target {number(target['target'])}** (rule 6, descriptive). A run that "
+        f"never reaches it within {tflop(budget)} TFLOP is kept, at its bound (>=):\n",
+        "".join(costs),
+        f"**Tuning (rule 3).** {notes['rule_3']}\n",
+    ]
 
 
-def study_md(repo: Path = REPO) -> str | None:
-    """docs/fedspzo_study.md from the study's JSON (None until it exists): the findings, the
-    set-up as the plan fixed it, every table, the plots, and version 1 labelled for what it was."""
-    path = repo / "bench" / "results" / f"{STUDY}.json"
-    if not path.is_file():
-        return None
-    data = json.loads(path.read_text())
+def v2_flaws(data: dict, readback: dict) -> list[str]:
+    """What was wrong with version 2, each figure read from its JSON and from the read-back."""
+    tune, report = data["budget"]["client_flops"], data["report_budget"]["client_flops"]
+    pick = {k: v for k, v in data["chosen"]["decomfl"].items() if k not in ("label", "score_at_budget")}
+    runs = readback["runs"]["decomfl"]
+    collapsed = [i for i, c in enumerate(runs["collapsed_at_budget"]) if c]
+    final = runs["readings"][next(reversed(runs["readings"]))]
+    peaks = and_join(f"{runs['best_smoothed'][i]:.3f}" for i in collapsed)
+    ends = and_join(f"{final[i]:.3f}" for i in collapsed)
+    when = ", ".join(f"{rates['collapsed']} by {label.removesuffix(' client TFLOP')}"
+                     for label, rates in readback["collapse"]["decomfl"].items())
+    marked = next(p for p in data["post_hoc"]["ratio_curve"]["decomfl/fedspzo"]["points"] if p["marked"])
+    target = data["post_hoc"]["target"]["accuracy"]
+    per_seed = readback["cost_to_target"]["arms"]["decomfl"]["per_seed"]
+    censored = [s for s in per_seed if s["arm_censored"]]
+    plan_target = data["target"]
+    starts = readback["cost_to_target"]["starting_accuracy"]
+    nearest = min((s for s in starts if starts[s] < target), key=lambda s: target - starts[s])
+    split = data["plan"]["tuning"]["tuning_split"]
+    p = data["chosen"][readback["reference"]]["score_at_budget"]
+    scores: dict[str, list] = {}
+    for row in data["tuning"]:
+        scores.setdefault(row["label"], []).append(row["score_at_budget"])
+    leads = [sorted(s)[-1] - sorted(s)[-2] for s in scores.values() if len(s) > 1]
+    return [
+        "### Version 2\n",
+        f"Version 2 ([`bench/{STUDY}.yaml`](../bench/{STUDY}.yaml), runs under "
+        f"[`bench/results/{STUDY}/`](../bench/results/{STUDY}/), figures in "
+        f"[`bench/results/{STUDY}.json`](../bench/results/{STUDY}.json)):\n",
+        f"- **Tuned at a third of the report budget.** It picked learning rates at {tflop(tune)} client TFLOP and "
+        f"reported at {tflop(report)}. DeComFL's pick ({fields(pick)}) then collapsed on {len(collapsed)} of "
+        f"{len(final)} seeds ({when} client TFLOP). Seeds {and_join(readback['seeds'][i] for i in collapsed)} "
+        f"peaked at {peaks} smoothed test accuracy and ended at {ends}. That collapse alone made v2's headline, "
+        f"FedSPZO {data['at_budget']['decomfl/fedspzo']['mean']:+.2f} against DeComFL at {tflop(report)} client "
+        "TFLOP.\n"
+        f"- **A ratio that dropped a seed.** The README's \"DeComFL needs {number(marked['geometric_mean'])}x "
+        f"FedSPZO's client FLOPs\" to the target {target:.4f} was a geometric mean over the {marked['exact']} of "
+        f"{len(per_seed)} seeds that reached it. DeComFL never reached it on seed "
+        f"{and_join(s['seed'] for s in censored)}. Counted at its bound (ratio "
+        f"{and_join(ratio_bounds(s['ratio_low'], s['ratio_high']) for s in censored)}), the geometric mean over all "
+        f"{len(per_seed)} seeds is at least {statistics.geometric_mean(s['ratio_low'] for s in per_seed):.2f}x: "
+        "the sign flips.\n"
+        f"- **The plan's target rule gave no target.** DeComFL ended the report budget "
+        f"{-plan_target['mean_gain']:.3f} below where it began, on average. So the rule put the target at "
+        f"{plan_target['accuracy']:.3f}, below the mean starting accuracy {plan_target['initial']:.3f}. The post-hoc "
+        "rule that replaced it was written after DeComFL's report runs were in.\n"
+        f"- **One target for seeds that start apart.** Seeds {and_join(starts)} start at "
+        f"{and_join(f'{a:.3f}' for a in starts.values())} test accuracy. Seed {nearest} starts "
+        f"{target - starts[nearest]:.3f} below the target {target:.4f}, so its cost to the target measures the "
+        "first smoothing window, not learning.\n"
+        f"- **Tuned on one seed.** Tuning used seed {and_join(data['plan']['tuning']['seeds'])}, also a report seed, "
+        f"on {split} sentences. There the standard error of an accuracy near {p:.2f} is about "
+        f"{(p * (1 - p) / split) ** 0.5:.2f}. Each label's pick led its runner-up by {min(leads):.3f} to "
+        f"{max(leads):.3f}.\n",
+    ]
+
+
+def v2_history(repo: Path, data: dict) -> list[str]:
+    """Version 2's own set-up, tables and plots, kept as history under the flaws that void them."""
     plan, budget = data["plan"], data["budget"]
     plots = sorted((repo / "bench" / "results" / STUDY / "plots").glob("*.png"))
-    parts = [generated_note(COMMAND),
-             "# FedSPZO against DeComFL, a top-block control and FedAvg, per client FLOP\n",
-             f"What the committed study shows: its plan is [`bench/{STUDY}.yaml`](../bench/{STUDY}.yaml) (fixed "
-             f"before its runs; its git history is the record), its runs are under "
-             f"[`bench/results/{STUDY}/`](../bench/results/{STUDY}/) and every figure here is read from "
-             f"[`bench/results/{STUDY}.json`](../bench/results/{STUDY}.json), which "
-             "`python bench/fedspzo_paper.py summary --plan bench/fedspzo_paper_v2.yaml` rebuilds from the run "
-             "folders without training.\n",
-             "## In short\n", "\n".join(in_short(data)) + "\n",
-             "A ratio above 1 means the other pick needed more client FLOPs than FedSPZO.\n",
-             *([CONTROL] if CONTROL_LABEL in data["methods"] else []),
-             "## The set-up\n",
-             f"- Regime: `{plan['regime']['base']}` with {show(plan['regime']['set'])}.\n"
-             f"- Tuning: every (configuration, learning rate) of every label, learning rates "
-             f"{show(plan['lr_grid'])}, seed(s) {show(plan['tuning']['seeds'])} on a {plan['tuning']['tuning_split']}"
-             f"-sentence tuning split, each run to a client-FLOPs budget B = {tflop(budget['client_flops'])} TFLOP "
-             f"and evaluated at least every {tflop(budget['evaluated_at_least_every'])} TFLOP. The pick per label: "
-             f"{budget['rule']}.\n"
-             f"- Report: each pick over seeds {show(plan['report']['seeds'])} on the test split, to "
-             f"{tflop(data['report_budget']['client_flops'])} client TFLOP, evaluated at least every "
-             f"{tflop(data['report_budget']['evaluated_at_least_every'])} TFLOP; accuracy smoothed over "
-             f"{plan['report']['smoothing']} evaluations.\n"
-             f"- Target: {data['target']['rule']}; the ratio is also read at targets initial + f x gain for f in "
-             f"{show(plan['target']['curve'])}.\n"
-             f"- Machines: every run of the comparison learned on {show(data['machines']['kinds'])}, from commit(s) "
-             f"{', '.join(c[:7] for c in data['machines']['commits'])}; the report tables' time, energy and bytes "
-             "are the simulator's at those commits, and the per-class tables replay the gzipped traces at "
-             f"{', '.join(c[:7] for c in data['systems_figures']['device_classes_replayed_at']) or '-'}.\n",
-             "## The figures\n", *study_v2(data),
-             "## Plots\n", *(f"![{png.stem}](../{png.relative_to(repo).as_posix()})\n" for png in plots)]
-    v1 = repo / "bench" / "results" / "fedspzo_paper.json"
-    if v1.is_file():
-        parts += study_v1(json.loads(v1.read_text()))
-    return "\n".join(parts)
-
-
-def readme_findings(data: dict) -> list[str]:
-    """The README's summary, one row per pick against FedSPZO: its client FLOPs ratio at the marked
-    target with the interval (the plan's target, or the post-hoc one when the plan's rule gave
-    none) and FedSPZO's accuracy gap at equal client compute."""
-    usable = data["target"]["mean_gain"] > 0
-    curves = data["ratio_curve"] if usable else data["post_hoc"]["ratio_curve"]
-    target = data["target"] if usable else data["post_hoc"]["target"]
-    gaps = {**data["at_budget"], **data["post_hoc"]["at_budget"]}
-    rows = []
-    for pair, curve in curves.items():
-        marked = next(p for p in curve["points"] if p["marked"])
-        gap = gaps[pair]
-        rows.append([pick_name(data, pair.split("/")[0]),
-                     f"{number(marked.get('geometric_mean'))}x ({interval(marked)}; {marked['exact']} of "
-                     f"{len(curve['seeds'])} seeds with a value)",
-                     f"{number(gap['mean'])} ({number(gap['min'])} to {number(gap['max'])})"])
-    which = "the plan's target" if usable else "the post-hoc target (the plan's rule gave none)"
-    return [f"At {which}, {number(target['accuracy'])} smoothed test accuracy, and at "
-            f"{tflop(data['report_budget']['client_flops'])} client TFLOP:\n",
-            table(["against FedSPZO", "its client FLOPs to the target over FedSPZO's (95% t-interval)",
-                   "FedSPZO's accuracy minus its at equal compute (over seeds)"], rows).rstrip("\n")]
-
-
-def readme_with_study(repo: Path = REPO) -> str | None:
-    """The repository's README with the study's summary (``readme_findings``) between its two
-    markers; None when it has no markers."""
-    text = (repo / ROOT_README).read_text() if (repo / ROOT_README).is_file() else ""
-    start, end = STUDY_MARKERS
-    if start not in text or end not in text:
-        return None
-    data = json.loads((repo / "bench" / "results" / f"{STUDY}.json").read_text())
-    head, rest = text.split(start, 1)
-    return "\n".join([head + start, *readme_findings(data), end + rest.split(end, 1)[1]])
+    return [
+        "## Version 2's figures, as history\n",
+        "These are version 2's own tables and plots, kept as history. They carry the flaws above: picks made at "
+        "a third of the report budget on one seed, a plan target below the start, a post-hoc target common to "
+        "seeds that start apart, and ratios averaged over the seeds that reached it. The read-back above replaces "
+        "them.\n",
+        "### The set-up\n",
+        f"- Regime: `{plan['regime']['base']}` with {show(plan['regime']['set'])}.\n"
+        f"- Tuning: every (configuration, learning rate) of every label, learning rates "
+        f"{show(plan['lr_grid'])}, seed(s) {show(plan['tuning']['seeds'])} on a {plan['tuning']['tuning_split']}"
+        f"-sentence tuning split, each run to a client-FLOPs budget B = {tflop(budget['client_flops'])} TFLOP "
+        f"and evaluated at least every {tflop(budget['evaluated_at_least_every'])} TFLOP. The pick per label: "
+        f"{budget['rule']}.\n"
+        f"- Report: each pick over seeds {show(plan['report']['seeds'])} on the test split, to "
+        f"{tflop(data['report_budget']['client_flops'])} client TFLOP, evaluated at least every "
+        f"{tflop(data['report_budget']['evaluated_at_least_every'])} TFLOP; accuracy smoothed over "
+        f"{plan['report']['smoothing']} evaluations.\n"
+        f"- Target: {data['target']['rule']}; the ratio is also read at targets initial + f x gain for f in "
+        f"{show(plan['target']['curve'])}.\n"
+        f"- Machines: every run of the comparison learned on {show(data['machines']['kinds'])}, from commit(s) "
+        f"{', '.join(c[:7] for c in data['machines']['commits'])}; the report tables' time, energy and bytes "
+        "are the simulator's at those commits, and the per-class tables replay the gzipped traces at "
+        f"{', '.join(c[:7] for c in data['systems_figures']['device_classes_replayed_at']) or '-'}.\n",
+        "### The tables\n", *study_v2(data),
+        "### Plots\n", *(f"![{png.stem}](../{png.relative_to(repo).as_posix()})\n" for png in plots)]
 
 
 def study_v1(data: dict) -> list[str]:
     """Version 1 in brief, labelled for what its selection was: best per round, not per FLOP."""
     r = data["ratios"]["decomfl/fedspzo"]["client_flops_to_target"]
-    return ["## Version 1: DeComFL at its best per round\n",
+    return ["### Version 1: DeComFL at its best per round\n",
             "Version 1 ([`bench/fedspzo_paper.yaml`](../bench/fedspzo_paper.yaml), runs under "
             "[`bench/results/fedspzo_paper/`](../bench/results/fedspzo_paper/)) tuned every configuration for the "
-            f"same number of rounds, so it picked DeComFL with {show(data['chosen']['decomfl'])}: the best per "
-            "round, and the costliest per round. Its runs learned on a mix of CPU and GPU machines. Its client "
-            f"FLOPs ratio at its single target {number(data['target']['accuracy'])}, DeComFL over FedSPZO per "
-            f"seed: {', '.join(bound(e) for e in r['per_seed'])} (mean {number(r.get('mean'))}). It compares "
-            "against a baseline chosen per round, not per FLOP; version 2 above replaces it. Its full tables "
-            "are in [docs/benchmarks.md](benchmarks.md#fedspzo_paper).\n"]
+            "same number of rounds and picked by accuracy. So it picked DeComFL with "
+            f"{fields(data['chosen']['decomfl'])}: the best per round, and the costliest per round, which gave it the "
+            "most compute. Its runs learned on a mix of CPU and GPU machines. Its client FLOPs ratio at its single "
+            f"target {number(data['target']['accuracy'])}, DeComFL over FedSPZO per seed: "
+            f"{', '.join(bound(e) for e in r['per_seed'])}. It compares against a "
+            "baseline chosen per round, not per FLOP. Its full tables are in "
+            "[docs/benchmarks.md](benchmarks.md#fedspzo_paper).\n"]
+
+
+def study_md(repo: Path = REPO) -> str | None:
+    """docs/fedspzo_study.md (None until version 2's JSON, its read-back and version 3's plan
+    exist): where the study stands (version 3 planned), version 2 read back under the compare
+    protocol, what was wrong with versions 1 and 2, and version 2's own figures as history."""
+    results_dir = repo / "bench" / "results"
+    paths = [results_dir / f"{STUDY}.json", results_dir / f"{READBACK}.json", results_dir / "fedspzo_paper.json",
+             repo / PLAN_V3]
+    if not all(path.is_file() for path in paths):
+        return None
+    data, readback, v1 = (json.loads(path.read_text()) for path in paths[:3])
+    return "\n".join([
+        generated_note(COMMAND),
+        "# The FedSPZO study: FedSPZO against DeComFL, a top-block control and FedAvg, per client FLOP\n",
+        "The question comes from the FedSPZO paper (arXiv 2502.10239). Does splitting the network into two "
+        "blocks, with more perturbations on block 2 and block 1's outputs reused, cut client computation "
+        "against the zero-order state of the art? Versions 1 and 2 of this study did not answer it: their "
+        "protocols decided the headline, not the methods. Version 3 will answer it under `edgefed compare`.\n",
+        *v3_plan(repo), *readback_section(readback),
+        "## What was wrong with versions 1 and 2\n", *v2_flaws(data, readback), *study_v1(v1),
+        *v2_history(repo, data)])
+
+
+def readme_block(readback: dict) -> list[str]:
+    """The README's summary: the v2 read-back's primary sentences, and what they are."""
+    return [*(f"- {s}" for s in readback_sentences(readback, "primary")),
+            f"\nThese are version 2's report runs, read back under the compare protocol; v2 tuned at a third of this "
+            f"budget. Version 3 ([`{PLAN_V3}`]({PLAN_V3})) will answer the question at a budget where tuning "
+            "happens. What was wrong with versions 1 and 2, and the figures: "
+            "[docs/fedspzo_study.md](docs/fedspzo_study.md)."]
+
+
+def readme_with_study(repo: Path = REPO) -> str | None:
+    """The repository's README with the study's summary (``readme_block``) between its two
+    markers; None when it has no markers."""
+    text = (repo / ROOT_README).read_text() if (repo / ROOT_README).is_file() else ""
+    start, end = STUDY_MARKERS
+    if start not in text or end not in text:
+        return None
+    readback = json.loads((repo / "bench" / "results" / f"{READBACK}.json").read_text())
+    head, rest = text.split(start, 1)
+    return "\n".join([head + start, *readme_block(readback), end + rest.split(end, 1)[1]])
 
 
 # --- the two pages -------------------------------------------------------------------------------
@@ -661,7 +734,10 @@ def section(repo: Path, name: str, data: dict) -> str:
     parts = [f"## {name}\n"]
     if paragraphs(doc):
         parts.append(paragraphs(doc)[0] + "\n")
-    where = f"Figures: [`bench/results/{name}.json`](../bench/results/{name}.json), from [`{script}`](../{script})"
+    elif script in RETIRED:
+        parts.append(RETIRED[script] + "\n")
+    source = f"[`{script}`](../{script})" if (repo / script).is_file() else f"`{script}` (since removed)"
+    where = f"Figures: [`bench/results/{name}.json`](../bench/results/{name}.json), from {source}"
     if (repo / folder).is_dir():
         where += f"; run directories and plots under [`{folder}/`](../{folder}/)"
     parts.append(where + ".\n")
@@ -670,7 +746,7 @@ def section(repo: Path, name: str, data: dict) -> str:
     for png in dict.fromkeys(re.findall(r"docs/([\w.-]+\.png)", doc)):
         if (repo / "docs" / png).is_file():
             parts.append(f"![{png}]({png})\n")
-    render = RENDERERS.get(script)
+    render = RENDERERS.get(name)
     parts += render(data) if render else generic(data, data.get("provenance"))
     parts.append(provenance_line(data.get("provenance"), data.get("wall_s")))
     return "\n".join(parts)
@@ -693,7 +769,9 @@ def readme_md(repo: Path = REPO) -> str:
     for name, data in found.items():
         script = script_of(name, data)
         wall = data.get("wall_s")
-        rows.append([f"[`{Path(script).name}`]({Path(script).name})", summary(docstring(repo, script)),
+        gone = not (repo / script).is_file()
+        rows.append([f"`{Path(script).name}` (removed)" if gone else f"[`{Path(script).name}`]({Path(script).name})",
+                     summary(RETIRED.get(script, "") if gone else docstring(repo, script)),
                      f"{number(wall)} s" if isinstance(wall, (int, float)) else "-",
                      f"[`results/{name}.json`](results/{name}.json)",
                      f"[{name}](../docs/benchmarks.md#{name})"])
@@ -720,8 +798,8 @@ def readme_md(repo: Path = REPO) -> str:
 
 
 def outputs(repo: Path = REPO) -> dict[Path, str]:
-    """What this script writes, by path relative to the repository (the study page once its JSON
-    exists)."""
+    """What this script writes, by path relative to the repository (the study page and the README's
+    summary once the study's files exist)."""
     study = study_md(repo)
     found = {BENCHMARKS_MD: benchmarks_md(repo), README_MD: readme_md(repo)}
     if study is not None:

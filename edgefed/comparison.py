@@ -218,10 +218,10 @@ def load_comparison(source: str | Path | dict, base: Path | None = None) -> Comp
         spec = ComparisonSpec.model_validate(raw)
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        loc = ".".join(str(p) for p in err["loc"])
         msg = "unknown key" if err["type"] == "extra_forbidden" else \
             "missing required field" if err["type"] == "missing" else err["msg"].removeprefix("Value error, ")
-        raise ScenarioError(f"{where}: {loc}: {msg}") from None
+        raise ScenarioError(f"{where}: {f'{loc}: ' if loc else ''}{msg}") from None  # a whole-file rule names its field
     base_file = (folder / spec.base).resolve()
     if not base_file.is_file():
         raise ScenarioError(f"{where}: base: file not found: {base_file}")

@@ -1,5 +1,6 @@
 """Property: any mutation of a valid scenario either runs or exits 2 with one line naming the
-dotted field or the file; never a traceback, never exit 1.
+dotted field or the file; never a traceback, never exit 1. The same for a comparison file, which
+``edgefed compare --plan`` validates whole (every configuration as a scenario) without running.
 
 Mutations replace, delete or add keys anywhere in the scenario, and point files at missing,
 empty, binary, header-only or foreign files and model folders. Integers stay small (rounds.max is
@@ -17,12 +18,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+import yaml
+
 from edgefed.cli import app
+from edgefed.comparison import ComparisonSpec
 from edgefed.scenario import Scenario
-from tests.conftest import TINY, write_scenario
+from tests.conftest import REPO, TINY, write_scenario
 
 BASE = copy.deepcopy(TINY)
 BASE["rounds"]["max"] = 1
+BASE["rounds"]["budget"] = {"cost": "client_flops", "amount": 5.0e9, "evaluations": 3}
+BASE["task"].update(tuning_split=20, evaluate_on="both")
 PROBES = [None, True, False, -1, 0, 1, 2, 7, -0.5, 0.0, 0.5, 1.5, float("nan"), float("inf"), "", "abc",
           "{x}", "{text.__class__}", "../..", "/", [], [1], ["a", "b"], {}, {"k": 1}]
 # "<section>.<key>...: what is wrong", or "<any key>: unknown key"
@@ -149,3 +155,40 @@ def test_mutated_scenarios_run_or_fail_with_one_line(tmp_path_factory, files, da
     message = lines[0].removeprefix("edgefed: error: ").removeprefix(f"{path}: ")
     assert FIELD_LINE.match(message) or message.startswith("/"), message
     assert "Traceback" not in result.output
+
+
+COMPARISON = yaml.safe_load((REPO / "scenarios" / "compare" / "tiny.yaml").read_text())
+COMPARISON["base"] = str((REPO / "scenarios" / "quickstart.yaml").resolve())
+COMPARISON_PATHS = list(paths(COMPARISON))
+COMPARISON_LINE = re.compile(rf"^(?:(?:{'|'.join(ComparisonSpec.model_fields)})(?:\.[^:]+)*(?: \(configuration \d+\))?: "
+                             r"|[^:]+: unknown key)")
+
+
+def comparison_mutations():
+    replace = st.tuples(st.just("set"), st.sampled_from(COMPARISON_PATHS), st.sampled_from(PROBES))
+    delete = st.tuples(st.just("del"), st.sampled_from(COMPARISON_PATHS), st.none())
+    return st.lists(st.one_of(replace, delete), min_size=1, max_size=3)
+
+
+@settings(max_examples=int(EXPLORE or 40), derandomize=not EXPLORE, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(st.data())
+def test_mutated_comparisons_plan_or_fail_with_one_line(tmp_path_factory, data):
+    mutated = copy.deepcopy(COMPARISON)
+    for op, path, value in data.draw(comparison_mutations()):
+        try:
+            (set_path(mutated, path, value) if op == "set" else delete_path(mutated, path))
+        except (KeyError, IndexError, TypeError):
+            pass
+    path = tmp_path_factory.mktemp("fuzz") / "comparison.yaml"
+    path.write_text(yaml.safe_dump(mutated))
+    result = CliRunner().invoke(app, ["compare", str(path), "--plan"])
+    assert result.exit_code in (0, 2), (mutated, result.output, repr(result.exception))
+    if result.exit_code == 0:
+        ComparisonSpec.model_validate(mutated)
+        return
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"edgefed: error: {path}: "), result.stderr
+    message = lines[0].removeprefix(f"edgefed: error: {path}: ")
+    assert COMPARISON_LINE.match(message), message

@@ -21,7 +21,7 @@ def __getattr__(name: str):
 
         return ScenarioError
     if name == "CompareFailed":
-        from edgefed.comparing import CompareFailed
+        from edgefed.comparison import CompareFailed
 
         return CompareFailed
     if name == "__version__":

@@ -411,8 +411,8 @@ def compare(file: Path = typer.Argument(..., help="comparison YAML (docs/compare
             plan: bool = typer.Option(False, "--plan", help="print each stage's runs, budget and total cost; run nothing")):
     """Compare methods under one fair protocol: tune every arm at the report budget, run the picks on
     paired seeds, and say what the paired differences show. A rerun continues where it stopped."""
-    from edgefed.comparing import CompareFailed, compare as run_comparison, default_out
-    from edgefed.comparison import load_comparison, plan_text
+    from edgefed.comparing import compare as run_comparison, default_out
+    from edgefed.comparison import CompareFailed, load_comparison, plan_text
     from edgefed.scenario import ScenarioError
 
     if backend not in ("local", "ray"):

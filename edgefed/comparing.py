@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Literal
 
 from edgefed.checkpoint import remove_checkpoint
-from edgefed.comparison import Comparison, Run, point_scenario
+from edgefed.comparison import CompareFailed, Comparison, Run, point_scenario
 from edgefed.protocol import Candidate, check_target, mean_score, rank, read_curve, score, survivors
 from edgefed.registration import check_code, code_version, register
 from edgefed.results import atomic_write, peak_memory
@@ -30,10 +30,6 @@ from edgefed.scenario import ScenarioError
 PRUNING_WINDOW = (2 / 9, 1 / 3)
 FINAL_WINDOW = (2 / 3, 1.0)
 COMPARE_JSON, SUMMARY_MD, REPORT_HTML, FAILED_JSON = "compare.json", "summary.md", "report.html", "failed.json"
-
-
-class CompareFailed(RuntimeError):
-    """Some runs failed; the others finished and a rerun retries the failed ones."""
 
 
 @dataclass
@@ -64,7 +60,7 @@ class Stages:
 
         def done(job, result: dict) -> None:
             run = by_dir[job.run_dir]
-            if "failed" in result:
+            if "failed" in result and status(self.run_dir(run)) != "diverged":  # divergence is a result
                 self.failed[run.folder] = {"stage": stage, **result["failed"]}
             if self.on_run:
                 self.on_run(stage, run, result)
@@ -73,13 +69,18 @@ class Stages:
                  self.backend, self.workers, done)
 
 
-def finished(run_dir: Path, pause: int | None) -> bool:
-    """Whether a run has done its stage: finished, or (``pause``) paused at its slot."""
+def status(run_dir: Path) -> str | None:
+    """A run's summary status (None before it wrote one)."""
     try:
-        status = json.loads((run_dir / "summary.json").read_text()).get("status")
+        return json.loads((run_dir / "summary.json").read_text()).get("status")
     except (OSError, ValueError):
-        return False
-    return status == "done" or (pause is not None and status == "paused")
+        return None
+
+
+def finished(run_dir: Path, pause: int | None) -> bool:
+    """Whether a run has done its stage: finished, diverged (the same again on a rerun), or
+    (``pause``) paused at its slot."""
+    return status(run_dir) in ("done", "diverged") or (pause is not None and status(run_dir) == "paused")
 
 
 def spent_bytes(run_dir: Path) -> float:
@@ -94,9 +95,9 @@ def curve_of(stages: Stages, run: Run):
 
 def scored(stages: Stages, runs: list[Run], window: tuple[float, float]) -> Candidate:
     """One configuration's candidate: its score over ``window`` averaged over ``runs`` (its seeds;
-    None when a run failed or has no evaluation there), peak memory and mean bytes."""
+    None when a run failed or diverged, or has no evaluation there), peak memory and mean bytes."""
     spec = stages.comparison.spec
-    if any(r.folder in stages.failed or not (stages.run_dir(r) / "summary.json").is_file() for r in runs):
+    if any(r.folder in stages.failed or status(stages.run_dir(r)) in (None, "diverged") for r in runs):
         return Candidate(runs[0].config, None, math.inf, math.inf)
     scores = [score(curve_of(stages, r), spec.budget, spec.smoothing, *window) for r in runs]
     return Candidate(runs[0].config, mean_score(scores), peak_memory(stages.run_dir(runs[0])),
@@ -128,7 +129,7 @@ def tune(stages: Stages) -> dict[str, dict]:
         for c in final:
             row = table[label]["rows"][c.index]
             row.update({"score": c.score, "peak_memory_bytes": c.peak_memory, "bytes": c.bytes,
-                        "scores": {str(r.seed): (None if r.folder in stages.failed else score(
+                        "scores": {str(r.seed): (None if status(stages.run_dir(r)) != "done" else score(
                             curve_of(stages, r), spec.budget, spec.smoothing, *FINAL_WINDOW))
                             for r in by_config[c.index]}})
         best = rank(final)[0]

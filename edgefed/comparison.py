@@ -36,6 +36,10 @@ PROTOCOL_FIELDS = ("seed", "rounds.max", "rounds.eval_every", "rounds.budget", "
                    "algorithm.name", "replay", "output")
 
 
+class CompareFailed(RuntimeError):
+    """Runs failed (the others finished, and a rerun retries them), or a result cannot be paired."""
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -294,16 +298,16 @@ def plan_text(comparison: Comparison) -> str:
              f"({fmt(spec.budget / HALVING)}), scored over ({fmt(spec.budget * 2 / 9)}, {fmt(spec.budget / 3)}]"]
     for label, n in cost["configurations"].items():
         lines.append(f"   {label}: {n} configuration{'s' * (n != 1)} x {fmt(spec.budget / HALVING)}")
-    lines.append(f"   {fmt(cost['cost']['pruning'])}")
+    lines.append(f"   stage: {fmt(cost['cost']['pruning'])}")
     lines.append(f"2. survivors: the best min(n, max(2, ceil(n/3))) per arm continue to the full budget and run "
                  f"on tuning seeds {spec.tuning.seeds[1:]}; scored over the last third, mean over tuning seeds")
     for label, k in cost["survivors"].items():
         lines.append(f"   {label}: {k} x {fmt(spec.budget * (HALVING - 1) / HALVING)} + {k} x "
                      f"{len(spec.tuning.seeds) - 1} x {fmt(spec.budget)}")
-    lines.append(f"   {fmt(cost['cost']['survivors'])}")
+    lines.append(f"   stage: {fmt(cost['cost']['survivors'])}")
     lines.append(f"3. report: each arm's pick on seeds {spec.seeds}, {len(spec.arms)} x {len(spec.seeds)} x "
                  f"{fmt(spec.budget)}")
-    lines.append(f"   {fmt(cost['cost']['report'])}")
+    lines.append(f"   stage: {fmt(cost['cost']['report'])}")
     lines.append(f"total: {fmt(cost['total_cost'])} ({cost['total_budgets']:.2f} budgets)")
     return "\n".join(lines)
 

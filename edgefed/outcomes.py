@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 from edgefed.budget import COSTS
-from edgefed.comparison import Comparison
+from edgefed.comparison import CompareFailed, Comparison
 from edgefed.protocol import (INTERVAL_NOTE, collapsed, cost_to_target, format_cost, paired, paired_ratio, read_curve,
                               ratio_summary, reading, sentence, smooth)
 from edgefed.registration import allowed_versions, code_version
@@ -79,6 +79,9 @@ def analyse(comparison: Comparison, plan: dict, table: dict, runs: dict[str, dic
               for label, by_seed in runs.items()}
     for label, by_seed in curves.items():
         for seed, curve in by_seed.items():
+            if totals(runs[label][seed])["status"] == "diverged":
+                raise CompareFailed(f"{runs[label][seed]}: the pick of {label} diverged on report seed {seed} "
+                                    "(summary.json): no accuracy at the budget to pair")
             if not curve or curve[-1].nominal < budget:
                 raise ScenarioError(f"{runs[label][seed]}: ended before the budget (at "
                                     f"{format_cost(curve[-1].cost if curve else 0.0, spec.cost)}): rounds.max or "

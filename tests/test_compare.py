@@ -332,3 +332,19 @@ def test_comparison_copy_is_independent():
     before = copy.deepcopy(data)
     load_comparison(data)
     assert data == before
+
+
+def test_a_diverged_tuning_run_is_a_result_that_ranks_last(tmp_path):
+    """Divergence is deterministic, so a diverged run is final (a rerun would diverge again): it
+    counts as done for its stage and its configuration scores nothing."""
+    from edgefed.comparing import finished
+
+    comparison = load_comparison(TINY)
+    spec = comparison.spec
+    stages = Stages(comparison, tmp_path, plan={"plan_sha256": "x"})
+    good, bad = (comparison.run("decomfl", c, spec.tuning.seeds[0]) for c in (0, 1))
+    fake_run(tmp_path / good.folder, [0.5, 0.55, 0.6, 0.6, 0.6, 0.6, 0.6], spec.budget, spec.evaluations)
+    fake_run(tmp_path / bad.folder, [0.5, 0.7, 0.8], spec.budget, spec.evaluations, status="diverged")
+    assert finished(tmp_path / bad.folder, None) and finished(tmp_path / bad.folder, 2)
+    candidates = [scored(stages, [run], PRUNING_WINDOW) for run in (good, bad)]
+    assert candidates[1].score is None and rank(candidates)[0].index == good.config

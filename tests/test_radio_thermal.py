@@ -7,7 +7,7 @@ import pytest
 
 from edgefed.devices.profile import ThermalProfile
 from edgefed.scenario import RoundsSpec
-from tests.test_systems import LINK, FakeAlgo, device, make_engine, play
+from tests.test_systems import LINK, NO_EVALUATION, FakeAlgo, device, make_engine, play
 
 IDLE_LINK = LINK.model_copy(update={"idle_w": 0.1})
 DOWN_J = 0.6 * 1.0 + 0.1 * 8  # 0.1 s latency + 8 Mbit / 16 Mbps at 1 W, plus 0.1 W/Mbps x 8 Mbit
@@ -89,6 +89,7 @@ def test_radio_and_heat_survive_a_state_round_trip_exactly():
     first = make_engine(FakeAlgo(flops=16e9), [hot], link=IDLE_LINK, rounds=rounds)
     play(first, 1)
     resumed = make_engine(FakeAlgo(flops=16e9), [hot], link=IDLE_LINK, rounds=rounds)
+    resumed.schedule = NO_EVALUATION
     resumed.load_state(json.loads(json.dumps(first.state())), {k: v.copy() for k, v in first.arrays().items()})
     out = []
 

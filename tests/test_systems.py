@@ -64,9 +64,7 @@ def make_engine(algo, devices, link=LINK, rounds=None, cells=None, cell=None, av
     clients = [Client(i, d.name, d, link, cell=cell) for i, d in enumerate(devices)]
     rounds = rounds or RoundsSpec(max=1, clients_per_round=len(devices))
     avail = Availability(availability, len(devices), 0) if isinstance(availability, AvailabilitySpec) else availability
-    engine = Engine(algo, clients, rounds, seed=0, fleet_cfg=fleet(cells, **fleet_kw), availability=avail)
-    engine.schedule = NO_EVALUATION  # these fakes have no model to evaluate
-    return engine
+    return Engine(algo, clients, rounds, seed=0, fleet_cfg=fleet(cells, **fleet_kw), availability=avail)
 
 
 NO_EVALUATION = EveryRounds(every=10**9, last=10**9)
@@ -74,6 +72,7 @@ NO_EVALUATION = EveryRounds(every=10**9, last=10**9)
 
 def play(engine, rounds=1):
     """Run rounds without evaluation; returns [(RoundRecord, rows)]."""
+    engine.schedule = NO_EVALUATION  # these fakes have no model to evaluate
     results = []
 
     def server():

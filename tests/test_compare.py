@@ -190,10 +190,20 @@ def test_a_changed_plan_is_refused(compared, tmp_path, change, named):
 
 
 def test_added_seeds_are_flagged_after_the_registered_result(compared, tmp_path):
+    """Two new runs (one per arm), each a plain line on stderr when it is not a terminal; the
+    registered seeds' result comes first, unchanged."""
     out = copy_of(compared, tmp_path)
     data = tiny()
     data["seeds"] = [0, 1, 2, 4]
-    result = edgefed.compare(data, out=out)
+    path = tmp_path / "more-seeds.yaml"
+    path.write_text(yaml.safe_dump(data))
+    printed = cli("compare", path, "--out", out)
+    assert printed.returncode == 0, printed.stderr
+    assert sorted(printed.stderr.splitlines()) == [
+        line for line in sorted(printed.stderr.splitlines()) if line.startswith("report: runs/")]
+    assert len(printed.stderr.splitlines()) == 2 and all("-s4 done" in line for line in printed.stderr.splitlines())
+    result = json.loads(figures(out))
+    assert printed.stdout.splitlines()[0] == result["sentences"][0]
     assert result["seeds"] == {"registered": [0, 1, 2], "added": [4]}
     registered = json.loads(figures(compared[0]))
     assert result["checkpoints"]["registered"] == registered["checkpoints"]["registered"]

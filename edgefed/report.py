@@ -454,7 +454,7 @@ def comparison_html(result: dict) -> str:
     fmt = lambda v: format_cost(v, result["cost"])  # noqa: E731
     size, unit = cost_unit(result["budget"], result["cost"])
     scale = 1.0 / size
-    fig = figure(f"smoothed test accuracy vs {result['cost'].replace('_', ' ')} (picks; band: min to max over seeds)",
+    fig = figure(f"smoothed test accuracy vs {unit} (each arm's pick; band: min to max over seeds)",
                  unit, "smoothed test accuracy", height=420)
     for i, (label, by_seed) in enumerate(result["curves"].items()):
         colour = qualitative.Plotly[i % len(qualitative.Plotly)]
@@ -483,6 +483,12 @@ def comparison_html(result: dict) -> str:
              f"<h2>Paired differences from {html.escape(ref)}</h2>",
              table(["at", "arm", "mean", "95% t-interval", "verdict", "arm collapsed", "reference collapsed", "role"],
                    paired_rows),
+             "<h2>What the picks spent (mean over report seeds)</h2>",
+             table(["arm", "collapsed", "client TFLOP", "energy (kJ)", "simulated time (s)", "MB up and down",
+                    "peak memory (MB)"],
+                   [[label, f"{collapse[label]['collapsed']}/{collapse[label]['runs']}", s["client_flops"] / 1e12,
+                     s["energy_j"] / 1e3, s["sim_time_s"], s["bytes"] / 1e6, s["peak_memory_bytes"] / 1e6]
+                    for label, s in result["spent"].items()]),
              "<h2>Tuning (successive halving, scored at the full budget)</h2>",
              table(["arm", "configuration", "pruning score", "survived", "score", "pick"], tuning_rows)]
     return page(f"edgefed compare: {result['name']}", parts, {"compare-accuracy": fig})

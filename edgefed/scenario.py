@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, PrivateAttr, \
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, PrivateAttr, \
     ValidationError, field_validator, model_serializer, model_validator
 
 from edgefed.algorithms.registry import METHODS
@@ -32,8 +32,19 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
+def _named(value: str) -> str:
+    """An empty or blank name would fall back to a default or match nothing later: refuse it here."""
+    if not value.strip():
+        raise ValueError("expected a name, got an empty or blank string")
+    return value
+
+
+#: a name or a path: not empty, not only blanks
+Name = Annotated[str, AfterValidator(_named)]
+
+
 class ModelSpec(Strict):
-    name: str = Field("minilm-l6", description="builtin (minilm-l6, smollm2-135m, tiny-bert), local folder or hub id")
+    name: Name = Field("minilm-l6", description="builtin (minilm-l6, smollm2-135m, tiny-bert), local folder or hub id")
     kind: Literal["auto", "encoder", "causal"] = "auto"
     max_length: int = Field(64, ge=8, description="tokens per example (at most the model's positions)")
     dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
@@ -42,14 +53,14 @@ class ModelSpec(Strict):
 
 
 class DatasetSpec(Strict):
-    train: str = Field(description="training file (TSV/CSV/JSONL, optionally .gz) relative to the scenario; "
+    train: Name = Field(description="training file (TSV/CSV/JSONL, optionally .gz) relative to the scenario; "
                        "with hub: the split name")
-    test: str = Field(description="held-out file, or with hub the split name")
-    hub: str | None = Field(None, description="a Hugging Face dataset id (needs a network and "
+    test: Name = Field(description="held-out file, or with hub the split name")
+    hub: Name | None = Field(None, description="a Hugging Face dataset id (needs a network and "
                             "`pip install 'edgefed[datasets]'`) or a folder written by save_to_disk")
-    config: str | None = Field(None, description="with hub: the dataset's configuration (e.g. glue's sst2)")
-    text_field: str = "sentence"
-    label_field: str = "label"
+    config: Name | None = Field(None, description="with hub: the dataset's configuration (e.g. glue's sst2)")
+    text_field: Name = "sentence"
+    label_field: Name = "label"
     format: Literal["tsv", "csv", "jsonl"] | None = None
     train_limit: PositiveInt | None = None
     test_limit: PositiveInt | None = None
@@ -102,16 +113,16 @@ AlgorithmSpec = Annotated[Union[tuple(method.Spec for method in METHODS.values()
 
 
 class FleetGroup(Strict):
-    device: str | None = Field(None, description="a catalog (or fleet.devices) device; or give population instead")
-    population: str | None = Field(None, description="instead of device: a measured population (flash-phones) "
+    device: Name | None = Field(None, description="a catalog (or fleet.devices) device; or give population instead")
+    population: Name | None = Field(None, description="instead of device: a measured population (flash-phones) "
                                    "or a CSV of your own devices (FILE.csv, one row each; docs/devices.md, "
                                    "Populations); each device draws its compute, memory and bandwidth by the seed")
-    like: str | None = Field(None, description="population: the device whose power, battery, thermal, memory "
+    like: Name | None = Field(None, description="population: the device whose power, battery, thermal, memory "
                              "bandwidth and default link the drawn devices take (default: budget-phone)")
     count: PositiveInt = 1
-    link: str | None = Field(None, description="link name; default: the device's default link")
-    cell: str | None = Field(None, description="fleet.network.cells name whose backhaul it shares")
-    home_link: str = Field("wifi", description="availability charging_wifi: the link a phone on a cellular "
+    link: Name | None = Field(None, description="link name; default: the device's default link")
+    cell: Name | None = Field(None, description="fleet.network.cells name whose backhaul it shares")
+    home_link: Name = Field("wifi", description="availability charging_wifi: the link a phone on a cellular "
                            "link uses while it is eligible (charging at home on WiFi)")
 
     @model_serializer(mode="wrap")
@@ -138,7 +149,7 @@ class FleetSpec(Strict):
     devices: dict[str, DeviceProfile] = Field(default_factory=dict,
                                               description="extra device profiles (or overrides of catalog ones)")
     links: dict[str, LinkProfile] = Field(default_factory=dict, description="extra link profiles")
-    devices_file: str | None = Field(None, description="YAML with a `devices:` mapping (e.g. from "
+    devices_file: Name | None = Field(None, description="YAML with a `devices:` mapping (e.g. from "
                                      "`edgefed calibrate`), merged under `devices`")
     network: NetworkSpec = NetworkSpec()
     availability: AvailabilitySpec = AvailabilitySpec()
@@ -352,7 +363,7 @@ class OutputSpec(Strict):
 
 
 class ReplaySpec(Strict):
-    trace: str = Field(description="trace.json of a real run (relative to the scenario file); the model is not run")
+    trace: Name = Field(description="trace.json of a real run (relative to the scenario file); the model is not run")
 
 
 class HostSpec(Strict):

@@ -27,6 +27,13 @@ CASES = {
     "unreadable file": (lambda d, t: d["task"]["dataset"].__setitem__(
         "train", _binary(t)), ["bin.tsv", "cannot read"]),
     "unknown device": (lambda d, t: d["fleet"]["groups"][0].__setitem__("device", "zx81"), ["fleet.groups.0.device"]),
+    "empty device name": (lambda d, t: d["fleet"]["groups"][1].__setitem__("device", ""),
+                          ["fleet.groups.1.device", "empty or blank"]),
+    "blank link name": (lambda d, t: d["fleet"]["groups"][0].__setitem__("link", "  "),
+                        ["fleet.groups.0.link", "empty or blank"]),
+    "empty model name": (lambda d, t: d["model"].__setitem__("name", ""), ["model.name", "empty or blank"]),
+    "empty label field": (lambda d, t: d["task"]["dataset"].__setitem__("label_field", ""),
+                          ["task.dataset.label_field", "empty or blank"]),
     "unknown model": (lambda d, t: d["model"].__setitem__("name", str(t / "no-model")), ["model.name"]),
     "empty dataset": (lambda d, t: d["task"]["dataset"].__setitem__("train", data_file(t, "e.tsv", "sentence\tlabel\n")),
                       ["e.tsv", "no examples"]),

@@ -24,9 +24,10 @@ from edgefed.simulator.costs import fits_in_memory
 from edgefed.simulator.asynchronous import AsyncEngine
 from edgefed.simulator.engine import Engine
 from edgefed.simulator.fleet import Fleet, Group
+from edgefed.simulator.inputs import EngineConfig
 from edgefed.simulator.network import link_factors, read_link_trace
 from edgefed.replay import ReplayAlgorithm, load_trace
-from edgefed.scenario import Scenario, ScenarioError, resolve_path
+from edgefed.scenario import FleetSpec, RoundsSpec, Scenario, ScenarioError, resolve_path
 from edgefed.streams import Stream, rng
 
 @dataclass
@@ -59,9 +60,24 @@ def build_run(scenario: Scenario, base: Path) -> Run:
         need = algorithm.peak_memory_bytes() / 1e9
         raise ScenarioError(f"fleet: no device can hold this method's peak memory ({need:.2f} GB)")
     driver = AsyncEngine if scenario.rounds.mode == "async" else Engine
-    engine = driver(algorithm, clients, scenario.rounds, scenario.seed, scenario.model.dtype, scenario.fleet,
-                    build_availability(scenario, base))
-    return Run(engine, excluded)
+    config = engine_config(scenario.rounds, scenario.fleet, scenario.seed, scenario.model.dtype)
+    return Run(driver(algorithm, clients, config, build_availability(scenario, base)), excluded)
+
+
+def engine_config(rounds: RoundsSpec, fleet: FleetSpec | None = None, seed: int = 0,
+                  dtype: str = "fp32") -> EngineConfig:
+    """The scenario's rounds and fleet rules in the engine's own terms."""
+    staleness = rounds.staleness
+    return EngineConfig(
+        seed=seed, dtype=dtype, max_rounds=rounds.max, clients_per_round=rounds.clients_per_round,
+        eval_every=rounds.eval_every, deadline_s=rounds.deadline_s, selection=rounds.selection,
+        overselect=rounds.overselect, hierarchical=rounds.aggregation.kind == "hierarchical",
+        edge_rounds=rounds.aggregation.edge_rounds, slots=rounds.slots, per_version=rounds.per_version,
+        server_lr=rounds.server_lr, max_staleness=rounds.max_staleness,
+        staleness_exponent=0.0 if staleness.kind == "constant" else staleness.exponent,
+        **({} if fleet is None else dict(
+            cells=fleet.network.cells, stragglers=fleet.stragglers, charge_wait=fleet.energy_attribution == "round",
+            battery_fraction=fleet.battery_fraction)))
 
 
 def population_draws(scenario: Scenario, base: Path) -> dict[int, Drawn]:
@@ -193,7 +209,7 @@ def build_learning(scenario: Scenario, base: Path):
         raise ScenarioError(f"{train.source}: {exc}") from None
     data = FederatedData(train_tok, parts, test_tok, tuning_tok)
     try:
-        algorithm = METHODS[scenario.algorithm.name](model, data, scenario.algorithm, scenario.seed)
+        algorithm = METHODS[scenario.algorithm.name].cls(model, data, scenario.algorithm, scenario.seed)
     except ValueError as exc:
         raise ScenarioError(str(exc) if str(exc).startswith("algorithm.") else f"algorithm.trainable: {exc}") from None
     held = {"held-out": test_tok, **({"tuning": tuning_tok} if tuning_tok is not None else {})}

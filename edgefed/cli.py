@@ -62,7 +62,7 @@ class RoundProgress(RoundObserver):
             self.acc = record.accuracy
         fields = {"acc": "-" if self.acc is None else f"{self.acc:.3f}", "sim": f"{record.sim_time_s:,.0f} s"}
         budget = getattr(engine.schedule, "evaluations", None)  # a cost budget: progress in its slots
-        total, done, of = (engine.cfg.max, record.round, f"/{engine.cfg.max}") if budget is None else \
+        total, done, of = (engine.cfg.max_rounds, record.round, f"/{engine.cfg.max_rounds}") if budget is None else \
             (budget, engine.schedule.slot, f" ({engine.schedule.slot}/{budget} of the budget)")
         if self.task is None:
             self.bar.start()

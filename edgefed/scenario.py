@@ -242,10 +242,6 @@ class StalenessSpec(Strict):
         "polynomial 1/(1+s)^exponent (FedBuff's default, exponent 0.5)")
     exponent: float = Field(0.5, ge=0.0, description="polynomial: the exponent a of 1/(1+s)^a")
 
-    def weight(self, staleness: int) -> float:
-        """w(s): the weight of an update computed ``staleness`` versions ago."""
-        return 1.0 if self.kind == "constant" else 1.0 / (1.0 + staleness) ** self.exponent
-
 
 COSTS = ("client_flops", "energy_j", "sim_time_s", "bytes")
 

@@ -147,7 +147,7 @@ class AsyncEngine(Engine):
                 if len(self.buffer) < self.cfg.per_version:
                     continue
                 self._fold()
-                if self.round == self.cfg.max:
+                if self.round == self.cfg.max_rounds:
                     yield from self._cancel([t for t in self.slots if t is not None])
                     self._version_done()
                     return
@@ -239,7 +239,7 @@ class AsyncEngine(Engine):
         host_start = time.perf_counter()
         self.folded = [self.round - s.start_version for s in self.buffer]
         if self.resuming is None:
-            scales = [self.cfg.server_lr * self.cfg.staleness.weight(st) for st in self.folded]
+            scales = [self.cfg.server_lr * self.cfg.staleness_weight(st) for st in self.folded]
             self.algo.fold([s.c.job.upload for s in self.buffer], [s.plan for s in self.buffer], scales,
                            self.round + 1)
         self.buffer = []

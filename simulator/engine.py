@@ -28,16 +28,16 @@ import numpy as np
 import simpy
 
 from edgefed.streams import Stream, rng
-from edgefed.algorithms.base import Algorithm
 from edgefed.algorithms.message import Message
 from edgefed.algorithms.work import Work
-from edgefed.devices.availability import Availability, AvailabilitySpec, StragglerSpec, slowdown
+from edgefed.devices.availability import Availability, AvailabilitySpec, slowdown
 from edgefed.simulator import radio, thermal
 from edgefed.simulator.closing import Quota, close
 from edgefed.simulator.costs import compute_seconds
 from edgefed.simulator.edge import EdgeServer, cutoff_s, distinct_downloads
 from edgefed.simulator.energy import baseline_j, compute_j, radio_w, transfer_j, transfer_s
 from edgefed.simulator.fleet import Client, Fleet
+from edgefed.simulator.inputs import EngineConfig, Learner
 from edgefed.simulator.network import Network, Transfer
 from edgefed.simulator.solo import GroupTable, Timelines, timelines
 from edgefed.simulator.records import ClientRecord, RoundObserver, RoundRecord
@@ -146,31 +146,29 @@ def settled(n: int, solo: tuple[np.ndarray, Timelines] | None, at: np.ndarray,
 class Engine:
     closed_form = True  # clients alone on their links skip the events (simulator/solo.py); tests compare both paths
 
-    def __init__(self, algorithm: Algorithm, clients: Fleet | list[Client], rounds_cfg, seed: int, dtype: str = "fp32",
-                 fleet_cfg=None, availability: Availability | None = None):
+    def __init__(self, algorithm: Learner, clients: Fleet | list[Client], config: EngineConfig,
+                 availability: Availability | None = None):
         self.algo = algorithm
         self.clients = clients if isinstance(clients, Fleet) else Fleet.from_clients(clients)
         self.group_table = GroupTable(self.clients)
-        self.cfg = rounds_cfg
-        self.seed = seed
-        self.dtype = dtype
+        self.cfg = config
+        self.seed = config.seed
+        self.dtype = config.dtype
         self.env = simpy.Environment()
         # per device: the round whose global model it last pulled (-1: never), and its battery share
         # left in joules (inf: none to run out); arrays, so a round's bookkeeping touches only its clients
         self.last_sync = np.full(len(self.clients), -1, dtype=np.int32)
         self.round = 0
-        cells = fleet_cfg.network.cells if fleet_cfg is not None else {}
-        self.net = Network(self.env, self.clients.access, cells)
+        self.net = Network(self.env, self.clients.access, config.cells)
         # hierarchical aggregation: each cell's id on the wire (None: flat, clients talk to the server)
-        self.edges = ({name: i for i, name in enumerate(sorted(cells))}
-                      if rounds_cfg.aggregation.kind == "hierarchical" else None)
+        self.edges = {name: i for i, name in enumerate(sorted(config.cells))} if config.hierarchical else None
         # HierFAVG's edge rounds per cloud round (1: one aggregation per round, flat or hierarchical)
-        self.edge_rounds = rounds_cfg.aggregation.edge_rounds if self.edges is not None else 1
-        self.avail = availability or Availability(AvailabilitySpec(), len(self.clients), seed)
-        self.stragglers = fleet_cfg.stragglers if fleet_cfg is not None else StragglerSpec()
+        self.edge_rounds = config.edge_rounds if self.edges is not None else 1
+        self.avail = availability or Availability(AvailabilitySpec(), len(self.clients), config.seed)
+        self.stragglers = config.stragglers
         # whether an arrival pays for its wait to the round's end (fleet.energy_attribution: round)
-        self.charge_wait = fleet_cfg is not None and fleet_cfg.energy_attribution == "round"
-        fraction = fleet_cfg.battery_fraction if fleet_cfg is not None else None
+        self.charge_wait = config.charge_wait
+        fraction = config.battery_fraction
         share_j = [g.device.battery_wh * 3600.0 * fraction if fraction is not None and g.device.battery_wh is not None
                    else math.inf for g in self.clients.groups]
         self.charge_j = np.array(share_j, dtype=float)[self.clients.group]
@@ -183,7 +181,7 @@ class Engine:
         self.pool = None  # a ClientPool runs client updates on workers (edgefed/parallel.py)
         self.observers: list[RoundObserver] = []
         # when to evaluate and stop (the runner may give a cost budget instead)
-        self.schedule: Schedule = EveryRounds(rounds_cfg.eval_every, rounds_cfg.max)
+        self.schedule: Schedule = EveryRounds(config.eval_every, config.max_rounds)
 
     # -- selection -----------------------------------------------------------------------
     def usable(self) -> np.ndarray:
@@ -812,7 +810,7 @@ class Engine:
             if initial:
                 self._report(self.initial_round())
             number = start_round
-            while number <= self.cfg.max:
+            while number <= self.cfg.max_rounds:
                 rnd = yield from self.run_round(number)
                 if rnd is None:
                     return

@@ -14,7 +14,7 @@ EXTRA = {"decomfl": {}, "fedzo": {}, "fedkseed": dict(perturbations=1, pool_size
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_every_method_leaves_the_global_model_and_stamps_its_peak_memory(name):
     model, data = tiny_setup()
-    algo = METHODS[name](model, data, zo_cfg(**EXTRA[name]), seed=1)
+    algo = METHODS[name].cls(model, data, zo_cfg(**EXTRA[name]), seed=1)
     before = algo.trainable.snapshot()
     plan = algo.configure_round(1, [0, 1])
     down, down_work = algo.catch_up(0, None, 1, plan)

@@ -67,6 +67,17 @@ def test_streams_is_a_leaf():
     assert [b for a, b in import_graph().edges if a == "edgefed.streams"] == []
 
 
+CONTRACT = {"edgefed.algorithms.message", "edgefed.algorithms.work"}
+
+
+def test_the_simulator_sees_the_learning_only_through_the_contract():
+    """The engine takes its own inputs (``simulator/inputs.py``): of ``algorithms`` it imports the
+    torch-free message and work types alone, and nothing of the scenario or the builders."""
+    bad = [(a, b) for a, b in import_graph().edges if a.startswith("edgefed.simulator")
+           and b.startswith("edgefed.algorithms") and b not in CONTRACT]
+    assert bad == []
+
+
 def test_algorithms_never_import_the_simulator():
     bad = [(a, b) for a, b in import_graph().edges
            if a.startswith("edgefed.algorithms") and b.startswith("edgefed.simulator")]
@@ -79,8 +90,8 @@ def test_the_rooms_hold_what_they_say():
     names = set(module_names())
     assert {n for n in names if n.startswith("edgefed.simulator.")} == {
         f"edgefed.simulator.{m}" for m in
-        ("asynchronous", "closing", "costs", "edge", "energy", "engine", "fleet", "network", "radio", "records",
-         "solo", "thermal")}
+        ("asynchronous", "closing", "costs", "edge", "energy", "engine", "fleet", "inputs", "network", "radio",
+         "records", "schedule", "solo", "thermal")}
     assert {"edgefed.cli", "edgefed.api", "edgefed.scenario", "edgefed.build", "edgefed.runner",
             "edgefed.results"} <= names
 

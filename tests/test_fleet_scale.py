@@ -11,7 +11,8 @@ from edgefed.build import build_fleet, mark_memory_exclusions
 from edgefed.simulator.costs import compute_seconds
 from edgefed.simulator.energy import transfer_s
 from edgefed.simulator.engine import Engine, Estimate
-from edgefed.scenario import RoundsSpec, Scenario
+from edgefed.scenario import Scenario
+from edgefed.simulator.inputs import EngineConfig
 
 
 def _fleet(tiny_dict, size=300):
@@ -23,8 +24,8 @@ def _fleet(tiny_dict, size=300):
 
 
 def _engine(fleet, selection="uniform", deadline_s=None):
-    rounds = RoundsSpec(max=1, clients_per_round=40, selection=selection, deadline_s=deadline_s)
-    return Engine(None, fleet, rounds, seed=5)
+    return Engine(None, fleet, EngineConfig(seed=5, max_rounds=1, clients_per_round=40, selection=selection,
+                                            deadline_s=deadline_s))
 
 
 def test_fleet_arrays_hold_each_device_as_the_scenario_says(tiny_dict):
@@ -99,13 +100,14 @@ def test_availability_answers_for_arrays_as_for_each_device(tmp_path):
 
 
 def test_a_checkpoint_holds_the_devices_that_took_part_and_restores_the_whole_fleet(tiny_dict):
-    from tests.test_systems import FakeAlgo, play
+    from tests.test_systems import NO_EVALUATION, FakeAlgo, play
     fleet = _fleet(tiny_dict, size=3000)
-    engine = Engine(FakeAlgo(), fleet, RoundsSpec(max=2, clients_per_round=5), seed=5)
+    engine = Engine(FakeAlgo(), fleet, EngineConfig(seed=5, max_rounds=2, clients_per_round=5))
+    engine.schedule = NO_EVALUATION  # the fake has no model to evaluate
     play(engine, 2)
     arrays = engine.arrays()
     assert 5 < len(arrays["devices"]) <= 10 and {len(v) for v in arrays.values()} == {len(arrays["devices"])}
-    restored = Engine(FakeAlgo(), fleet, RoundsSpec(max=2, clients_per_round=5), seed=5)
+    restored = Engine(FakeAlgo(), fleet, EngineConfig(seed=5, max_rounds=2, clients_per_round=5))
     restored.load_state(engine.state(), {k: v.copy() for k, v in arrays.items()})
     for name in ("last_sync", "charge_j", "radio_thermal"):
         assert np.array_equal(getattr(restored, name), getattr(engine, name), equal_nan=True), name

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt
 
+BUILTIN_MODELS = {"minilm-l6", "smollm2-135m", "tiny-bert"}  # model.name without a path (models.load_backbone)
 TRAINABLE_PATTERN = r"^(all|head|bias|norm|lora|(lora-)?last:[1-9]\d*)(\+(all|head|bias|norm|lora|(lora-)?last:[1-9]\d*))*$"
 
 

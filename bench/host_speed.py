@@ -95,7 +95,8 @@ def layer_pass_model(run: dict, top: int = 2) -> dict:
 
 def cache_sizes() -> dict:
     """Bytes a full cache holds (fp32 MiniLM): pooled vectors (``head``) or per-token states (``last:2``)."""
-    from edgefed.algorithms.data import Tokenized, load_dataset
+    from edgefed.algorithms.data import load_dataset
+    from edgefed.algorithms.models import Tokenized
     from edgefed.algorithms.features import FeatureCache
     from edgefed.algorithms.models import TaskModel, load_backbone
 

@@ -3,7 +3,9 @@
 Builders only construct. They import the engine and, for replay scenarios, ``replay``'s trace
 reader and ``ReplayAlgorithm`` (``replay`` imports ``engine`` only for type checking and never
 imports this module); what drives a run (``runner``, ``parallel``, the command line) imports the
-builders, never the reverse, so the package has no import cycle.
+builders, never the reverse, so the package has no import cycle. The learning's builders import
+torch and the model code when called, so a replay (or anything that only reads a scenario) never
+loads them.
 """
 from __future__ import annotations
 
@@ -11,12 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from edgefed.algorithms.data import DataError, FederatedData, Tokenized, load_split, partition, split_off
-from edgefed.algorithms.features import FeatureStore, attach_feature_caches
-from edgefed.algorithms.models import ModelLoadError, TaskModel, load_backbone
-from edgefed.algorithms.prototype import init_prototype_head
 from edgefed.algorithms.registry import METHODS
 from edgefed.devices.availability import DEFAULT_DAILY_TRACE, Availability, daily_windows, read_daily_trace, read_trace
 from edgefed.devices.population import Drawn, PopulationError, draw_fleet
@@ -149,8 +146,10 @@ def build_availability(scenario: Scenario, base: Path) -> Availability:
     return Availability(spec, scenario.fleet.size, scenario.seed, trace, daily)
 
 
-def learning_device(spec: str) -> torch.device:
-    """``model.device`` resolved: ``auto`` is the first GPU torch sees, else the CPU."""
+def learning_device(spec: str):
+    """``model.device`` resolved (a ``torch.device``): ``auto`` is the first GPU torch sees, else the CPU."""
+    import torch
+
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(spec)
@@ -163,8 +162,10 @@ def learning_device(spec: str) -> torch.device:
     return device
 
 
-def device_name(device: torch.device) -> str:
+def device_name(device) -> str:
     """The device as a run directory records it, e.g. ``cuda:0 (NVIDIA H100 80GB HBM3)``."""
+    import torch
+
     if device.type != "cuda":
         return str(device)
     index = device.index if device.index is not None else torch.cuda.current_device()
@@ -173,6 +174,13 @@ def device_name(device: torch.device) -> str:
 
 def build_learning(scenario: Scenario, base: Path):
     """Load data and model, partition, align the head; returns the algorithm."""
+    import torch
+
+    from edgefed.algorithms.data import DataError, FederatedData, load_split, partition, split_off
+    from edgefed.algorithms.features import FeatureStore, attach_feature_caches
+    from edgefed.algorithms.models import ModelLoadError, TaskModel, Tokenized, load_backbone
+    from edgefed.algorithms.prototype import init_prototype_head
+
     ds = scenario.task.dataset
     try:
         train = load_split(ds, "train", base, scenario.task.label_names)

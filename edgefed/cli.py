@@ -13,7 +13,6 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from edgefed.simulator.records import RoundObserver
@@ -49,6 +48,8 @@ class RoundProgress(RoundObserver):
     jobs, CI logs) a plain line per round, since a bar would show nothing there."""
 
     def __init__(self, mode: str):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
         self.mode = mode  # "bar", "lines" or "off"
         self.bar = Progress(TextColumn("[bold]round"), MofNCompleteColumn(), BarColumn(),
                             TextColumn("acc {task.fields[acc]}  sim {task.fields[sim]}"),

@@ -624,7 +624,7 @@ def pinned_paths(resolved: dict, base: Path) -> dict:
     """``resolved`` with every file or folder it names made absolute (a local model folder too,
     which is relative to the working folder), so a run directory's copy runs again from anywhere on
     this machine. A hub id or a builtin model name is left as it is."""
-    from edgefed.algorithms.models import BUILTIN_MODELS
+    from edgefed.algorithms.spec import BUILTIN_MODELS
 
     pinned = copy.deepcopy(resolved)
     for (*parents, field), path in named_paths(resolved, base).items():

@@ -42,12 +42,12 @@ def test_selection_over_arrays_matches_the_per_device_rule(tiny_dict):
     smallest = min(g.device.memory_bytes for g in fleet.groups)
     excluded = mark_memory_exclusions(fleet, int(smallest) + 1)  # the devices with the least memory
     engine = _engine(fleet)
-    engine.charge_j[:] = math.inf
-    engine.charge_j[::7] = 0.0  # spent batteries
-    engine.charge_j[1::7] = 5.0
+    engine.sessions.charge_j[:] = math.inf
+    engine.sessions.charge_j[::7] = 0.0  # spent batteries
+    engine.sessions.charge_j[1::7] = 5.0
     clients = list(fleet)
-    usable = [c.id for c in clients if c.eligible and engine.charge_j[c.id] > 0]
-    assert engine.usable().tolist() == usable
+    usable = [c.id for c in clients if c.eligible and engine.sessions.charge_j[c.id] > 0]
+    assert engine.sessions.usable().tolist() == usable
     assert 0 < sum(e["count"] for e in excluded) == sum(not c.eligible for c in clients) < len(clients)
     for round in (1, 2, 3):
         rng = np.random.default_rng([5, 3, round])
@@ -110,4 +110,4 @@ def test_a_checkpoint_holds_the_devices_that_took_part_and_restores_the_whole_fl
     restored = Engine(FakeAlgo(), fleet, EngineConfig(seed=5, max_rounds=2, clients_per_round=5))
     restored.load_state(engine.state(), {k: v.copy() for k, v in arrays.items()})
     for name in ("last_sync", "charge_j", "radio_thermal"):
-        assert np.array_equal(getattr(restored, name), getattr(engine, name), equal_nan=True), name
+        assert np.array_equal(getattr(restored.sessions, name), getattr(engine.sessions, name), equal_nan=True), name

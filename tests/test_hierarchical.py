@@ -386,7 +386,7 @@ def test_a_download_the_deadline_cuts_off_on_the_backhaul_stops_with_the_round()
     assert [r.download_s for r in rows] == pytest.approx([cutoff, cutoff]) and record.bytes_down == 0
     assert record.backhaul_bytes_down == pytest.approx((cutoff - 0.05) * 8e6 / 8, abs=1)  # what it sent
     assert record.backhaul_bytes_up == 0 and record.sim_time_s == pytest.approx(cutoff)
-    assert engine.net.users == {}  # nothing left on the links for the next round
+    assert engine.sessions.net.users == {}  # nothing left on the links for the next round
 
 
 # -- K > 1 edge rounds per cloud round (HierFAVG) -------------------------------------------------
@@ -478,7 +478,7 @@ def test_a_client_that_goes_off_while_it_waits_for_its_edge_takes_no_further_edg
     rounds = EngineConfig(max_rounds=1, clients_per_round=2, hierarchical=True, edge_rounds=2)
     algo = EdgeRoundsFake()
     engine = edge_engine(algo, [device(2.0), device(1.0)], ["ap", "ap"], rounds)
-    engine.avail.off_at = lambda cid, now, round: 5.0 if cid == 0 else math.inf
+    engine.sessions.avail.off_at = lambda cid, now, round: 5.0 if cid == 0 else math.inf
     (record, rows), = play(engine)
     # client 0 arrives at 4.25 s and goes off at 5.0 s, before client 1 arrives (5.25 s) and the
     # edge starts edge round 2: only client 1 plays it, 5.25 + 0.6 + 2 + 1.1 s, then the backhaul 1.05 s

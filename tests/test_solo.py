@@ -9,10 +9,11 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from edgefed.devices.profile import DeviceProfile, LinkProfile, ThermalProfile
 from edgefed.devices.availability import Availability, AvailabilitySpec, StragglerSpec
-from edgefed.simulator import engine as engine_module
+from edgefed.simulator import solo as solo_module
 from edgefed.simulator.engine import Client, Engine
 from edgefed.simulator.network import CellSpec
 from edgefed.simulator.inputs import EngineConfig
+from edgefed.simulator.session import Sessions
 from tests.test_systems import NO_EVALUATION, FakeAlgo, fleet
 
 positive = st.floats(0.01, 100.0)
@@ -71,7 +72,7 @@ def make_engine(setup) -> Engine:
 def play(setup, closed_form: bool, monkeypatch):
     """Every round of ``setup``; the clock stops when the last round ends (an availability watch
     the event path leaves behind would move it on, to no effect)."""
-    monkeypatch.setattr(Engine, "closed_form", closed_form)
+    monkeypatch.setattr(Sessions, "closed_form", closed_form)
     engine, results = make_engine(setup), []
 
     def server():
@@ -112,14 +113,14 @@ def test_the_closed_form_is_taken_for_clients_alone_on_their_links(monkeypatch):
     """A star fleet of a thousand: every client's timeline comes from the closed form, and still
     equals the events'."""
     computed = []
-    real = engine_module.timelines
+    real = solo_module.timelines
 
     def counting(*args):
         found = real(*args)
         computed.append(len(found.finished_at))
         return found
 
-    monkeypatch.setattr(engine_module, "timelines", counting)
+    monkeypatch.setattr(solo_module, "timelines", counting)
     setup = (star(1000), dict(flops=2e9), EngineConfig(max_rounds=3, clients_per_round=600), StragglerSpec(sigma=0.3), None,
              AvailabilitySpec(), "round")
     _, solo_rounds = play(setup, True, monkeypatch)
@@ -133,7 +134,7 @@ def test_clients_that_go_off_after_their_upload_stay_in_the_closed_form(monkeypa
     others are cut off on the event path, and the rows equal the events' alone."""
     setup = (star(200), dict(flops=2e9), EngineConfig(max_rounds=1, clients_per_round=150), StragglerSpec(), None,
              AvailabilitySpec(failures_per_hour=360.0), "session")
-    monkeypatch.setattr(Engine, "closed_form", True)
+    monkeypatch.setattr(Sessions, "closed_form", True)
     engine = make_engine(setup)
     process = engine.env.process(engine.run_round(1))
     engine.env.run(until=process)

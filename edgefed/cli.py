@@ -251,21 +251,17 @@ def devices(scenario_file: Optional[Path] = typer.Option(None, "--scenario", hel
 
 
 def print_catalog(profiles: dict, links: dict, peak: int | None) -> None:
-    """The devices (and, for a scenario, whether each can hold its method) and the links."""
+    """The devices (every ``DeviceProfile`` field, as docs/devices.md shows them; for a scenario,
+    whether each can hold its method) and the links."""
+    from edgefed.docgen import device_table
     from edgefed.simulator.energy import radio_w
 
     table = Table(title="devices" + (f" (method needs {peak / 1e9:.2f} GB)" if peak else ""))
-    for col in ("id", "class", "fp32 GFLOP/s", "hot", "mem BW GB/s", "usable GB", "active W", "idle W", "link"):
-        table.add_column(col, no_wrap=col == "id")
-    if peak:
-        table.add_column("can run")
-    for key, d in profiles.items():
-        hot = f"x{d.thermal.sustained_fraction:g} after {d.thermal.burst_s:g} s" if d.thermal else "-"
-        row = [key, d.device_class, f"{d.flops['fp32'] / 1e9:,.0f}", hot, f"{d.mem_bandwidth / 1e9:,.1f}",
-               f"{d.memory_bytes / 1e9:.1f}", f"{d.power_active_w:g}", f"{d.power_idle_w:g}", d.default_link]
-        if peak:
-            row.append("yes" if d.memory_bytes >= peak else "[red]no[/red]")
-        table.add_row(*row)
+    header, rows = device_table(profiles)
+    for col in ("id", *header, *(["can run"] if peak else [])):
+        table.add_column(col, no_wrap=col == "id", overflow="fold")
+    for (key, d), row in zip(profiles.items(), rows):
+        table.add_row(key, *row, *(["yes" if d.memory_bytes >= peak else "[red]no[/red]"] if peak else []))
     out.print(table)
     table = Table(title="links")
     for col in ("id", "up Mbps", "down Mbps", "latency ms", "active W (up/down)", "tail s @ W"):

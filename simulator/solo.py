@@ -17,14 +17,19 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from edgefed.devices.profile import DeviceProfile, LinkProfile, ThermalProfile
 from edgefed.simulator import radio, thermal
 from edgefed.simulator.energy import compute_j, transfer_j, transfer_s
 from edgefed.simulator.fleet import Fleet
 from edgefed.simulator.records import ClientRecord
 
-LINK_FIELDS = ("latency_s", "handshake_rtts", "loss", "promotion_s", "promotion_w", "tail_s", "tail_w", "idle_w",
-               "power_base_w", "power_up_w_per_mbps", "power_down_w_per_mbps")
-THERMAL_FIELDS = ("burst_s", "sustained_fraction", "cool_s", "power_exponent")
+# the profiles' numeric fields, so a field added to a profile reaches the device model's arrays (a
+# link's rates are each device's own, in the Fleet; power_throttled_w is the device's derived power)
+LINK_FIELDS = tuple(f for f, info in LinkProfile.model_fields.items()
+                    if info.annotation in (float, int) and f not in ("up_mbps", "down_mbps"))
+THERMAL_FIELDS = tuple(ThermalProfile.model_fields)
+DEVICE_FIELDS = (*(f for f, info in DeviceProfile.model_fields.items() if info.annotation is float),
+                 "power_throttled_w")
 
 
 class GroupTable:
@@ -37,17 +42,17 @@ class GroupTable:
         self.link = {name: np.array([getattr(g.link, name) for g in groups], dtype=float) for name in LINK_FIELDS}
         self.thermal = {name: np.array([getattr(g.device.thermal or thermal.STEADY, name) for g in groups], dtype=float)
                         for name in THERMAL_FIELDS}
-        self.power = {name: np.array([getattr(g.device, name) for g in groups], dtype=float)
-                      for name in ("power_active_w", "power_throttled_w", "power_idle_w")}
+        self.device = {name: np.array([getattr(g.device, name) for g in groups], dtype=float)
+                       for name in DEVICE_FIELDS}
 
     def devices(self, ids: np.ndarray) -> SimpleNamespace:
-        """Devices ``ids`` as the device model reads a ``Client``: its powers, ``link`` (with each
+        """Devices ``ids`` as the device model reads a ``Client``: its figures, ``link`` (with each
         one's own rates) and ``thermal``, as arrays over ``ids``."""
         fleet, group = self.fleet, self.fleet.group[ids]
         link = SimpleNamespace(up_mbps=fleet.up_mbps[ids], down_mbps=fleet.down_mbps[ids],
                                **{name: values[group] for name, values in self.link.items()})
         return SimpleNamespace(link=link, thermal=SimpleNamespace(**{k: v[group] for k, v in self.thermal.items()}),
-                               **{name: values[group] for name, values in self.power.items()})
+                               **{name: values[group] for name, values in self.device.items()})
 
 
 @dataclass

@@ -184,18 +184,18 @@ def test_a_deadline_runs_from_each_session_start_and_availability_drops_sessions
 ASYNC = {"mode": "async", "concurrency": 4, "buffer": 2, "max": 6, "eval_every": 2}
 
 
-@pytest.mark.parametrize("algorithm, fleet_extra, rounds_extra", [
-    (METHODS["decomfl"], {"battery_fraction": 0.002, "availability": {"kind": "bernoulli", "p": 0.7,
-                                                                       "failures_per_hour": 60},
-                          "stragglers": {"sigma": 0.3}}, {"deadline_s": 0.5, "max_staleness": 1}),
-    (METHODS["fedkseed"], {}, {}),
-    (METHODS["fedavg"], {}, {}),
-])
-def test_stopped_then_resumed_equals_the_whole_run(tmp_path, tiny_dict, monkeypatch, algorithm, fleet_extra,
-                                                   rounds_extra):
+# the systems state a resume must rebuild besides the learning's (carried by one method's case)
+SYSTEMS = ({"battery_fraction": 0.002, "availability": {"kind": "bernoulli", "p": 0.7, "failures_per_hour": 60},
+            "stragglers": {"sigma": 0.3}}, {"deadline_s": 0.5, "max_staleness": 1})
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_stopped_then_resumed_equals_the_whole_run(tmp_path, tiny_dict, monkeypatch, method):
     """Stop with version 4's rows on disk and the checkpoint at version 3 (sessions in flight, the
-    version history in the algorithm's state), resume: the files equal an uninterrupted run's."""
-    tiny_dict["algorithm"] = algorithm
+    version history in the algorithm's state), resume: the files equal an uninterrupted run's, for
+    every method of the registry; DeComFL's run carries the systems state."""
+    fleet_extra, rounds_extra = SYSTEMS if method == "decomfl" else ({}, {})
+    tiny_dict["algorithm"] = METHODS[method]
     tiny_dict["fleet"].update(fleet_extra)
     tiny_dict["rounds"].update(**ASYNC, **rounds_extra)
     scenario = write_scenario(tmp_path, tiny_dict)

@@ -3,10 +3,11 @@
 This folder is the application (scenario files, building and running a run, its results, the
 command line and the Python API); the repository's folders ``simulator/`` (the SimPy model),
 ``algorithms/`` and ``devices/`` are installed as ``edgefed.simulator``, ``edgefed.algorithms`` and
-``edgefed.devices``, which never import the application. Nothing else is installed at top level. The Python API (``run``, ``load``, ``Result``, ``RunDirError``) and ``__version__`` load
-on first use (PEP 562), so importing any part of edgefed does not import the API and all it runs.
+``edgefed.devices``, which never import the application. Nothing else is installed at top level. The Python API (``run``, ``load``, ``Result``, ``RunDirError``), ``ScenarioError`` (what bad
+input raises) and ``__version__`` load on first use (PEP 562), so importing any part of edgefed does
+not import the API and all it runs.
 """
-__all__ = ["Result", "RunDirError", "__version__", "load", "run"]
+__all__ = ["Result", "RunDirError", "ScenarioError", "__version__", "load", "run"]
 _API = {"Result", "RunDirError", "load", "run"}
 
 
@@ -15,6 +16,10 @@ def __getattr__(name: str):
         import edgefed.api
 
         return getattr(edgefed.api, name)
+    if name == "ScenarioError":
+        from edgefed.scenario import ScenarioError
+
+        return ScenarioError
     if name == "__version__":
         from importlib.metadata import PackageNotFoundError, version
 

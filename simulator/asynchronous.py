@@ -1,13 +1,14 @@
 """Asynchronous rounds (``rounds.mode: async``): buffered asynchronous aggregation (FedBuff, Nguyen
-et al., AISTATS 2022, Algorithm 1) as a second way to drive the engine's device model and client
-process (docs/design.md, section 5, "Asynchronous rounds").
+et al., AISTATS 2022, Algorithm 1) as a second way to drive the device model and client sessions
+that the synchronous engine composes (``simulator.session``; docs/design.md, section 5,
+"Asynchronous rounds").
 
 ``concurrency`` slots each hold one *session*: a device's download, computation and upload, from
-its download's start to its upload's end, played by the engine's own ``client_process`` and
-charged by the same device model (``simulator.energy``, ``radio``, ``thermal``) and the same
-settling as a synchronous round's client. A session starts from the model version current at its
-start: its learning runs for real on the host at once, in zero simulated time, through the same
-phases as a round's clients (``Engine._learn``, ``Engine._place``), with the methods' hooks told
+its download's start to its upload's end, played by ``Sessions.client_process`` and charged by
+the same device model (``simulator.energy``, ``radio``, ``thermal``) and the same settling as a
+synchronous round's client. A session starts from the model version current at its start: its
+learning runs for real on the host at once, in zero simulated time, through the same phases as a
+round's clients (``host.learn``, ``Sessions.place``), with the methods' hooks told
 round ``version + 1``. Every ``buffer`` (K) arrivals the server folds them into a new version,
 ``x <- x + server_lr * sum_i w(s_i) * u_i / sum_j u_j * delta_i`` (``Algorithm.fold``; ``u``: the
 method's upload weights, 1 for FedBuff's plain 1/K), where ``s_i`` is how many versions old an
@@ -150,7 +151,7 @@ class AsyncEngine:
         upcoming = upcoming[~np.isnan(upcoming)]
         if not upcoming.size:
             return None
-        wait_s = float(upcoming.min()) - self.env.now  # as a round waits (Engine._available_now)
+        wait_s = float(upcoming.min()) - self.env.now  # as a round waits (engine.Engine._available_now)
         return self.env.timeout(wait_s if wait_s > 0 else avail.spec.retry_s)
 
     def _start(self, chosen: list[int], free: list[int]) -> None:

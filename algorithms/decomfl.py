@@ -17,7 +17,7 @@ from edgefed.algorithms.aggregation import mean, upload_weights
 from edgefed.algorithms.base import Algorithm
 from edgefed.algorithms.data import sample_batch
 from edgefed.algorithms.history import History
-from edgefed.algorithms.spec import DeComFLSpec
+from edgefed.algorithms.registry import DeComFLSpec
 from edgefed.algorithms.work import Work
 from edgefed.algorithms.zo import Directions, derive_seed, replay, two_point_scalar
 from edgefed.streams import Stream

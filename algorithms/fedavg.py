@@ -12,7 +12,7 @@ import torch
 from edgefed.algorithms.data import sample_batch
 from edgefed.algorithms.delta import WeightDelta
 from edgefed.algorithms.models import param_bytes, training_activation_bytes
-from edgefed.algorithms.spec import FedAvgSpec
+from edgefed.algorithms.registry import FedAvgSpec
 
 # per optimizer: class, parameter-sized tensors it holds during a step (Adam: two moments plus
 # the denominator its update materialises), tensors an update touches

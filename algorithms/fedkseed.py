@@ -18,7 +18,7 @@ from edgefed.algorithms.aggregation import data_weights, upload_weights, weighte
 from edgefed.algorithms.base import Algorithm
 from edgefed.algorithms.data import sample_batch
 from edgefed.algorithms.history import History
-from edgefed.algorithms.spec import FedKSeedSpec
+from edgefed.algorithms.registry import FedKSeedSpec
 from edgefed.algorithms.zo import Directions, derive_seed, two_point_scalar
 from edgefed.streams import Stream
 

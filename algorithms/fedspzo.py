@@ -26,7 +26,7 @@ import torch
 from edgefed.algorithms.data import sample_batch
 from edgefed.algorithms.decomfl import SCALAR_DTYPE, SharedSeedServer
 from edgefed.algorithms.models import Batch, TaskModel, inference_activation_bytes, param_bytes
-from edgefed.algorithms.spec import FedSPZOSpec
+from edgefed.algorithms.registry import FedSPZOSpec
 from edgefed.algorithms.work import Work
 from edgefed.algorithms.zo import Directions, buffer_numel, derive_seed, two_point_scalar, two_sided
 from edgefed.streams import BLOCK1, BLOCK2

@@ -12,7 +12,7 @@ import torch
 
 from edgefed.algorithms.data import sample_batch
 from edgefed.algorithms.delta import WeightDelta
-from edgefed.algorithms.spec import FedZOSpec
+from edgefed.algorithms.registry import FedZOSpec
 from edgefed.algorithms.zo import Directions, derive_seed, two_point_scalar
 from edgefed.streams import Stream
 

@@ -15,7 +15,7 @@ scales, version)`` instead of ``apply(aggregate(...))``.
 With hierarchical aggregation each cell's edge server sends ``algo.partial(its cell's uploads)``
 and the server applies ``algo.aggregate`` of those partial messages instead. With K > 1 edge
 rounds per cloud round (HierFAVG) an edge holds a model of its own between them: only methods
-whose server state is their weights define that (``edge_rounds_defined``; ``delta.WeightDelta``'s
+whose server state is their weights define that (the registry's ``edge_rounds_defined``; ``delta.WeightDelta``'s
 ``hold``, ``load``, ``model_message`` and ``adopt``).
 
 ``catch_up`` and ``client_update`` are templates: a method writes only what it sends
@@ -48,15 +48,11 @@ class Algorithm(MemoryModel, CountedPasses, ABC):
     """A federated method on one host model. Subclasses override the hooks that differ."""
 
     name: ClassVar[str]
-    Spec: ClassVar[type[MethodSpec]]
     #: message kinds (``message.KINDS``) of what a client downloads and uploads
     download_kind: ClassVar[str]
     upload_kind: ClassVar[str]
     #: the perturbation directions of a ZO method (None for first-order methods)
     dirs = None
-    #: whether K > 1 edge rounds per cloud round (HierFAVG) are defined: an edge server can hold the
-    #: method's model between them (its server state is its trainable weights)
-    edge_rounds_defined: ClassVar[bool] = False
 
     def __init__(self, model: TaskModel, data: FederatedData, cfg: MethodSpec, seed: int):
         self.model = model

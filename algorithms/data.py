@@ -7,10 +7,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
-from edgefed.algorithms.models import Batch, seq_bucket
+import numpy as np
+
+if TYPE_CHECKING:
+    from edgefed.algorithms.models import Tokenized
 
 
 class DataError(ValueError):
@@ -163,42 +165,6 @@ def load_hub_split(hub: str, config: str | None, split: str, folder: Path, text_
     labels = [names[v] if names else v for v in data[label_field]]
     rows = [{text_field: t, label_field: v} for t, v in zip(data[text_field], labels)]
     return from_rows(rows, f"{hub}[{split}]", text_field, label_field, label_names or names, None)
-
-
-class Tokenized:
-    """A dataset tokenised once; batches are padded to a multiple of 16 tokens (few shapes, so
-    FLOP counts are measured once per shape and cached) and built on the model's ``device``."""
-
-    def __init__(self, data: TextDataset, tokenizer, max_length: int, prompt: str = "{text}"):
-        texts = [prompt.format(text=t) for t in data.texts]
-        enc = tokenizer(texts, truncation=True, max_length=max_length)
-        self.ids = enc["input_ids"]
-        self.labels = torch.as_tensor(data.labels)
-        self.max_length = max_length
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self.device = torch.device("cpu")
-        self.features = None  # a FeatureCache of the model's frozen prefix, when the host keeps one
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def batch(self, indices, cached: bool = True, bucket: bool = True) -> Batch:
-        """The examples at ``indices``, padded to a bucket (or with ``bucket=False`` to the
-        longest); with the dataset's feature cache unless ``cached`` is False (the cache's fill)."""
-        indices = [int(i) for i in indices]
-        rows = [self.ids[i] for i in indices]
-        longest = max(len(r) for r in rows)
-        length = seq_bucket(longest, self.max_length) if bucket else longest
-        ids = np.full((len(rows), length), self.pad_id, dtype=np.int64)
-        for j, r in enumerate(rows):
-            ids[j, : len(r)] = r
-        mask = torch.from_numpy(np.arange(length) < np.array([len(r) for r in rows])[:, None]).long()
-        return Batch(torch.from_numpy(ids).to(self.device), mask.to(self.device),
-                     self.labels[indices].to(self.device), indices, self.features if cached else None)
-
-    def batches(self, batch_size: int):
-        for start in range(0, len(self), batch_size):
-            yield self.batch(range(start, min(start + batch_size, len(self))))
 
 
 @dataclass

@@ -9,7 +9,6 @@ model.
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Literal
 
 import numpy as np
 import torch
@@ -18,17 +17,13 @@ from edgefed.algorithms.aggregation import mean, upload_weights
 from edgefed.algorithms.base import Algorithm
 from edgefed.algorithms.data import sample_batch
 from edgefed.algorithms.history import History
-from edgefed.algorithms.spec import ZOSpec
+from edgefed.algorithms.registry import DeComFLSpec
 from edgefed.algorithms.work import Work
 from edgefed.algorithms.zo import Directions, derive_seed, replay, two_point_scalar
 from edgefed.streams import Stream
 
 SEED_DTYPE = np.uint32  # 4-byte seeds on the wire
 SCALAR_DTYPE = np.float32
-
-
-class DeComFLSpec(ZOSpec):
-    name: Literal["decomfl"]
 
 
 class SharedSeedServer(Algorithm):
@@ -109,7 +104,6 @@ class SharedSeedServer(Algorithm):
 
 class DeComFL(SharedSeedServer):
     name = "decomfl"
-    Spec = DeComFLSpec
     cfg: DeComFLSpec
 
     def __init__(self, model, data, cfg, seed):

@@ -31,7 +31,6 @@ def from_wire(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
 
 class WeightDelta(Algorithm):
     download_kind = upload_kind = "weights"
-    edge_rounds_defined = True  # the server state is the trainable weights: an edge can hold its own
 
     @abstractmethod
     def local_steps(self, client: int, round: int, work: Work) -> None:

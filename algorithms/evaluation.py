@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from edgefed.algorithms.data import Tokenized
-from edgefed.algorithms.models import TaskModel
+from edgefed.algorithms.models import TaskModel, Tokenized
 
 
 @torch.no_grad()

@@ -35,9 +35,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from edgefed.algorithms.data import Tokenized
 from edgefed.algorithms.gguf import cache_dir
-from edgefed.algorithms.models import Batch, TaskModel
+from edgefed.algorithms.models import Batch, TaskModel, Tokenized
 from edgefed.devices.profile import host_cpu
 
 CHUNK = 64  # examples per prefix pass while filling

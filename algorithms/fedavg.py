@@ -6,28 +6,21 @@ device holds gradients, optimizer state and every activation kept for the backwa
 """
 from __future__ import annotations
 
-from typing import Literal
 
 import torch
 
 from edgefed.algorithms.data import sample_batch
 from edgefed.algorithms.delta import WeightDelta
 from edgefed.algorithms.models import param_bytes, training_activation_bytes
-from edgefed.algorithms.spec import MethodSpec
+from edgefed.algorithms.registry import FedAvgSpec
 
 # per optimizer: class, parameter-sized tensors it holds during a step (Adam: two moments plus
 # the denominator its update materialises), tensors an update touches
 OPTIMIZERS = {"sgd": (torch.optim.SGD, 0, 3), "adam": (torch.optim.Adam, 3, 7)}
 
 
-class FedAvgSpec(MethodSpec):
-    name: Literal["fedavg"]
-    optimizer: Literal["sgd", "adam"] = "adam"
-
-
 class FedAvg(WeightDelta):
     name = "fedavg"
-    Spec = FedAvgSpec
     cfg: FedAvgSpec
 
     def __init__(self, model, data, cfg, seed):

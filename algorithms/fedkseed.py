@@ -10,17 +10,15 @@ each seed's aggregated history, sent with the download.
 """
 from __future__ import annotations
 
-from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import Field, PositiveInt
 
 from edgefed.algorithms.aggregation import data_weights, upload_weights, weighted_sparse_sum
 from edgefed.algorithms.base import Algorithm
 from edgefed.algorithms.data import sample_batch
 from edgefed.algorithms.history import History
-from edgefed.algorithms.spec import ZOSpec
+from edgefed.algorithms.registry import FedKSeedSpec
 from edgefed.algorithms.zo import Directions, derive_seed, two_point_scalar
 from edgefed.streams import Stream
 
@@ -28,16 +26,8 @@ INDEX_DTYPE = np.uint16  # pool indices on the wire (K <= 65536)
 SCALAR_DTYPE = np.float32
 
 
-class FedKSeedSpec(ZOSpec):
-    name: Literal["fedkseed"]
-    perturbations: Literal[1] = Field(1, description="FedKSeed takes one perturbation per step")
-    pool_size: PositiveInt = Field(4096, le=65536, description="K candidate seeds shared from the start")
-    pro: bool = Field(False, description="FedKSeed-Pro: sample seeds by their scalar history")
-
-
 class FedKSeed(Algorithm):
     name = "fedkseed"
-    Spec = FedKSeedSpec
     cfg: FedKSeedSpec
     download_kind = "history"
     upload_kind = "seed-scalars"

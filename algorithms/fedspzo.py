@@ -19,38 +19,17 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
 
 from edgefed.algorithms.data import sample_batch
 from edgefed.algorithms.decomfl import SCALAR_DTYPE, SharedSeedServer
 from edgefed.algorithms.models import Batch, TaskModel, inference_activation_bytes, param_bytes
-from edgefed.algorithms.spec import ZOSpec
+from edgefed.algorithms.registry import FedSPZOSpec
 from edgefed.algorithms.work import Work
 from edgefed.algorithms.zo import Directions, buffer_numel, derive_seed, two_point_scalar, two_sided
 from edgefed.streams import BLOCK1, BLOCK2
-
-
-class FedSPZOSpec(ZOSpec):
-    name: Literal["fedspzo"]
-    perturbations: Literal[1] = Field(1, description="unused: FedSPZO takes p1 and p2")
-    split: NonNegativeInt | Literal["auto"] = Field("auto", description="layer index: block 1 = embed + layers[:split]")
-    p1: PositiveInt = Field(1, description="block-1 directions per step")
-    p2: PositiveInt | Literal["auto"] = Field("auto", description="block-2 directions per block-1 direction")
-    p2_max: PositiveInt = 32
-    auto_device: str | None = Field(None, description="fleet device that split/p2 auto plan for; default the slowest")
-    auto_step_s: PositiveFloat | None = Field(None, description="seconds one local step may take on auto_device")
-    auto_budget: PositiveFloat = Field(2.0, description="else: step budget in plain MeZO steps (2*p1 full passes)")
-
-    def device_to_fit(self, slowest, devices):
-        """``auto_device`` if named, else the slowest."""
-        name = self.auto_device or slowest
-        if name not in devices:
-            raise ValueError(f"algorithm.auto_device: unknown device {name!r}")
-        return name
 
 
 def direction_seeds(step_seed: int, p1: int, p2: int) -> tuple[list[int], list[list[int]]]:
@@ -175,7 +154,6 @@ class Blocks:
 
 class FedSPZO(SharedSeedServer):
     name = "fedspzo"
-    Spec = FedSPZOSpec
     cfg: FedSPZOSpec
 
     def __init__(self, model, data, cfg, seed):

@@ -7,24 +7,18 @@ Bytes grow with the trainable subset, unlike DeComFL's.
 """
 from __future__ import annotations
 
-from typing import Literal
 
 import torch
 
 from edgefed.algorithms.data import sample_batch
 from edgefed.algorithms.delta import WeightDelta
-from edgefed.algorithms.spec import ZOSpec
+from edgefed.algorithms.registry import FedZOSpec
 from edgefed.algorithms.zo import Directions, derive_seed, two_point_scalar
 from edgefed.streams import Stream
 
 
-class FedZOSpec(ZOSpec):
-    name: Literal["fedzo"]
-
-
 class FedZO(WeightDelta):
     name = "fedzo"
-    Spec = FedZOSpec
     cfg: FedZOSpec
 
     def __init__(self, model, data, cfg, seed):

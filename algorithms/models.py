@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
@@ -20,8 +21,6 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from edgefed.algorithms.gguf import smollm2_folder
-
-BUILTIN_MODELS = {"minilm-l6", "smollm2-135m", "tiny-bert"}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -376,3 +375,39 @@ def prefix_output_bytes(model: TaskModel, batch_size: int, seq_len: int, split: 
     trains, else one per token."""
     per_example = model.backbone.config.hidden_size * (1 if split >= model.num_layers else seq_len)
     return batch_size * per_example * next(model.parameters()).element_size()
+
+
+class Tokenized:
+    """A dataset (``data.TextDataset``) tokenised once; batches are padded to a multiple of 16 tokens (few shapes, so
+    FLOP counts are measured once per shape and cached) and built on the model's ``device``."""
+
+    def __init__(self, data, tokenizer, max_length: int, prompt: str = "{text}"):
+        texts = [prompt.format(text=t) for t in data.texts]
+        enc = tokenizer(texts, truncation=True, max_length=max_length)
+        self.ids = enc["input_ids"]
+        self.labels = torch.as_tensor(data.labels)
+        self.max_length = max_length
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.device = torch.device("cpu")
+        self.features = None  # a FeatureCache of the model's frozen prefix, when the host keeps one
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def batch(self, indices, cached: bool = True, bucket: bool = True) -> Batch:
+        """The examples at ``indices``, padded to a bucket (or with ``bucket=False`` to the
+        longest); with the dataset's feature cache unless ``cached`` is False (the cache's fill)."""
+        indices = [int(i) for i in indices]
+        rows = [self.ids[i] for i in indices]
+        longest = max(len(r) for r in rows)
+        length = seq_bucket(longest, self.max_length) if bucket else longest
+        ids = np.full((len(rows), length), self.pad_id, dtype=np.int64)
+        for j, r in enumerate(rows):
+            ids[j, : len(r)] = r
+        mask = torch.from_numpy(np.arange(length) < np.array([len(r) for r in rows])[:, None]).long()
+        return Batch(torch.from_numpy(ids).to(self.device), mask.to(self.device),
+                     self.labels[indices].to(self.device), indices, self.features if cached else None)
+
+    def batches(self, batch_size: int):
+        for start in range(0, len(self), batch_size):
+            yield self.batch(range(start, min(start + batch_size, len(self))))

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from edgefed.algorithms.data import Tokenized
-from edgefed.algorithms.models import TaskModel
+from edgefed.algorithms.models import TaskModel, Tokenized
 from edgefed.streams import Stream, rng
 
 

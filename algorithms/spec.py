@@ -1,11 +1,12 @@
-"""A method's hyperparameters as a typed spec: the scenario schema is built from the specs, so a
-scenario can only name fields that some method reads."""
+"""What every method's typed spec shares (each method's own is in its registry entry): the scenario schema is
+built from the specs, so a scenario can only name fields that some method reads."""
 from __future__ import annotations
 
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
 
+BUILTIN_MODELS = {"minilm-l6", "smollm2-135m", "tiny-bert"}  # model.name without a path (models.load_backbone)
 TRAINABLE_PATTERN = r"^(all|head|bias|norm|lora|(lora-)?last:[1-9]\d*)(\+(all|head|bias|norm|lora|(lora-)?last:[1-9]\d*))*$"
 
 

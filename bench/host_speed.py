@@ -9,6 +9,8 @@ training set. Writes bench/results/host_speed.json (the parts measured, merged i
                                                  # each length and direction kind under its own key);
                                                  # --fast-z: Rademacher directions with cached z
     python bench/host_speed.py memory            # cache sizes: quickstart, SST-2 67k sentences
+    python bench/host_speed.py quickstart --note "2 cores shared with other work"
+                                                 # a note on the machine's state, kept with the figures
 
 The cache's gain on ``last:2`` grows with the run's length: it fills the frozen prefix once for
 every train and test example, and each round then saves the prefix's pass. Each ``last2`` figure
@@ -95,7 +97,8 @@ def layer_pass_model(run: dict, top: int = 2) -> dict:
 
 def cache_sizes() -> dict:
     """Bytes a full cache holds (fp32 MiniLM): pooled vectors (``head``) or per-token states (``last:2``)."""
-    from edgefed.algorithms.data import Tokenized, load_dataset
+    from edgefed.algorithms.data import load_dataset
+    from edgefed.algorithms.models import Tokenized
     from edgefed.algorithms.features import FeatureCache
     from edgefed.algorithms.models import TaskModel, load_backbone
 
@@ -122,7 +125,7 @@ def report(label: str, run: dict) -> dict:
     return run
 
 
-def main(part: str, rounds: int, fast_z: bool) -> None:
+def main(part: str, rounds: int, fast_z: bool, note: str | None = None) -> None:
     results = json.loads(OUT.read_text()) if OUT.exists() else {}
     if part == "quickstart":
         first = []
@@ -133,7 +136,7 @@ def main(part: str, rounds: int, fast_z: bool) -> None:
                     results["quickstart_next_run"] = report("next run", timed_run(store=store))
         walls = sorted(run["wall_s"] for run in first)
         results["quickstart"] = {"runs": first, "wall_s_median": walls[len(walls) // 2],
-                                 "wall_s_min": walls[0], "wall_s_max": walls[-1]}
+                                 "wall_s_min": walls[0], "wall_s_max": walls[-1], **({"note": note} if note else {})}
         print(f"first run: median {walls[len(walls) // 2]} s, range {walls[0]}-{walls[-1]} s over {len(walls)} runs")
     elif part == "last2":
         runs = {}
@@ -165,5 +168,6 @@ if __name__ == "__main__":
     parser.add_argument("part", nargs="?", default="quickstart", choices=("quickstart", "last2", "memory"))
     parser.add_argument("rounds", nargs="?", type=int, default=30, help="last2: rounds (default 30)")
     parser.add_argument("--fast-z", action="store_true", help="last2: Rademacher directions with cached z")
+    parser.add_argument("--note", help="quickstart: the machine's state while measured (e.g. shared cores)")
     args = parser.parse_args()
-    main(args.part, args.rounds, args.fast_z)
+    main(args.part, args.rounds, args.fast_z, args.note)

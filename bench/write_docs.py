@@ -724,6 +724,88 @@ def readme_with_study(repo: Path = REPO) -> str | None:
     return "\n".join([head + start, *readme_block(readback), end + rest.split(end, 1)[1]])
 
 
+# --- docs/design.md's figures -------------------------------------------------------------------
+
+DESIGN_MD = Path("docs/design.md")  # only its blocks between markers (``design_marker``) are written here
+DESIGN_BLOCKS = ("import path", "async findings")
+METHOD_NAMES = {"decomfl": "DeComFL", "fedspzo": "FedSPZO", "fedavg": "FedAvg"}
+
+
+def design_marker(block: str) -> tuple[str, str]:
+    return f"<!-- {block}: written by `{COMMAND}` -->", f"<!-- end of the {block} -->"
+
+
+def import_path_sentence(data: dict) -> str:
+    """How many edgefed modules the quickstart has loaded when it writes its first row, by room."""
+    rooms = data["by_room"]
+    parts = [f"{rooms.get(room, 0)} {what}" for room, what in (("edgefed", "of the application"),
+                                                               ("simulator", "of the model"),
+                                                               ("algorithms", "of the learning"),
+                                                               ("devices", "of the devices"))]
+    return (f"when `edgefed run scenarios/quickstart.yaml` writes its first rounds.csv row, {data['count']} edgefed "
+            f"modules are loaded - {', '.join(parts[:-1])} and {parts[-1]} (`python bench/import_path.py` lists them; "
+            f"[figures](benchmarks.md#import_path)).")
+
+
+def async_sentences(data: dict) -> list[str]:
+    """The asynchronous-rounds findings as sentences: per fleet and method, the range of the
+    per-seed async / sync ratios over the arms (time, energy, bytes, client FLOPs to the target),
+    how many seed pairs favour each, and the accuracy after equal numbers of updates."""
+    ratios, setup = data["ratios_async_over_sync"], data["setup"]
+    fleets = dict.fromkeys(key.split(" / ")[0] for key in ratios)
+    out = []
+    for fleet in fleets:
+        said, faster, cheaper, pairs = [], 0, 0, 0
+        for method, name in METHOD_NAMES.items():
+            arms = {k: v for k, v in ratios.items() if k.startswith(f"{fleet} / {method} /")}
+            if not arms:
+                continue
+            spans = {}
+            for cost in ("time_to_target", "energy_to_target", "bytes", "client_flops"):
+                found = [v for arm in arms.values() for v in arm[cost] if isinstance(v, (int, float))]
+                spans[cost] = f"{number(min(found))} to {number(max(found))}x" if found else "-"
+            for arm in arms.values():
+                for t, e in zip(arm["time_to_target"], arm["energy_to_target"]):
+                    if isinstance(t, (int, float)) and isinstance(e, (int, float)):
+                        pairs += 1
+                        faster += t < 1
+                        cheaper += e < 1
+            said.append(f"{name} {spans['time_to_target']} the time, {spans['energy_to_target']} the energy, "
+                        f"{spans['bytes']} the bytes and {spans['client_flops']} the client FLOPs")
+        arms_named = sorted({k.split(" / ")[2].removesuffix(" over sync") for k in ratios if k.startswith(fleet)})
+        out.append(f"- *{fleet.capitalize()} fleet* ({', '.join(arms_named)}; per seed, where both reached "
+                   f"{number(setup['target_accuracy'])}): async took {'; '.join(said)} of synchronous rounds. "
+                   f"It was faster in {faster} and used less energy in {cheaper} of those {pairs} seed pairs.")
+    accuracy = data["accuracy_per_update"]
+    last = f"after {setup['updates']} updates"
+    for fleet in fleets:
+        said = []
+        for method, name in METHOD_NAMES.items():
+            sync = accuracy.get(f"{fleet} / {method} / sync")
+            if sync is None or last not in sync:
+                continue
+            arms = [f"{arm.split(' / ')[2]} {number(acc[last])}" for arm, acc in accuracy.items()
+                    if arm.startswith(f"{fleet} / {method} / async") and last in acc]
+            said.append(f"{name} {number(sync[last])} synchronous against {', '.join(arms)}")
+        out.append(f"- *Accuracy {last}* ({fleet} fleet, means over {len(setup['seeds'])} seeds): {'; '.join(said)}.")
+    return out
+
+
+def design_with_figures(repo: Path = REPO) -> str | None:
+    """docs/design.md with each marked block written from its bench result (None: no markers)."""
+    text = (repo / DESIGN_MD).read_text() if (repo / DESIGN_MD).is_file() else ""
+    found = results(repo)
+    writers = {"import path": lambda: [import_path_sentence(found["import_path"])],
+               "async findings": lambda: async_sentences(found["async_vs_sync"])}
+    if not all(m in text for block in DESIGN_BLOCKS for m in design_marker(block)):
+        return None
+    for block in DESIGN_BLOCKS:
+        start, end = design_marker(block)
+        head, rest = text.split(start, 1)
+        text = "\n".join([head + start, *writers[block](), end + rest.split(end, 1)[1]])
+    return text
+
+
 # --- the two pages -------------------------------------------------------------------------------
 
 def section(repo: Path, name: str, data: dict) -> str:
@@ -807,6 +889,9 @@ def outputs(repo: Path = REPO) -> dict[Path, str]:
         readme = readme_with_study(repo)
         if readme is not None:
             found[ROOT_README] = readme
+    design = design_with_figures(repo)
+    if design is not None:
+        found[DESIGN_MD] = design
     return found
 
 

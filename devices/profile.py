@@ -123,7 +123,11 @@ class Catalog(BaseModel):
 def load_catalog(path: Path | str = CATALOG_PATH) -> Catalog:
     """Read a catalog YAML (``devices:`` and ``links:`` keyed by name; ``aliases:`` maps an old
     link name to the link it now stands for, so scenarios that name it keep working)."""
-    raw = yaml.safe_load(Path(path).read_text())
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(Path(path).read_text())  # yaml.safe_load on libyaml: 10x faster
+    try:
+        raw = loader.get_single_data()
+    finally:
+        loader.dispose()
     for section in ("devices", "links"):
         for key, entry in (raw.get(section) or {}).items():
             entry.setdefault("name", key)

@@ -3,9 +3,10 @@
 This folder is the application (scenario files, building and running a run, its results, the
 command line and the Python API); the repository's folders ``simulator/`` (the SimPy model),
 ``algorithms/`` and ``devices/`` are installed as ``edgefed.simulator``, ``edgefed.algorithms`` and
-``edgefed.devices``, which never import the application. Nothing else is installed at top level. The Python API (``run``, ``compare``, ``load``, ``Result``, ``RunDirError``, ``ScenarioError``,
-``CompareFailed``) and ``__version__`` load
-on first use (PEP 562), so importing any part of edgefed does not import the API and all it runs.
+``edgefed.devices``, which never import the application. Nothing else is installed at top level. The Python API
+(``run``, ``compare``, ``load``, ``Result``, ``RunDirError``), ``ScenarioError`` (what bad input raises),
+``CompareFailed`` and ``__version__`` load on first use (PEP 562), so importing any part of edgefed does not import
+the API and all it runs.
 """
 __all__ = ["CompareFailed", "Result", "RunDirError", "ScenarioError", "__version__", "compare", "load", "run"]
 _API = {"Result", "RunDirError", "compare", "load", "run"}

@@ -3,7 +3,9 @@
 Builders only construct. They import the engine and, for replay scenarios, ``replay``'s trace
 reader and ``ReplayAlgorithm`` (``replay`` imports ``engine`` only for type checking and never
 imports this module); what drives a run (``runner``, ``parallel``, the command line) imports the
-builders, never the reverse, so the package has no import cycle.
+builders, never the reverse, so the package has no import cycle. The learning's builders import
+torch and the model code when called, so a replay (or anything that only reads a scenario) never
+loads them.
 """
 from __future__ import annotations
 
@@ -11,12 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from edgefed.algorithms.data import DataError, FederatedData, Tokenized, load_split, partition, split_off
-from edgefed.algorithms.features import FeatureStore, attach_feature_caches
-from edgefed.algorithms.models import ModelLoadError, TaskModel, load_backbone
-from edgefed.algorithms.prototype import init_prototype_head
 from edgefed.algorithms.registry import METHODS
 from edgefed.devices.availability import DEFAULT_DAILY_TRACE, Availability, daily_windows, read_daily_trace, read_trace
 from edgefed.devices.population import Drawn, PopulationError, draw_fleet
@@ -24,9 +21,10 @@ from edgefed.simulator.costs import fits_in_memory
 from edgefed.simulator.asynchronous import AsyncEngine
 from edgefed.simulator.engine import Engine
 from edgefed.simulator.fleet import Fleet, Group
+from edgefed.simulator.inputs import EngineConfig
 from edgefed.simulator.network import link_factors, read_link_trace
 from edgefed.replay import ReplayAlgorithm, load_trace
-from edgefed.scenario import Scenario, ScenarioError, resolve_path
+from edgefed.scenario import FleetSpec, RoundsSpec, Scenario, ScenarioError, resolve_path
 from edgefed.streams import Stream, rng
 
 @dataclass
@@ -59,9 +57,24 @@ def build_run(scenario: Scenario, base: Path) -> Run:
         need = algorithm.peak_memory_bytes() / 1e9
         raise ScenarioError(f"fleet: no device can hold this method's peak memory ({need:.2f} GB)")
     driver = AsyncEngine if scenario.rounds.mode == "async" else Engine
-    engine = driver(algorithm, clients, scenario.rounds, scenario.seed, scenario.model.dtype, scenario.fleet,
-                    build_availability(scenario, base))
-    return Run(engine, excluded)
+    config = engine_config(scenario.rounds, scenario.fleet, scenario.seed, scenario.model.dtype)
+    return Run(driver(algorithm, clients, config, build_availability(scenario, base)), excluded)
+
+
+def engine_config(rounds: RoundsSpec, fleet: FleetSpec | None = None, seed: int = 0,
+                  dtype: str = "fp32") -> EngineConfig:
+    """The scenario's rounds and fleet rules in the engine's own terms."""
+    staleness = rounds.staleness
+    return EngineConfig(
+        seed=seed, dtype=dtype, max_rounds=rounds.max, clients_per_round=rounds.clients_per_round,
+        eval_every=rounds.eval_every, deadline_s=rounds.deadline_s, selection=rounds.selection,
+        overselect=rounds.overselect, hierarchical=rounds.aggregation.kind == "hierarchical",
+        edge_rounds=rounds.aggregation.edge_rounds, slots=rounds.slots, per_version=rounds.per_version,
+        server_lr=rounds.server_lr, max_staleness=rounds.max_staleness,
+        staleness_exponent=0.0 if staleness.kind == "constant" else staleness.exponent,
+        **({} if fleet is None else dict(
+            cells=fleet.network.cells, stragglers=fleet.stragglers, charge_wait=fleet.energy_attribution == "round",
+            battery_fraction=fleet.battery_fraction)))
 
 
 def population_draws(scenario: Scenario, base: Path) -> dict[int, Drawn]:
@@ -133,8 +146,10 @@ def build_availability(scenario: Scenario, base: Path) -> Availability:
     return Availability(spec, scenario.fleet.size, scenario.seed, trace, daily)
 
 
-def learning_device(spec: str) -> torch.device:
-    """``model.device`` resolved: ``auto`` is the first GPU torch sees, else the CPU."""
+def learning_device(spec: str):
+    """``model.device`` resolved (a ``torch.device``): ``auto`` is the first GPU torch sees, else the CPU."""
+    import torch
+
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(spec)
@@ -147,8 +162,10 @@ def learning_device(spec: str) -> torch.device:
     return device
 
 
-def device_name(device: torch.device) -> str:
+def device_name(device) -> str:
     """The device as a run directory records it, e.g. ``cuda:0 (NVIDIA H100 80GB HBM3)``."""
+    import torch
+
     if device.type != "cuda":
         return str(device)
     index = device.index if device.index is not None else torch.cuda.current_device()
@@ -157,6 +174,13 @@ def device_name(device: torch.device) -> str:
 
 def build_learning(scenario: Scenario, base: Path):
     """Load data and model, partition, align the head; returns the algorithm."""
+    import torch
+
+    from edgefed.algorithms.data import DataError, FederatedData, load_split, partition, split_off
+    from edgefed.algorithms.features import FeatureStore, attach_feature_caches
+    from edgefed.algorithms.models import ModelLoadError, TaskModel, Tokenized, load_backbone
+    from edgefed.algorithms.prototype import init_prototype_head
+
     ds = scenario.task.dataset
     try:
         train = load_split(ds, "train", base, scenario.task.label_names)
@@ -193,7 +217,7 @@ def build_learning(scenario: Scenario, base: Path):
         raise ScenarioError(f"{train.source}: {exc}") from None
     data = FederatedData(train_tok, parts, test_tok, tuning_tok)
     try:
-        algorithm = METHODS[scenario.algorithm.name](model, data, scenario.algorithm, scenario.seed)
+        algorithm = METHODS[scenario.algorithm.name].cls(model, data, scenario.algorithm, scenario.seed)
     except ValueError as exc:
         raise ScenarioError(str(exc) if str(exc).startswith("algorithm.") else f"algorithm.trainable: {exc}") from None
     held = {"held-out": test_tok, **({"tuning": tuning_tok} if tuning_tok is not None else {})}

@@ -12,7 +12,9 @@ queue is pending at a boundary, and every per-round RNG derives from (seed, roun
 state is enough to replay the rest bit for bit. Asynchronous rounds have sessions in flight at
 every version: their engine (``simulator.asynchronous.AsyncEngine``) adds its session log and the
 waiting uploads to ``state()``/``arrays()``, and on resume rebuilds the in-flight state by playing
-the timeline again from the log (docs/design.md, section 5).
+the timeline again from the log (docs/design.md, section 5). A replay has no model, so no
+parameters and no torch RNG: its checkpoint holds numpy arrays alone and is written and read
+without torch.
 """
 from __future__ import annotations
 
@@ -23,9 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save
 
 from edgefed.simulator.records import RoundObserver
 
@@ -44,9 +44,9 @@ class CheckpointError(ValueError):
 @dataclass
 class Checkpoint:
     state: dict  # JSON: scenario, engine, excluded, host_seconds
-    params: dict[str, torch.Tensor]
+    params: dict  # name -> torch.Tensor
     algorithm: dict[str, np.ndarray]
-    torch_rng: torch.Tensor
+    torch_rng: object  # a torch.Tensor (None: a replay's, which has no model)
     engine: dict[str, np.ndarray]  # the engine's per-device arrays
 
     def restore(self, engine: Engine) -> None:
@@ -55,7 +55,10 @@ class Checkpoint:
         algo.trainable.restore([self.params[name] for name in algo.trainable.names])
         algo.load_state(self.algorithm)
         engine.load_state(self.state["engine"], self.engine)
-        torch.set_rng_state(self.torch_rng)
+        if self.torch_rng is not None:
+            import torch
+
+            torch.set_rng_state(self.torch_rng)
 
 
 class Checkpointer(RoundObserver):
@@ -75,16 +78,27 @@ class Checkpointer(RoundObserver):
         state = {"scenario": self.resolved, "engine": engine.state(), "excluded": self.excluded,
                  "host_seconds": self.host_seconds(), "device_kind": self.device_kind}
         save_checkpoint(self.run_dir, state, dict(zip(algo.trainable.names, algo.trainable.params)), algo.state(),
-                        engine.arrays())
+                        engine.arrays(), learning=self.device_kind is not None)
 
 
-def save_checkpoint(run_dir: Path, state: dict, params: dict[str, torch.Tensor],
-                    algorithm: dict[str, np.ndarray], engine: dict[str, np.ndarray]) -> None:
+def save_checkpoint(run_dir: Path, state: dict, params: dict, algorithm: dict[str, np.ndarray],
+                    engine: dict[str, np.ndarray], learning: bool = True) -> None:
+    """Write the checkpoint atomically; ``learning``: with the torch RNG state (a replay has none)."""
+    arrays = {**{f"algo/{k}": np.ascontiguousarray(v) for k, v in algorithm.items()},
+              **{f"engine/{k}": np.ascontiguousarray(v) for k, v in engine.items()}}
+    metadata = {"format": FORMAT, "state": json.dumps(state)}
+    if not learning:
+        from safetensors.numpy import save
+
+        atomic_write(run_dir / CHECKPOINT, save(arrays, metadata=metadata))
+        return
+    import torch
+    from safetensors.torch import save
+
     tensors = {f"param/{k}": v.detach().cpu().contiguous().clone() for k, v in params.items()}
-    tensors.update({f"algo/{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in algorithm.items()})
-    tensors.update({f"engine/{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in engine.items()})
+    tensors.update({k: torch.from_numpy(v) for k, v in arrays.items()})
     tensors["rng/torch"] = torch.get_rng_state()
-    atomic_write(run_dir / CHECKPOINT, save(tensors, metadata={"format": FORMAT, "state": json.dumps(state)}))
+    atomic_write(run_dir / CHECKPOINT, save(tensors, metadata=metadata))
 
 
 def checkpoint_state(run_dir: Path) -> dict:
@@ -96,21 +110,29 @@ def checkpoint_state(run_dir: Path) -> dict:
 def load_checkpoint(run_dir: Path) -> Checkpoint:
     state, tensors = _read(run_dir, tensors=True)
     params = {k.removeprefix("param/"): v for k, v in tensors.items() if k.startswith("param/")}
-    algorithm = {k.removeprefix("algo/"): v.numpy() for k, v in tensors.items() if k.startswith("algo/")}
-    engine = {k.removeprefix("engine/"): v.numpy() for k, v in tensors.items() if k.startswith("engine/")}
-    return Checkpoint(state, params, algorithm, tensors["rng/torch"], engine)
+    numpy = {k: v if isinstance(v, np.ndarray) else v.numpy() for k, v in tensors.items()
+             if k.startswith(("algo/", "engine/"))}
+    algorithm = {k.removeprefix("algo/"): v for k, v in numpy.items() if k.startswith("algo/")}
+    engine = {k.removeprefix("engine/"): v for k, v in numpy.items() if k.startswith("engine/")}
+    return Checkpoint(state, params, algorithm, tensors.get("rng/torch"), engine)
 
 
-def _read(run_dir: Path, tensors: bool) -> tuple[dict, dict[str, torch.Tensor]]:
+def _read(run_dir: Path, tensors: bool) -> tuple[dict, dict]:
+    """The JSON state and (with ``tensors``) every tensor: numpy arrays for a replay's checkpoint,
+    torch tensors for a learning run's (its parameters may be bfloat16, which numpy lacks)."""
     path = run_dir / CHECKPOINT
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint to resume (the run finished, or this is not a run folder)")
     try:
-        with safe_open(str(path), framework="pt") as fh:
+        with safe_open(str(path), framework="numpy") as fh:
             meta = fh.metadata() or {}
             if meta.get("format") != FORMAT:
                 raise CheckpointError(f"{path}: not an edgefed checkpoint of this version ({FORMAT})")
-            arrays = {k: fh.get_tensor(k) for k in fh.keys()} if tensors else {}
+            learning = "rng/torch" in fh.keys()
+            arrays = {k: fh.get_tensor(k) for k in fh.keys()} if tensors and not learning else {}
+        if tensors and learning:
+            with safe_open(str(path), framework="pt") as fh:
+                arrays = {k: fh.get_tensor(k) for k in fh.keys()}
         return json.loads(meta["state"]), arrays
     except (SafetensorError, OSError, ValueError, KeyError) as exc:
         if isinstance(exc, CheckpointError):

@@ -13,7 +13,6 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from edgefed.simulator.records import RoundObserver
@@ -49,6 +48,8 @@ class RoundProgress(RoundObserver):
     jobs, CI logs) a plain line per round, since a bar would show nothing there."""
 
     def __init__(self, mode: str):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
         self.mode = mode  # "bar", "lines" or "off"
         self.bar = Progress(TextColumn("[bold]round"), MofNCompleteColumn(), BarColumn(),
                             TextColumn("acc {task.fields[acc]}  sim {task.fields[sim]}"),
@@ -62,7 +63,7 @@ class RoundProgress(RoundObserver):
             self.acc = record.accuracy
         fields = {"acc": "-" if self.acc is None else f"{self.acc:.3f}", "sim": f"{record.sim_time_s:,.0f} s"}
         budget = getattr(engine.schedule, "evaluations", None)  # a cost budget: progress in its slots
-        total, done, of = (engine.cfg.max, record.round, f"/{engine.cfg.max}") if budget is None else \
+        total, done, of = (engine.cfg.max_rounds, record.round, f"/{engine.cfg.max_rounds}") if budget is None else \
             (budget, engine.schedule.slot, f" ({engine.schedule.slot}/{budget} of the budget)")
         if self.task is None:
             self.bar.start()
@@ -260,21 +261,17 @@ def devices(scenario_file: Optional[Path] = typer.Option(None, "--scenario", hel
 
 
 def print_catalog(profiles: dict, links: dict, peak: int | None) -> None:
-    """The devices (and, for a scenario, whether each can hold its method) and the links."""
+    """The devices (every ``DeviceProfile`` field, as docs/devices.md shows them; for a scenario,
+    whether each can hold its method) and the links."""
+    from edgefed.docgen import device_table
     from edgefed.simulator.energy import radio_w
 
     table = Table(title="devices" + (f" (method needs {peak / 1e9:.2f} GB)" if peak else ""))
-    for col in ("id", "class", "fp32 GFLOP/s", "hot", "mem BW GB/s", "usable GB", "active W", "idle W", "link"):
-        table.add_column(col, no_wrap=col == "id")
-    if peak:
-        table.add_column("can run")
-    for key, d in profiles.items():
-        hot = f"x{d.thermal.sustained_fraction:g} after {d.thermal.burst_s:g} s" if d.thermal else "-"
-        row = [key, d.device_class, f"{d.flops['fp32'] / 1e9:,.0f}", hot, f"{d.mem_bandwidth / 1e9:,.1f}",
-               f"{d.memory_bytes / 1e9:.1f}", f"{d.power_active_w:g}", f"{d.power_idle_w:g}", d.default_link]
-        if peak:
-            row.append("yes" if d.memory_bytes >= peak else "[red]no[/red]")
-        table.add_row(*row)
+    header, rows = device_table(profiles)
+    for col in ("id", *header, *(["can run"] if peak else [])):
+        table.add_column(col, no_wrap=col == "id", overflow="fold")
+    for (key, d), row in zip(profiles.items(), rows):
+        table.add_row(key, *row, *(["yes" if d.memory_bytes >= peak else "[red]no[/red]"] if peak else []))
     out.print(table)
     table = Table(title="links")
     for col in ("id", "up Mbps", "down Mbps", "latency ms", "active W (up/down)", "tail s @ W"):

@@ -242,9 +242,23 @@ def alias_of(link, links: dict) -> str | None:
 
 
 def link_value(field: str, value) -> str:
-    """A link profile figure with its unit, read from the field name's suffix."""
+    """A device or link profile figure with its unit, read from the field name."""
+    if value is None:
+        return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, str):
+        return value
+    if field.endswith("flops"):
+        return si(value, "FLOP/s")
+    if field.endswith("bandwidth"):
+        return si(value, "B/s")
+    if field.endswith("_bytes"):
+        return si(value, "B")
+    if field.endswith("_wh"):
+        return f"{value:g} Wh"
+    if field.endswith("_fraction"):
+        return f"x{value:g}"
     if field == "loss":
         return f"{value * 100:g} %"
     if field.endswith("_w_per_mbps"):
@@ -258,21 +272,32 @@ def link_value(field: str, value) -> str:
     return number(value)
 
 
+DEVICE_TEXT = ("name", "description", "sources")  # a profile's fields that are not figures
+
+
+def device_table(devices: dict[str, DeviceProfile]) -> tuple[list[str], list[list[str]]]:
+    """The devices' figures as a header and rows, one column per ``DeviceProfile`` field (per dtype
+    of ``flops``, per field of ``thermal``), so a field added to the profile shows up here; a
+    column no device fills is left out."""
+    columns = []  # (header, how to read it off a profile)
+    for name in DeviceProfile.model_fields:
+        if name == "flops":
+            dtypes = [t for t in ("fp32", "fp16", "bf16") if any(t in d.flops for d in devices.values())]
+            columns += [(f"flops {t}", lambda d, t=t: link_value("flops", d.flops.get(t))) for t in dtypes]
+        elif name == "thermal":
+            columns += [(f"thermal.{f}", lambda d, f=f: link_value(f, d.thermal and getattr(d.thermal, f)))
+                        for f in ThermalProfile.model_fields]
+        elif name not in DEVICE_TEXT:
+            columns.append((name, lambda d, name=name: link_value(name, getattr(d, name))))
+    columns = [(h, read) for h, read in columns if any(read(d) != "-" for d in devices.values())]
+    return [h for h, _ in columns], [[read(d) for _, read in columns] for d in devices.values()]
+
+
 def catalog_markdown(catalog) -> str:
     """docs/devices.md: the catalog's devices and links as tables with units, then each entry's
     citations verbatim (ESTIMATE marks included). The prose is the profile classes' docstrings."""
     devices, links = catalog.devices, catalog.links
-    dtypes = [t for t in ("fp32", "fp16", "bf16") if any(t in d.flops for d in devices.values())]
-    rng = any(d.rng_flops is not None for d in devices.values())
-    device_rows = []
-    for key, d in devices.items():
-        hot = d.thermal
-        device_rows.append([
-            f"`{key}`", d.device_class, *(si(d.flops.get(t), "FLOP/s") for t in dtypes),
-            *([si(d.rng_flops, "FLOP/s")] if rng else []), si(d.mem_bandwidth, "B/s"), si(d.memory_bytes, "B"),
-            f"{d.power_active_w:g} W", f"{d.power_idle_w:g} W", "-" if d.battery_wh is None else f"{d.battery_wh:g} Wh",
-            f"`{d.default_link}`", f"{hot.burst_s:g} s" if hot else "-",
-            f"x{hot.sustained_fraction:g}" if hot else "-", f"{hot.cool_s:g} s" if hot else "-"])
+    header, rows = device_table(devices)
     fields = [f for f in LinkProfile.model_fields if f not in ("name", "description", "sources")]
     own = {k: link for k, link in links.items() if alias_of(link, links) is None}
     parts = [
@@ -285,9 +310,7 @@ def catalog_markdown(catalog) -> str:
         "## Devices\n",
         prose(DeviceProfile.__doc__) + "\n",
         "Thermal columns: " + prose(ThermalProfile.__doc__) + "\n",
-        table(["device", "class", *(t.upper() for t in dtypes), *(["RNG"] if rng else []), "memory bandwidth",
-               "usable memory", "active power", "idle power", "battery", "default link", "thermal burst",
-               "sustained", "cool"], device_rows),
+        table(["device", *header], [[f"`{key}`", *row] for key, row in zip(devices, rows)]),
         "## Links\n",
         prose(LinkProfile.__doc__) + "\n",
         table(["link", *fields], [[f"`{k}`", *(link_value(f, getattr(link, f)) for f in fields)]

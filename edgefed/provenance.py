@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 
 from edgefed.devices.profile import host_cpu
@@ -62,9 +63,13 @@ def code(root: Path = CHECKOUT, paths: tuple[str, ...] = CODE_PATHS) -> dict:
 
 
 def machine() -> dict:
-    """The host that produced the numbers (what host_seconds and benchmark timings depend on)."""
-    import torch
-
+    """The host that produced the numbers (what host_seconds and benchmark timings depend on).
+    Torch is read only where this process loaded it: a process that ran no model (a replay) records
+    the installed version and no threads or GPU."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return {"cpu": host_cpu(), "cores": os.cpu_count(), "torch_threads": None, "torch": versions()["torch"],
+                "gpu": None, "platform": platform.platform()}
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"cpu": host_cpu(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "gpu": gpu, "platform": platform.platform()}

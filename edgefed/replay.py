@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgefed.algorithms.trainable import Trainable
 from edgefed.algorithms.work import OP_KINDS, OpCount, Work
 from edgefed.results import append_durably, cut_back
 from edgefed.scenario import ScenarioError
@@ -91,10 +90,25 @@ class Sized:
     nbytes: int
 
 
+class NoWeights:
+    """A replay's trainable weights: none to train, checkpoint or check for NaN (and no torch)."""
+
+    names: list[str] = []
+    params: list = []
+
+    @staticmethod
+    def all_finite() -> bool:
+        return True
+
+    @staticmethod
+    def restore(params: list) -> None:
+        pass
+
+
 class ReplayAlgorithm:
     """The algorithm contract served from a trace: recorded sizes and work, no model."""
 
-    trainable = Trainable([], [])  # nothing to train, checkpoint or check for NaN
+    trainable = NoWeights()
 
     def __init__(self, trace: dict):
         self.trace = trace

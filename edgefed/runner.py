@@ -6,14 +6,11 @@ import gc
 import time
 from pathlib import Path
 
-import torch
-
 from edgefed.budget import CostBudget
 from edgefed.build import build_run, device_name, learning_device
 from edgefed.checkpoint import CHECKPOINT, CheckpointError, Checkpointer, checkpoint_state, load_checkpoint, \
     remove_checkpoint
 from edgefed.simulator.engine import Diverged, RoundObserver
-from edgefed.parallel import client_pool
 from edgefed.provenance import PROVENANCE, versions, write_run_provenance
 from edgefed.replay import TRACE, TraceRecorder
 from edgefed.results import REPORT, RunWriter
@@ -82,7 +79,9 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress: RoundO
     resolved, kind = scenario_dict(scenario), device_kind(scenario)
     ckpt = open_run_dir(run_dir, resolved, kind, resume)
     run = build_run(scenario, base)  # feature caches keep the process's threads for their fills
-    if scenario.host.threads is not None:
+    if scenario.host.threads is not None and not run.replay:  # a replay runs no torch
+        import torch
+
         torch.set_num_threads(scenario.host.threads)
     engine = run.engine
     if scenario.rounds.budget is not None:
@@ -108,6 +107,8 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress: RoundO
     if not run.replay:
         if scenario.rounds.mode == "sync":  # an asynchronous run cannot be replayed (scenario.py says why)
             engine.observers.append(TraceRecorder(run_dir, engine.algo.peak_memory_bytes(), resumed_at))
+        from edgefed.parallel import client_pool  # torch: the learning's workers
+
         engine.pool = client_pool(scenario.host, scenario, base)
     engine.observers += [checkpointer] + ([progress] if progress else [])
     if scenario.output.tensorboard:

@@ -254,10 +254,6 @@ class StalenessSpec(Strict):
         "polynomial 1/(1+s)^exponent (FedBuff's default, exponent 0.5)")
     exponent: float = Field(0.5, ge=0.0, description="polynomial: the exponent a of 1/(1+s)^a")
 
-    def weight(self, staleness: int) -> float:
-        """w(s): the weight of an update computed ``staleness`` versions ago."""
-        return 1.0 if self.kind == "constant" else 1.0 / (1.0 + staleness) ** self.exponent
-
 
 class BudgetSpec(Strict):
     """A run that spends a cost instead of counting rounds: what equal-cost comparisons need."""
@@ -637,7 +633,7 @@ def pinned_paths(resolved: dict, base: Path) -> dict:
     """``resolved`` with every file or folder it names made absolute (a local model folder too,
     which is relative to the working folder), so a run directory's copy runs again from anywhere on
     this machine. A hub id or a builtin model name is left as it is."""
-    from edgefed.algorithms.models import BUILTIN_MODELS
+    from edgefed.algorithms.spec import BUILTIN_MODELS
 
     pinned = copy.deepcopy(resolved)
     for (*parents, field), path in named_paths(resolved, base).items():

@@ -11,18 +11,25 @@ give the same bits; tests compare them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields
 from types import SimpleNamespace
 
 import numpy as np
 
+from edgefed.devices.profile import DeviceProfile, LinkProfile, ThermalProfile
 from edgefed.simulator import radio, thermal
 from edgefed.simulator.energy import compute_j, transfer_j, transfer_s
 from edgefed.simulator.fleet import Fleet
+from edgefed.simulator.records import ClientRecord
 
-LINK_FIELDS = ("latency_s", "handshake_rtts", "loss", "promotion_s", "promotion_w", "tail_s", "tail_w", "idle_w",
-               "power_base_w", "power_up_w_per_mbps", "power_down_w_per_mbps")
-THERMAL_FIELDS = ("burst_s", "sustained_fraction", "cool_s", "power_exponent")
+# the profiles' numeric fields, so a field added to a profile reaches the device model's arrays (a
+# link's rates are each device's own, in the Fleet; power_throttled_w is the device's derived power)
+LINK_FIELDS = tuple(f for f, info in LinkProfile.model_fields.items()
+                    if info.annotation in (float, int) and f not in ("up_mbps", "down_mbps"))
+THERMAL_FIELDS = tuple(ThermalProfile.model_fields)
+DEVICE_FIELDS = (*(f for f, info in DeviceProfile.model_fields.items() if info.annotation is float),
+                 "power_throttled_w")
 
 
 class GroupTable:
@@ -35,17 +42,17 @@ class GroupTable:
         self.link = {name: np.array([getattr(g.link, name) for g in groups], dtype=float) for name in LINK_FIELDS}
         self.thermal = {name: np.array([getattr(g.device.thermal or thermal.STEADY, name) for g in groups], dtype=float)
                         for name in THERMAL_FIELDS}
-        self.power = {name: np.array([getattr(g.device, name) for g in groups], dtype=float)
-                      for name in ("power_active_w", "power_throttled_w", "power_idle_w")}
+        self.device = {name: np.array([getattr(g.device, name) for g in groups], dtype=float)
+                       for name in DEVICE_FIELDS}
 
     def devices(self, ids: np.ndarray) -> SimpleNamespace:
-        """Devices ``ids`` as the device model reads a ``Client``: its powers, ``link`` (with each
+        """Devices ``ids`` as the device model reads a ``Client``: its figures, ``link`` (with each
         one's own rates) and ``thermal``, as arrays over ``ids``."""
         fleet, group = self.fleet, self.fleet.group[ids]
         link = SimpleNamespace(up_mbps=fleet.up_mbps[ids], down_mbps=fleet.down_mbps[ids],
                                **{name: values[group] for name, values in self.link.items()})
         return SimpleNamespace(link=link, thermal=SimpleNamespace(**{k: v[group] for k, v in self.thermal.items()}),
-                               **{name: values[group] for name, values in self.power.items()})
+                               **{name: values[group] for name, values in self.device.items()})
 
 
 @dataclass
@@ -93,3 +100,51 @@ def timelines(now: float, devices: SimpleNamespace, state: np.ndarray, bits_down
     return Timelines(downloaded - now, compute_s, uploaded - computed, uploaded, energy_compute, energy,
                      np.stack([tail_from, tail_until, heat, at], axis=1),
                      np.stack([*down_steps, compute_s, *up_steps], axis=1))
+
+
+def closed_form(rnd, table: GroupTable, charge_j: np.ndarray, work_s: list[float], off: list[float], now: float,
+                deadline_s: float | None) -> set[int]:
+    """Timelines in closed form for the selected clients of ``rnd`` (a ``session.Round``) alone on
+    their access links with an unlimited battery share that finish before the deadline and before
+    they go off. Sets the round's ``solo``, ``clock`` and their radio/heat rows; returns their
+    places in ``rnd.selected``."""
+    ids = np.array(rnd.selected, dtype=np.int64)
+    places = np.flatnonzero(table.solo[table.fleet.group[ids]] & (charge_j[ids] == math.inf))
+    if not places.size:
+        return set()
+    jobs = rnd.jobs
+    nbytes = np.array([(jobs[cid].download.nbytes, jobs[cid].upload.nbytes) for cid in ids[places].tolist()],
+                      dtype=float).reshape(-1, 2)
+    found = timelines(now, table.devices(ids[places]), rnd.state[places], 8.0 * nbytes[:, 0], 8.0 * nbytes[:, 1],
+                      np.array(work_s)[places])
+    watch = now + (np.array(off, dtype=float)[places] - now)  # when the event path's watch would stop it
+    keep = watch > found.finished_at
+    if deadline_s is not None:  # a client the deadline cuts off is charged by the events
+        keep &= found.finished_at < now + deadline_s
+    if not keep.any():
+        return set()
+    places, found = places[keep], Timelines(*(getattr(found, f.name)[keep] for f in fields(Timelines)))
+    rnd.state[places] = found.state
+    rnd.clock = found.steps[found.finished_at.argmax()].tolist()
+    rnd.solo = places, found  # their rows are written once the round's end is known (settling)
+    return set(places.tolist())
+
+
+def write_rows(rnd, fleet: Fleet, found: Timelines, idle: np.ndarray, energy_idle: np.ndarray,
+               energy_radio: np.ndarray) -> None:
+    """The closed-form clients' rows, written once with their wait to the round's end."""
+    places = rnd.solo[0]
+    ids = np.array(rnd.selected, dtype=np.int64)[places]
+    names = [g.device_name for g in fleet.groups]
+    flops: dict[int, float] = {}  # per Work object, shared by a replay's clients
+    columns = zip(ids.tolist(), fleet.group[ids].tolist(), found.download_s.tolist(),
+                  found.compute_s.tolist(), found.upload_s.tolist(), idle[places].tolist(),
+                  found.energy_compute_j.tolist(), energy_radio[places].tolist(), energy_idle[places].tolist(),
+                  found.finished_at.tolist())
+    for cid, g, down_s, compute_s, up_s, idle_s, compute_j_, radio_j, idle_j_, finished in columns:
+        job = rnd.jobs[cid]
+        if id(job.work) not in flops:
+            flops[id(job.work)] = job.work.flops
+        rnd.records[cid] = ClientRecord(rnd.number, cid, names[g], "ok", down_s, compute_s, up_s, idle_s,
+                                        compute_j_, radio_j, idle_j_, job.upload.nbytes, job.download.nbytes,
+                                        flops[id(job.work)], job.work.peak_memory_bytes, "", finished)

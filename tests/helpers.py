@@ -17,8 +17,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from typer.testing import CliRunner
 
-from edgefed.algorithms.data import FederatedData, TextDataset, Tokenized, partition
-from edgefed.algorithms.models import TaskModel, load_backbone
+from edgefed.algorithms.data import FederatedData, TextDataset, partition
+from edgefed.algorithms.models import TaskModel, Tokenized, load_backbone
 from edgefed.algorithms.prototype import init_prototype_head
 
 def edgefed(*args, cwd=None) -> subprocess.CompletedProcess:

@@ -1,20 +1,18 @@
-"""The contract's templates (``Algorithm.catch_up``, ``client_update``) for every method, and the
-spec hook through which the builder fits a method to its fleet without naming it."""
+"""The contract's templates (``Algorithm.catch_up``, ``client_update``) for every method in the
+registry, each in the example configuration it declares, and the spec hook through which the
+builder fits a method to its fleet without naming it."""
 import pytest
 import torch
 
 from edgefed.algorithms.registry import METHODS
-from tests.helpers import tiny_setup, zo_cfg
-
-SPZO = dict(perturbations=1, p1=2, p2=2, split=2, p2_max=32, auto_device=None, auto_step_s=None, auto_budget=2.0)
-EXTRA = {"decomfl": {}, "fedzo": {}, "fedkseed": dict(perturbations=1, pool_size=64, pro=True),
-         "fedavg": dict(optimizer="adam"), "fedspzo": SPZO}
+from tests.helpers import tiny_setup
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_every_method_leaves_the_global_model_and_stamps_its_peak_memory(name):
     model, data = tiny_setup()
-    algo = METHODS[name](model, data, zo_cfg(**EXTRA[name]), seed=1)
+    method = METHODS[name]
+    algo = method.cls(model, data, method.Spec(name=name, **method.example), seed=1)
     before = algo.trainable.snapshot()
     plan = algo.configure_round(1, [0, 1])
     down, down_work = algo.catch_up(0, None, 1, plan)

@@ -4,7 +4,7 @@ import json
 import pytest
 
 import edgefed
-from edgefed.scenario import ScenarioError
+from edgefed import ScenarioError
 from tests.conftest import write_scenario
 
 

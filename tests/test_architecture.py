@@ -1,7 +1,8 @@
-"""The package's import graph, computed from the source: no cycles; the SimPy model (``simulator``),
-``algorithms`` and ``devices`` never import the application in ``edgefed/`` (``edgefed.streams``, a
-leaf, aside); ``algorithms`` never imports ``simulator``; importing a part of edgefed does not import
-its API.
+"""The package's shape, computed from the source: no class over 300 lines; no import cycles; the
+SimPy model (``simulator``), ``algorithms`` and ``devices`` never import the application in
+``edgefed/`` (``edgefed.streams``, a leaf, aside); the simulator sees the learning only through its
+contract (``algorithms/message.py``, ``work.py``); ``algorithms`` never imports ``simulator``;
+importing a part of edgefed does not import its API.
 
 Every import counts, those inside functions too (PEP 562's ``__getattr__`` included): a lazy import
 still runs when it is reached. ``from edgefed import x`` is an edge to ``edgefed/__init__.py``
@@ -67,6 +68,17 @@ def test_streams_is_a_leaf():
     assert [b for a, b in import_graph().edges if a == "edgefed.streams"] == []
 
 
+CONTRACT = {"edgefed.algorithms.message", "edgefed.algorithms.work"}
+
+
+def test_the_simulator_sees_the_learning_only_through_the_contract():
+    """The engine takes its own inputs (``simulator/inputs.py``): of ``algorithms`` it imports the
+    torch-free message and work types alone, and nothing of the scenario or the builders."""
+    bad = [(a, b) for a, b in import_graph().edges if a.startswith("edgefed.simulator")
+           and b.startswith("edgefed.algorithms") and b not in CONTRACT]
+    assert bad == []
+
+
 def test_algorithms_never_import_the_simulator():
     bad = [(a, b) for a, b in import_graph().edges
            if a.startswith("edgefed.algorithms") and b.startswith("edgefed.simulator")]
@@ -79,10 +91,21 @@ def test_the_rooms_hold_what_they_say():
     names = set(module_names())
     assert {n for n in names if n.startswith("edgefed.simulator.")} == {
         f"edgefed.simulator.{m}" for m in
-        ("asynchronous", "closing", "costs", "edge", "energy", "engine", "fleet", "network", "radio", "records",
-         "schedule", "solo", "thermal")}
+        ("asynchronous", "closing", "costs", "edge", "energy", "engine", "fleet", "host", "inputs", "network",
+         "radio", "records", "schedule", "session", "solo", "thermal")}
     assert {"edgefed.cli", "edgefed.api", "edgefed.scenario", "edgefed.build", "edgefed.runner",
             "edgefed.results"} <= names
+
+
+MAX_CLASS_LINES = 300
+
+
+def test_no_class_is_over_300_lines():
+    """A class a reader must hold at once stays short: the engines compose their pieces
+    (``simulator.session``, ``host``, ``edge``) instead of growing."""
+    sizes = {f"{name}.{node.name}": node.end_lineno - node.lineno + 1 for name, path in module_names().items()
+             for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.ClassDef)}
+    assert {name: n for name, n in sizes.items() if n > MAX_CLASS_LINES} == {}
 
 
 def test_no_module_imports_from_the_package_root():

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -19,7 +19,8 @@ from edgefed.build import build_run
 from edgefed.checkpoint import CHECKPOINT, load_checkpoint
 from edgefed.devices.availability import Availability, AvailabilitySpec
 from edgefed.results import RunWriter, read_rows as read_csv
-from edgefed.scenario import RoundsSpec, validate_scenario
+from edgefed.scenario import validate_scenario
+from edgefed.simulator.inputs import EngineConfig
 from edgefed.simulator.asynchronous import AsyncEngine
 from tests.conftest import REPO, write_scenario
 from tests.helpers import edgefed
@@ -118,7 +119,7 @@ def fake_engine(algo, rounds, availability=None):
     """Devices of very different speeds (1 to 16 GFLOP/s) on one radio link."""
     devices = [device(g) for g in (1, 1, 2, 4, 8, 16)]
     clients = [Client(i, d.name, d, LINK) for i, d in enumerate(devices)]
-    return AsyncEngine(algo, clients, rounds, seed=0, fleet_cfg=fleet(),
+    return AsyncEngine(algo, clients, replace(rounds, **fleet()),
                        availability=Availability(availability or AvailabilitySpec(), len(devices), 0))
 
 
@@ -147,8 +148,8 @@ def test_fedbuff_weights_staleness_and_discards_what_is_too_old():
     updates older than max_staleness are discarded; a device runs one session at a time; the
     sessions still running at the last version are cancelled, charged what they got through."""
     algo = FoldingAlgo(flops=4e9)
-    rounds = RoundsSpec(mode="async", max=8, clients_per_round=2, concurrency=4, buffer=2, server_lr=0.5,
-                        max_staleness=2, staleness={"kind": "polynomial", "exponent": 1.0})
+    rounds = EngineConfig(max_rounds=8, clients_per_round=2, slots=4, per_version=2, server_lr=0.5,
+                        max_staleness=2, staleness_exponent=1.0)
     rows = sessions(fake_engine(algo, rounds))
     assert len(algo.folds) == 8 and [v for _, _, v in algo.folds] == list(range(1, 9))
     for _, scales, _ in algo.folds:
@@ -172,7 +173,7 @@ def test_fedbuff_weights_staleness_and_discards_what_is_too_old():
 
 def test_a_deadline_runs_from_each_session_start_and_availability_drops_sessions():
     algo = FoldingAlgo(flops=4e9)
-    rounds = RoundsSpec(mode="async", max=4, clients_per_round=2, concurrency=3, buffer=1, deadline_s=5.0)
+    rounds = EngineConfig(max_rounds=4, clients_per_round=2, slots=3, per_version=1, deadline_s=5.0)
     rows = sessions(fake_engine(algo, rounds, AvailabilitySpec(failures_per_hour=600.0)))
     late = [r for r in rows if r.status == "late"]
     assert late and all(r.download_s + r.compute_s + r.upload_s == pytest.approx(5.0) for r in late)
@@ -183,18 +184,18 @@ def test_a_deadline_runs_from_each_session_start_and_availability_drops_sessions
 ASYNC = {"mode": "async", "concurrency": 4, "buffer": 2, "max": 6, "eval_every": 2}
 
 
-@pytest.mark.parametrize("algorithm, fleet_extra, rounds_extra", [
-    (METHODS["decomfl"], {"battery_fraction": 0.002, "availability": {"kind": "bernoulli", "p": 0.7,
-                                                                       "failures_per_hour": 60},
-                          "stragglers": {"sigma": 0.3}}, {"deadline_s": 0.5, "max_staleness": 1}),
-    (METHODS["fedkseed"], {}, {}),
-    (METHODS["fedavg"], {}, {}),
-])
-def test_stopped_then_resumed_equals_the_whole_run(tmp_path, tiny_dict, monkeypatch, algorithm, fleet_extra,
-                                                   rounds_extra):
+# the systems state a resume must rebuild besides the learning's (carried by one method's case)
+SYSTEMS = ({"battery_fraction": 0.002, "availability": {"kind": "bernoulli", "p": 0.7, "failures_per_hour": 60},
+            "stragglers": {"sigma": 0.3}}, {"deadline_s": 0.5, "max_staleness": 1})
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_stopped_then_resumed_equals_the_whole_run(tmp_path, tiny_dict, monkeypatch, method):
     """Stop with version 4's rows on disk and the checkpoint at version 3 (sessions in flight, the
-    version history in the algorithm's state), resume: the files equal an uninterrupted run's."""
-    tiny_dict["algorithm"] = algorithm
+    version history in the algorithm's state), resume: the files equal an uninterrupted run's, for
+    every method of the registry; DeComFL's run carries the systems state."""
+    fleet_extra, rounds_extra = SYSTEMS if method == "decomfl" else ({}, {})
+    tiny_dict["algorithm"] = METHODS[method]
     tiny_dict["fleet"].update(fleet_extra)
     tiny_dict["rounds"].update(**ASYNC, **rounds_extra)
     scenario = write_scenario(tmp_path, tiny_dict)

@@ -82,12 +82,12 @@ def test_bad_daily_trace_or_home_link_is_one_line_exit_2(tmp_path, tiny_dict):
 
 
 def test_the_server_waits_for_the_first_window_and_drops_a_phone_whose_window_closes():
-    from edgefed.scenario import RoundsSpec
+    from edgefed.simulator.inputs import EngineConfig
     from tests.test_systems import FakeAlgo, device, make_engine, play
     spec = AvailabilitySpec(kind="charging_wifi", jitter_h=0.0)
     users = {"a": [(2.0, 2.0 + 10 / H)]}  # on from 02:00 for 10 s only
     avail = Availability(spec, 2, 0, daily=daily_windows(users, [True, True], spec, 0))
     (record, rows), = play(make_engine(FakeAlgo(flops=2e9), [device(1.0), device(0.1)], availability=avail,
-                                       rounds=RoundsSpec(max=1, clients_per_round=2)))
+                                       rounds=EngineConfig(max_rounds=1, clients_per_round=2)))
     assert [r.status for r in rows] == ["ok", "dropped"]  # 20 s of compute outlasts the window
     assert record.sim_time_s == pytest.approx(2 * H + 10.0)  # the round waited until 02:00

@@ -63,13 +63,13 @@ def test_summary_totals_equal_sums_over_clients(tiny_run):
 def test_bytes_equal_serialized_message_lengths(tiny_run, tiny_dict):
     """Replay the learning of round 1 directly and compare with the CSV's byte counts."""
     from edgefed.simulator.engine import Engine
-    from edgefed.build import build_fleet, build_learning
+    from edgefed.build import build_fleet, build_learning, engine_config
     from edgefed.scenario import Scenario
 
     run_dir, _ = tiny_run
     scenario = Scenario.model_validate(tiny_dict)
     algo = build_learning(scenario, Path("."))
-    engine = Engine(algo, build_fleet(scenario), scenario.rounds, scenario.seed)
+    engine = Engine(algo, build_fleet(scenario), engine_config(scenario.rounds, seed=scenario.seed))
     selected = engine.select(1)
     plan = algo.configure_round(1, selected)
     rows = {int(c["client"]): c for c in read_csv(run_dir / "clients.csv") if c["round"] == "1"}

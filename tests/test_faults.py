@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from edgefed.cli import app
 from edgefed.simulator.engine import Engine
 from edgefed.simulator.records import RoundObserver
-from edgefed.build import build_fleet, build_learning
+from edgefed.build import build_fleet, build_learning, engine_config
 from edgefed.scenario import Scenario
 from tests.conftest import TINY, write_scenario
 from tests.test_end_to_end import read_csv
@@ -24,7 +24,7 @@ def run_engine(tiny_dict, fault=None, drop_victim=False):
     """Three rounds in process; ``fault`` poisons the first client selected in BAD_ROUND."""
     scenario = Scenario.model_validate(tiny_dict)
     algo = build_learning(scenario, Path("."))
-    engine = Engine(algo, build_fleet(scenario), scenario.rounds, scenario.seed)
+    engine = Engine(algo, build_fleet(scenario), engine_config(scenario.rounds, seed=scenario.seed))
     victim = engine.select(BAD_ROUND)[0]
     client_update, loss, aggregate = algo.client_update, algo.model.loss, algo.aggregate
 

@@ -11,7 +11,8 @@ from edgefed.build import build_fleet, mark_memory_exclusions
 from edgefed.simulator.costs import compute_seconds
 from edgefed.simulator.energy import transfer_s
 from edgefed.simulator.engine import Engine, Estimate
-from edgefed.scenario import RoundsSpec, Scenario
+from edgefed.scenario import Scenario
+from edgefed.simulator.inputs import EngineConfig
 
 
 def _fleet(tiny_dict, size=300):
@@ -23,8 +24,8 @@ def _fleet(tiny_dict, size=300):
 
 
 def _engine(fleet, selection="uniform", deadline_s=None):
-    rounds = RoundsSpec(max=1, clients_per_round=40, selection=selection, deadline_s=deadline_s)
-    return Engine(None, fleet, rounds, seed=5)
+    return Engine(None, fleet, EngineConfig(seed=5, max_rounds=1, clients_per_round=40, selection=selection,
+                                            deadline_s=deadline_s))
 
 
 def test_fleet_arrays_hold_each_device_as_the_scenario_says(tiny_dict):
@@ -41,12 +42,12 @@ def test_selection_over_arrays_matches_the_per_device_rule(tiny_dict):
     smallest = min(g.device.memory_bytes for g in fleet.groups)
     excluded = mark_memory_exclusions(fleet, int(smallest) + 1)  # the devices with the least memory
     engine = _engine(fleet)
-    engine.charge_j[:] = math.inf
-    engine.charge_j[::7] = 0.0  # spent batteries
-    engine.charge_j[1::7] = 5.0
+    engine.sessions.charge_j[:] = math.inf
+    engine.sessions.charge_j[::7] = 0.0  # spent batteries
+    engine.sessions.charge_j[1::7] = 5.0
     clients = list(fleet)
-    usable = [c.id for c in clients if c.eligible and engine.charge_j[c.id] > 0]
-    assert engine.usable().tolist() == usable
+    usable = [c.id for c in clients if c.eligible and engine.sessions.charge_j[c.id] > 0]
+    assert engine.sessions.usable().tolist() == usable
     assert 0 < sum(e["count"] for e in excluded) == sum(not c.eligible for c in clients) < len(clients)
     for round in (1, 2, 3):
         rng = np.random.default_rng([5, 3, round])
@@ -99,13 +100,14 @@ def test_availability_answers_for_arrays_as_for_each_device(tmp_path):
 
 
 def test_a_checkpoint_holds_the_devices_that_took_part_and_restores_the_whole_fleet(tiny_dict):
-    from tests.test_systems import FakeAlgo, play
+    from tests.test_systems import NO_EVALUATION, FakeAlgo, play
     fleet = _fleet(tiny_dict, size=3000)
-    engine = Engine(FakeAlgo(), fleet, RoundsSpec(max=2, clients_per_round=5), seed=5)
+    engine = Engine(FakeAlgo(), fleet, EngineConfig(seed=5, max_rounds=2, clients_per_round=5))
+    engine.schedule = NO_EVALUATION  # the fake has no model to evaluate
     play(engine, 2)
     arrays = engine.arrays()
     assert 5 < len(arrays["devices"]) <= 10 and {len(v) for v in arrays.values()} == {len(arrays["devices"])}
-    restored = Engine(FakeAlgo(), fleet, RoundsSpec(max=2, clients_per_round=5), seed=5)
+    restored = Engine(FakeAlgo(), fleet, EngineConfig(seed=5, max_rounds=2, clients_per_round=5))
     restored.load_state(engine.state(), {k: v.copy() for k, v in arrays.items()})
     for name in ("last_sync", "charge_j", "radio_thermal"):
-        assert np.array_equal(getattr(restored, name), getattr(engine, name), equal_nan=True), name
+        assert np.array_equal(getattr(restored.sessions, name), getattr(engine.sessions, name), equal_nan=True), name

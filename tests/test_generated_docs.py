@@ -45,6 +45,8 @@ def test_every_page_says_it_is_generated():
     readme = written.pop(module.ROOT_README, None)  # only a part of it is written: between its markers
     if readme is not None:
         assert all(marker in readme for marker in module.STUDY_MARKERS)
+    design = written.pop(module.DESIGN_MD)  # likewise: its figures, each block between its markers
+    assert all(marker in design for block in module.DESIGN_BLOCKS for marker in module.design_marker(block))
     pages = {**{str(k): v for k, v in written.items()},
              "scenarios": cli("schema", "--format", "markdown"), "devices": cli("devices", "--format", "markdown"),
              "comparisons": cli("schema", "--of", "comparison", "--format", "markdown")}

@@ -4,7 +4,7 @@ tests/test_systems.py's round-number link (promotion 0.5 s at 2 W, 0.1 s latency
 connection with TCP + TLS 1.3: two round trips of the path's latency before the request's own."""
 import pytest
 
-from edgefed.scenario import RoundsSpec
+from edgefed.simulator.inputs import EngineConfig
 from edgefed.simulator.network import CellSpec
 from tests.test_systems import LINK, FakeAlgo, device, make_engine, play
 
@@ -13,7 +13,7 @@ NEW_CONNECTIONS = LINK.model_copy(update={"handshake_rtts": 2})
 
 def test_a_transfer_that_wakes_the_radio_opens_a_connection_and_pays_its_round_trips():
     (r1, [a]), (r2, [b]) = play(make_engine(FakeAlgo(), [device(1.0)], link=NEW_CONNECTIONS,
-                                            rounds=RoundsSpec(max=2, clients_per_round=1)), 2)
+                                            rounds=EngineConfig(max_rounds=2, clients_per_round=1)), 2)
     # download from idle: promotion 0.5 s, then 3 round trips of 0.1 s (TCP, TLS, the request), then
     # 8 Mbit at 16 Mbps: 1.3 s. The upload starts inside the download's tail (no promotion, the
     # connection still open): 0.1 s + 8 Mbit at 8 Mbps = 1.1 s.

@@ -4,6 +4,7 @@ matches a hand computation; the deadline is the server's, end to end, and over-s
 first arrivals across cells; K edge rounds in one cell learn as K flat rounds, bit for bit; bad
 input is one line."""
 import copy
+from dataclasses import replace
 import math
 from types import SimpleNamespace
 
@@ -16,35 +17,25 @@ from edgefed.algorithms.decomfl import DeComFL
 from edgefed.algorithms.fedkseed import FedKSeed
 from edgefed.algorithms.fedzo import FedZO
 from edgefed.algorithms.message import ARRAY_HEAD, HEADER, Message
+from edgefed.algorithms.registry import METHODS as REGISTRY, example
 from edgefed.algorithms.work import Work
-from edgefed.devices.availability import StragglerSpec
 from edgefed.build import build_run
 from edgefed.simulator.engine import Client, Engine
-from edgefed.simulator.network import CellSpec, NetworkSpec
-from edgefed.scenario import RoundsSpec, validate_scenario
+from edgefed.simulator.network import CellSpec
+from edgefed.scenario import validate_scenario
+from edgefed.simulator.inputs import EngineConfig
 from tests.conftest import REPO, write_scenario
 from tests.helpers import tiny_setup, zo_cfg
 from tests.test_cli_errors import _assert_one_line_error
 from tests.helpers import edgefed
 from tests.test_end_to_end import read_csv
-from tests.test_systems import LINK, FakeAlgo, device, play
+from tests.test_systems import LINK, NO_EVALUATION, FakeAlgo, device, play
 
 CELLS = {"north": {"up_mbps": 20.0, "down_mbps": 50.0, "latency_s": 0.01},
          "south": {"up_mbps": 10.0, "down_mbps": 30.0, "latency_s": 0.02},
          "west": {"up_mbps": 40.0, "down_mbps": 40.0}}
 
-METHODS = {
-    "decomfl": {"name": "decomfl", "lr": 1e-3, "eps": 1e-3, "local_steps": 2, "batch_size": 8, "perturbations": 2,
-                "trainable": "all"},
-    "fedspzo": {"name": "fedspzo", "lr": 1e-3, "eps": 1e-3, "local_steps": 2, "batch_size": 8, "split": 2, "p1": 2,
-                "p2": 3, "trainable": "all"},
-    "fedkseed": {"name": "fedkseed", "lr": 1e-3, "eps": 1e-3, "local_steps": 3, "batch_size": 8, "pool_size": 16,
-                 "pro": True, "trainable": "last:2"},
-    "fedzo": {"name": "fedzo", "lr": 1e-3, "eps": 1e-3, "local_steps": 2, "batch_size": 8, "perturbations": 2,
-              "trainable": "all"},
-    "fedavg": {"name": "fedavg", "lr": 1e-3, "local_steps": 2, "batch_size": 8, "optimizer": "adam",
-               "trainable": "last:1"},
-}
+METHODS = {name: example(name) for name in REGISTRY}  # every method, in the configuration it declares
 
 
 def in_cells(tiny: dict, method: str, kind: str) -> dict:
@@ -219,12 +210,11 @@ class EdgeFake:
 
 def edge_engine(algo, devices, cells, rounds=None, link=LINK, attribution="session"):
     clients = [Client(i, d.name, d, link, cell=c) for i, (d, c) in enumerate(zip(devices, cells))]
-    rounds = rounds or RoundsSpec(max=1, clients_per_round=len(devices), aggregation={"kind": "hierarchical"})
-    fleet = type("Fleet", (), {"network": NetworkSpec(cells={c: CellSpec(up_mbps=4.0, down_mbps=8.0, latency_s=0.05)
-                                                             for c in set(cells)}),
-                               "stragglers": StragglerSpec(), "battery_fraction": None,
-                               "energy_attribution": attribution})
-    return Engine(algo, clients, rounds, seed=0, fleet_cfg=fleet)
+    rounds = rounds or EngineConfig(max_rounds=1, clients_per_round=len(devices), hierarchical=True)
+    cells = {c: CellSpec(up_mbps=4.0, down_mbps=8.0, latency_s=0.05) for c in set(cells)}
+    engine = Engine(algo, clients, replace(rounds, cells=cells, charge_wait=attribution == "round"))
+    engine.schedule = NO_EVALUATION  # the fakes have no model to evaluate
+    return engine
 
 
 @pytest.mark.parametrize("attribution", ["session", "round"])
@@ -274,8 +264,8 @@ def test_overselection_keeps_the_first_arrivals_across_cells():
     """Four devices, two cells; the server wants 2 of 4: the two fastest arrivals count, both in the
     fast cell, and the slow cell's edge is closed by the same quota, with nothing to send."""
     algo = EdgeFake(flops=8e9, down=1000, up=1000, partial=1000)
-    rounds = RoundsSpec(max=1, clients_per_round=2, selection="overselect", overselect=2.0,
-                        aggregation={"kind": "hierarchical"})
+    rounds = EngineConfig(max_rounds=1, clients_per_round=2, selection="overselect", overselect=2.0,
+                        hierarchical=True)
     engine = edge_engine(algo, [device(g) for g in (4, 8, 1, 2)], ["fast", "fast", "slow", "slow"], rounds)
     record, rows = play(engine)[0]
     assert algo.aggregated == [[0, 1]]
@@ -295,8 +285,8 @@ def test_65_cells_of_2_keep_need_arrivals_and_end_one_backhaul_upload_after_flat
     sizes = dict(down=1000, up=100_000, flops=2e9)
 
     def rounds(kind):
-        return RoundsSpec(max=1, clients_per_round=100, selection="overselect", overselect=1.3,
-                          aggregation={"kind": kind})
+        return EngineConfig(max_rounds=1, clients_per_round=100, selection="overselect", overselect=1.3,
+                          hierarchical=kind == "hierarchical")
 
     hier = EdgeFake(partial=100_000, **sizes)
     (record, rows), = play(edge_engine(hier, devices, cells, rounds("hierarchical")))
@@ -318,7 +308,7 @@ def test_the_deadline_is_end_to_end_and_a_cell_with_no_arrival_sends_nothing():
     up the backhaul: the fast cell's partial arrives in time, the slow cell's clients are cut off
     and it sends nothing; the round ends at that cut-off, not after the deadline."""
     algo = EdgeFake(flops=4e9, down=1000, up=1000, partial=1000)
-    rounds = RoundsSpec(max=1, clients_per_round=4, deadline_s=3.0, aggregation={"kind": "hierarchical"})
+    rounds = EngineConfig(max_rounds=1, clients_per_round=4, deadline_s=3.0, hierarchical=True)
     record, rows = play(edge_engine(algo, [device(g) for g in (8, 8, 1, 1)], ["fast", "fast", "slow", "slow"],
                                     rounds))[0]
     assert algo.aggregated == [[0, 1]]
@@ -339,7 +329,7 @@ class Unpriced(EdgeFake):
 
 def test_a_message_that_cannot_reach_the_server_by_the_deadline_is_late_and_counted():
     algo = Unpriced(flops=4e9, down=1000, up=1000, partial=1000)
-    rounds = RoundsSpec(max=1, clients_per_round=2, deadline_s=3.0, aggregation={"kind": "hierarchical"})
+    rounds = EngineConfig(max_rounds=1, clients_per_round=2, deadline_s=3.0, hierarchical=True)
     record, rows = play(edge_engine(algo, [device(8), device(1)], ["ap", "ap"], rounds))[0]
     # client 0 arrives, client 1 is cut off at 3.0 - 0.052 s; the 10 kB partial needs 0.07 s more
     assert [r.status for r in rows] == ["late", "late"] and record.aggregated == 0
@@ -388,7 +378,7 @@ def test_bad_hierarchical_input_is_one_line_exit_2(tmp_path, tiny_dict, mutate, 
 
 def test_a_download_the_deadline_cuts_off_on_the_backhaul_stops_with_the_round():
     algo = EdgeFake(down=10_000_000, flops=1e6, up=1000, partial=1000)  # 80 Mbit over the 8 Mbps backhaul: 10.05 s
-    rounds = RoundsSpec(max=1, clients_per_round=2, deadline_s=3.0, aggregation={"kind": "hierarchical"})
+    rounds = EngineConfig(max_rounds=1, clients_per_round=2, deadline_s=3.0, hierarchical=True)
     engine = edge_engine(algo, [device()] * 2, ["ap", "ap"], rounds)
     record, rows = play(engine)[0]
     cutoff = 3.0 - BACKHAUL_UP_S  # the edge stops waiting when its partial would need the rest
@@ -396,7 +386,7 @@ def test_a_download_the_deadline_cuts_off_on_the_backhaul_stops_with_the_round()
     assert [r.download_s for r in rows] == pytest.approx([cutoff, cutoff]) and record.bytes_down == 0
     assert record.backhaul_bytes_down == pytest.approx((cutoff - 0.05) * 8e6 / 8, abs=1)  # what it sent
     assert record.backhaul_bytes_up == 0 and record.sim_time_s == pytest.approx(cutoff)
-    assert engine.net.users == {}  # nothing left on the links for the next round
+    assert engine.sessions.net.users == {}  # nothing left on the links for the next round
 
 
 # -- K > 1 edge rounds per cloud round (HierFAVG) -------------------------------------------------
@@ -404,8 +394,6 @@ def test_a_download_the_deadline_cuts_off_on_the_backhaul_stops_with_the_round()
 class EdgeRoundsFake(EdgeFake):
     """EdgeFake whose model is the list of (round, client) updates applied to it, so an edge's
     model and the server's adoption show which edge rounds' updates they hold."""
-
-    edge_rounds_defined = True
 
     def __init__(self, **kw):
         super().__init__(**kw)
@@ -433,8 +421,8 @@ class EdgeRoundsFake(EdgeFake):
 
 
 def two_edge_rounds(k=2, deadline_s=None):
-    rounds = RoundsSpec(max=1, clients_per_round=2, deadline_s=deadline_s,
-                        aggregation={"kind": "hierarchical", "edge_rounds": k})
+    rounds = EngineConfig(max_rounds=1, clients_per_round=2, deadline_s=deadline_s,
+                        hierarchical=True, edge_rounds=k)
     algo = EdgeRoundsFake()
     return algo, play(edge_engine(algo, [device(1.0)] * 2, ["ap", "ap"], rounds))[0]
 
@@ -487,10 +475,10 @@ def test_the_cloud_adopts_the_edges_models_weighted_mean_and_one_model_as_it_is(
 
 
 def test_a_client_that_goes_off_while_it_waits_for_its_edge_takes_no_further_edge_round():
-    rounds = RoundsSpec(max=1, clients_per_round=2, aggregation={"kind": "hierarchical", "edge_rounds": 2})
+    rounds = EngineConfig(max_rounds=1, clients_per_round=2, hierarchical=True, edge_rounds=2)
     algo = EdgeRoundsFake()
     engine = edge_engine(algo, [device(2.0), device(1.0)], ["ap", "ap"], rounds)
-    engine.avail.off_at = lambda cid, now, round: 5.0 if cid == 0 else math.inf
+    engine.sessions.avail.off_at = lambda cid, now, round: 5.0 if cid == 0 else math.inf
     (record, rows), = play(engine)
     # client 0 arrives at 4.25 s and goes off at 5.0 s, before client 1 arrives (5.25 s) and the
     # edge starts edge round 2: only client 1 plays it, 5.25 + 0.6 + 2 + 1.1 s, then the backhaul 1.05 s

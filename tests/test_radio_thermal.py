@@ -6,8 +6,8 @@ import json
 import pytest
 
 from edgefed.devices.profile import ThermalProfile
-from edgefed.scenario import RoundsSpec
-from tests.test_systems import LINK, NO_EVALUATION, FakeAlgo, device, make_engine, play
+from edgefed.simulator.inputs import EngineConfig
+from tests.test_systems import LINK, FakeAlgo, device, make_engine, play
 
 IDLE_LINK = LINK.model_copy(update={"idle_w": 0.1})
 DOWN_J = 0.6 * 1.0 + 0.1 * 8  # 0.1 s latency + 8 Mbit / 16 Mbps at 1 W, plus 0.1 W/Mbps x 8 Mbit
@@ -16,7 +16,7 @@ PROMO_J, TAIL_J = 0.5 * 2.0, 5.0 * 1.0
 
 
 def test_back_to_back_rounds_pay_one_promotion_and_no_overlapping_tail():
-    (r1, [a]), (r2, [b]) = play(make_engine(FakeAlgo(flops=2e9), [device(1.0)], rounds=RoundsSpec(max=2, clients_per_round=1)), 2)
+    (r1, [a]), (r2, [b]) = play(make_engine(FakeAlgo(flops=2e9), [device(1.0)], rounds=EngineConfig(max_rounds=2, clients_per_round=1)), 2)
     # round 1, from idle: promotion; the download's tail runs through the 2 s compute and is cut by
     # the upload at 3.1 s; the upload's tail (4.2 .. 9.2 s) is charged in full
     assert a.energy_radio_j == pytest.approx(PROMO_J + DOWN_J + 2.0 + UP_J + TAIL_J)  # 14.5 J
@@ -52,7 +52,7 @@ def test_idle_radio_power_is_charged_outside_tails_while_a_device_takes_part(att
 
 def test_a_phone_throttles_after_its_burst_and_starts_the_next_round_hot():
     hot = device(1.0).model_copy(update={"thermal": ThermalProfile(burst_s=10.0, sustained_fraction=0.5, cool_s=20.0)})
-    (r1, [a]), (r2, [b]) = play(make_engine(FakeAlgo(flops=16e9), [hot], rounds=RoundsSpec(max=2, clients_per_round=1)), 2)
+    (r1, [a]), (r2, [b]) = play(make_engine(FakeAlgo(flops=16e9), [hot], rounds=EngineConfig(max_rounds=2, clients_per_round=1)), 2)
     assert a.compute_s == pytest.approx(10.0 + 6.0 / 0.5)  # 10 s at full speed, the other 6 s of work at half
     # compute ends at 23.1 s; upload (promoted: the tail ended at 6.1 s) to 24.7 s; round-2 download
     # (inside the tail, no promotion) to 25.3 s: 2.2 s of cooling drain 1.1 s of the 10 s of heat
@@ -75,7 +75,7 @@ def test_a_throttled_flop_costs_less_energy_than_a_burst_one():
 
 def test_a_phone_cut_off_while_throttled_is_charged_the_work_it_did():
     hot = device(1.0).model_copy(update={"thermal": ThermalProfile(burst_s=10.0, sustained_fraction=0.5, cool_s=20.0)})
-    (record, [row]), = play(make_engine(FakeAlgo(flops=16e9), [hot], rounds=RoundsSpec(max=1, clients_per_round=1, deadline_s=17.1)))
+    (record, [row]), = play(make_engine(FakeAlgo(flops=16e9), [hot], rounds=EngineConfig(max_rounds=1, clients_per_round=1, deadline_s=17.1)))
     assert row.status == "late" and row.compute_s == pytest.approx(16.0)  # 1.1 s download, then 16 s
     assert row.flops == pytest.approx((10.0 + 6.0 * 0.5) * 1e9)  # 10 s at 1 GFLOP/s, 6 s at 0.5
     assert row.energy_compute_j == pytest.approx(10.0 * 3.0 + 6.0 * 1.125)  # 6 s of it throttled
@@ -83,13 +83,12 @@ def test_a_phone_cut_off_while_throttled_is_charged_the_work_it_did():
 
 def test_radio_and_heat_survive_a_state_round_trip_exactly():
     hot = device(1.0).model_copy(update={"thermal": ThermalProfile(burst_s=10.0, sustained_fraction=0.5, cool_s=20.0)})
-    rounds = RoundsSpec(max=2, clients_per_round=1)
+    rounds = EngineConfig(max_rounds=2, clients_per_round=1)
     straight = play(make_engine(FakeAlgo(flops=16e9), [hot], link=IDLE_LINK, rounds=rounds), 2)
 
     first = make_engine(FakeAlgo(flops=16e9), [hot], link=IDLE_LINK, rounds=rounds)
     play(first, 1)
     resumed = make_engine(FakeAlgo(flops=16e9), [hot], link=IDLE_LINK, rounds=rounds)
-    resumed.schedule = NO_EVALUATION
     resumed.load_state(json.loads(json.dumps(first.state())), {k: v.copy() for k, v in first.arrays().items()})
     out = []
 

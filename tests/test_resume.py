@@ -12,6 +12,7 @@ from safetensors import safe_open
 from safetensors.torch import save
 from typer.testing import CliRunner
 
+from edgefed.algorithms.registry import METHODS, example
 from edgefed.build import learning_device
 from edgefed.checkpoint import CHECKPOINT, load_checkpoint
 from edgefed.cli import app
@@ -102,23 +103,21 @@ def test_resume_refuses_missing_foreign_or_corrupt_checkpoints(tmp_path, scenari
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
-@pytest.mark.parametrize("algorithm, fleet, rounds", [
-    ({"name": "fedspzo", "split": 2, "p1": 1, "p2": 2, "lr": 1e-3}, {}, {}),
-    ({"name": "fedkseed", "pool_size": 16, "pro": True, "lr": 1e-3}, {}, {}),
-    ({"name": "fedzo", "lr": 1e-3}, {}, {}),
-    ({"name": "fedavg", "lr": 1e-3, "optimizer": "adam"}, {}, {}),
-    ({"name": "decomfl", "lr": 1e-3},
-     {"battery_fraction": 0.001, "availability": {"kind": "bernoulli", "p": 0.7, "failures_per_hour": 30},
-      "stragglers": {"sigma": 0.3}},
-     {"selection": "resource_aware", "deadline_s": 2.0}),
-])
-def test_resume_is_exact_for_every_algorithm_and_systems_state(tmp_path, tiny_dict, monkeypatch, algorithm, fleet,
-                                                               rounds):
+# the systems state a resume must restore besides the learning's (carried by one method's case)
+SYSTEMS = ({"battery_fraction": 0.001, "availability": {"kind": "bernoulli", "p": 0.7, "failures_per_hour": 30},
+            "stragglers": {"sigma": 0.3}},
+           {"selection": "resource_aware", "deadline_s": 2.0})
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_resume_is_exact_for_every_algorithm_and_systems_state(tmp_path, tiny_dict, monkeypatch, method):
     """Stop after round 2's checkpoint (as a kill would), resume, compare with a whole run: the
-    algorithm's history, batteries, resource-aware estimates and the clock must all survive."""
+    algorithm's history, batteries, resource-aware estimates and the clock must all survive. Every
+    method of the registry, in its example configuration; DeComFL's run carries the systems state."""
     from edgefed.results import RunWriter
 
-    tiny_dict["algorithm"] = {**algorithm, "local_steps": 2, "batch_size": 8}
+    fleet, rounds = SYSTEMS if method == "decomfl" else ({}, {})
+    tiny_dict["algorithm"] = example(method)
     tiny_dict["fleet"].update(fleet)
     tiny_dict["rounds"].update(max=ROUNDS, eval_every=2, **rounds)
     scenario = write_scenario(tmp_path, tiny_dict)

@@ -2,17 +2,18 @@
 equal the event path's bit for bit, on random links, devices, message sizes, deadlines, cells,
 batteries, stragglers, availability windows and failures, across rounds that carry radio tails
 and heat."""
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from edgefed.devices.profile import DeviceProfile, LinkProfile, ThermalProfile
 from edgefed.devices.availability import Availability, AvailabilitySpec, StragglerSpec
-from edgefed.simulator import engine as engine_module
+from edgefed.simulator import solo as solo_module
 from edgefed.simulator.engine import Client, Engine
 from edgefed.simulator.network import CellSpec
-from edgefed.scenario import RoundsSpec
+from edgefed.simulator.inputs import EngineConfig
+from edgefed.simulator.session import Sessions
 from tests.test_systems import NO_EVALUATION, FakeAlgo, fleet
 
 positive = st.floats(0.01, 100.0)
@@ -48,8 +49,8 @@ def setups(draw):
                for i in range(n)]
     algo = dict(down_bytes=draw(st.integers(0, 3_000_000)), up_bytes=draw(st.integers(0, 3_000_000)),
                 flops=draw(st.floats(0.0, 5e10)))
-    rounds = RoundsSpec(max=4, clients_per_round=draw(st.integers(1, n)),
-                        deadline_s=draw(st.none() | st.floats(0.5, 60.0)))
+    rounds = EngineConfig(seed=5, max_rounds=4, clients_per_round=draw(st.integers(1, n)),
+                          deadline_s=draw(st.none() | st.floats(0.5, 60.0)))
     stragglers = draw(st.sampled_from([StragglerSpec(), StragglerSpec(sigma=0.5, probability=0.3, factor=3.0)]))
     availability = AvailabilitySpec(kind=draw(st.sampled_from(["always", "diurnal"])),
                                     on_hours=draw(st.floats(0.02, 24.0)),
@@ -60,9 +61,9 @@ def setups(draw):
 
 def make_engine(setup) -> Engine:
     clients, algo, rounds, stragglers, battery, availability, attribution = setup
-    engine = Engine(FakeAlgo(**algo), clients, rounds, seed=5,
-                    fleet_cfg=fleet({"ap": CellSpec(up_mbps=5.0, down_mbps=20.0, latency_s=0.01)}, stragglers,
-                                    battery, attribution),
+    engine = Engine(FakeAlgo(**algo), clients,
+                    replace(rounds, seed=5, **fleet({"ap": CellSpec(up_mbps=5.0, down_mbps=20.0, latency_s=0.01)},
+                                                    stragglers, battery, attribution)),
                     availability=Availability(availability, len(clients), 5))
     engine.schedule = NO_EVALUATION
     return engine
@@ -71,11 +72,11 @@ def make_engine(setup) -> Engine:
 def play(setup, closed_form: bool, monkeypatch):
     """Every round of ``setup``; the clock stops when the last round ends (an availability watch
     the event path leaves behind would move it on, to no effect)."""
-    monkeypatch.setattr(Engine, "closed_form", closed_form)
+    monkeypatch.setattr(Sessions, "closed_form", closed_form)
     engine, results = make_engine(setup), []
 
     def server():
-        for r in range(1, engine.cfg.max + 1):
+        for r in range(1, engine.cfg.max_rounds + 1):
             rnd = yield from engine.run_round(r)
             if rnd is None:  # every battery share ran out
                 return
@@ -112,15 +113,15 @@ def test_the_closed_form_is_taken_for_clients_alone_on_their_links(monkeypatch):
     """A star fleet of a thousand: every client's timeline comes from the closed form, and still
     equals the events'."""
     computed = []
-    real = engine_module.timelines
+    real = solo_module.timelines
 
     def counting(*args):
         found = real(*args)
         computed.append(len(found.finished_at))
         return found
 
-    monkeypatch.setattr(engine_module, "timelines", counting)
-    setup = (star(1000), dict(flops=2e9), RoundsSpec(max=3, clients_per_round=600), StragglerSpec(sigma=0.3), None,
+    monkeypatch.setattr(solo_module, "timelines", counting)
+    setup = (star(1000), dict(flops=2e9), EngineConfig(max_rounds=3, clients_per_round=600), StragglerSpec(sigma=0.3), None,
              AvailabilitySpec(), "round")
     _, solo_rounds = play(setup, True, monkeypatch)
     assert computed == [600, 600, 600]
@@ -131,9 +132,9 @@ def test_the_closed_form_is_taken_for_clients_alone_on_their_links(monkeypatch):
 def test_clients_that_go_off_after_their_upload_stay_in_the_closed_form(monkeypatch):
     """Failures give every client an off time; those that finish first are the closed form's, the
     others are cut off on the event path, and the rows equal the events' alone."""
-    setup = (star(200), dict(flops=2e9), RoundsSpec(max=1, clients_per_round=150), StragglerSpec(), None,
+    setup = (star(200), dict(flops=2e9), EngineConfig(max_rounds=1, clients_per_round=150), StragglerSpec(), None,
              AvailabilitySpec(failures_per_hour=360.0), "session")
-    monkeypatch.setattr(Engine, "closed_form", True)
+    monkeypatch.setattr(Sessions, "closed_form", True)
     engine = make_engine(setup)
     process = engine.env.process(engine.run_round(1))
     engine.env.run(until=process)

@@ -1,5 +1,6 @@
 """The engine's systems side on hand-made devices and links: radio energy in closed form, dropouts,
 over-selection, resource-aware selection, batteries, stragglers and shared cells."""
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -10,9 +11,9 @@ from edgefed.algorithms.work import Work
 from edgefed.devices.availability import Availability, AvailabilitySpec, StragglerSpec
 from edgefed.devices.profile import DeviceProfile, LinkProfile
 from edgefed.simulator.engine import Client, Engine
-from edgefed.simulator.network import CellSpec, NetworkSpec
+from edgefed.simulator.network import CellSpec
 from edgefed.simulator.schedule import EveryRounds
-from edgefed.scenario import RoundsSpec
+from edgefed.simulator.inputs import EngineConfig
 from tests.helpers import tiny_setup, zo_cfg
 
 # Round numbers so the closed forms below can be checked by hand.
@@ -55,16 +56,19 @@ class FakeAlgo:
         return None
 
 
-def fleet(cells=None, stragglers=None, battery_fraction=None, energy_attribution="session"):
-    return SimpleNamespace(network=NetworkSpec(cells=cells or {}), stragglers=stragglers or StragglerSpec(),
-                           battery_fraction=battery_fraction, energy_attribution=energy_attribution)
+def fleet(cells=None, stragglers=None, battery_fraction=None, energy_attribution="session") -> dict:
+    """The fleet's rules, as ``EngineConfig`` fields."""
+    return dict(cells=cells or {}, stragglers=stragglers or StragglerSpec(), battery_fraction=battery_fraction,
+                charge_wait=energy_attribution == "round")
 
 
 def make_engine(algo, devices, link=LINK, rounds=None, cells=None, cell=None, availability=None, **fleet_kw):
     clients = [Client(i, d.name, d, link, cell=cell) for i, d in enumerate(devices)]
-    rounds = rounds or RoundsSpec(max=1, clients_per_round=len(devices))
+    rounds = rounds or EngineConfig(max_rounds=1, clients_per_round=len(devices))
     avail = Availability(availability, len(devices), 0) if isinstance(availability, AvailabilitySpec) else availability
-    return Engine(algo, clients, rounds, seed=0, fleet_cfg=fleet(cells, **fleet_kw), availability=avail)
+    engine = Engine(algo, clients, replace(rounds, **fleet(cells, **fleet_kw)), availability=avail)
+    engine.schedule = NO_EVALUATION  # these fakes have no model to evaluate
+    return engine
 
 
 NO_EVALUATION = EveryRounds(every=10**9, last=10**9)
@@ -72,7 +76,7 @@ NO_EVALUATION = EveryRounds(every=10**9, last=10**9)
 
 def play(engine, rounds=1):
     """Run rounds without evaluation; returns [(RoundRecord, rows)]."""
-    engine.schedule = NO_EVALUATION  # these fakes have no model to evaluate
+    engine.schedule = NO_EVALUATION  # also for engines made elsewhere: these fakes have no model to evaluate
     results = []
 
     def server():
@@ -115,7 +119,7 @@ def test_clients_in_one_cell_share_its_backhaul():
 
 def test_overselection_aggregates_the_first_k_and_marks_the_rest_late():
     algo = FakeAlgo(flops=8e9)
-    rounds = RoundsSpec(max=1, clients_per_round=2, selection="overselect", overselect=2.0)
+    rounds = EngineConfig(max_rounds=1, clients_per_round=2, selection="overselect", overselect=2.0)
     record, rows = play(make_engine(algo, [device(g) for g in (1, 2, 4, 8)], rounds=rounds))[0]
     assert record.selected == 4 and record.aggregated == 2
     assert algo.aggregated == [[2, 3]]  # the two fastest devices
@@ -130,7 +134,7 @@ def test_overselection_aggregates_the_first_k_and_marks_the_rest_late():
 def test_resource_aware_selection_prefers_devices_that_finish_by_the_deadline():
     algo = FakeAlgo(down_bytes=1000, up_bytes=1000, flops=4e9)
     devices = [device(0.4)] * 3 + [device(8.0)] * 3  # 10 s vs 0.5 s of compute
-    rounds = RoundsSpec(max=4, clients_per_round=2, deadline_s=5.0, selection="resource_aware")
+    rounds = EngineConfig(max_rounds=4, clients_per_round=2, deadline_s=5.0, selection="resource_aware")
     results = play(make_engine(algo, devices, rounds=rounds), rounds=4)
     for record, rows in results[1:]:  # round 1 has no reference job yet: uniform
         assert {r.client for r in rows} <= {3, 4, 5}
@@ -141,7 +145,7 @@ def test_empty_battery_drops_the_device_mid_round_and_for_good():
     algo = FakeAlgo(flops=20e9)  # 20 s of compute at 3 W = 60 J
     # 30 J of battery share: enough for the download, dies during compute
     engine = make_engine(algo, [device(1.0, battery_wh=30 / 3600), device(1.0)],
-                         rounds=RoundsSpec(max=2, clients_per_round=2), battery_fraction=1.0)
+                         rounds=EngineConfig(max_rounds=2, clients_per_round=2), battery_fraction=1.0)
     (first, rows), (second, rows2) = play(engine, rounds=2)
     dead = rows[0]
     assert dead.status == "dropped" and dead.note == "battery empty"
@@ -164,7 +168,7 @@ def test_devices_off_at_round_start_are_not_selected_and_the_server_waits(tmp_pa
     from edgefed.devices.availability import read_trace
     avail = Availability(spec, 3, 0, read_trace(trace))
     record, rows = play(make_engine(FakeAlgo(), [device()] * 3, availability=avail,
-                                    rounds=RoundsSpec(max=1, clients_per_round=3)))[0]
+                                    rounds=EngineConfig(max_rounds=1, clients_per_round=3)))[0]
     assert sorted(r.client for r in rows) == [0, 1]
     assert record.sim_time_s > 100.0
 

@@ -438,6 +438,8 @@ class RunProgress:
 
     def __init__(self):
         self.mode = "bar" if console.is_terminal else "lines"
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                             console=console, disable=self.mode != "bar")
         self.task = None

@@ -79,13 +79,15 @@ class Sessions:
         work_s = self.work_seconds(rnd, slow)
         in_closed_form = set()
         if self.closed_form and cfg.selection != "overselect" and not cfg.hierarchical:
-            in_closed_form = solo.closed_form(rnd, self.group_table, self.charge_j, work_s, off, now, cfg.deadline_s)
+            in_closed_form = solo.closed_form(rnd, self.group_table, self.charge_j, work_s, slow, off, now,
+                                              cfg.deadline_s)
         for i, cid in enumerate(rnd.selected):
             if i not in in_closed_form:
                 client, job = self.fleet[cid], rnd.jobs[cid]
                 rec = rnd.records[cid] = ClientRecord(rnd.number, cid, client.device_name,
                                                       peak_memory_bytes=job.work.peak_memory_bytes)
-                rnd.clients[cid] = ClientRound(client, job, rec, i, work_s[i], off[i], *rnd.state[i].tolist())
+                rnd.clients[cid] = ClientRound(client, job, rec, i, work_s[i], slow[i], off[i],
+                                               *rnd.state[i].tolist())
 
     def work_seconds(self, rnd: Round, slow: list[float]) -> list[float]:
         """Each selected client's compute seconds at its device's burst rate, times its slowdown."""
@@ -172,7 +174,7 @@ class Sessions:
         compute_s = float(thermal.duration(c.thermal_profile, c.heat_s, c.work_s))
         yield from self._powered(env.timeout(compute_s), c, device.power_active_w + c.client.link.idle_w)
         c.rec.compute_s, c.rec.flops = compute_s, c.job.work.flops
-        c.rec.energy_compute_j = float(compute_j(device, c.thermal_profile, c.heat_s, compute_s))
+        c.rec.energy_compute_j = float(compute_j(device, c.thermal_profile, c.heat_s, compute_s, c.slowdown))
         c.heat_s, c.at = thermal.heated(c.thermal_profile, c.heat_s, compute_s), c.at + compute_s
         c.rec.energy_radio_j += float(radio.idle_j(c.client.link, c.tail_from, c.tail_until, c.phase_start, env.now))
 
@@ -186,7 +188,7 @@ class Sessions:
         elif c.phase == "compute":
             done_s = float(thermal.work_in(c.thermal_profile, c.heat_s, elapsed))
             rec.compute_s, rec.flops = elapsed, c.job.work.flops * (done_s / c.work_s if c.work_s else 0.0)
-            rec.energy_compute_j = float(compute_j(c.client.device, c.thermal_profile, c.heat_s, elapsed))
+            rec.energy_compute_j = float(compute_j(c.client.device, c.thermal_profile, c.heat_s, elapsed, c.slowdown))
             c.heat_s, c.at = thermal.heated(c.thermal_profile, c.heat_s, elapsed), c.at + elapsed
             rec.energy_radio_j += float(radio.idle_j(c.client.link, c.tail_from, c.tail_until, now - elapsed, now))
         else:
@@ -288,6 +290,7 @@ class ClientRound:
     rec: ClientRecord
     index: int  # its place among the round's selected clients (its row of ``Round.state``)
     work_s: float  # compute seconds at the burst rate, straggler slowdown included
+    slowdown: float  # that straggler slowdown (devices.availability.slowdown), which its compute energy shares
     off: float  # when it goes off (inf: not this round)
     tail_from: float  # the radio's last tail (NaN: it never woke)
     tail_until: float

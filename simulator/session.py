@@ -156,14 +156,13 @@ class Sessions:
     def _end_transfer(self, c: ClientRound) -> None:
         """The transfer ended or was cut off now: its time, the bytes it got across, its radio
         energy and the tail it leaves."""
-        now, link, transfer = self.env.now, c.client.link, c.transfer
-        direction = "down" if c.phase == "download" else "up"
-        if direction == "down":
+        now, transfer = self.env.now, c.transfer
+        if c.phase == "download":
             c.rec.download_s, c.rec.bytes_down = now - c.phase_start, int(transfer.sent / 8)
         else:
             c.rec.upload_s, c.rec.bytes_up = now - c.phase_start, int(transfer.sent / 8)
-        radio_j = transfer_j(link, direction, now - transfer.started, c.promote, transfer.sent)
-        c.tail_from, c.tail_until, tail_j = radio.tail(link, now)
+        radio_j = self._phase_j(c)[1]
+        c.tail_from, c.tail_until, tail_j = radio.tail(c.client.link, now)
         c.rec.energy_radio_j += float(radio_j + tail_j)
 
     def _compute(self, c: ClientRound):
@@ -182,19 +181,51 @@ class Sessions:
         """A client cut off mid-phase: charge what it got through of that phase."""
         now, rec = self.env.now, c.rec
         elapsed = now - c.phase_start
-        if c.phase == "edge":  # its edge server did not hold the download yet: it only waited
+        if c.phase in ("edge", "compute"):  # at its edge: its edge server did not hold the download yet
+            compute_j_, radio_j = self._phase_j(c)
+            rec.energy_radio_j += float(radio_j)
+        if c.phase == "edge":
             rec.download_s = elapsed
-            rec.energy_radio_j += float(radio.idle_j(c.client.link, c.tail_from, c.tail_until, now - elapsed, now))
         elif c.phase == "compute":
             done_s = float(thermal.work_in(c.thermal_profile, c.heat_s, elapsed))
             rec.compute_s, rec.flops = elapsed, c.job.work.flops * (done_s / c.work_s if c.work_s else 0.0)
-            rec.energy_compute_j = float(compute_j(c.client.device, c.thermal_profile, c.heat_s, elapsed, c.slowdown))
+            rec.energy_compute_j = float(compute_j_)
             c.heat_s, c.at = thermal.heated(c.thermal_profile, c.heat_s, elapsed), c.at + elapsed
-            rec.energy_radio_j += float(radio.idle_j(c.client.link, c.tail_from, c.tail_until, now - elapsed, now))
         else:
             self.net.cancel(c.transfer)
             self._end_transfer(c)
         rec.finished_at = now
+
+    def _phase_j(self, c: ClientRound) -> tuple[float, float]:
+        """The compute and radio energy of the phase under way, from its start to now: what a cut
+        charges of it, or what a session in flight has spent of it (a transfer's tail apart)."""
+        now, link = self.env.now, c.client.link
+        start = now - (now - c.phase_start)  # the bits a cut has always charged from
+        if c.phase in ("edge", "compute"):  # the radio idles, between tails
+            idle = radio.idle_j(link, c.tail_from, c.tail_until, start, now)
+            if c.phase == "edge":
+                return 0.0, idle
+            return compute_j(c.client.device, c.thermal_profile, c.heat_s, now - c.phase_start, c.slowdown), idle
+        transfer = c.transfer
+        if transfer is None:  # not begun
+            return 0.0, 0.0
+        direction = "down" if c.phase == "download" else "up"
+        return 0.0, transfer_j(link, direction, now - transfer.started, c.promote, transfer.sent_by(now))
+
+    def spent_j(self, c: ClientRound, running: bool) -> float:
+        """What a session (``running``: its process has not ended) has spent by now, phase by
+        phase, as its row charges it: the phases it finished (a transfer with its whole tail, which
+        the device model charges as the tail starts), the phase under way up to now (a transfer
+        without a tail yet), and the device's baseline over its transfers so far."""
+        rec = c.rec
+        spent, down_s, up_s = rec.energy_compute_j + rec.energy_radio_j, rec.download_s, rec.upload_s
+        if running:
+            spent += sum(self._phase_j(c))
+            if c.phase in ("edge", "download"):
+                down_s = self.env.now - c.phase_start
+            elif c.phase == "upload":
+                up_s = self.env.now - c.phase_start
+        return float(spent + baseline_j(c.client.device, down_s, up_s, 0.0))
 
     def _powered(self, event: simpy.Event, c: ClientRound, power_w: float):
         """Wait for ``event`` unless the battery share runs out first (at ``power_w``, an upper bound)."""

@@ -181,7 +181,7 @@ class Sessions:
         """A client cut off mid-phase: charge what it got through of that phase."""
         now, rec = self.env.now, c.rec
         elapsed = now - c.phase_start
-        if c.phase in ("edge", "compute"):  # at its edge: its edge server did not hold the download yet
+        if c.phase in ("edge", "compute"):  # "edge": its edge server did not hold the download yet, it waited
             compute_j_, radio_j = self._phase_j(c)
             rec.energy_radio_j += float(radio_j)
         if c.phase == "edge":
@@ -200,15 +200,13 @@ class Sessions:
         """The compute and radio energy of the phase under way, from its start to now: what a cut
         charges of it, or what a session in flight has spent of it (a transfer's tail apart)."""
         now, link = self.env.now, c.client.link
-        start = now - (now - c.phase_start)  # the bits a cut has always charged from
+        start = now - (now - c.phase_start)  # not c.phase_start: the bits a cut has always charged
         if c.phase in ("edge", "compute"):  # the radio idles, between tails
             idle = radio.idle_j(link, c.tail_from, c.tail_until, start, now)
             if c.phase == "edge":
                 return 0.0, idle
             return compute_j(c.client.device, c.thermal_profile, c.heat_s, now - c.phase_start, c.slowdown), idle
         transfer = c.transfer
-        if transfer is None:  # not begun
-            return 0.0, 0.0
         direction = "down" if c.phase == "download" else "up"
         return 0.0, transfer_j(link, direction, now - transfer.started, c.promote, transfer.sent_by(now))
 

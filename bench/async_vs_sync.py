@@ -13,9 +13,9 @@ so that a version differs from a round only by the staleness of what it folds. T
 fleet slows a session's computation 4x with probability 0.2. Evaluations every 8 updates, so
 to-target figures have the same resolution in every arm. A run that never reaches the target is reported as a bound (its
 whole run: the figure to target is at least that); a paired ratio async / sync is then a bound
-too. Energy to target counts the sessions that ended by the version that reached it; ``in-flight
-J`` is the energy of the sessions still running then, whole (an upper bound of what they had spent
-by then), and ``energy with in-flight`` the ratio with it added: the two ratios bracket async's. ``accuracy per update`` compares the models after the same numbers of folded or
+too. Energy to target is what the fleet spent by the target's time, the sessions still running
+then counted up to that instant; ``in-flight J`` is their part of it (``energy_to_target_j`` less
+``energy_to_target_completed_j``). ``accuracy per update`` compares the models after the same numbers of folded or
 aggregated updates (sync round n and K = 4 version n both hold 4n; K = 2 version 2n): what
 staleness costs per version. 63 runs, 3 seeds, about 3 minutes on 2 cores (the feature store
 makes head-only runs cheap).
@@ -92,8 +92,8 @@ def play(point: tuple) -> str:
 
 
 def reached(out: Path) -> dict:
-    """The run's to-target figures, each a number or, not reached, ``>= whole run``; the energy
-    of the sessions in flight at the target (async); accuracy after each number of updates."""
+    """The run's to-target figures, each a number or, not reached, ``>= whole run``; what the
+    sessions in flight at the target had spent by then (async); accuracy after each number of updates."""
     summary = json.loads((out / "summary.json").read_text())
     totals = summary["totals"]
     figures = {}
@@ -104,13 +104,9 @@ def reached(out: Path) -> dict:
             whole = totals["bytes_up"] + totals["bytes_down"] if key == "bytes_to_target" else totals[TOTALS[key]]
             figures[key] = {"at_least": whole}
     rounds = read_rows(out / "rounds.csv")
-    clients = read_rows(out / "clients.csv")
     figures["in_flight_j"] = None
-    if summary["rounds_to_target"] is not None and "start_s" in clients[0]:
-        version, at = summary["rounds_to_target"], summary["time_to_target_s"]
-        figures["in_flight_j"] = sum(float(c["energy_compute_j"]) + float(c["energy_radio_j"])
-                                     + float(c["energy_idle_j"]) for c in clients
-                                     if int(c["round"]) > version and float(c["start_s"]) < at)
+    if summary["rounds_to_target"] is not None:
+        figures["in_flight_j"] = summary["energy_to_target_j"] - summary["energy_to_target_completed_j"]
     folded, accuracy = 0, {}
     for r in rounds:
         folded += int(r["aggregated"])
@@ -160,14 +156,8 @@ def report(seeds: list[int]) -> dict:
                 if arm == "sync":
                     continue
                 entry = {}
-                with_flight = [{"energy": r["energy_to_target_j"] + r["in_flight_j"]}
-                               if r["in_flight_j"] is not None else {"energy": r["energy_to_target_j"]}
-                               for r in per_seed]
-                for key in (*FIGURES, "energy with in-flight"):
-                    if key == "energy with in-flight":
-                        per = [ratio(a["energy"], s["energy_to_target_j"]) for a, s in zip(with_flight, runs["sync"])]
-                    else:
-                        per = [ratio(a[key], s[key]) for a, s in zip(per_seed, runs["sync"])]
+                for key in FIGURES:
+                    per = [ratio(a[key], s[key]) for a, s in zip(per_seed, runs["sync"])]
                     values = [p for p in per if isinstance(p, float)]
                     entry[key.removesuffix("_to_target").removesuffix("_s").removesuffix("_j")] = \
                         per + ([f"mean {statistics.fmean(values):.3g}"] if len(values) == len(per) else [])

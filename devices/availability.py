@@ -53,7 +53,9 @@ class AvailabilitySpec(BaseModel):
 
 class StragglerSpec(BaseModel):
     """Compute time = profile time x slowdown; slowdown ~ lognormal(0, ``sigma``) per (round, client),
-    times ``factor`` with probability ``probability`` (a device busy with something else)."""
+    times ``factor`` with probability ``probability`` (a device busy with something else). A slowdown
+    above 1 is other work on the device: FL is charged its share of the busy device's power
+    (docs/devices.md)."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -35,7 +35,12 @@ class ThermalProfile(BaseModel):
 
 class DeviceProfile(BaseModel):
     """Compute, memory and power of one device class, as sustained under load (the burst rate
-    where ``thermal`` says how the device throttles)."""
+    where ``thermal`` says how the device throttles). A straggler, slowed ``s`` times by other work
+    on the device (``fleet.stragglers``), is charged FL's share of the busy device for each of its
+    slowed seconds: ``power_idle_w + (power_active_w - power_idle_w) / s``, so its compute costs
+    the unslowed work's joules above idle plus the baseline for the longer time (ESTIMATE: power
+    linear in utilisation, Fan et al., ISCA 2007, split among the device's programs by their share
+    of it, as PowerTutor does, Zhang et al., CODES+ISSS 2010; the whole baseline is billed to FL)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

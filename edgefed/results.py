@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from edgefed.simulator.engine import Engine, Round
 
 EDGE_COLUMNS = ["backhaul_bytes_up", "backhaul_bytes_down"]  # written under hierarchical aggregation only
-ASYNC_ROUND_COLUMNS = ["staleness_mean", "staleness_max"]  # written under asynchronous rounds only
+ASYNC_ROUND_COLUMNS = ["staleness_mean", "staleness_max", "energy_in_flight_j"]  # under asynchronous rounds only
 TUNING_COLUMNS = ["tuning_accuracy"]  # written under task.evaluate_on both only
 ASYNC_CLIENT_COLUMNS = ["start_version", "end_version", "start_s"]
 EDGE_ROUND_COLUMNS = ["edge_round"]  # written under K > 1 edge rounds per cloud round only
@@ -112,7 +112,10 @@ def smoothed(accuracies: list[float], window: int) -> list[float | None]:
 
 def to_target(rounds: list[dict], target: float | None, window: int = 1) -> dict:
     """Rounds, simulated time, energy, bytes and client FLOPs up to the first evaluation whose
-    smoothed accuracy reaches ``target`` (all None when none does, or there is no target)."""
+    smoothed accuracy reaches ``target`` (all None when none does, or there is no target). The
+    energy is what the fleet spent by then: asynchronous sessions still in flight count what they
+    had spent (``energy_in_flight_j``); ``energy_to_target_completed_j`` counts the rows up to
+    that version only, the sessions that ended by then. In synchronous rounds the two are equal."""
     evaluated = [r for r in rounds if r["accuracy"] not in (None, "")]
     curve = dict(zip((int(r["round"]) for r in evaluated),
                      smoothed([float(r["accuracy"]) for r in evaluated], window)))
@@ -123,10 +126,12 @@ def to_target(rounds: list[dict], target: float | None, window: int = 1) -> dict
         flops += float(r["client_flops"])
         acc = curve.get(int(r["round"]))
         if target is not None and acc is not None and acc >= target:
+            in_flight = float(r.get("energy_in_flight_j") or 0.0)
             return {"rounds_to_target": int(r["round"]), "time_to_target_s": float(r["sim_time_s"]),
-                    "energy_to_target_j": energy, "bytes_to_target": sent, "client_flops_to_target": flops}
-    return dict.fromkeys(("rounds_to_target", "time_to_target_s", "energy_to_target_j", "bytes_to_target",
-                          "client_flops_to_target"))
+                    "energy_to_target_j": energy + in_flight, "energy_to_target_completed_j": energy,
+                    "bytes_to_target": sent, "client_flops_to_target": flops}
+    return dict.fromkeys(("rounds_to_target", "time_to_target_s", "energy_to_target_j", "energy_to_target_completed_j",
+                          "bytes_to_target", "client_flops_to_target"))
 
 
 def summarize(rounds: list[dict], totals: dict, target: float | None, window: int, excluded: list[dict],

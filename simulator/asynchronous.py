@@ -27,7 +27,9 @@ every session of a version ending at one instant, async plays the synchronous ro
 (tests/test_asynchronous.py). ``rounds.max`` counts versions; at the last one the sessions still
 running are cut (``cancelled``, charged what they got through). ``deadline_s`` runs from a
 session's start (``late``). A run in which no device can start a session any more ends early,
-with a last row for the sessions that ended after the last version (nothing folded).
+with a last row for the sessions that ended after the last version (nothing folded). A version's
+row also holds what the sessions still running at its time had spent by then, phase by phase
+(``energy_in_flight_j``, ``Sessions.spent_j``), which energy to a target adds.
 
 Checkpoints are taken as a version is made. They hold, besides what a synchronous one holds, the
 log of every session started (its device, start version, message sizes, counted work and whether
@@ -244,7 +246,9 @@ class AsyncEngine:
             aggregated=len(folded), dropped=len(rows) - len(folded), bytes_up=sum(r.bytes_up for r in rows),
             bytes_down=sum(r.bytes_down for r in rows), energy_j=sum(r.energy_j for r in rows),
             client_flops=sum(r.flops for r in rows),
-            staleness_mean=sum(folded) / len(folded) if folded else None, staleness_max=max(folded, default=None))
+            staleness_mean=sum(folded) / len(folded) if folded else None, staleness_max=max(folded, default=None),
+            energy_in_flight_j=sum((self.sessions.spent_j(s.c, s.proc.is_alive) for s in self.slots if s is not None),
+                                   0.0))
         with host_time(self):
             if self.schedule.evaluate(record):
                 evaluate_into(self.algo, record)

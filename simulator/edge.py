@@ -232,9 +232,9 @@ class EdgeTier:
             before, client = rnd.clients[cid], rnd.clients[cid].client
             rec = rnd.records[cid] = ClientRecord(rnd.number, cid, client.device_name, edge_round=k,
                                                   peak_memory_bytes=job.work.peak_memory_bytes)
-            work_s = (compute_seconds(job.work, client.device, cfg.dtype)
-                      * slowdown(cfg.stragglers, cfg.seed, cid, rnd.number))
-            c = rnd.clients[cid] = ClientRound(client, job, rec, before.index, work_s, before.off,
+            slow = slowdown(cfg.stragglers, cfg.seed, cid, rnd.number)
+            work_s = compute_seconds(job.work, client.device, cfg.dtype) * slow
+            c = rnd.clients[cid] = ClientRound(client, job, rec, before.index, work_s, slow, before.off,
                                                *sessions.radio_thermal[cid].tolist())
             procs.append(env.process(sessions.client_process(c, edge.quota, edge)))
             if c.off < math.inf:

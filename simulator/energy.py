@@ -62,13 +62,21 @@ def radio_w(link, direction: str):
     return link.power_base_w + _alpha(link, direction) * _rate(link, direction)
 
 
-def compute_j(device, profile, heat_s, seconds):
+def compute_j(device, profile, heat_s, seconds, slowdown=1.0):
     """The energy of ``seconds`` of computation from heat ``heat_s`` (``simulator.thermal``;
     ``profile``: the device's thermal profile): ``power_active_w`` while at the burst clock,
     ``power_throttled_w`` after it. The device's baseline is part of both; outside computation
-    it is charged apart (``baseline_j``)."""
+    it is charged apart (``baseline_j``).
+
+    A straggler (``slowdown`` above 1) runs that many times longer because the device is busy
+    with other work too, so FL is charged its share of the busy device, ``idle + (power - idle) /
+    slowdown``: the baseline for every second, and above it the same joules as the work unslowed
+    (ESTIMATE, docs/devices.md). A slowdown below 1 is the device running fast, at full power."""
     throttled = thermal.throttled_s(profile, heat_s, seconds)
-    return (seconds - throttled) * device.power_active_w + throttled * device.power_throttled_w
+    others = 1.0 - 1.0 / np.maximum(1.0, slowdown)  # the busy device's share that is not FL's; 0 unslowed
+    burst_w = device.power_active_w - (device.power_active_w - device.power_idle_w) * others
+    throttled_w = device.power_throttled_w - (device.power_throttled_w - device.power_idle_w) * others
+    return (seconds - throttled) * burst_w + throttled * throttled_w
 
 
 def baseline_j(device, download_s, upload_s, idle_s):

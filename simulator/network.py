@@ -104,8 +104,12 @@ class Transfer:
     share: list | None = field(default=None, repr=False)  # the component it was last rated with
 
     def settle(self, now: float) -> None:
-        self.sent = min(self.bits, self.sent + self.rate * (now - self.since))
+        self.sent = self.sent_by(now)
         self.since = now
+
+    def sent_by(self, now: float) -> float:
+        """The bits across by ``now``, without bringing ``sent`` up to date."""
+        return min(self.bits, self.sent + self.rate * (now - self.since))
 
 
 @dataclass

@@ -63,9 +63,11 @@ class RoundRecord:
     backhaul_bytes_up: int | None = None  # the cells' partial aggregates, edge -> server
     backhaul_bytes_down: int | None = None  # the distinct downloads each edge received, server -> edge
     # asynchronous rounds only (None otherwise, and then not written): how many versions old the
-    # updates this version folded were computed (mean, max)
+    # updates this version folded were computed (mean, max), and what the sessions still in flight
+    # at its time had spent by then (Sessions.spent_j; their rows come with later versions)
     staleness_mean: float | None = None
     staleness_max: int | None = None
+    energy_in_flight_j: float | None = None
     # with task.evaluate_on both only (None otherwise, and then not written): the tuning split's
     # accuracy at the same evaluation, which hyperparameter choices read instead of the test split's
     tuning_accuracy: float | None = None

@@ -79,13 +79,15 @@ class Sessions:
         work_s = self.work_seconds(rnd, slow)
         in_closed_form = set()
         if self.closed_form and cfg.selection != "overselect" and not cfg.hierarchical:
-            in_closed_form = solo.closed_form(rnd, self.group_table, self.charge_j, work_s, off, now, cfg.deadline_s)
+            in_closed_form = solo.closed_form(rnd, self.group_table, self.charge_j, work_s, slow, off, now,
+                                              cfg.deadline_s)
         for i, cid in enumerate(rnd.selected):
             if i not in in_closed_form:
                 client, job = self.fleet[cid], rnd.jobs[cid]
                 rec = rnd.records[cid] = ClientRecord(rnd.number, cid, client.device_name,
                                                       peak_memory_bytes=job.work.peak_memory_bytes)
-                rnd.clients[cid] = ClientRound(client, job, rec, i, work_s[i], off[i], *rnd.state[i].tolist())
+                rnd.clients[cid] = ClientRound(client, job, rec, i, work_s[i], slow[i], off[i],
+                                               *rnd.state[i].tolist())
 
     def work_seconds(self, rnd: Round, slow: list[float]) -> list[float]:
         """Each selected client's compute seconds at its device's burst rate, times its slowdown."""
@@ -154,14 +156,13 @@ class Sessions:
     def _end_transfer(self, c: ClientRound) -> None:
         """The transfer ended or was cut off now: its time, the bytes it got across, its radio
         energy and the tail it leaves."""
-        now, link, transfer = self.env.now, c.client.link, c.transfer
-        direction = "down" if c.phase == "download" else "up"
-        if direction == "down":
+        now, transfer = self.env.now, c.transfer
+        if c.phase == "download":
             c.rec.download_s, c.rec.bytes_down = now - c.phase_start, int(transfer.sent / 8)
         else:
             c.rec.upload_s, c.rec.bytes_up = now - c.phase_start, int(transfer.sent / 8)
-        radio_j = transfer_j(link, direction, now - transfer.started, c.promote, transfer.sent)
-        c.tail_from, c.tail_until, tail_j = radio.tail(link, now)
+        radio_j = self._phase_j(c)[1]
+        c.tail_from, c.tail_until, tail_j = radio.tail(c.client.link, now)
         c.rec.energy_radio_j += float(radio_j + tail_j)
 
     def _compute(self, c: ClientRound):
@@ -172,7 +173,7 @@ class Sessions:
         compute_s = float(thermal.duration(c.thermal_profile, c.heat_s, c.work_s))
         yield from self._powered(env.timeout(compute_s), c, device.power_active_w + c.client.link.idle_w)
         c.rec.compute_s, c.rec.flops = compute_s, c.job.work.flops
-        c.rec.energy_compute_j = float(compute_j(device, c.thermal_profile, c.heat_s, compute_s))
+        c.rec.energy_compute_j = float(compute_j(device, c.thermal_profile, c.heat_s, compute_s, c.slowdown))
         c.heat_s, c.at = thermal.heated(c.thermal_profile, c.heat_s, compute_s), c.at + compute_s
         c.rec.energy_radio_j += float(radio.idle_j(c.client.link, c.tail_from, c.tail_until, c.phase_start, env.now))
 
@@ -180,19 +181,49 @@ class Sessions:
         """A client cut off mid-phase: charge what it got through of that phase."""
         now, rec = self.env.now, c.rec
         elapsed = now - c.phase_start
-        if c.phase == "edge":  # its edge server did not hold the download yet: it only waited
+        if c.phase in ("edge", "compute"):  # "edge": its edge server did not hold the download yet, it waited
+            compute_j_, radio_j = self._phase_j(c)
+            rec.energy_radio_j += float(radio_j)
+        if c.phase == "edge":
             rec.download_s = elapsed
-            rec.energy_radio_j += float(radio.idle_j(c.client.link, c.tail_from, c.tail_until, now - elapsed, now))
         elif c.phase == "compute":
             done_s = float(thermal.work_in(c.thermal_profile, c.heat_s, elapsed))
             rec.compute_s, rec.flops = elapsed, c.job.work.flops * (done_s / c.work_s if c.work_s else 0.0)
-            rec.energy_compute_j = float(compute_j(c.client.device, c.thermal_profile, c.heat_s, elapsed))
+            rec.energy_compute_j = float(compute_j_)
             c.heat_s, c.at = thermal.heated(c.thermal_profile, c.heat_s, elapsed), c.at + elapsed
-            rec.energy_radio_j += float(radio.idle_j(c.client.link, c.tail_from, c.tail_until, now - elapsed, now))
         else:
             self.net.cancel(c.transfer)
             self._end_transfer(c)
         rec.finished_at = now
+
+    def _phase_j(self, c: ClientRound) -> tuple[float, float]:
+        """The compute and radio energy of the phase under way, from its start to now: what a cut
+        charges of it, or what a session in flight has spent of it (a transfer's tail apart)."""
+        now, link = self.env.now, c.client.link
+        start = now - (now - c.phase_start)  # not c.phase_start: the bits a cut has always charged
+        if c.phase in ("edge", "compute"):  # the radio idles, between tails
+            idle = radio.idle_j(link, c.tail_from, c.tail_until, start, now)
+            if c.phase == "edge":
+                return 0.0, idle
+            return compute_j(c.client.device, c.thermal_profile, c.heat_s, now - c.phase_start, c.slowdown), idle
+        transfer = c.transfer
+        direction = "down" if c.phase == "download" else "up"
+        return 0.0, transfer_j(link, direction, now - transfer.started, c.promote, transfer.sent_by(now))
+
+    def spent_j(self, c: ClientRound, running: bool) -> float:
+        """What a session (``running``: its process has not ended) has spent by now, phase by
+        phase, as its row charges it: the phases it finished (a transfer with its whole tail, which
+        the device model charges as the tail starts), the phase under way up to now (a transfer
+        without a tail yet), and the device's baseline over its transfers so far."""
+        rec = c.rec
+        spent, down_s, up_s = rec.energy_compute_j + rec.energy_radio_j, rec.download_s, rec.upload_s
+        if running:
+            spent += sum(self._phase_j(c))
+            if c.phase in ("edge", "download"):
+                down_s = self.env.now - c.phase_start
+            elif c.phase == "upload":
+                up_s = self.env.now - c.phase_start
+        return float(spent + baseline_j(c.client.device, down_s, up_s, 0.0))
 
     def _powered(self, event: simpy.Event, c: ClientRound, power_w: float):
         """Wait for ``event`` unless the battery share runs out first (at ``power_w``, an upper bound)."""
@@ -288,6 +319,7 @@ class ClientRound:
     rec: ClientRecord
     index: int  # its place among the round's selected clients (its row of ``Round.state``)
     work_s: float  # compute seconds at the burst rate, straggler slowdown included
+    slowdown: float  # that straggler slowdown (devices.availability.slowdown), which its compute energy shares
     off: float  # when it goes off (inf: not this round)
     tail_from: float  # the radio's last tail (NaN: it never woke)
     tail_until: float

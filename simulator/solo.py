@@ -70,10 +70,10 @@ class Timelines:
 
 
 def timelines(now: float, devices: SimpleNamespace, state: np.ndarray, bits_down: np.ndarray, bits_up: np.ndarray,
-              work_s: np.ndarray) -> Timelines:
+              work_s: np.ndarray, slowdown: np.ndarray) -> Timelines:
     """Download, compute and upload from ``now`` for ``devices`` (``GroupTable.devices``) whose
-    radio/heat rows are ``state``; ``work_s``: compute seconds at the burst rate (straggler slowdown
-    included)."""
+    radio/heat rows are ``state``; ``work_s``: compute seconds at the burst rate (straggler
+    ``slowdown`` included)."""
     link = devices.link
     tail_from, tail_until, heat, at = state.T
     energy = np.zeros(len(work_s))
@@ -93,7 +93,7 @@ def timelines(now: float, devices: SimpleNamespace, state: np.ndarray, bits_down
     heat = thermal.cooled(devices.thermal, heat, at, downloaded)
     compute_s = thermal.duration(devices.thermal, heat, work_s)
     computed = downloaded + compute_s
-    energy_compute = compute_j(devices, devices.thermal, heat, compute_s)
+    energy_compute = compute_j(devices, devices.thermal, heat, compute_s, slowdown)
     heat, at = thermal.heated(devices.thermal, heat, compute_s), computed
     energy = energy + radio.idle_j(link, tail_from, tail_until, downloaded, computed)
     uploaded, *up_steps = transfer(computed, "up", bits_up)
@@ -102,8 +102,8 @@ def timelines(now: float, devices: SimpleNamespace, state: np.ndarray, bits_down
                      np.stack([*down_steps, compute_s, *up_steps], axis=1))
 
 
-def closed_form(rnd, table: GroupTable, charge_j: np.ndarray, work_s: list[float], off: list[float], now: float,
-                deadline_s: float | None) -> set[int]:
+def closed_form(rnd, table: GroupTable, charge_j: np.ndarray, work_s: list[float], slowdown: list[float],
+                off: list[float], now: float, deadline_s: float | None) -> set[int]:
     """Timelines in closed form for the selected clients of ``rnd`` (a ``session.Round``) alone on
     their access links with an unlimited battery share that finish before the deadline and before
     they go off. Sets the round's ``solo``, ``clock`` and their radio/heat rows; returns their
@@ -116,7 +116,7 @@ def closed_form(rnd, table: GroupTable, charge_j: np.ndarray, work_s: list[float
     nbytes = np.array([(jobs[cid].download.nbytes, jobs[cid].upload.nbytes) for cid in ids[places].tolist()],
                       dtype=float).reshape(-1, 2)
     found = timelines(now, table.devices(ids[places]), rnd.state[places], 8.0 * nbytes[:, 0], 8.0 * nbytes[:, 1],
-                      np.array(work_s)[places])
+                      np.array(work_s)[places], np.array(slowdown)[places])
     watch = now + (np.array(off, dtype=float)[places] - now)  # when the event path's watch would stop it
     keep = watch > found.finished_at
     if deadline_s is not None:  # a client the deadline cuts off is charged by the events

@@ -29,7 +29,8 @@ from tests.test_resume import without_host_seconds
 from tests.test_systems import FakeAlgo, LINK, device, fleet
 from edgefed.simulator.fleet import Client
 
-ASYNC_ONLY = {"start_version", "end_version", "start_s", "staleness_mean", "staleness_max", "host_seconds"}
+ASYNC_ONLY = {"start_version", "end_version", "start_s", "staleness_mean", "staleness_max", "energy_in_flight_j",
+              "host_seconds"}
 
 
 def trained(raw: dict) -> SimpleNamespace:
@@ -92,7 +93,7 @@ def test_same_scenario_and_seed_give_identical_files(tmp_path, tiny_dict):
         assert edgefed("run", path, "--out", tmp_path / out, "--quiet").returncode == 0
     assert without_host_seconds(tmp_path / "a") == without_host_seconds(tmp_path / "b")
     rounds, clients = read_csv(tmp_path / "a" / "rounds.csv"), read_csv(tmp_path / "a" / "clients.csv")
-    assert list(rounds[0])[-2:] == ["staleness_mean", "staleness_max"]
+    assert list(rounds[0])[-3:] == ["staleness_mean", "staleness_max", "energy_in_flight_j"]
     assert list(clients[0])[-3:] == ["start_version", "end_version", "start_s"]
     assert not (tmp_path / "a" / "trace.jsonl").exists()  # not replayable: no trace
     for r in rounds[1:]:
@@ -179,6 +180,35 @@ def test_a_deadline_runs_from_each_session_start_and_availability_drops_sessions
     assert late and all(r.download_s + r.compute_s + r.upload_s == pytest.approx(5.0) for r in late)
     assert any(r.status == "dropped" for r in rows)
     assert all(r.download_s + r.compute_s + r.upload_s <= 5.0 + 1e-9 for r in rows)
+
+
+def test_a_version_counts_what_the_sessions_in_flight_spent_by_its_time():
+    """Three devices (3 W computing, 0.5 W baseline) start at 0 on links of 1 W base power, no
+    promotion or tail, 0.1 W idle; 8 Mbit down, 8 Mbit up, 2 GFLOP each (K = 1, C = 3):
+    - device 0 (2 GFLOP/s, 16/8 Mbps) downloads 0-0.5 s (0.5 J radio), computes 0.5-1.5 s (3 J,
+      0.1 J idle radio), uploads 1.5-2.5 s (1 J), baseline 0.5 W x 1.5 s = 0.75 J: 5.35 J, and
+      makes version 1 at 2.5 s;
+    - device 1 (0.5 GFLOP/s) downloads the same 0.5 J and is 2 s into its 4 s of compute then:
+      6 J of compute, 0.2 J of idle radio, baseline 0.5 W x 0.5 s = 0.25 J: 6.95 J;
+    - device 2 (1 GFLOP/s) downloads at 2 Mbps with 0.1 W/Mbps: 2.5 s into its 4 s download it
+      has spent 2.5 s x 1 W + 5 Mbit x 0.1 W/Mbps = 3 J of radio and 1.25 J of baseline: 4.25 J.
+    Version 1's row holds device 0's 5.35 J, and 6.95 + 4.25 = 11.2 J in flight; the last
+    version cancels what runs and takes it in, so none is in flight there."""
+    link = LINK.model_copy(update=dict(latency_s=0.0, power_base_w=1.0, power_up_w_per_mbps=0.0,
+                                       power_down_w_per_mbps=0.0, promotion_s=0.0, promotion_w=0.0, tail_s=0.0,
+                                       tail_w=0.0, idle_w=0.1))
+    slow_link = link.model_copy(update=dict(down_mbps=2.0, power_down_w_per_mbps=0.1))
+    clients = [Client(0, "d", device(2.0), link), Client(1, "d", device(0.5), link), Client(2, "d", device(1.0), slow_link)]
+    rounds = EngineConfig(max_rounds=2, clients_per_round=3, slots=3, per_version=1)
+    engine = AsyncEngine(FoldingAlgo(flops=2e9), clients, replace(rounds, **fleet()))
+    records = []
+    engine.observers = [SimpleNamespace(round_configured=lambda e, r: None,
+                                        round_done=lambda e, r: records.append(r.record))]
+    engine.run()
+    first, last = records[1], records[2]
+    assert first.sim_time_s == pytest.approx(2.5) and first.energy_j == pytest.approx(5.35)
+    assert first.energy_in_flight_j == pytest.approx(11.2)
+    assert last.energy_in_flight_j == 0.0
 
 
 ASYNC = {"mode": "async", "concurrency": 4, "buffer": 2, "max": 6, "eval_every": 2}

@@ -9,11 +9,12 @@ import torch
 from edgefed.algorithms.decomfl import DeComFL
 from edgefed.algorithms.work import Work
 from edgefed.devices.availability import Availability, AvailabilitySpec, StragglerSpec
-from edgefed.devices.profile import DeviceProfile, LinkProfile
+from edgefed.devices.profile import DeviceProfile, LinkProfile, default_catalog
 from edgefed.simulator.engine import Client, Engine
 from edgefed.simulator.network import CellSpec
 from edgefed.simulator.schedule import EveryRounds
 from edgefed.simulator.inputs import EngineConfig
+from edgefed.simulator.session import Sessions
 from tests.helpers import tiny_setup, zo_cfg
 
 # Round numbers so the closed forms below can be checked by hand.
@@ -154,11 +155,22 @@ def test_empty_battery_drops_the_device_mid_round_and_for_good():
     assert [r.client for r in rows2] == [1]  # never selected again
 
 
-def test_stragglers_scale_compute_time():
-    base = play(make_engine(FakeAlgo(), [device()]))[0][1][0]
-    slow = play(make_engine(FakeAlgo(), [device()], stragglers=StragglerSpec(probability=1.0, factor=3.0)))[0][1][0]
-    assert slow.compute_s == pytest.approx(3 * base.compute_s)
-    assert slow.energy_compute_j == pytest.approx(3 * base.energy_compute_j)
+@pytest.mark.parametrize("closed_form", [True, False])
+def test_a_straggler_is_charged_fl_s_share_of_its_busy_device(closed_form, monkeypatch):
+    """10 GFLOP on the catalog's rpi5 (7.6e10 FLOP/s fp32, 13.8 W active, 2.8 W idle, no thermal
+    profile): 1e10 / 7.6e10 = 0.13158 s at 13.8 W = 1.8158 J. Slowed 4x it computes 0.52632 s;
+    charged at full power that would be 7.2632 J, but FL's share of the busy device is
+    2.8 + (13.8 - 2.8) / 4 = 5.55 W, so 0.52632 s x 5.55 W = 2.9211 J: the unslowed work's
+    1.4474 J above idle (0.13158 s x 11 W) plus 1.4737 J of baseline (0.52632 s x 2.8 W).
+    The closed form and the event path charge the same."""
+    monkeypatch.setattr(Sessions, "closed_form", closed_form)
+    rpi5 = default_catalog().devices["rpi5"]
+    base = play(make_engine(FakeAlgo(flops=10e9), [rpi5]))[0][1][0]
+    slow = play(make_engine(FakeAlgo(flops=10e9), [rpi5],
+                            stragglers=StragglerSpec(probability=1.0, factor=4.0)))[0][1][0]
+    assert base.compute_s == pytest.approx(0.131579, rel=1e-5) and slow.compute_s == pytest.approx(4 * base.compute_s)
+    assert base.energy_compute_j == pytest.approx(1.81579, rel=1e-5)
+    assert slow.energy_compute_j == pytest.approx(2.92105, rel=1e-5)
 
 
 def test_devices_off_at_round_start_are_not_selected_and_the_server_waits(tmp_path):

@@ -37,6 +37,15 @@ def test_one_lucky_evaluation_reaches_a_raw_target_but_not_a_smoothed_one():
     assert to_target(rounds, 0.65, 3)["rounds_to_target"] == 10
     assert to_target(rounds, 0.70, 3) == dict.fromkeys(raw)
     assert to_target(rounds, None, 1) == dict.fromkeys(raw)
+    assert raw["energy_to_target_completed_j"] == raw["energy_to_target_j"]  # no sessions in flight: sync rounds
+
+
+def test_energy_to_target_adds_what_the_sessions_in_flight_spent_by_then():
+    """Async versions of 2 J each, and at version 2 (the target) 3.5 J spent by sessions still
+    running: 2 + 2 + 2 = 6 J completed, 9.5 J spent by the target's time."""
+    rounds = [{**r, "energy_in_flight_j": 1.0 + r["round"] * 1.25} for r in _rounds([0.5, None, 0.7])]
+    reached = to_target(rounds, 0.65, 1)
+    assert reached["energy_to_target_completed_j"] == 6.0 and reached["energy_to_target_j"] == 9.5
 
 
 def test_a_run_reports_its_smoothing_and_a_later_target_rewrites_only_the_to_target_figures(tmp_path, tiny_dict):
@@ -56,7 +65,7 @@ def test_a_run_reports_its_smoothing_and_a_later_target_rewrites_only_the_to_tar
     assert after["target_accuracy"] == target and after["rounds_to_target"] is not None
     changed = {k for k in after if after[k] != before[k]}
     assert changed <= {"target_accuracy", "rounds_to_target", "time_to_target_s", "energy_to_target_j",
-                       "bytes_to_target", "client_flops_to_target"}
+                       "energy_to_target_completed_j", "bytes_to_target", "client_flops_to_target"}
 
 
 def test_the_tuning_split_leaves_training_and_is_the_same_for_every_seed(tmp_path, tiny_dict):

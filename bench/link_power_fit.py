@@ -418,7 +418,8 @@ def proposals(fit: dict, wild: dict, tail: dict, lowband: dict, speedtest: dict,
                   "bench/link_power_fit.py)")
     base_src = (f"LTE's base {anchor:.3f} W (the artifact's LTE walking fit above idle, see lte) plus the {{}} base "
                 "above LTE's on the same phone, {:+.3f} W (Narayanan et al., SIGCOMM 2021 artifact, "
-                "Data-Transfer-Power/MN-Transfer, the paper's binned method in the catalog's form, bench/link_power_fit.py)")
+                "Data-Transfer-Power/MN-Transfer, the paper's binned method in the catalog's form, "
+                "bench/link_power_fit.py)")
     tail_src = (f"{ARTIFACT_CITE}, RRC-Probe {{}}): midpoint of the last gap answered connected and the first whose "
                 "reply pays the RRC_IDLE paging wait (median RTT > 450 ms), bench/link_power_fit.py")
     mmw_rates = speedtest[MMWAVE_SPEEDTEST]
@@ -442,15 +443,16 @@ def proposals(fit: dict, wild: dict, tail: dict, lowband: dict, speedtest: dict,
          base_src.format("mmWave NSA", mmw["beta_w"] - lte["beta_w"]), False),
         ("5g-mmwave", "down_mbps", mmw_rates["down_median_mbps"],
          rate_src.format("download", f"{multi['down_median_mbps']:.0f}"), False),
-        ("5g-mmwave", "up_mbps", mmw_rates["up_median_mbps"], rate_src.format("upload", f"{multi['up_median_mbps']:.0f}"),
-         False),
+        ("5g-mmwave", "up_mbps", mmw_rates["up_median_mbps"],
+         rate_src.format("upload", f"{multi['up_median_mbps']:.0f}"), False),
         ("5g-mmwave", "tail_s", tail["Verizon mmWave NSA"]["tail_s"],
          tail_src.format("SALMONBERRY_299_Verizon_NSAmmwave.csv"), False),
         ("5g-sa", "power_base_w", wild[SA_WILD]["beta_above_idle_w"],
          anchor_src.format(f"{wild[SA_WILD]['n']} low-band SA"), False),
         ("5g-sa", "tail_s", tail["T-Mobile low-band SA"]["tail_s"], tail_src.format("S20US_TMobile_SA.csv"), True),
     ]
-    for link, label, f in (("lte", "LTE", lte), ("5g-nsa-lowband", "low-band NSA", nsa), ("5g-mmwave", "mmWave NSA", mmw)):
+    for link, label, f in (("lte", "LTE", lte), ("5g-nsa-lowband", "low-band NSA", nsa),
+                           ("5g-mmwave", "mmWave NSA", mmw)):
         rows += [(link, "power_up_w_per_mbps", f["a_up_w_per_mbps"], fit_src.format(label), False),
                  (link, "power_down_w_per_mbps", f["a_down_w_per_mbps"], fit_src.format(label), False)]
     out = {}
@@ -553,8 +555,8 @@ def main() -> None:
     write_bench_result(RESULT, {
         "source": source, "artifact": {"repo": ARTIFACT_REPO, "commit": ARTIFACT_COMMIT},
         "fits_joint": joint, "fits_per_direction": per_direction, "fits_paper_binned": binned,
-        "fits_paper_binned_catalog_form": binned_joint, "fits_walking": wild, "lte_base_candidates_w": anchors, "crossover_mbps": cross, "tails": tail, "lowband_throughput": lowband,
-        "proposed": props}, __file__)
+        "fits_paper_binned_catalog_form": binned_joint, "fits_walking": wild, "lte_base_candidates_w": anchors,
+        "crossover_mbps": cross, "tails": tail, "lowband_throughput": lowband, "proposed": props}, __file__)
     print(f"\nwrote {RESULT.relative_to(REPO)}")
 
 

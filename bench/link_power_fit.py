@@ -9,10 +9,14 @@ Implications', ACM SIGCOMM 2021, artifact github.com/SIGCOMM21-5G/artifact (comm
 (Data-Transfer-Power/MN-Transfer: one phone, RASPBERRY_670, on Verizon, locked to LTE, low-band NSA
 or mmWave, iperf at fixed target rates, Monsoon whole-phone power, 1-s samples); the walking traces
 of Power-Model/ (Verizon mmWave and low band, T-Mobile NSA, LTE and SA) are fitted the same way as a
-cross-check. The whole-phone intercepts include the rest of the phone's draw, so the catalog takes
-only differences between technologies from them and anchors LTE's radio base at Huang et al.
-(MobiSys 2012). Tails come from RRC-Probe (round-trip time after an idle gap: the first gap after
-which the reply pays an RRC_IDLE paging wait and promotion), throughputs from NW-Perf-Speedtest.
+cross-check. The catalog's power numbers come from one fit, the paper's binned method (Figure 11:
+one mean per iperf target rate) in the catalog's form (one base per technology, a slope per
+direction): its slopes, and its bases' differences between technologies; the whole-phone
+intercepts include the rest of the phone's draw, so LTE's radio base is anchored at the walking
+traces' power above the phone's idle baseline instead. The paper's own per-direction binned fits
+reproduce its reported 187 Mbps downlink crossover. Tails come from RRC-Probe (round-trip time after
+an idle gap: the first gap after which the reply pays an RRC_IDLE paging wait and promotion),
+throughputs from NW-Perf-Speedtest.
 
 The artifact carries no licence, so no copy of its data is committed: with the artifact at hand
 (a clone, or a bare mirror) the script re-derives a table of aggregates (least-squares moments,
@@ -83,7 +87,10 @@ PAPER_BINS = {
 }
 IDLE_RTT_MS = 450.0  # above the connected-state DRX round trip (<= ~410 ms in every probe)
 PAGING_CYCLE_S = 1.28  # the RRC_IDLE paging cycle that the idle round trips saw-tooth over
-HUANG_LTE_BETA_W = 1.28804  # Huang et al. MobiSys 2012, Table 3: LTE beta = 1288.04 mW
+HUANG_LTE_BETA_W = 1.28804  # Huang et al. MobiSys 2012, Table 3: LTE beta = 1288.04 mW (the catalog's until issue 40)
+LTE_ANCHOR = "T-Mobile LTE, Minneapolis (walking)"  # the one LTE walking fit: LTE's base above idle
+SA_WILD = "T-Mobile low-band SA, Minneapolis (walking)"
+MMWAVE_SPEEDTEST = "Verizon 5G-NSA-mmWave single"  # one TCP connection, as an FL client's transfer
 REPORTED_CROSSOVER_MBPS = 187.0  # Narayanan et al. 2021, Figure 11 (mmWave vs LTE downlink)
 
 
@@ -275,10 +282,11 @@ def write_table(table: dict) -> None:
 
 # --- figures from the table ----------------------------------------------------------------------
 
-def controlled_fits(table: dict) -> tuple[dict, dict, dict]:
-    """The joint fit (one beta for both directions, the catalog's form), the per-direction fits
-    (each its own intercept) and the paper-method binned fits, per technology."""
-    joint, per_direction, binned = {}, {}, {}
+def controlled_fits(table: dict) -> tuple[dict, dict, dict, dict]:
+    """The joint fit over all 1-s samples (one beta for both directions, the catalog's form), the
+    per-direction fits (each its own intercept), the paper-method binned fits per direction, and the
+    binned means of both directions in the catalog's form (the catalog's numbers), per technology."""
+    joint, per_direction, binned, binned_joint = {}, {}, {}, {}
     for tech, label in TECHS.items():
         rec = table["controlled"][tech]
         m = np.add(rec["by_direction"]["downlink"]["moments"], rec["by_direction"]["uplink"]["moments"])
@@ -291,7 +299,22 @@ def controlled_fits(table: dict) -> tuple[dict, dict, dict]:
             slope, beta = np.polyfit([p["mbps"] for p in pts], [p["power_w"] for p in pts], 1)
             binned[f"{label} {direction}"] = {"beta_w": round(float(beta), 4), "a_w_per_mbps": round(float(slope), 6),
                                               "bins": len(pts), "n": sum(p["n"] for p in pts)}
-    return joint, per_direction, binned
+        binned_joint[label] = binned_catalog_form(rec["by_direction"])
+    return joint, per_direction, binned, binned_joint
+
+
+def binned_catalog_form(by_direction: dict) -> dict:
+    """Least squares of the bin mean powers on [1, up, down] over both directions' bins (an
+    uplink bin's point has down = 0 and vice versa): one base, a slope per direction."""
+    rows, power, n = [], [], 0
+    for direction in ("uplink", "downlink"):
+        for p in by_direction[direction]["paper_bins"]:
+            rows.append([1.0, p["mbps"], 0.0] if direction == "uplink" else [1.0, 0.0, p["mbps"]])
+            power.append(p["power_w"])
+            n += p["n"]
+    coef = np.linalg.lstsq(np.array(rows), np.array(power), rcond=None)[0]
+    return {"beta_w": round(float(coef[0]), 4), "a_up_w_per_mbps": round(float(coef[1]), 6),
+            "a_down_w_per_mbps": round(float(coef[2]), 6), "bins": len(rows), "n": n}
 
 
 def crossover(beta_hi: float, a_hi: float, beta_lo: float, a_lo: float) -> float | None:
@@ -300,14 +323,16 @@ def crossover(beta_hi: float, a_hi: float, beta_lo: float, a_lo: float) -> float
     return round((beta_hi - beta_lo) / (a_lo - a_hi), 1) if a_lo > a_hi else None
 
 
-def crossovers(joint: dict, per_direction: dict, binned: dict) -> dict:
+def crossovers(joint: dict, per_direction: dict, binned: dict, binned_joint: dict) -> dict:
     def pair(fits, hi, lo, a="a_w_per_mbps"):
         return crossover(fits[hi]["beta_w"], fits[hi][a], fits[lo]["beta_w"], fits[lo][a])
     out = {"paper's method (binned means, per direction)": pair(binned, "mmWave NSA downlink", "LTE downlink"),
+           "paper's method, catalog form (one base)": pair(binned_joint, "mmWave NSA", "LTE", "a_down_w_per_mbps"),
            "all 1-s samples, per direction": pair(per_direction, "mmWave NSA downlink", "LTE downlink"),
            "all 1-s samples, joint (catalog form)": pair(joint, "mmWave NSA", "LTE", "a_down_w_per_mbps"),
            "reported by the paper": REPORTED_CROSSOVER_MBPS}
     out["uplink, paper's method"] = pair(binned, "mmWave NSA uplink", "LTE uplink")
+    out["uplink, paper's method, catalog form"] = pair(binned_joint, "mmWave NSA", "LTE", "a_up_w_per_mbps")
     out["uplink, joint (catalog form)"] = pair(joint, "mmWave NSA", "LTE", "a_up_w_per_mbps")
     return out
 
@@ -365,41 +390,71 @@ def lowband_throughput(table: dict, lte_down: float, lte_up: float) -> dict:
 ARTIFACT_CITE = "Narayanan et al., SIGCOMM 2021 (artifact github.com/SIGCOMM21-5G/artifact"
 
 
-def proposals(joint: dict, tail: dict, lowband: dict, links: dict) -> dict:
+def lte_base_candidates(fit: dict, wild: dict) -> dict:
+    """LTE's radio base (W above the phone's idle draw) by each source: Huang et al. 2012; the LTE
+    walking trace's fit above idle (the catalog's); and each NSA walking trace's fit above idle less
+    the NSA - LTE base difference of the catalog's fit (a cross-check from other phones and carriers)."""
+    out = {"Huang et al. MobiSys 2012 (2012 phone)": HUANG_LTE_BETA_W,
+           f"{LTE_ANCHOR}, above idle": wild[LTE_ANCHOR]["beta_above_idle_w"]}
+    for name, w in wild.items():
+        label = "mmWave NSA" if "mmWave" in name else "low-band NSA" if "NSA" in name else None
+        if label:
+            out[f"{name}, above idle, less {label} - LTE"] = round(
+                w["beta_above_idle_w"] - (fit[label]["beta_w"] - fit["LTE"]["beta_w"]), 3)
+    return out
+
+
+def proposals(fit: dict, wild: dict, tail: dict, lowband: dict, speedtest: dict, links: dict) -> dict:
     """Field -> current catalog value, proposed value, its source, and whether the change is
-    optional (the slopes: the current ones are this data's per-direction fits, which the catalog's
-    one-base form cannot hold exactly; the joint fit's slopes go with its bases)."""
-    lte, nsa, mmw = joint["LTE"], joint["low-band NSA"], joint["mmWave NSA"]
-    fit_src = (f"{ARTIFACT_CITE}, Data-Transfer-Power/MN-Transfer: phone RASPBERRY_670 on Verizon, {{}}; joint "
-               "least squares of whole-phone power on up and down Mbps over all 1-s samples, bench/link_power_fit.py)")
-    base_src = ("LTE's radio base 1.288 W (Huang et al. MobiSys 2012, Table 3: beta 1288.04 mW) plus the {} "
-                "whole-phone intercept above LTE's on the same phone, {:+.3f} W (Narayanan et al., SIGCOMM 2021 "
-                "artifact, Data-Transfer-Power/MN-Transfer, joint fit, bench/link_power_fit.py)")
+    optional. Every power number comes from ``fit`` (the paper's binned method in the catalog's
+    form), its bases anchored at LTE's walking-trace base above idle."""
+    lte, nsa, mmw = fit["LTE"], fit["low-band NSA"], fit["mmWave NSA"]
+    anchor = wild[LTE_ANCHOR]["beta_above_idle_w"]
+    fit_src = (f"{ARTIFACT_CITE}, Data-Transfer-Power/MN-Transfer: phone RASPBERRY_670 on Verizon, {{}}; the paper's "
+               "binned method (one mean per iperf target rate) fitted in the catalog's form, one base and a slope "
+               "per direction, bench/link_power_fit.py)")
+    anchor_src = (f"{ARTIFACT_CITE}, Power-Model/MN-Wild, Galaxy S20 on T-Mobile, walking: the intercept of power "
+                  "above the phone's idle baseline against up and down Mbps over the {} seconds, "
+                  "bench/link_power_fit.py)")
+    base_src = (f"LTE's base {anchor:.3f} W (the artifact's LTE walking fit above idle, see lte) plus the {{}} base "
+                "above LTE's on the same phone, {:+.3f} W (Narayanan et al., SIGCOMM 2021 artifact, "
+                "Data-Transfer-Power/MN-Transfer, the paper's binned method in the catalog's form, "
+                "bench/link_power_fit.py)")
     tail_src = (f"{ARTIFACT_CITE}, RRC-Probe {{}}): midpoint of the last gap answered connected and the first whose "
                 "reply pays the RRC_IDLE paging wait (median RTT > 450 ms), bench/link_power_fit.py")
+    mmw_rates = speedtest[MMWAVE_SPEEDTEST]
+    rate_src = (f"{ARTIFACT_CITE}, NW-Perf-Speedtest): median {{}} of {mmw_rates['n']} single-connection Speedtest "
+                "runs on Verizon mmWave NSA (multi-connection: {} Mbps)")
+    multi = speedtest[MMWAVE_SPEEDTEST.replace("single", "multi")]
     scaled = lowband["all carriers 5G-NSA-Low-Band multi"]
     nsa_tail = float(np.median([tail[k]["tail_s"] for k in tail if "low-band NSA" in k]))
     rows = [
-        ("lte", "power_base_w", HUANG_LTE_BETA_W, "Huang et al., MobiSys 2012, Table 3: LTE beta = 1288.04 mW", False),
+        ("lte", "power_base_w", anchor, anchor_src.format(f"{wild[LTE_ANCHOR]['n']} LTE"), False),
         ("lte", "tail_s", tail["Verizon LTE"]["tail_s"], tail_src.format("S20US_162_Verizon_4G.csv"), False),
         ("lte-tmobile", "tail_s", tail["T-Mobile LTE"]["tail_s"], tail_src.format("SALMONBERRY_299_TMobile_4G.csv")
          + "; a new link, every other field as `lte`", False),
-        ("5g-nsa-lowband", "power_base_w", HUANG_LTE_BETA_W + nsa["beta_w"] - lte["beta_w"],
+        ("5g-nsa-lowband", "power_base_w", anchor + nsa["beta_w"] - lte["beta_w"],
          base_src.format("low-band NSA", nsa["beta_w"] - lte["beta_w"]), False),
         ("5g-nsa-lowband", "down_mbps", scaled["scaled_down_mbps"], lowband_source("down", scaled), False),
         ("5g-nsa-lowband", "up_mbps", scaled["scaled_up_mbps"], lowband_source("up", scaled), False),
         ("5g-nsa-lowband", "tail_s", nsa_tail, tail_src.format("Verizon (2 phones) and T-Mobile low-band NSA, median"),
          False),
-        ("5g-mmwave", "power_base_w", HUANG_LTE_BETA_W + mmw["beta_w"] - lte["beta_w"],
+        ("5g-mmwave", "power_base_w", anchor + mmw["beta_w"] - lte["beta_w"],
          base_src.format("mmWave NSA", mmw["beta_w"] - lte["beta_w"]), False),
+        ("5g-mmwave", "down_mbps", mmw_rates["down_median_mbps"],
+         rate_src.format("download", f"{multi['down_median_mbps']:.0f}"), False),
+        ("5g-mmwave", "up_mbps", mmw_rates["up_median_mbps"],
+         rate_src.format("upload", f"{multi['up_median_mbps']:.0f}"), False),
         ("5g-mmwave", "tail_s", tail["Verizon mmWave NSA"]["tail_s"],
          tail_src.format("SALMONBERRY_299_Verizon_NSAmmwave.csv"), False),
+        ("5g-sa", "power_base_w", wild[SA_WILD]["beta_above_idle_w"],
+         anchor_src.format(f"{wild[SA_WILD]['n']} low-band SA"), False),
         ("5g-sa", "tail_s", tail["T-Mobile low-band SA"]["tail_s"], tail_src.format("S20US_TMobile_SA.csv"), True),
     ]
-    for link, label, fit in (("lte", "LTE", lte), ("5g-nsa-lowband", "low-band NSA", nsa),
-                             ("5g-mmwave", "mmWave NSA", mmw)):
-        rows += [(link, "power_up_w_per_mbps", fit["a_up_w_per_mbps"], fit_src.format(label), True),
-                 (link, "power_down_w_per_mbps", fit["a_down_w_per_mbps"], fit_src.format(label), True)]
+    for link, label, f in (("lte", "LTE", lte), ("5g-nsa-lowband", "low-band NSA", nsa),
+                           ("5g-mmwave", "mmWave NSA", mmw)):
+        rows += [(link, "power_up_w_per_mbps", f["a_up_w_per_mbps"], fit_src.format(label), False),
+                 (link, "power_down_w_per_mbps", f["a_down_w_per_mbps"], fit_src.format(label), False)]
     out = {}
     for link, field, value, source, optional in rows:
         current = (links.get(link) or {}).get(field)
@@ -416,11 +471,10 @@ def lowband_source(direction: str, r: dict) -> str:
             f"low-band NSA median {r[f'{direction}_median_mbps']:.0f} Mbps there, a best case near the servers)")
 
 
-def proposed_crossover(props: dict, slopes: bool) -> float | None:
-    """The downlink crossover the catalog would give with the proposed bases, with the proposed
-    (joint-fit) slopes or with the current ones."""
+def proposed_crossover(props: dict) -> float | None:
+    """The downlink crossover the catalog gives with the proposed bases and slopes."""
     def get(key):
-        return props[key]["proposed"] if slopes or not key.endswith("_per_mbps") else props[key]["current"]
+        return props[key]["proposed"]
     return crossover(get("5g-mmwave.power_base_w"), get("5g-mmwave.power_down_w_per_mbps"),
                      get("lte.power_base_w"), get("lte.power_down_w_per_mbps"))
 
@@ -465,26 +519,31 @@ def main() -> None:
     table, source = load_table(args)
     print(f"source: {source}")
     links = yaml.safe_load(CATALOG.read_text()).get("links", {})
-    joint, per_direction, binned = controlled_fits(table)
-    cross = crossovers(joint, per_direction, binned)
+    joint, per_direction, binned, binned_joint = controlled_fits(table)
+    cross = crossovers(joint, per_direction, binned, binned_joint)
     tail = tails(table)
+    wild = wild_fits(table)
     lowband = lowband_throughput(table, links["lte"]["down_mbps"], links["lte"]["up_mbps"])
-    props = proposals(joint, tail, lowband, links)
-    cross["proposed bases, current slopes"] = proposed_crossover(props, slopes=False)
-    cross["proposed bases and slopes"] = proposed_crossover(props, slopes=True)
+    props = proposals(binned_joint, wild, tail, lowband, table["speedtest"], links)
+    anchors = lte_base_candidates(binned_joint, wild)
+    cross["proposed catalog numbers"] = proposed_crossover(props)
     cross["current catalog numbers"] = crossover(
         links["5g-mmwave"]["power_base_w"], links["5g-mmwave"]["power_down_w_per_mbps"],
         links["lte"]["power_base_w"], links["lte"]["power_down_w_per_mbps"])
-    wild = wild_fits(table)
     show("Joint fits, controlled transfers (W; W per Mbps)", joint,
          ["beta_w", "a_up_w_per_mbps", "a_down_w_per_mbps", "rmse_w", "abs_residual_p50_w", "r2", "n"])
     show("Per-direction fits, all 1-s samples", per_direction, ["beta_w", "a_w_per_mbps", "rmse_w", "r2", "n"])
     show("Paper's method: binned means per target rate", binned, ["beta_w", "a_w_per_mbps", "bins", "n"])
+    show("Paper's method in the catalog's form (one base; the catalog's numbers)", binned_joint,
+         ["beta_w", "a_up_w_per_mbps", "a_down_w_per_mbps", "bins", "n"])
     show("Walking traces (cross-check; beta above the run's idle baseline)", wild,
          ["beta_whole_phone_w", "beta_above_idle_w", "a_up_w_per_mbps", "a_down_w_per_mbps", "r2", "n"])
     print("\nmmWave vs LTE crossover (Mbps):")
     for k, v in cross.items():
         print(f"  {k:<48}{v}")
+    print("\nLTE's radio base above idle (W), by source:")
+    for k, v in anchors.items():
+        print(f"  {k:<80}{v}")
     show("RRC tails (s) from RRC-Probe", tail,
          ["tail_s", "last_connected_s", "first_idle_s", "idle_fraction_2_cycles", "promotion_s", "n"])
     show("Speedtest medians (Mbps) and the LTE-ratio scaling", lowband,
@@ -496,8 +555,8 @@ def main() -> None:
     write_bench_result(RESULT, {
         "source": source, "artifact": {"repo": ARTIFACT_REPO, "commit": ARTIFACT_COMMIT},
         "fits_joint": joint, "fits_per_direction": per_direction, "fits_paper_binned": binned,
-        "fits_walking": wild, "crossover_mbps": cross, "tails": tail, "lowband_throughput": lowband,
-        "proposed": props}, __file__)
+        "fits_paper_binned_catalog_form": binned_joint, "fits_walking": wild, "lte_base_candidates_w": anchors,
+        "crossover_mbps": cross, "tails": tail, "lowband_throughput": lowband, "proposed": props}, __file__)
     print(f"\nwrote {RESULT.relative_to(REPO)}")
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from edgefed.devices.profile import CATALOG_PATH, DeviceProfile, LinkProfile, load_catalog
+from tests.conftest import bench_script
 
 CATALOG = load_catalog()
 DEVICES = sorted(CATALOG.devices.items())
@@ -41,8 +43,9 @@ def test_5g_is_an_alias_of_low_band_nsa_and_lte_is_the_2021_model():
     alias, target = CATALOG.links["5g"], CATALOG.links["5g-nsa-lowband"]
     assert alias.model_dump(exclude={"name", "description"}) == target.model_dump(exclude={"name", "description"})
     lte, old = CATALOG.links["lte"], CATALOG.links["lte-2012"]
-    assert old.power_up_w_per_mbps / lte.power_up_w_per_mbps == pytest.approx(5.7, rel=0.01)
-    assert old.power_down_w_per_mbps / lte.power_down_w_per_mbps == pytest.approx(4.5, rel=0.01)
+    # 0.43839 / 0.0818 = 5.36 and 0.05197 / 0.0141 = 3.69: a 2012 phone's LTE per bit against a 2020 one's
+    assert old.power_up_w_per_mbps / lte.power_up_w_per_mbps == pytest.approx(5.36, rel=0.01)
+    assert old.power_down_w_per_mbps / lte.power_down_w_per_mbps == pytest.approx(3.69, rel=0.01)
     assert CATALOG.links["5g-sa"].promotion_s < lte.promotion_s  # RRC_INACTIVE resumes quickly
     assert not CATALOG.links["wifi"].cellular and all(CATALOG.links[n].cellular for n in ("lte", "5g-mmwave"))
 
@@ -171,13 +174,41 @@ def test_bad_dtype_and_idle_above_active_rejected():
 
 def test_mmwave_costs_less_per_bit_than_lte_only_above_the_fitted_crossover():
     """Per downloaded bit a link draws (base + alpha x rate) / rate, so mmWave beats LTE above
-    (base_mmwave - base_lte) / (alpha_lte - alpha_mmwave): (3.751 - 1.288) / (0.0115 - 0.0017)
-    = 251.3 Mbps by bench/link_power_fit.py's fit (the paper's binned method: 187)."""
+    (base_mmwave - base_lte) / (alpha_lte - alpha_mmwave): (4.508 - 1.929) / (0.0141 - 0.0017)
+    = 2.579 / 0.0124 = 208.0 Mbps, bases and slopes all from bench/link_power_fit.py's binned fit
+    in the catalog's form (the paper's per-direction binned fits: 187)."""
     lte, mmwave = CATALOG.links["lte"], CATALOG.links["5g-mmwave"]
     crossover = (mmwave.power_base_w - lte.power_base_w) / (lte.power_down_w_per_mbps - mmwave.power_down_w_per_mbps)
-    assert crossover == pytest.approx(251.3, abs=0.1)
+    assert crossover == pytest.approx(208.0, abs=0.05)
     per_bit = lambda link, mbps: (link.power_base_w + link.power_down_w_per_mbps * mbps) / mbps  # noqa: E731
-    assert per_bit(mmwave, 200.0) > per_bit(lte, 200.0) and per_bit(mmwave, 300.0) < per_bit(lte, 300.0)
+    assert per_bit(mmwave, 200.0) > per_bit(lte, 200.0) and per_bit(mmwave, 216.0) < per_bit(lte, 216.0)
+    # at its own median rates mmWave costs less per bit than LTE does at LTE's: 4.508/494.4 + 0.0017
+    # = 0.01082 J per Mbit against 1.929/29.0 + 0.0141 = 0.08062
+    assert mmwave.down_mbps == 494.4 and mmwave.up_mbps == 71.0
+    assert per_bit(mmwave, mmwave.down_mbps) == pytest.approx(0.01082, abs=1e-5)
+    assert per_bit(lte, lte.down_mbps) == pytest.approx(0.08062, abs=1e-5)
+
+
+def test_link_power_fit_reproduces_the_papers_crossover_and_gives_the_catalogs_numbers():
+    """From the committed table (bench/data/link_power/summary.json): the paper's method, a line
+    through the binned means per direction, gives its reported 187.0 Mbps; the same bins fitted with
+    one base per technology give every catalog power number (its bases' differences anchored at
+    LTE's walking-trace base above idle), so every proposal equals the catalog's value."""
+    fit = bench_script("link_power_fit")
+    table = json.loads(fit.SUMMARY.read_text())
+    joint, per_direction, binned, catalog_form = fit.controlled_fits(table)
+    cross = fit.crossovers(joint, per_direction, binned, catalog_form)
+    assert cross["paper's method (binned means, per direction)"] == fit.REPORTED_CROSSOVER_MBPS == 187.0
+    # (5.3488 - 2.7702) / (0.014078 - 0.001666) = 2.5786 / 0.012412 = 207.8
+    assert cross["paper's method, catalog form (one base)"] == pytest.approx(207.8, abs=0.05)
+    wild = fit.wild_fits(table)
+    links = yaml.safe_load(fit.CATALOG.read_text())["links"]
+    lowband = fit.lowband_throughput(table, links["lte"]["down_mbps"], links["lte"]["up_mbps"])
+    props = fit.proposals(catalog_form, wild, fit.tails(table), lowband, table["speedtest"], links)
+    for key, p in props.items():  # the catalog rounds rates to 0.1 Mbps, watts and slopes to the 4th decimal
+        rate = key.split(".")[1] in ("up_mbps", "down_mbps")
+        assert p["proposed"] == pytest.approx(p["current"], abs=0.05 if rate else 6e-4), key
+    assert props["lte.power_base_w"]["proposed"] == wild[fit.LTE_ANCHOR]["beta_above_idle_w"] == 1.929
 
 
 def test_lte_tmobile_is_lte_with_the_carriers_short_tail():

@@ -87,9 +87,9 @@ class PeakLiveBytes(TorchDispatchMode):
 
 
 def measured_peak_bytes(model: torch.nn.Module, step: Callable[[], object]) -> int:
-    """The model's weights and buffers plus the peak of tensors ``step`` creates and keeps alive at
-    once (``PeakLiveBytes``): what a device running ``step`` must hold, to set against the
-    declared ``peak_memory_bytes``."""
+    """The model's weights plus the peak of tensors ``step`` creates and keeps alive at once
+    (``PeakLiveBytes``; the model's buffers are neither tracked nor counted): what a device
+    running ``step`` must hold, to set against the declared ``peak_memory_bytes``."""
     held = list(model.parameters()) + list(model.buffers())
     with PeakLiveBytes(held) as tracker:
         step()

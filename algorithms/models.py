@@ -361,8 +361,8 @@ def training_activation_bytes(model: TaskModel, batch_size: int, seq_len: int, l
     prefix; the prefix runs without grad). Per layer, in elements: s*b*h*c + a*s*s*b, Korthikanti
     et al. 2022 eq. 1 (34sbh + 5as^2b bytes at 16-bit) less its dropout terms (a device fine-tunes
     with dropout off, as the host's eval-mode model does): c = 16. When the layer's linear weights
-    are frozen (LoRA trains adapters only) autograd keeps no input for them, c = 10: both measured
-    within 10% on MiniLM-L6 by bench/memory_model.py. Plus a no-grad forward's transient peak."""
+    are frozen (LoRA trains adapters only) autograd keeps no input for them: c = 10, fitted to the
+    peak measured on MiniLM-L6 (bench/memory_model.py). Plus a no-grad forward's transient peak."""
     cfg = model.backbone.config
     elem = next(model.parameters()).element_size()
     h, a, s, b = cfg.hidden_size, cfg.num_attention_heads, seq_len, batch_size

@@ -113,6 +113,11 @@ class WeightDelta(Algorithm):
                     total = term if total is None else total + term
                 p.copy_(torch.from_numpy((total / weights.sum()).astype(np.float32)).to(p.dtype))
 
+    def activation_bytes(self):
+        """The passes' activations or, once they are done, the upload's delta (trainable-sized, held
+        beside the starting copy), whichever is larger."""
+        return max(super().activation_bytes(), param_bytes(self.trainable.params))
+
     def held_bytes(self):
         """Direction buffers plus the round's starting copy of the trainable weights (to form
         the delta)."""

@@ -14,9 +14,9 @@ from edgefed.algorithms.delta import WeightDelta
 from edgefed.algorithms.models import param_bytes, training_activation_bytes
 from edgefed.algorithms.registry import FedAvgSpec
 
-# per optimizer: class, parameter-sized tensors it holds during a step (Adam: two moments plus
-# the denominator its update materialises), tensors an update touches
-OPTIMIZERS = {"sgd": (torch.optim.SGD, 0, 3), "adam": (torch.optim.Adam, 3, 7)}
+# per optimizer: class, parameter-sized tensors it holds across steps (Adam: two moments), those
+# its step alone materialises (Adam: the denominator), tensors an update touches
+OPTIMIZERS = {"sgd": (torch.optim.SGD, 0, 0, 3), "adam": (torch.optim.Adam, 2, 1, 7)}
 
 
 class FedAvg(WeightDelta):
@@ -31,7 +31,7 @@ class FedAvg(WeightDelta):
     def local_steps(self, client, round, work):
         cfg = self.cfg
         rng = self.batch_rng(client, round)
-        optim_cls, _, touched = OPTIMIZERS[cfg.optimizer]
+        optim_cls, _, _, touched = OPTIMIZERS[cfg.optimizer]
         optimizer = optim_cls(self.trainable.params, lr=cfg.lr)
         for _ in range(cfg.local_steps):
             batch = self.data.train.batch(sample_batch(self.data.parts[client], cfg.batch_size, rng))
@@ -47,9 +47,16 @@ class FedAvg(WeightDelta):
         optimizer.zero_grad(set_to_none=True)
 
     def activation_bytes(self):
-        """Every activation kept for the backward pass."""
-        return training_activation_bytes(self.model, self.cfg.batch_size, self.data.train.max_length)
+        """The larger of what the backward pass keeps (activations above the frozen prefix) and
+        what the optimizer's step materialises: the step runs after the backward has freed them."""
+        layers = self.model.num_layers - self.prefix
+        in_layers = {id(p) for layer in self.model.layers for p in layer.parameters()}
+        linears_train = any(id(p) in in_layers and "lora_" not in n for n, p in zip(self.trainable.names,
+                                                                                     self.trainable.params))
+        kept = training_activation_bytes(self.model, self.cfg.batch_size, self.data.train.max_length, layers,
+                                         linears_train)
+        return max(kept, param_bytes(self.trainable.params) * OPTIMIZERS[self.cfg.optimizer][2])
 
     def held_bytes(self):
-        """The starting copy, gradients and the optimizer's state, each trainable-sized."""
+        """The starting copy, gradients and the optimizer's state across steps, each trainable-sized."""
         return param_bytes(self.trainable.params) * (2 + OPTIMIZERS[self.cfg.optimizer][1])

@@ -355,15 +355,19 @@ def inference_activation_bytes(model: TaskModel, batch_size: int, seq_len: int) 
     return int(elem * (residual + transient) + 4 * logits)
 
 
-def training_activation_bytes(model: TaskModel, batch_size: int, seq_len: int) -> int:
-    """Activations kept for backprop (Korthikanti et al. 2022, eq. 1, per layer:
-    s*b*h*(34 + 5*a*s/h) bytes at 16-bit; scaled to the element size here)."""
+def training_activation_bytes(model: TaskModel, batch_size: int, seq_len: int, layers: int,
+                              linears_train: bool) -> int:
+    """Activations kept for backprop through the top ``layers`` layers (those above the frozen
+    prefix; the prefix runs without grad). Per layer, in elements: s*b*h*c + a*s*s*b, Korthikanti
+    et al. 2022 eq. 1 (34sbh + 5as^2b bytes at 16-bit) less its dropout terms (a device fine-tunes
+    with dropout off, as the host's eval-mode model does): c = 16. When the layer's linear weights
+    are frozen (LoRA trains adapters only) autograd keeps no input for them: c = 10, fitted to the
+    peak measured on MiniLM-L6 (bench/memory_model.py). Plus a no-grad forward's transient peak."""
     cfg = model.backbone.config
     elem = next(model.parameters()).element_size()
     h, a, s, b = cfg.hidden_size, cfg.num_attention_heads, seq_len, batch_size
-    per_layer_16bit = s * b * h * (34 + 5 * a * s / h)
-    embed = s * b * h * 2
-    return int((per_layer_16bit * len(model.layers) + embed) * elem / 2) + inference_activation_bytes(model, b, s)
+    per_layer = s * b * h * (16 if linears_train else 10) + a * s * s * b
+    return int(per_layer * layers * elem) + inference_activation_bytes(model, b, s)
 
 
 def seq_bucket(length: int, max_length: int, multiple: int = 16) -> int:

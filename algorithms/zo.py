@@ -110,7 +110,13 @@ class Directions:
         self._device_seed: int | None = None  # the seed whose z a caching device holds
         self._keep = max(self.KEEP_BYTES // max(self.numel * self.elem_bytes, 1), int(cache))
         self._kept: OrderedDict[int, torch.Tensor] = OrderedDict()  # seed -> z, least recent first
-        self._buffer = None if self._keep else self._empty(self.chunk)
+        self._buffer: torch.Tensor | None = None  # one chunk of z when none is kept, made on first use
+
+    def release(self) -> None:
+        """Drop the host's z buffers (made again on next use), so that a measurement of one
+        update (bench/memory_model.py) sees them made, as a device that starts it holding none."""
+        self._kept.clear()
+        self._buffer = None
 
     @property
     def buffer_bytes(self) -> int:
@@ -155,6 +161,8 @@ class Directions:
         if self._keep:
             yield self.flat, self._kept_z(seed)
             return
+        if self._buffer is None:
+            self._buffer = self._empty(self.chunk)
         for start, z in self._sample(seed, self._buffer):
             yield self.flat[start: start + z.numel()], z
 

@@ -439,10 +439,21 @@ def compare_v2_readback(data: dict) -> list[str]:
     ]
 
 
+def memory_model(data: dict) -> list[str]:
+    """Declared against measured peak per model, method and trainable kind, in MB, with the error
+    that the memory model must keep within the tolerance."""
+    rows = [[r["model"], r["method"], r["trainable"], f"{r['trainable_params'] / 1e6:.3g}M",
+             f"{r['declared_bytes'] / 1e6:.1f}", f"{r['measured_bytes'] / 1e6:.1f}", f"{r['error']:+.1%}"]
+            for r in data["rows"]]
+    return [table(["model", "method", "trainable", "trainable parameters", "declared MB", "measured MB",
+                   "error (declared / measured - 1)"], rows),
+            f"Worst MiniLM-L6 error {data['worst_minilm_error']:.1%}; tolerance {data['tolerance']:.0%}.\n"]
+
+
 # a result's own renderer, by the name of its JSON (bench/results/NAME.json)
 RENDERERS = {"fedspzo_paper": fedspzo_paper, "fedspzo_paper_v2": study_v2,
              "fedspzo_vs_baselines_agnews": fedspzo_vs_baselines, "fedspzo_vs_baselines_sst2": fedspzo_vs_baselines,
-             "compare_v2_readback": compare_v2_readback}
+             "compare_v2_readback": compare_v2_readback, "memory_model": memory_model}
 
 # results whose script was removed, by that script: what they measured (the first sentence is the
 # README's summary); their figures stay as history

@@ -7,14 +7,10 @@ import os
 import subprocess
 import sys
 import traceback
-import weakref
-from collections import Counter
 from types import SimpleNamespace
 
 import numpy as np
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 from typer.testing import CliRunner
 
 from edgefed.algorithms.data import FederatedData, TextDataset, partition
@@ -69,40 +65,3 @@ def zo_cfg(**kw):
                 cache_z=False, trainable="all")
     base.update(kw)
     return SimpleNamespace(**base)
-
-
-class PeakLiveBytes(TorchDispatchMode):
-    """Peak bytes of tensor storages created and alive inside the block (every op's outputs are
-    tracked by storage until their last tensor dies); storages alive before, e.g. the weights,
-    are not counted. A host measurement that does not depend on the allocator."""
-
-    def __init__(self, existing: list[torch.Tensor]):
-        super().__init__()
-        self.skip = {t.untyped_storage().data_ptr() for t in existing}
-        self.refs: Counter = Counter()
-        self.sizes: dict[int, int] = {}
-        self.live = self.peak = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in tree_leaves(out):
-            if isinstance(t, torch.Tensor):
-                self._track(t)
-        return out
-
-    def _track(self, t: torch.Tensor) -> None:
-        key = t.untyped_storage().data_ptr()
-        if key == 0 or key in self.skip:
-            return
-        if self.refs[key] == 0:
-            self.sizes[key] = t.untyped_storage().nbytes()
-            self.live += self.sizes[key]
-            self.peak = max(self.peak, self.live)
-        self.refs[key] += 1
-        weakref.finalize(t, self._release, key)
-
-    def _release(self, key: int) -> None:
-        self.refs[key] -= 1
-        if self.refs[key] == 0:
-            self.live -= self.sizes.pop(key)
-            del self.refs[key]

@@ -463,6 +463,20 @@ def proposals(fit: dict, wild: dict, tail: dict, lowband: dict, speedtest: dict,
     return out
 
 
+def fitted_ranges(table: dict) -> dict:
+    """Per technology and direction, the lowest and highest binned mean throughput (Mbps, to 0.1)
+    that its power line is fitted through: the rates where the link power model is measured. The
+    simulator charges radio power at a rate clamped to this range (``LinkProfile.power_fit_*_mbps``)."""
+    out = {}
+    for tech, ours in TECHS.items():
+        groups = table["controlled"][tech]["by_direction"]
+        out[ours] = {}
+        for short, d in (("up", "uplink"), ("down", "downlink")):
+            rates = [p["mbps"] for p in groups[d]["paper_bins"]]
+            out[ours][short] = [round(min(rates), 1), round(max(rates), 1)]
+    return out
+
+
 def lowband_source(direction: str, r: dict) -> str:
     word = "download" if direction == "down" else "upload"
     return (f"ESTIMATE: the catalog's LTE median {word} (Ookla US mobile Q2 2020) x the low-band NSA / LTE ratio of "
@@ -552,11 +566,16 @@ def main() -> None:
     for key, p in props.items():
         flag = "(optional) " if p["optional"] else ""
         print(f"  {key:<38}{str(p['current']):>10} -> {p['proposed']:<10} {flag}{p['source'][:100]}")
+    ranges = fitted_ranges(table)
+    print("\nFitted rate ranges of the power lines (Mbps; power is charged at rates clamped to them):")
+    for k, v in ranges.items():
+        print(f"  {k:<16} up {v['up']}  down {v['down']}")
     write_bench_result(RESULT, {
         "source": source, "artifact": {"repo": ARTIFACT_REPO, "commit": ARTIFACT_COMMIT},
         "fits_joint": joint, "fits_per_direction": per_direction, "fits_paper_binned": binned,
         "fits_paper_binned_catalog_form": binned_joint, "fits_walking": wild, "lte_base_candidates_w": anchors,
-        "crossover_mbps": cross, "tails": tail, "lowband_throughput": lowband, "proposed": props}, __file__)
+        "crossover_mbps": cross, "tails": tail, "lowband_throughput": lowband, "proposed": props,
+        "fitted_range_mbps": ranges}, __file__)
     print(f"\nwrote {RESULT.relative_to(REPO)}")
 
 

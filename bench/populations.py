@@ -5,9 +5,12 @@ Per fleet: time and energy to the target accuracy (mean, min and max over the se
 method's memory excludes (and how many could not hold 0.5 to 4 GB), and the spread of per-device
 round times: one extra round in which every device of the fleet runs the recorded job.
 
-The population devices take the budget-phone's power, battery and thermal figures (the `like`
-default), the named phones their own, so part of an energy gap is that choice; time differences
-come from the drawn FLOP/s and bandwidths. Figures go to bench/results/populations.json.
+The population devices take the budget-phone's idle power, battery and thermal figures (the `like`
+default) and an active power that follows their drawn FLOP/s (``devices/population.py`` power_fit,
+an ESTIMATE over the catalog's phones); the named phones take their own. Each fleet's row quotes the
+whole-device J/GFLOP (active power over fp32 FLOP/s) across its devices, and what it was before
+issue 40 item 3, when every drawn device took the template's active power. Time differences come
+from the drawn FLOP/s and bandwidths. Figures go to bench/results/populations.json.
 
     OMP_NUM_THREADS=1 python bench/populations.py
 """
@@ -26,7 +29,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 from edgefed.build import build_fleet  # noqa: E402
-from edgefed.devices.population import quantiles  # noqa: E402
+from edgefed.devices.population import DEFAULT_LIKE, power_fit, quantiles  # noqa: E402
+from edgefed.devices.profile import default_catalog  # noqa: E402
 from edgefed.provenance import write_bench_result  # noqa: E402
 from edgefed.runner import run_scenario  # noqa: E402
 from edgefed.scenario import validate_scenario  # noqa: E402
@@ -93,6 +97,10 @@ def fleet_figures(label: str, groups: list[dict], trace: Path) -> tuple[dict, di
     fleet = build_fleet(scenario, ROOT / "scenarios")
     memory = np.array([g.device.memory_bytes for g in fleet.groups])[fleet.group]
     flops = np.array([g.device.peak_flops("fp32") for g in fleet.groups])[fleet.group]
+    power = np.array([g.device.power_active_w for g in fleet.groups])[fleet.group]
+    catalog = default_catalog().devices
+    template = np.array([catalog[g.get("like", DEFAULT_LIKE) if "population" in g else g["device"]].power_active_w
+                         for g in groups for _ in range(g["count"])])
     times = [s["time_to_target_s"] for s in runs]
     energies = [s["energy_to_target_j"] for s in runs]
     round_time, ratio = spread(rows)
@@ -105,10 +113,16 @@ def fleet_figures(label: str, groups: list[dict], trace: Path) -> tuple[dict, di
         "could not hold": {f"{gb:g} GB": int(np.count_nonzero(memory < gb * 1e9)) for gb in MEMORY_GB},
         "fp32 GFLOP/s": three(flops, 1e9),
         "up Mbps": three(fleet.up_mbps),
+        "J per GFLOP": spread_j(power / (flops / 1e9)),
+        "J per GFLOP, template power (before)": spread_j(template / (flops / 1e9)),
         "round time s, every device": round_time,
         "round time max / min": ratio,
     }
     return row, {"time to target s": times, "energy to target J": energies}
+
+
+def spread_j(values: np.ndarray) -> dict:
+    return {**three(values), "max / min": float(values.max() / values.min())}
 
 
 def stats(values: list) -> dict:
@@ -128,7 +142,10 @@ def main() -> None:
     print(f"recorded the quickstart phones run in {record_s:.1f} s", flush=True)
     peak = json.loads(trace.read_text().splitlines()[0])["peak_memory_bytes"]
     target = yaml.safe_load((ROOT / "scenarios/quickstart.yaml").read_text())["rounds"]["target_accuracy"]
-    figures = {"target_accuracy": target, "seeds": len(SEEDS), "method_peak_memory_bytes": peak,
+    fit = power_fit()
+    figures = {"power_fit": {"slope": fit.slope, "intercept": fit.intercept, "clamp_j_per_gflop": [fit.low, fit.high],
+                             "residuals": fit.residuals(), "note": "ESTIMATE: J/GFLOP above idle vs GFLOP/s, log-log"},
+               "target_accuracy": target, "seeds": len(SEEDS), "method_peak_memory_bytes": peak,
                "record_s": record_s, "fleets": {}, "per_seed": {}}
     for label, groups in FLEETS.items():
         t = time.perf_counter()
@@ -140,6 +157,9 @@ def main() -> None:
               f"reached {row['reached target']}, excluded {row['excluded']}, could not hold 1 GB "
               f"{row['could not hold']['1 GB']}, round time p10/p50/p90/max {r['p10']:.1f}/{r['p50']:.1f}/"
               f"{r['p90']:.1f}/{r['max']:.1f} s ({time.perf_counter() - t:.1f} s)", flush=True)
+        for key in ("J per GFLOP, template power (before)", "J per GFLOP"):
+            j = row[key]
+            print(f"    {key:38s} {j['min']:.4f}..{j['max']:.4f} ({j['max / min']:.1f}x)", flush=True)
     figures["wall_s"] = time.perf_counter() - start
     write_bench_result(RESULTS, figures, __file__)
     print(f"wrote {RESULTS.relative_to(ROOT)}")

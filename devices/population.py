@@ -12,7 +12,8 @@ Mbps, and optionally a name and availability windows, kept together on the row, 
 speed, memory and availability are never paired at random.
 
 Each drawn device is one entry of the fleet's arrays; the drawn devices of one population row share
-one ``DeviceProfile`` (the group's ``like`` device with that row's FLOP/s and memory), so the engine
+one ``DeviceProfile`` (the group's ``like`` device with that row's FLOP/s and memory, and, where
+``like`` is a phone, the active power that its FLOP/s gives, ``power_fit``), so the engine
 sees ordinary device groups. Every draw comes from ``Stream.POPULATION`` keyed by the group's
 index, so the same scenario and seed draw the same devices.
 """
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from edgefed.devices.profile import DeviceProfile
+from edgefed.devices.profile import DeviceProfile, default_catalog
 from edgefed.streams import Stream, rng
 
 POPULATIONS_DIR = Path(__file__).with_name("populations")
@@ -81,6 +82,45 @@ class Fit:
         linear = self.slope * score + self.intercept
         at_min = self.slope * self.min_score + self.intercept
         return np.where(score >= self.min_score, linear, at_min * score / self.min_score)
+
+
+@dataclass(frozen=True)
+class PowerFit:
+    """ESTIMATE: a drawn phone's compute energy above idle per GFLOP, from its FLOP/s: a line in
+    log-log, ``log(J/GFLOP) = intercept + slope * log(GFLOP/s)``, least squares over the catalog's
+    phones (``power_active_w - power_idle_w`` over their fp32 GFLOP/s), its value clamped to the
+    range those phones span. Fitted above idle, so a drawn phone's active power,
+    ``power_idle_w + J/GFLOP x GFLOP/s``, never falls below its idle power however slow it is."""
+
+    slope: float
+    intercept: float
+    low: float  # J/GFLOP, the phones' lowest
+    high: float  # and highest
+    phones: tuple[tuple[str, float, float], ...]  # (name, GFLOP/s, J/GFLOP above idle) of each phone
+
+    def j_per_gflop(self, gflops):
+        """Compute joules above idle per GFLOP at ``gflops`` GFLOP/s, clamped to the phones' range."""
+        return np.clip(np.exp(self.intercept + self.slope * np.log(gflops)), self.low, self.high)
+
+    def power_active_w(self, flops: float, idle_w: float) -> float:
+        """Whole-device power computing at ``flops`` FLOP/s: idle plus the fitted increment."""
+        return float(idle_w + self.j_per_gflop(flops / 1e9) * flops / 1e9)
+
+    def residuals(self) -> dict[str, float]:
+        """Each phone's relative residual of the line (unclamped) in J/GFLOP above idle,
+        (fitted - catalog) / catalog."""
+        return {name: float(np.exp(self.intercept + self.slope * np.log(g)) / j - 1.0) for name, g, j in self.phones}
+
+
+@cache
+def power_fit() -> PowerFit:
+    """The fit over the default catalog's phones (``PowerFit``): the one place a drawn phone's power
+    comes from."""
+    phones = tuple((name, d.flops["fp32"] / 1e9, (d.power_active_w - d.power_idle_w) / (d.flops["fp32"] / 1e9))
+                   for name, d in default_catalog().devices.items() if d.device_class == "phone")
+    x, y = np.log([g for _, g, _ in phones]), np.log([j for _, _, j in phones])
+    slope, intercept = np.polyfit(x, y, 1)
+    return PowerFit(float(slope), float(intercept), min(j for *_, j in phones), max(j for *_, j in phones), phones)
 
 
 @dataclass
@@ -136,12 +176,23 @@ class Population:
         return rows, rates[:, 0], rates[:, 1]
 
     def profile(self, row: int, like: DeviceProfile) -> DeviceProfile:
-        """Row ``row`` as a device: ``like`` with the row's FLOP/s (fp32 only) and usable memory."""
-        return like.model_copy(update={
-            "name": f"{self.name}:{self.names[row]}",
-            "description": f"{self.names[row]}, drawn from {self.name}; other figures of {like.name}",
-            "flops": {"fp32": float(self.flops[row])}, "memory_bytes": float(self.memory[row]),
-            "sources": {**self.sources, "like": f"power, battery, thermal, memory bandwidth, link: {like.name}"}})
+        """Row ``row`` as a device: ``like`` with the row's FLOP/s (fp32 only) and usable memory,
+        and, where ``like`` is a phone, the active power that the catalog's phones give its
+        FLOP/s (``power_fit``); any other ``like`` keeps its own power."""
+        flops = float(self.flops[row])
+        update = {"name": f"{self.name}:{self.names[row]}",
+                  "description": f"{self.names[row]}, drawn from {self.name}; other figures of {like.name}",
+                  "flops": {"fp32": flops}, "memory_bytes": float(self.memory[row])}
+        sources = {**self.sources, "like": f"power, battery, thermal, memory bandwidth, link: {like.name}"}
+        if like.device_class == "phone":
+            fit = power_fit()
+            update["power_active_w"] = fit.power_active_w(flops, like.power_idle_w)
+            sources["power_active_w"] = (
+                f"ESTIMATE: {like.name}'s idle power plus {fit.j_per_gflop(flops / 1e9):.4f} J per GFLOP above idle, "
+                "from a log-log fit of J/GFLOP above idle against FLOP/s over the catalog's phones, clamped to their "
+                "range (devices/population.py power_fit)")
+            sources["like"] = f"idle power, battery, thermal, memory bandwidth, link: {like.name}"
+        return like.model_copy(update={**update, "sources": sources})
 
 
 def positive_normal(gen: np.random.Generator, mean: np.ndarray, sigma: np.ndarray) -> np.ndarray:

@@ -87,7 +87,8 @@ class LinkProfile(BaseModel):
     """A network access technology with the radio power model of Huang et al. (MobiSys 2012).
 
     Power while transferring is ``power_base_w + power_up_w_per_mbps * up_mbps`` (upload) or
-    ``power_base_w + power_down_w_per_mbps * down_mbps`` (download). The first transfer after idle
+    ``power_base_w + power_down_w_per_mbps * down_mbps`` (download), the rate clamped for power (not
+    for time) to the range the slope was fitted over (``power_fit_up_mbps``/``power_fit_down_mbps``). The first transfer after idle
     pays a promotion delay at ``promotion_w``, and, its connection gone with the idle radio, opens a
     new one (``handshake_rtts`` round trips); after the last one the radio stays in a tail state
     for ``tail_s`` seconds at ``tail_w``.
@@ -115,7 +116,20 @@ class LinkProfile(BaseModel):
                                            "connection before the first byte: TCP + TLS 1.3 = 2; 0: kept alive. Paid "
                                            "by each transfer that pays a radio promotion (the idle radio's connection "
                                            "is gone); bytes_* stay the payload")
+    power_fit_up_mbps: tuple[PositiveFloat, PositiveFloat] | None = Field(
+        None, description="[low, high] uplink Mbps over which power_up_w_per_mbps was fitted: radio power is "
+        "charged at the rate clamped to it (the transfer still runs at its own rate); None: no clamp")
+    power_fit_down_mbps: tuple[PositiveFloat, PositiveFloat] | None = Field(
+        None, description="[low, high] downlink Mbps over which power_down_w_per_mbps was fitted (as up)")
     sources: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _fit_range_ordered(self) -> "LinkProfile":
+        for name in ("power_fit_up_mbps", "power_fit_down_mbps"):
+            r = getattr(self, name)
+            if r is not None and r[0] > r[1]:
+                raise ValueError(f"{name}: low {r[0]} above high {r[1]}")
+        return self
 
 
 class Catalog(BaseModel):

@@ -263,6 +263,8 @@ def link_value(field: str, value) -> str:
         return f"{value * 100:g} %"
     if field.endswith("_w_per_mbps"):
         return f"{value:g} W/Mbps"
+    if field.endswith("_mbps") and isinstance(value, tuple):
+        return f"{value[0]:g}-{value[1]:g} Mbps"
     if field.endswith("_mbps"):
         return f"{value:g} Mbps"
     if field.endswith("_w"):
@@ -316,6 +318,13 @@ def catalog_markdown(catalog) -> str:
         table(["link", *fields], [[f"`{k}`", *(link_value(f, getattr(link, f)) for f in fields)]
                                   for k, link in own.items()]),
     ]
+    parts.append("Rates outside a link power model's fitted range (`power_fit_up_mbps`, `power_fit_down_mbps`: the "
+                 "lowest and highest binned mean rate its slope was fitted through) are clamped to that range for "
+                 "power, not for time: a FLASH phone uploading at 97 Mbps on `lte` transfers at 97 Mbps but is "
+                 "charged the radio power of the fitted line's top, 24.9 Mbps, instead of extrapolating the line "
+                 "(the clamp takes each device's own link rate, so a flow slowed by sharing a cell is charged as "
+                 "its link's rate). A link without a range (`lte-2012`, whose model Huang et al. fitted on rates "
+                 "not published with it; Wi-Fi and Ethernet, whose slopes are 0) is not clamped.\n")
     aliases = [f"`{k}` stands for `{alias_of(link, links)}`" for k, link in links.items() if k not in own]
     if aliases:
         parts.append("Old names scenarios keep using: " + "; ".join(aliases) + ".\n")
@@ -359,13 +368,23 @@ def populations_markdown() -> list[str]:
                          ["users' mean down", *(f"{v:.3g} Mbps"
                                                 for v in pop.quantiles(found.rate_mean[:, 1]).values())]]),
                   "".join(f"- `{field}`: {prose(text)}\n" for field, text in spec["sources"].items())]
+    fit = pop.power_fit()
+    residuals = fit.residuals()
+    parts += ["### A drawn phone's power\n",
+              prose(pop.PowerFit.__doc__) + f" Fit: J/GFLOP above idle = exp({fit.intercept:.4f}) x "
+              f"(GFLOP/s)^{fit.slope:.4f}, clamped to {fit.low:.4f}-{fit.high:.4f} J/GFLOP. A population whose "
+              "`like` device is not a phone keeps that device's power.\n",
+              table(["phone", "fp32 GFLOP/s", "J/GFLOP above idle", "fitted (unclamped)", "residual"],
+                    [[f"`{name}`", f"{g:g}", f"{j:.4f}", f"{j * (1 + residuals[name]):.4f}",
+                      f"{100 * residuals[name]:+.2f}%"] for name, g, j in fit.phones])]
     formats = fedscale.__doc__.split("\n\n")
     parts += ["### A CSV of your own\n",
               "`population: FILE.csv` (relative to the scenario) reads one device per row; lines starting with "
               "`#` are comments, unknown columns are refused, and a bad row stops the run with one line naming "
               "the file, the row (its line number) and the column. `count` takes every row in order when it "
-              "equals the number of rows, else a sample of that many rows (by the seed), in file order. Power, "
-              "battery, thermal behaviour and memory bandwidth are the `like` device's. Windows make the "
+              "equals the number of rows, else a sample of that many rows (by the seed), in file order. Idle power, "
+              "battery, thermal behaviour and memory bandwidth are the `like` device's; active power is the "
+              "fitted one above where `like` is a phone, else the `like` device's. Windows make the "
               "fleet's availability a trace for those devices (rows of `fleet.availability.file` win).\n",
               table(["column", "meaning"], [[f"`{c}`", text] for c, text in pop.CSV_COLUMNS.items()]),
               "### FedScale's traces\n",

@@ -32,6 +32,23 @@ def _alpha(link, direction: str):
     return link.power_up_w_per_mbps if direction == "up" else link.power_down_w_per_mbps
 
 
+def _fit_range(link, direction: str):
+    return getattr(link, "power_fit_up_mbps" if direction == "up" else "power_fit_down_mbps", None)
+
+
+def power_share(link, direction: str):
+    """The rate's share charged by the throughput term: ``clip(rate, low, high) / rate`` over the
+    range the link's slope was fitted on (1 inside it, or with no range), so a rate outside it is
+    charged the power at the range's edge while it transfers at its own rate. The rate is the
+    link's own (the device's drawn rate in a population); a flow slowed by sharing a link is
+    charged by its link's rate, not its share."""
+    fit = _fit_range(link, direction)
+    if fit is None:
+        return 1.0
+    rate = _rate(link, direction)
+    return np.clip(rate, fit[0], fit[1]) / rate
+
+
 def capacity(link, direction: str):
     """Bits per second a link direction delivers: a loss rate ``p`` spends ``p`` of it on
     retransmissions."""
@@ -49,17 +66,19 @@ def transfer_s(link, direction: str, bits, promote):
 
 def transfer_j(link, direction: str, elapsed_s, promote, bits):
     """Radio energy of a transfer ``elapsed_s`` seconds after it started, ``bits`` put on the air:
-    the promotion (or the part of it elapsed), then base power for the rest and the throughput term.
+    the promotion (or the part of it elapsed), then base power for the rest and the throughput term
+(``power_share`` of it where the link's rate lies outside its fitted range).
     The tail is charged apart (``radio.tail``)."""
     promo_s = link.promotion_s * promote
     active_s = np.maximum(0.0, elapsed_s - promo_s)
     return np.minimum(elapsed_s, promo_s) * link.promotion_w + (
-        active_s * link.power_base_w + _alpha(link, direction) * bits / 1e6 / (1.0 - link.loss))
+        active_s * link.power_base_w + _alpha(link, direction) * power_share(link, direction) * bits / 1e6
+        / (1.0 - link.loss))
 
 
 def radio_w(link, direction: str):
-    """Radio power while transferring at the link's full rate."""
-    return link.power_base_w + _alpha(link, direction) * _rate(link, direction)
+    """Radio power while transferring at the link's full rate (clamped to its fitted range)."""
+    return link.power_base_w + _alpha(link, direction) * _rate(link, direction) * power_share(link, direction)
 
 
 def compute_j(device, profile, heat_s, seconds, slowdown=1.0):

@@ -40,6 +40,8 @@ class GroupTable:
         self.fleet = fleet
         self.solo = np.array([g.cell is None for g in groups])
         self.link = {name: np.array([getattr(g.link, name) for g in groups], dtype=float) for name in LINK_FIELDS}
+        self.fit_range = {name: tuple(np.array([(getattr(g.link, name) or (0.0, np.inf))[i] for g in groups])
+                                      for i in (0, 1)) for name in ("power_fit_up_mbps", "power_fit_down_mbps")}
         self.thermal = {name: np.array([getattr(g.device.thermal or thermal.STEADY, name) for g in groups], dtype=float)
                         for name in THERMAL_FIELDS}
         self.device = {name: np.array([getattr(g.device, name) for g in groups], dtype=float)
@@ -50,7 +52,8 @@ class GroupTable:
         one's own rates) and ``thermal``, as arrays over ``ids``."""
         fleet, group = self.fleet, self.fleet.group[ids]
         link = SimpleNamespace(up_mbps=fleet.up_mbps[ids], down_mbps=fleet.down_mbps[ids],
-                               **{name: values[group] for name, values in self.link.items()})
+                               **{name: values[group] for name, values in self.link.items()},
+                               **{name: (low[group], high[group]) for name, (low, high) in self.fit_range.items()})
         return SimpleNamespace(link=link, thermal=SimpleNamespace(**{k: v[group] for k, v in self.thermal.items()}),
                                **{name: values[group] for name, values in self.device.items()})
 

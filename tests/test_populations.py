@@ -18,8 +18,10 @@ from edgefed.devices import fedscale
 from edgefed.devices.population import POPULATIONS_DIR, builtin, read_csv, usable_memory
 from edgefed.devices.profile import default_catalog
 from edgefed.scenario import load_scenario, validate_scenario
-from tests.conftest import write_scenario
+from tests.conftest import bench_script, write_scenario
 from tests.helpers import edgefed
+
+CATALOG = default_catalog()
 
 
 def population_dict(tiny_dict, count=60, **group):
@@ -277,3 +279,71 @@ def test_fedscale_input_errors_are_one_line(tmp_path):
     assert "--out FILE.csv" in one_line_error(edgefed("convert-fedscale", tmp_path / "cut"))
     with pytest.raises(fedscale.TraceError, match="more than the 10 this reader accepts"):
         fedscale.restricted_load(tmp_path / "cut", limit=10)
+
+
+# --- issue 40 item 3: a drawn phone's power follows its compute; link power clamped to its fitted range ---
+
+def test_a_drawn_phone_gets_the_fitted_power_for_its_flops():
+    """The catalog's phones, J/GFLOP above idle = (active - idle) / GFLOP/s: budget-phone 3.2 / 83 =
+    0.038554, pixel-7a 5.2 / 158 = 0.032911, galaxy-s24 6.2 / 198 = 0.031313. Least squares of
+    ln J on ln GFLOP/s over the three: slope -0.240713, intercept -2.192693. At 120 GFLOP/s:
+    exp(-2.192693 - 0.240713 x ln 120) = exp(-3.345105) = 0.035256 J/GFLOP, so a phone drawn like
+    budget-phone (idle 0.3 W) computes at 0.3 + 0.035256 x 120 = 4.5308 W. At 7 GFLOP/s the line
+    gives more than budget-phone's 0.038554, the phones' top, so 0.3 + 0.038554 x 7 = 0.5699 W;
+    at 300 it is clamped to galaxy-s24's 0.031313: 0.3 + 0.031313 x 300 = 9.6939 W."""
+    from edgefed.devices.population import Population, power_fit
+
+    fit = power_fit()
+    assert fit.slope == pytest.approx(-0.240713, abs=1e-6) and fit.intercept == pytest.approx(-2.192693, abs=1e-6)
+    assert fit.power_active_w(120e9, 0.3) == pytest.approx(4.5308, abs=1e-4)
+    assert fit.power_active_w(7e9, 0.3) == pytest.approx(0.5699, abs=1e-4)
+    assert fit.power_active_w(300e9, 0.3) == pytest.approx(9.6939, abs=1e-4)
+    assert all(abs(r) < 0.005 for r in fit.residuals().values())  # three phones, nearly on one line
+    population = Population(name="p", source="p", description="", names=["a", "b"],
+                            flops=np.array([120e9, 7e9]), memory=np.array([2e9, 2e9]), sources={})
+    phone = population.profile(0, CATALOG.devices["budget-phone"])
+    assert phone.power_active_w == pytest.approx(4.5308, abs=1e-4) and phone.power_idle_w == 0.3
+    assert "ESTIMATE" in phone.sources["power_active_w"]
+    assert population.profile(1, CATALOG.devices["budget-phone"]).power_active_w == pytest.approx(0.5699, abs=1e-4)
+    jetson = population.profile(0, CATALOG.devices["jetson-orin-nano"])  # not a phone: keeps its own power
+    assert jetson.power_active_w == CATALOG.devices["jetson-orin-nano"].power_active_w
+
+
+def test_a_rate_above_the_fitted_range_pays_the_ranges_top_power_but_moves_at_its_own_rate():
+    """lte's uplink slope is fitted over 1.0-24.9 Mbps. At 97 Mbps, 97e6 bits take 1 s on the air
+    (+ 35 ms of request round trip, no promotion) and cost 1.035 x 1.929 + 0.0818 x 24.9 x 1 =
+    1.996515 + 2.03682 = 4.033335 J (the unclamped line: 1.996515 + 0.0818 x 97 = 9.931115 J);
+    radio power 1.929 + 0.0818 x 24.9 = 3.96582 W. At 0.5 Mbps, below the range's 1.0, the
+    throughput term is 0.0818 x 1.0 per second of air time: 0.5e6 bits, 1 s, 1.035 x 1.929 +
+    0.0818 = 2.078315 J. The closed form's arrays give the same."""
+    from types import SimpleNamespace
+
+    from edgefed.simulator.energy import radio_w, transfer_j, transfer_s
+
+    lte = CATALOG.links["lte"]
+    assert lte.power_fit_up_mbps == (1.0, 24.9)
+    fast = lte.model_copy(update={"up_mbps": 97.0})
+    delay, air = transfer_s(fast, "up", 97e6, False)
+    assert (delay, air) == (pytest.approx(0.035), pytest.approx(1.0))
+    assert transfer_j(fast, "up", delay + air, False, 97e6) == pytest.approx(4.033335, abs=1e-6)
+    assert radio_w(fast, "up") == pytest.approx(3.96582, abs=1e-6)
+    slow = lte.model_copy(update={"up_mbps": 0.5})
+    assert transfer_j(slow, "up", 0.035 + 1.0, False, 0.5e6) == pytest.approx(2.078315, abs=1e-6)
+    inside = lte.model_copy(update={"up_mbps": 10.0})  # inside the range: the line itself
+    assert transfer_j(inside, "up", 1.035, False, 10e6) == pytest.approx(1.035 * 1.929 + 0.0818 * 10, abs=1e-9)
+    fields = {f: np.array([getattr(lte, f)] * 2) for f in ("promotion_s", "promotion_w", "power_base_w",
+                                                              "power_up_w_per_mbps", "loss")}
+    arrays = SimpleNamespace(**fields, up_mbps=np.array([97.0, 0.5]),
+                             power_fit_up_mbps=(np.array([1.0, 1.0]), np.array([24.9, 24.9])))
+    np.testing.assert_allclose(transfer_j(arrays, "up", np.array([1.035, 1.035]), np.array([False, False]),
+                                          np.array([97e6, 0.5e6])), [4.033335, 2.078315], atol=1e-6)
+
+
+def test_the_catalogs_fitted_rate_ranges_are_the_fits():
+    """Each link's power_fit_*_mbps equals the binned rates bench/link_power_fit.py fits its slope through."""
+    fit = bench_script("link_power_fit")
+    ranges = fit.fitted_ranges(json.loads(fit.SUMMARY.read_text()))
+    for link, tech in (("lte", "LTE"), ("lte-tmobile", "LTE"), ("5g-nsa-lowband", "low-band NSA"),
+                       ("5g-mmwave", "mmWave NSA"), ("5g-sa", "low-band NSA")):
+        assert list(CATALOG.links[link].power_fit_up_mbps) == ranges[tech]["up"], link
+        assert list(CATALOG.links[link].power_fit_down_mbps) == ranges[tech]["down"], link

@@ -9,12 +9,13 @@ the same device model (``simulator.energy``, ``radio``, ``thermal``) and the sam
 synchronous round's client. A session starts from the model version current at its start: its
 learning runs for real on the host at once, in zero simulated time, through the same phases as a
 round's clients (``host.learn``, ``Sessions.place``), with the methods' hooks told
-round ``version + 1`` (its plan, catch-up and fold are the server's per version) except
-``client_update``, which is told the session's own number, 1 + its index in the start order: a
-session's batches, directions, straggler slowdown and failure are keyed by it. Every ``buffer`` (K) arrivals the server folds them into a new version,
-``x <- x + server_lr * sum_i w(s_i) * u_i / sum_j u_j * delta_i`` (``Algorithm.fold``; ``u``: the
-method's upload weights, 1 for FedBuff's plain 1/K), where ``s_i`` is how many versions old an
-update is; one more than ``max_staleness`` versions old is discarded (``stale``).
+round ``version + 1`` (its plan, catch-up and fold are the server's per version), except
+``client_update``, told the session's own number (1 + its index in the start order), which keys
+its batches, directions, straggler slowdown and failure. Every ``buffer`` (K) arrivals the server
+folds them into a new version, ``x <- x + server_lr * sum_i w(s_i) * u_i / sum_j u_j * delta_i``
+(``Algorithm.fold``; ``u``: the method's upload weights, 1 for FedBuff's plain 1/K), where ``s_i``
+is how many versions old an update is; one more than ``max_staleness`` versions old is discarded
+(``stale``).
 
 The server acts at the end of each simulated instant at which something happened (a session
 ended, a device came on): it takes the sessions that ended then in device-id order - settling
@@ -22,14 +23,14 @@ each device, buffering or discarding its update and folding whenever the buffer 
 then refills the free slots in one draw, without replacement, uniformly from the idle, available,
 memory-eligible devices not in a session (a device runs one session at a time, and may start
 another as soon as its last one ends, whatever the version: keyed by the session, two sessions of
-a device at one version draw differently). The draws of version ``v`` continue one
-generator of the selection stream, keyed like synchronous round ``v + 1``'s, and availability's
-coins are keyed (``v + 1``, attempt) like that round's: with one slot and a buffer of one
-(session ``v + 1`` is version ``v``'s only one) async plays the synchronous rounds bit for bit;
-with every session of a version ending at one instant it selects, times and charges as they do,
-its sessions drawing their own (tests/test_asynchronous.py). ``rounds.max`` counts versions; at the last one the sessions still
-running are cut (``cancelled``, charged what they got through). ``deadline_s`` runs from a
-session's start (``late``). A run in which no device can start a session any more ends early,
+a device at one version draw differently). The draws of version ``v`` continue one generator of
+the selection stream, keyed like synchronous round ``v + 1``'s, and availability's coins are
+keyed (``v + 1``, attempt) like that round's: with one slot and a buffer of one (session ``v + 1``
+is version ``v``'s only one) async plays the synchronous rounds bit for bit; with every session of
+a version ending at one instant it selects, times and charges as they do, its sessions drawing
+their own (tests/test_asynchronous.py). ``rounds.max`` counts versions; at the last one the
+sessions still running are cut (``cancelled``, charged what they got through). ``deadline_s`` runs
+from a session's start (``late``). A run in which no device can start a session any more ends early,
 with a last row for the sessions that ended after the last version (nothing folded). A version's
 row also holds what the sessions still running at its time had spent by then, phase by phase
 (``energy_in_flight_j``, ``Sessions.spent_j``), which energy to a target adds.

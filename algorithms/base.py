@@ -154,7 +154,9 @@ class Algorithm(MemoryModel, CountedPasses, ABC):
     # -- client --------------------------------------------------------------------------
     def client_update(self, client: int, round: int, plan) -> tuple[Message, Work]:
         """Run the client's real local steps from the global model and return its upload; the host
-        model is the global model again afterwards."""
+        model is the global model again afterwards. ``round`` keys the client's draws (batches,
+        directions): the round's number, or under asynchronous rounds the session's own number
+        (1 + its index in the start order), so two sessions of one device never draw alike."""
         work, start = Work(), self.trainable.snapshot()
         arrays = self.local_update(client, round, plan, work, start)
         self.trainable.restore(start)

@@ -18,7 +18,11 @@ then counted up to that instant; ``in-flight J`` is their part of it (``energy_t
 ``energy_to_target_completed_j``). ``accuracy per update`` compares the models after the same numbers of folded or
 aggregated updates (sync round n and K = 4 version n both hold 4n; K = 2 version 2n): what
 staleness costs per version. 63 runs, 3 seeds, about 3 minutes on 2 cores (the feature store
-makes head-only runs cheap).
+makes head-only runs cheap). ``folded share`` (asynchronous arms) is each device class's part of
+the updates folded into versions, summed over seeds and methods, beside its part of the fleet
+(issue 40 item 8: a device starts a new session as soon as its last one ends, whatever the
+version; held to one session per version at main's a2ba065, the Jetsons, 20% of the fleet, folded
+27.1% at C8 K2 and 27.0% at C8 K4 on the quickstart fleet).
 
     OMP_NUM_THREADS=1 python bench/async_vs_sync.py [--seeds 0,1,2] [--workers 2] [--report]
 """
@@ -116,7 +120,22 @@ def reached(out: Path) -> dict:
     figures["final_accuracy"] = summary["final_accuracy"]
     stale = [float(r["staleness_mean"]) for r in rounds if r.get("staleness_mean")]
     figures["staleness_mean"] = statistics.fmean(stale) if stale else None
+    folded_by = {}  # device -> updates folded into versions (a session row still "ok" was folded)
+    for c in read_rows(out / "clients.csv"):
+        if c["status"] == "ok" and int(c["round"]) > 0:
+            folded_by[c["device"]] = folded_by.get(c["device"], 0) + 1
+    figures["folded_by_device"] = folded_by
     return figures
+
+
+def folded_share(per_run: list[dict]) -> dict:
+    """Each device class's share of the folded updates over ``per_run``, beside its share of the fleet."""
+    groups = read_scenario_file(REPO / "scenarios" / "quickstart.yaml")["fleet"]["groups"]
+    fleet = {g["device"]: g["count"] for g in groups}
+    counts = {d: sum(r["folded_by_device"].get(d, 0) for r in per_run) for d in fleet}
+    total = sum(counts.values())
+    return {d: {"folded": counts[d], "share": round(counts[d] / total, 4) if total else None,
+                "fleet_share": round(n / sum(fleet.values()), 4)} for d, n in fleet.items()}
 
 
 def shown(value) -> str | float:
@@ -135,7 +154,7 @@ def ratio(a, s):
 
 
 def report(seeds: list[int]) -> dict:
-    table, ratios, staleness = {}, {}, {}
+    table, ratios, staleness, shares = {}, {}, {}, {}
     for fleet in FLEETS:
         for method in METHODS:
             runs = {arm: [reached(run_dir(fleet, method, arm, s)) for s in seeds] for arm in ARMS
@@ -155,6 +174,7 @@ def report(seeds: list[int]) -> dict:
                     f"after {n} updates": statistics.fmean(a) if None not in a else None for n, a in zip(UPDATES, accs)}
                 if arm == "sync":
                     continue
+                shares.setdefault(f"{fleet} / {arm}", []).extend(per_seed)
                 entry = {}
                 for key in FIGURES:
                     per = [ratio(a[key], s[key]) for a, s in zip(per_seed, runs["sync"])]
@@ -165,7 +185,8 @@ def report(seeds: list[int]) -> dict:
     return {"setup": {"seeds": seeds, "target_accuracy": 0.65, "sync_rounds": ROUNDS, "updates": 4 * ROUNDS,
                       "clients_per_round": 4, "concurrency": 8, "buffers": [2, 4],
                       "staleness": "1/sqrt(1+s) (w=1: constant)", "straggler_fleet": "probability 0.2, factor 4"},
-            "to_target": table, "ratios_async_over_sync": ratios, "accuracy_per_update": staleness}
+            "to_target": table, "ratios_async_over_sync": ratios, "accuracy_per_update": staleness,
+            "folded_share": {k: folded_share(v) for k, v in shares.items()}}
 
 
 def main() -> int:
@@ -182,7 +203,8 @@ def main() -> int:
                 print(done, flush=True)
     figures = report(seeds)
     for name, rows in (("to target", figures["to_target"]), ("async / sync", figures["ratios_async_over_sync"]),
-                       ("accuracy per update", figures["accuracy_per_update"])):
+                       ("accuracy per update", figures["accuracy_per_update"]),
+                       ("folded share (methods and seeds together)", figures["folded_share"])):
         print(f"\n{name}")
         for key, row in rows.items():
             print(f"  {key}: {row}")

@@ -799,6 +799,11 @@ def async_sentences(data: dict) -> list[str]:
                     if arm.startswith(f"{fleet} / {method} / async") and last in acc]
             said.append(f"{name} {number(sync[last])} synchronous against {', '.join(arms)}")
         out.append(f"- *Accuracy {last}* ({fleet} fleet, means over {len(setup['seeds'])} seeds): {'; '.join(said)}.")
+    for arms, share in data.get("folded_share", {}).items():
+        said = [f"{device} {100 * s['share']:.1f}% ({100 * s['fleet_share']:.0f}% of the fleet)"
+                for device, s in share.items() if s["share"] is not None]
+        out.append(f"- *Folded share* ({arms}, methods and seeds together): each device class's part of the "
+                   f"updates folded into versions: {', '.join(said)}.")
     return out
 
 

@@ -32,7 +32,8 @@ def _start_worker(resolved: dict, base: str, threads: int) -> None:
 def _updates(algo, weights, state, round, plan, clients) -> dict:
     algo.trainable.restore(weights)
     algo.load_state(state)
-    return {cid: algo.client_update(cid, round, plan) for cid in clients}
+    # round: the clients' draw key, or one per client (asynchronous sessions; simulator.host.draw_key)
+    return {cid: algo.client_update(cid, round[cid] if isinstance(round, dict) else round, plan) for cid in clients}
 
 
 def _local_updates(weights, state, round, plan, clients) -> dict:

@@ -19,20 +19,23 @@ import numpy as np
 
 
 class Stream(IntEnum):
-    BATCHES = 1           # a client's minibatches in a round: (round, client)
-    ROUND_SEEDS = 2       # DeComFL/FedSPZO: the per-step seeds a round's clients share: (round, step)
+    BATCHES = 1           # a client's minibatches in a round: (round, client); asynchronous rounds:
+                          # (session number, device), the session number 1 + its index in the start order
+    ROUND_SEEDS = 2       # DeComFL/FedSPZO: the per-step seeds a round's clients share: (round, step);
+                          # async: (version + 1, step), shared by the sessions started at the version
     SELECTION = 3         # the clients a round selects: (round,); asynchronous rounds: one generator per
                           # model version v, keyed (v + 1,) like that round's, its draws continuing in refill order
     SEED_POOL = 4         # FedKSeed's K candidate seeds: (k,)
-    CLIENT_DIRECTIONS = 5  # FedZO's client-drawn directions: (round, client, step, perturbation)
+    CLIENT_DIRECTIONS = 5  # FedZO's client-drawn directions: (round, client, step, perturbation); async: the
+                           # session number for round
     PROTOTYPES = 7        # the labelled examples of the prototype head: ()
     LINK_VARIABILITY = 11  # per-device link bandwidth factors: ()
     POPULATION = 12       # a population group's devices: rows, measured users, rates: (group index,)
     DIURNAL_PHASE = 21    # each device's diurnal phase: ()
     BERNOULLI_ON = 22     # per-round Bernoulli availability, one coin per device: (round, attempt);
                           # asynchronous rounds: (version + 1, attempt), an attempt per refill of the version
-    FAILURES = 23         # mid-round failures: (client, round)
-    STRAGGLERS = 24       # straggler slowdowns: (client, round)
+    FAILURES = 23         # mid-round failures: (client, round); async: (device, session number)
+    STRAGGLERS = 24       # straggler slowdowns: (client, round); async: (device, session number)
     DAILY_USERS = 25      # charging_wifi: each device's user and window shift: ()
     TUNING_SPLIT = 31     # the training examples task.tuning_split keeps out, under seed 0 for every seed: ()
 

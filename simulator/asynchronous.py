@@ -9,24 +9,28 @@ the same device model (``simulator.energy``, ``radio``, ``thermal``) and the sam
 synchronous round's client. A session starts from the model version current at its start: its
 learning runs for real on the host at once, in zero simulated time, through the same phases as a
 round's clients (``host.learn``, ``Sessions.place``), with the methods' hooks told
-round ``version + 1``. Every ``buffer`` (K) arrivals the server folds them into a new version,
-``x <- x + server_lr * sum_i w(s_i) * u_i / sum_j u_j * delta_i`` (``Algorithm.fold``; ``u``: the
-method's upload weights, 1 for FedBuff's plain 1/K), where ``s_i`` is how many versions old an
-update is; one more than ``max_staleness`` versions old is discarded (``stale``).
+round ``version + 1`` (its plan, catch-up and fold are the server's per version), except
+``client_update``, told the session's own number (1 + its index in the start order), which keys
+its batches, directions, straggler slowdown and failure. Every ``buffer`` (K) arrivals the server
+folds them into a new version, ``x <- x + server_lr * sum_i w(s_i) * u_i / sum_j u_j * delta_i``
+(``Algorithm.fold``; ``u``: the method's upload weights, 1 for FedBuff's plain 1/K), where ``s_i``
+is how many versions old an update is; one more than ``max_staleness`` versions old is discarded
+(``stale``).
 
 The server acts at the end of each simulated instant at which something happened (a session
 ended, a device came on): it takes the sessions that ended then in device-id order - settling
 each device, buffering or discarding its update and folding whenever the buffer holds K - and
 then refills the free slots in one draw, without replacement, uniformly from the idle, available,
-memory-eligible devices that have not started a session at the current version (a device runs at
-most one session at a time, and one per version: its batches and directions are keyed by the
-version, so a second would compute the same update). The draws of version ``v`` continue one
-generator of the selection stream, keyed like synchronous round ``v + 1``'s, and availability's
-coins are keyed (``v + 1``, attempt) like that round's: with one slot and a buffer of one, or with
-every session of a version ending at one instant, async plays the synchronous rounds bit for bit
-(tests/test_asynchronous.py). ``rounds.max`` counts versions; at the last one the sessions still
-running are cut (``cancelled``, charged what they got through). ``deadline_s`` runs from a
-session's start (``late``). A run in which no device can start a session any more ends early,
+memory-eligible devices not in a session (a device runs one session at a time, and may start
+another as soon as its last one ends, whatever the version: keyed by the session, two sessions of
+a device at one version draw differently). The draws of version ``v`` continue one generator of
+the selection stream, keyed like synchronous round ``v + 1``'s, and availability's coins are
+keyed (``v + 1``, attempt) like that round's: with one slot and a buffer of one (session ``v + 1``
+is version ``v``'s only one) async plays the synchronous rounds bit for bit; with every session of
+a version ending at one instant it selects, times and charges as they do, its sessions drawing
+their own (tests/test_asynchronous.py). ``rounds.max`` counts versions; at the last one the
+sessions still running are cut (``cancelled``, charged what they got through). ``deadline_s`` runs
+from a session's start (``late``). A run in which no device can start a session any more ends early,
 with a last row for the sessions that ended after the last version (nothing folded). A version's
 row also holds what the sessions still running at its time had spent by then, phase by phase
 (``energy_in_flight_j``, ``Sessions.spent_j``), which energy to a target adds.
@@ -125,10 +129,9 @@ class AsyncEngine:
                 self._version_done()
 
     def _version_began(self, version: int) -> None:
-        """A new model version: its selection generator, availability attempts and who started."""
+        """A new model version: its selection generator and availability attempts."""
         self.draw = rng(self.cfg.seed, Stream.SELECTION, version + 1)
         self.attempt = 0
-        self.started: set[int] = set()
 
     def _refill(self) -> simpy.Event | None:
         """Fill the free slots from the idle, available devices; returns the event to wake on when
@@ -137,7 +140,7 @@ class AsyncEngine:
         if not free:
             return None
         usable, avail = self.sessions.usable(), self.sessions.avail
-        busy = [s.c.client.id for s in self.slots if s is not None] + list(self.started)
+        busy = [s.c.client.id for s in self.slots if s is not None]  # one session at a time, any number per version
         idle = usable[~np.isin(usable, busy)] if busy else usable
         if not idle.size:
             return None
@@ -162,7 +165,10 @@ class AsyncEngine:
         processes, availability watches and deadlines."""
         number, sessions = self.round + 1, self.sessions
         with host_time(self):
-            rnd = Round(number, chosen, self.algo.configure_round(number, chosen))
+            # each session's draws (batches, directions, slowdown, failure) are keyed by its own
+            # number, 1 + its index in the log, not by the version: two sessions of one device differ
+            keys = {cid: len(self.log) + 1 + i for i, cid in enumerate(chosen)}
+            rnd = Round(number, chosen, self.algo.configure_round(number, chosen), keys=keys)
             if self.resuming is None:
                 learn(self.algo, self.pool, rnd, number, sessions.last_synced)
             else:
@@ -181,7 +187,6 @@ class AsyncEngine:
                 self.env.process(sessions.watch(s.proc, c.off - self.env.now))
             if self.cfg.deadline_s is not None:  # a session's deadline runs from its download's start
                 self.env.process(sessions.watch(s.proc, self.cfg.deadline_s, "late"))
-            self.started.add(cid)
 
     def _take(self, s: Session) -> None:
         """A session that ended: free its slot, settle its device as a round settles its clients,

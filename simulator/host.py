@@ -39,19 +39,27 @@ class Estimate:
     work: Work
 
 
-def client_updates(algo: Learner, pool, round: int, selected: list[int], plan) -> dict[int, tuple[Message, Work]]:
+def client_updates(algo: Learner, pool, round: int | dict[int, int], selected: list[int],
+                   plan) -> dict[int, tuple[Message, Work]]:
     """The selected clients' real local steps: in order on the host model, or on ``pool``'s
-    workers (``edgefed.parallel``; same results; catch-up is pure bookkeeping and stays here)."""
+    workers (``edgefed.parallel``; same results; catch-up is pure bookkeeping and stays here).
+    ``round`` is what the clients' draws are keyed by: the round, or per client (an asynchronous
+    run's sessions, ``Round.keys``) its own key."""
     if pool is not None:
         return pool.client_updates(algo, round, selected, plan)
-    return {cid: algo.client_update(cid, round, plan) for cid in selected}
+    return {cid: algo.client_update(cid, draw_key(round, cid), plan) for cid in selected}
+
+
+def draw_key(round: int | dict[int, int], cid: int) -> int:
+    """Client ``cid``'s draw key: ``round``, or its entry when ``round`` holds one per client."""
+    return round[cid] if isinstance(round, dict) else round
 
 
 def learn(algo: Learner, pool, rnd: Round, number: int, last_synced) -> Estimate:
     """The selected clients' catch-up downloads and local updates as learning round ``number``,
     and each one's job; returns the median job's size, which prices the next selection."""
     downs = {cid: algo.catch_up(cid, last_synced(cid), number, rnd.plan) for cid in rnd.selected}
-    rnd.updates = client_updates(algo, pool, number, rnd.selected, rnd.plan)
+    rnd.updates = client_updates(algo, pool, number if rnd.keys is None else rnd.keys, rnd.selected, rnd.plan)
     merged: dict[tuple[int, int], Work] = {}  # a replay serves clients shared Work objects: merge each pair once
     for cid in rnd.selected:
         (down, down_work), (up, up_work) = downs[cid], rnd.updates[cid]

@@ -73,8 +73,8 @@ class Sessions:
         """How each selected client plays the round: in closed form where that is exact, else as a
         ``ClientRound`` on the event path, with its straggler slowdown and off time."""
         cfg, now = self.cfg, self.env.now
-        slow = [slowdown(cfg.stragglers, cfg.seed, cid, rnd.number) for cid in rnd.selected]
-        off = [self.avail.off_at(cid, now, rnd.number) for cid in rnd.selected]
+        slow = [slowdown(cfg.stragglers, cfg.seed, cid, rnd.key(cid)) for cid in rnd.selected]
+        off = [self.avail.off_at(cid, now, rnd.key(cid)) for cid in rnd.selected]
         rnd.state = self.radio_thermal[rnd.selected]
         work_s = self.work_seconds(rnd, slow)
         in_closed_form = set()
@@ -358,6 +358,12 @@ class Round:
     host_s: float = 0.0  # host seconds of learning, aggregation and evaluation
     record: RoundRecord | None = None
     rows: list[ClientRecord] = field(default_factory=list)
+    keys: dict[int, int] | None = None  # each client's draw key (None: ``number`` for all; ``key``)
+
+    def key(self, cid: int) -> int:
+        """What client ``cid``'s draws are keyed by in this round: its batches, directions,
+        straggler slowdown and failure (the round number; an asynchronous session's own number)."""
+        return self.number if self.keys is None else self.keys[cid]
 
     def kept(self, cids: list[int]) -> list[Message]:
         """The uploads of ``cids`` that arrived in time and that the server accepts (a client

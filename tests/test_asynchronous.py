@@ -28,6 +28,7 @@ from tests.test_hierarchical import METHODS
 from tests.test_resume import without_host_seconds
 from tests.test_systems import FakeAlgo, LINK, device, fleet
 from edgefed.simulator.fleet import Client
+from edgefed.streams import Stream, rng
 
 ASYNC_ONLY = {"start_version", "end_version", "start_s", "staleness_mean", "staleness_max", "energy_in_flight_j",
               "host_seconds"}
@@ -70,11 +71,19 @@ def test_one_slot_and_a_buffer_of_one_play_sync_rounds_of_one_bit_for_bit(tiny_d
     assert len(sync.rounds) == 4
 
 
-def test_a_full_buffer_plays_sync_rounds_of_n_for_fedavg_on_identical_devices(tiny_dict):
+LEARNED = ("accuracy", "loss", "tuning_accuracy")
+
+
+def test_a_full_buffer_plays_sync_rounds_of_n_on_identical_devices_with_each_session_drawing_its_own(tiny_dict):
     """C = K = n on identical devices (no heat, no radio state) with equal downloads and equal work
     (iid shares, every batch full): every session of a version ends at one instant, so each
-    version folds what a synchronous round of n aggregates, and the next version draws what the
-    next round draws."""
+    version takes in, charges and times what a synchronous round of n does, and the next version
+    draws the devices the next round draws. The learning is not the round's: a session's draws
+    are keyed by its own number (1 + its index in the start order), not by its version, so the
+    n sessions of version v learn as v n + 1 .. v n + n where the round's n clients all learn as
+    round v + 1. (Keying by version gave these bits too, but let a device's two sessions at one
+    version compute the same update; only C = K = 1, where session v + 1 is version v's one
+    session, still learns as the synchronous round bit for bit.)"""
     tiny_dict["algorithm"] = METHODS["fedavg"]
     tiny_dict["partition"] = {"kind": "iid"}
     tiny_dict["fleet"]["groups"] = [{"device": "jetson-orin-nano", "count": 8, "link": "ethernet"}]
@@ -82,7 +91,10 @@ def test_a_full_buffer_plays_sync_rounds_of_n_for_fedavg_on_identical_devices(ti
     sync = trained(tiny_dict)
     tiny_dict["rounds"].update(mode="async", staleness={"kind": "constant"})
     asynchronous = trained(tiny_dict)
-    same_run(asynchronous, sync)
+    assert [rows for _, rows in asynchronous.rounds] == [rows for _, rows in sync.rounds]
+    assert [{k: v for k, v in rec.items() if k not in LEARNED} for rec, _ in asynchronous.rounds] == \
+        [{k: v for k, v in rec.items() if k not in LEARNED} for rec, _ in sync.rounds]
+    assert not all(np.array_equal(x.numpy(), y.numpy()) for x, y in zip(asynchronous.weights, sync.weights))
     assert {row["client"] for _, rows in sync.rounds[1:] for row in rows} != {0, 1, 2, 3}  # selection mattered
 
 
@@ -144,9 +156,48 @@ class FoldingAlgo(FakeAlgo):
     trainable = SimpleNamespace(all_finite=lambda: True)
 
 
+class DrawingAlgo(FoldingAlgo):
+    """Remembers each session's draw key and a number drawn from the batches stream under it, as
+    the methods draw their batches (``Algorithm.batch_rng``)."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.draws = []
+
+    def client_update(self, client, round, plan):
+        self.draws.append((client, round, int(rng(0, Stream.BATCHES, round, client).integers(2 ** 62))))
+        return super().client_update(client, round, plan)
+
+
+def test_a_fast_device_runs_two_sessions_within_one_version_and_they_draw_differently():
+    """Two devices, C = K = 2, 2 GFLOP per session, 8 Mbit each way on links of 16/8 Mbps with no
+    latency, promotion or tail: device 0 (4 GFLOP/s) takes 0.5 s down + 0.5 s compute + 1 s up =
+    2 s, device 1 (0.5 GFLOP/s) 0.5 + 4 + 1 = 5.5 s. At 2 s device 0's session is the buffer's
+    first arrival (no version yet), and device 0, idle again, starts a second session at version
+    0 at once; it ends at 4 s, the buffer's second, making version 1 from device 0's two updates
+    (both 0 versions old). Sessions are numbered in start order - device 0's first 1, device 1's
+    2 (started together, in device order), device 0's second 3 - and draw under that number, so
+    device 0's two sessions draw different batches. The run ends at version 1, cancelling device
+    1's session."""
+    link = LINK.model_copy(update=dict(latency_s=0.0, promotion_s=0.0, promotion_w=0.0, tail_s=0.0, tail_w=0.0))
+    clients = [Client(0, "fast", device(4.0), link), Client(1, "slow", device(0.5), link)]
+    rounds = EngineConfig(max_rounds=1, clients_per_round=2, slots=2, per_version=2)
+    algo = DrawingAlgo(flops=2e9)
+    rows = sessions(AsyncEngine(algo, clients, replace(rounds, **fleet())))
+    assert [(c, key) for c, key, _ in algo.draws] == [(0, 1), (1, 2), (0, 3)]
+    assert algo.draws[0][2] != algo.draws[2][2]
+    assert algo.folds == [([0, 0], [1.0, 1.0], 1)]
+    fast = sorted((r for r in rows if r.client == 0), key=lambda r: r.start_s)
+    assert [(r.start_version, r.end_version, r.status) for r in fast] == [(0, 0, "ok"), (0, 0, "ok")]
+    assert [r.start_s for r in fast] == [0.0, pytest.approx(2.0)]
+    assert fast[1].download_s + fast[1].compute_s + fast[1].upload_s == pytest.approx(2.0)
+    assert [r.status for r in rows if r.client == 1] == ["cancelled"]
+
+
 def test_fedbuff_weights_staleness_and_discards_what_is_too_old():
     """Slots refill at once; every K arrivals make a version whose fold gets server_lr * w(s);
-    updates older than max_staleness are discarded; a device runs one session at a time; the
+    updates older than max_staleness are discarded; a device runs one session at a time (any number
+    per version); the
     sessions still running at the last version are cancelled, charged what they got through."""
     algo = FoldingAlgo(flops=4e9)
     rounds = EngineConfig(max_rounds=8, clients_per_round=2, slots=4, per_version=2, server_lr=0.5,

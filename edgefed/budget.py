@@ -31,12 +31,14 @@ def nominal_cost(spent: float, amount: float, evaluations: int) -> float:
     return amount if k == evaluations else k * (amount / evaluations)
 
 
-def cost_of(row: dict, cost: str) -> float:
-    """What one round (a record's fields, or its rounds.csv row) adds to ``cost``; simulated time
-    is the clock itself, so not a sum."""
+def spend(spent: float, row: dict, cost: str) -> float:
+    """The cumulative ``cost`` after one more round (a record's fields, or its rounds.csv row):
+    simulated time is the clock itself, every other cost a sum over the rounds in their order."""
+    if cost == "sim_time_s":
+        return float(row["sim_time_s"])
     if cost == "bytes":
-        return int(row["bytes_up"]) + int(row["bytes_down"])
-    return float(row[cost])
+        return spent + (int(row["bytes_up"]) + int(row["bytes_down"]))
+    return spent + float(row[cost])
 
 
 class CostBudget:
@@ -48,8 +50,7 @@ class CostBudget:
         self.spent, self.slot = 0.0, 0
 
     def evaluate(self, record: RoundRecord) -> bool:
-        row = vars(record)
-        self.spent = float(row["sim_time_s"]) if self.cost == "sim_time_s" else self.spent + cost_of(row, self.cost)
+        self.spent = spend(self.spent, vars(record), self.cost)
         reached = slot(self.spent, self.amount, self.evaluations)
         due = reached > self.slot or record.round >= self.last_round
         self.slot = max(reached, self.slot)

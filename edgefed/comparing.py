@@ -21,6 +21,7 @@ from typing import Callable, Literal
 
 from edgefed.checkpoint import remove_checkpoint
 from edgefed.comparison import CompareFailed, Comparison, Run, point_scenario
+from edgefed.outcomes import totals
 from edgefed.protocol import Candidate, check_target, mean_score, rank, read_curve, score, survivors
 from edgefed.registration import check_code, code_version, register
 from edgefed.results import atomic_write, peak_memory
@@ -80,28 +81,36 @@ def status(run_dir: Path) -> str | None:
 def finished(run_dir: Path, pause: int | None) -> bool:
     """Whether a run has done its stage: finished, diverged (the same again on a rerun), or
     (``pause``) paused at its slot."""
-    return status(run_dir) in ("done", "diverged") or (pause is not None and status(run_dir) == "paused")
+    return status(run_dir) in ("done", "diverged", *(("paused",) if pause is not None else ()))
 
 
-def spent_bytes(run_dir: Path) -> float:
-    totals = json.loads((run_dir / "summary.json").read_text())["totals"]
-    return float(totals["bytes_up"] + totals["bytes_down"])
+def usable(stages: Stages, run: Run) -> bool:
+    """Whether a run has figures to score: it ran, and neither failed nor diverged."""
+    return run.folder not in stages.failed and status(stages.run_dir(run)) not in (None, "diverged")
 
 
-def curve_of(stages: Stages, run: Run):
+def seed_scores(stages: Stages, runs: list[Run], window: tuple[float, float]) -> dict[int, float | None]:
+    """Each run's score over ``window``, by seed: None when it is not ``usable`` or has no
+    evaluation there."""
     spec = stages.comparison.spec
-    return read_curve(stages.run_dir(run), spec.cost, spec.budget, spec.evaluations)
+    return {run.seed: score(read_curve(stages.run_dir(run), spec.cost, spec.budget, spec.evaluations),
+                            spec.budget, spec.smoothing, *window) if usable(stages, run) else None
+            for run in runs}
+
+
+def candidate(stages: Stages, runs: list[Run], scores: dict[int, float | None]) -> Candidate:
+    """One configuration's candidate from its runs' ``seed_scores``: their mean (None unless every
+    run has one), its peak memory and its mean bytes (what ties break on; unknown, so last, when a
+    run is not usable)."""
+    if not all(usable(stages, r) for r in runs):
+        return Candidate(runs[0].config, None, math.inf, math.inf)
+    return Candidate(runs[0].config, mean_score(list(scores.values())), peak_memory(stages.run_dir(runs[0])),
+                     sum(totals(stages.run_dir(r))["bytes"] for r in runs) / len(runs))
 
 
 def scored(stages: Stages, runs: list[Run], window: tuple[float, float]) -> Candidate:
-    """One configuration's candidate: its score over ``window`` averaged over ``runs`` (its seeds;
-    None when a run failed or diverged, or has no evaluation there), peak memory and mean bytes."""
-    spec = stages.comparison.spec
-    if any(r.folder in stages.failed or status(stages.run_dir(r)) in (None, "diverged") for r in runs):
-        return Candidate(runs[0].config, None, math.inf, math.inf)
-    scores = [score(curve_of(stages, r), spec.budget, spec.smoothing, *window) for r in runs]
-    return Candidate(runs[0].config, mean_score(scores), peak_memory(stages.run_dir(runs[0])),
-                     sum(spent_bytes(stages.run_dir(r)) for r in runs) / len(runs))
+    """One configuration's candidate over ``window`` (rules 2 and 3)."""
+    return candidate(stages, runs, seed_scores(stages, runs, window))
 
 
 def tune(stages: Stages) -> dict[str, dict]:
@@ -125,13 +134,14 @@ def tune(stages: Stages) -> dict[str, dict]:
                    for label, t in table.items()}
     stages.execute("survivors", [r for by in tuning_runs.values() for runs in by.values() for r in runs])
     for label, by_config in tuning_runs.items():
-        final = [scored(stages, runs, FINAL_WINDOW) for runs in by_config.values()]
-        for c in final:
-            row = table[label]["rows"][c.index]
-            row.update({"score": c.score, "peak_memory_bytes": c.peak_memory, "bytes": c.bytes,
-                        "scores": {str(r.seed): (None if status(stages.run_dir(r)) != "done" else score(
-                            curve_of(stages, r), spec.budget, spec.smoothing, *FINAL_WINDOW))
-                            for r in by_config[c.index]}})
+        final = []
+        for runs in by_config.values():
+            scores = seed_scores(stages, runs, FINAL_WINDOW)
+            c = candidate(stages, runs, scores)
+            table[label]["rows"][c.index].update({"score": c.score, "peak_memory_bytes": c.peak_memory,
+                                                  "bytes": c.bytes,
+                                                  "scores": {str(seed): v for seed, v in scores.items()}})
+            final.append(c)
         best = rank(final)[0]
         if best.score is None:
             raise CompareFailed(f"arms.{label}: no configuration has a score at the full budget "

@@ -70,9 +70,8 @@ def analyse(comparison: Comparison, plan: dict, table: dict, runs: dict[str, dic
     at every checkpoint, cost to each target, collapse rates and what each arm spent."""
     spec = comparison.spec
     ref, window, budget = spec.reference, spec.smoothing, spec.budget
-    tuning_dirs = [out / "runs" / label / f"c{row['config']:02d}-s{seed}" for label, t in table.items()
-                   for row in t["rows"] for seed in spec.tuning.seeds
-                   if (out / "runs" / label / f"c{row['config']:02d}-s{seed}").is_dir()]
+    tuning_dirs = [d for label, t in table.items() for row in t["rows"] for seed in spec.tuning.seeds
+                   if (d := out / comparison.run(label, row["config"], seed).folder).is_dir()]
     report_dirs = [d for by_seed in runs.values() for d in by_seed.values()]
     versions, kind = check_runs(report_dirs + tuning_dirs, plan, spec.code_versions)
     curves = {label: {seed: read_curve(d, spec.cost, budget, spec.evaluations) for seed, d in by_seed.items()}

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import t as student_t
 
-from edgefed.budget import COSTS, cost_of, nominal_cost
+from edgefed.budget import COSTS, nominal_cost, spend
 from edgefed.results import read_rows, smoothed
 
 # far below any real difference of cost (relative) or accuracy (absolute), far above float rounding
@@ -110,8 +110,7 @@ def read_curve(run_dir: Path, cost: str, budget: float | None = None,
         raise ValueError("budget and evaluations go together (both, or neither)")
     spent, curve = 0.0, []
     for row in read_rows(run_dir / "rounds.csv"):
-        # summed in row order as the runner sums them (simulated time is the clock itself)
-        spent = float(row["sim_time_s"]) if cost == "sim_time_s" else spent + cost_of(row, cost)
+        spent = spend(spent, row, cost)  # as the runner's schedule accumulates it
         if row["accuracy"] in (None, ""):
             continue
         tuning = row.get("tuning_accuracy")

@@ -137,7 +137,8 @@ def fake_run(folder: Path, accuracies: list[float], budget: float, evaluations: 
         rows.append(f"{k},{k},{acc},1.0,1,1,0,10,10,1.0,{0.0 if k == 0 else step},0.0,{acc}")
     (folder / "rounds.csv").write_text("\n".join(rows) + "\n")
     (folder / "clients.csv").write_text("round,peak_memory_bytes\n1,100\n")
-    (folder / "summary.json").write_text(json.dumps({"status": status, "totals": {"bytes_up": 10, "bytes_down": 10}}))
+    totals = {"client_flops": budget, "energy_j": 1.0, "sim_time_s": 1.0, "bytes_up": 10, "bytes_down": 10}
+    (folder / "summary.json").write_text(json.dumps({"status": status, "totals": totals}))
     return folder
 
 

@@ -124,10 +124,19 @@ def f4(values) -> np.ndarray:
     return np.asarray(values, dtype=np.float32)
 
 
+#: the band at a chart's top that Plotly's mode bar takes: the title goes under it, left-aligned
+MODEBAR_PX = 30
+
+
 def figure(title: str, xlabel: str, ylabel: str, height: int = 340, **layout) -> go.Figure:
-    """A chart with the page's look (no template: plotly.js's defaults, not 8 kB of template per chart)."""
-    return go.Figure(layout={"template": {}, "title": {"text": title, "font": {"size": 14}}, "height": height,
-                             "margin": {"l": 60, "r": 20, "t": 40, "b": 45}, "xaxis": {"title": {"text": xlabel}},
+    """A chart with the page's look (no template: plotly.js's defaults, not 8 kB of template per chart).
+    The title sits under the mode bar's band, and the x axis's title and a legend put in the
+    container's bottom (``yref: container``) each push the bottom margin: nothing meets."""
+    return go.Figure(layout={"template": {}, "height": height,
+                             "title": {"text": title, "font": {"size": 14}, "x": 0, "xref": "paper", "xanchor": "left",
+                             "y": 1, "yref": "container", "yanchor": "top", "pad": {"t": MODEBAR_PX}},
+                             "margin": {"l": 60, "r": 20, "t": MODEBAR_PX + 30, "b": 45},
+                             "xaxis": {"title": {"text": xlabel}, "automargin": True},
                              "yaxis": {"title": {"text": ylabel}}, "legend": {"font": {"size": 11}},
                              "colorway": qualitative.Plotly, **layout})
 
@@ -144,7 +153,7 @@ def accuracy_figures(groups: dict[str, list[Path]]) -> dict[str, go.Figure]:
     out = {}
     for x, (key, xlabel, scale) in plots.AXES.items():
         fig = figure(f"accuracy vs {xlabel.split(' (')[0]}", xlabel, "held-out accuracy",
-                     legend={"orientation": "h", "yanchor": "top", "y": -0.22, "font": {"size": 11}})
+                     legend={"orientation": "h", "yref": "container", "y": 0, "yanchor": "bottom", "font": {"size": 11}})
         for i, (label, runs) in enumerate(groups.items()):
             mx, my, lo, hi = plots.mean_curve(runs, key)
             colour = qualitative.Plotly[i % len(qualitative.Plotly)]

@@ -24,6 +24,24 @@ CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--no-first-run",
          "--disable-gpu"]
 ARTIFACTS = REPO / "test-artifacts"  # git-ignored: the browser test's screenshots
+# Every drawn chart's parts whose boxes must not meet: its title and Plotly's mode bar (shown on
+# hover, always laid out), its legend and the axis titles, tick labels and plot area; one line a clash.
+OVERLAPS = """() => {
+  const parts = {title: '.gtitle', modebar: '.modebar', legend: '.legend .bg', xtitle: '.xtitle', ytitle: '.ytitle',
+                 xticks: '.xaxislayer-above .xtick text', plot: '.nsewdrag'};
+  const pairs = [['title', 'modebar'], ['title', 'plot'], ['title', 'legend'], ['legend', 'modebar'], ['legend', 'xtitle'],
+                 ['legend', 'xticks'], ['legend', 'ytitle'], ['legend', 'plot'], ['xtitle', 'xticks']];
+  const meet = (a, b) => a.left < b.right - 1 && b.left < a.right - 1 && a.top < b.bottom - 1 && b.top < a.bottom - 1;
+  const clashes = [];
+  for (const div of document.querySelectorAll('.js-plotly-plot')) {
+    const box = {};
+    for (const [name, selector] of Object.entries(parts))
+      box[name] = [...div.querySelectorAll(selector)].map(e => e.getBoundingClientRect()).filter(r => r.width && r.height);
+    for (const [p, q] of pairs)
+      if (box[p].some(a => box[q].some(b => meet(a, b)))) clashes.push(`${div.id}: ${p} meets ${q}`);
+  }
+  return clashes;
+}"""
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +199,7 @@ def open_page(pw, path: Path):
     """The page in a fresh headless chromium, with every request, console error and page error
     recorded (a request for anything but the page itself, data: or blob: is also aborted)."""
     chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
-    page = chromium.new_page(viewport={"width": 1280, "height": 900})
+    page = chromium.new_page(viewport={"width": 1400, "height": 900})
     seen = {"requests": [], "errors": []}
     own = path.resolve().as_uri()
     page.route("**/*", lambda route: route.continue_() if route.request.url == own else route.abort())
@@ -219,6 +237,7 @@ def test_the_report_draws_in_chromium_without_a_request(run_dir, sweep_dir, tmp_
         page.wait_for_selector("#run0-timeline .hoverlayer .hovertext")
         hover = page.locator("#run0-timeline .hoverlayer").text_content()
         assert all(word in hover for word in ("client", "bytes up", "energy", "FLOP")), hover
+        assert page.evaluate(OVERLAPS) == []
         page.screenshot(path=ARTIFACTS / "report.png", full_page=True)
         chromium.close()
         assert seen["errors"] == [] and seen["requests"] == [own]
@@ -233,6 +252,7 @@ def test_the_report_draws_in_chromium_without_a_request(run_dir, sweep_dir, tmp_
         page.click("table.sortable th:has-text('seed')")
         page.click("table.sortable th:has-text('seed')")
         assert page.inner_text("table.sortable tbody tr:first-child").split("\t")[2] == "4", "seeds, descending"
+        assert page.evaluate(OVERLAPS) == []
         page.screenshot(path=ARTIFACTS / "report-sweep.png", full_page=True)
         chromium.close()
         assert seen["errors"] == [] and seen["requests"] == [own]

@@ -498,8 +498,7 @@ def v3_plan(repo: Path) -> list[str]:
     fmt = lambda value: format_cost(value, spec.cost)  # noqa: E731
     b = spec.budget
     base = comparison.base.relative_to(repo.resolve()).as_posix()
-    started = (f"Its runs are under way in [`{RUNS_V3}/`](../{RUNS_V3}/); this page gives their results once "
-               f"`{RUNS_V3}/compare.json` is there." if (repo / RUNS_V3).is_dir()
+    started = (v3_progress(repo / RUNS_V3, cost["total_cost"], fmt) if (repo / RUNS_V3).is_dir()
                else f"None of its runs has started yet (there is no `{RUNS_V3}/`).")
     arms = [[f"`{label}`" + (" (reference)" if label == spec.reference else ""), arm.name, fields(arm.fixed),
              "; ".join(fields(c) for c in arm.configs),
@@ -539,6 +538,109 @@ def v3_plan(repo: Path) -> list[str]:
         CONTROL,
         f"**Stages and cost** (what `edgefed compare {PLAN_V3} --plan` prints):\n",
         table(["stage", "runs", "cost", "budgets B"], rows),
+    ]
+
+
+def v3_progress(runs: Path, planned: float, fmt) -> str:
+    """How far the committed run folders have got: runs by status and the cost they spent (a run
+    under way counts to its last committed round), against the plan's estimate."""
+    from edgefed.comparing import status
+
+    counts: dict[str, int] = {}
+    spent = 0.0
+    for run in sorted(runs.glob("runs/*/*")):
+        state = status(run) or "under way"
+        counts[state] = counts.get(state, 0) + 1
+        summary = run / "summary.json"
+        if summary.is_file():
+            spent += json.loads(summary.read_text())["totals"]["client_flops"]
+        elif (run / "rounds.csv").is_file():
+            rows = (run / "rounds.csv").read_text().splitlines()
+            header = rows[0].split(",")
+            spent += float(rows[-1].split(",")[header.index("client_flops")]) if len(rows) > 1 else 0.0
+    words = {"done": "done", "paused": "paused at B/3 (pruned or waiting to go on)", "diverged": "diverged",
+             "under way": "under way"}
+    states = and_join(f"{n} {words.get(state, state)}" for state, n in sorted(counts.items()))
+    if (runs / "compare.json").is_file():
+        return f"Its runs are done: {states}, {fmt(spent)} spent against the plan's estimate of {fmt(planned)}."
+    pinned = json.loads((runs / "plan.json").read_text())["code_version"][:7] if (runs / "plan.json").is_file() else "-"
+    return (f"Its runs are under way in [`{RUNS_V3}/`](../{RUNS_V3}/), every one learning at commit {pinned}: so "
+            f"far {states}, {fmt(spent)} spent of the plan's {fmt(planned)}. This page gives their results once "
+            f"`{RUNS_V3}/compare.json` is there.")
+
+
+def v3_claim(result: dict) -> str:
+    """One plain sentence on the paper's claim, from the primary reading of the zero-order baseline
+    against FedSPZO (the reference): which way the interval points, or that it holds no difference."""
+    ref = result["reference"]
+    primary = next(e for e in result["checkpoints"]["registered"] if e["primary"])
+    zo = primary["arms"].get("decomfl")
+    if zo is None:
+        return ""
+    at = f"at {tflop(primary['at'])} client TFLOP"
+    if zo["low"] is not None and zo["high"] is not None and zo["high"] < 0:
+        return (f"So in this regime {ref} reaches a higher accuracy than DeComFL {at}, in the direction of the "
+                "paper's claim of less computation (this reading gives an accuracy difference, not a cost ratio).")
+    if zo["low"] is not None and zo["low"] > 0:
+        return (f"So in this regime DeComFL reaches a higher accuracy than {ref} {at}: the paper's claim of 1.6-3x "
+                "less computation does not hold here.")
+    return (f"So in this regime {ref} shows no accuracy gain over DeComFL {at}: the paper's claim of 1.6-3x less "
+            "computation is not reproduced here, and a gain smaller than the interval's width is not ruled out.")
+
+
+def v3_spent_sentence(result: dict) -> str:
+    """What the zero-order picks buy instead: their peak memory and bytes beside FedAvg's (means
+    over the report seeds, from the same runs; no ratio without an interval, so none)."""
+    spent = result["spent"]
+    if "fedavg" not in spent:
+        return ""
+    mb = lambda v: f"{v / 1e6:,.1f} MB"  # noqa: E731
+    zo = [label for label in spent if label != "fedavg"]
+    return ("What the zero-order methods buy instead, from the same runs (means over the report seeds): a client's "
+            "peak memory of " + and_join(f"{mb(spent[k]['peak_memory_bytes'])} ({k})" for k in zo)
+            + f" against FedAvg's {mb(spent['fedavg']['peak_memory_bytes'])}, and "
+            + and_join(f"{mb(spent[k]['bytes'])} ({k})" for k in zo)
+            + f" on the network per run against FedAvg's {mb(spent['fedavg']['bytes'])}.")
+
+
+def v3_results(result: dict) -> list[str]:
+    """Version 3's results from compare.json: the primary sentences, the paper's claim, what the
+    zero-order picks buy, the checkpoint table, what the picks spent and the tuning table (picks at
+    a grid edge marked)."""
+    ref, collapse = result["reference"], result["collapse"]
+    primary = [a["sentence"] for e in result["checkpoints"]["registered"] if e["primary"] for a in e["arms"].values()]
+    rate = lambda label: f"{collapse[label]['collapsed']}/{collapse[label]['runs']}"  # noqa: E731
+    checkpoints = [[tflop(e["at"]), label, number(a["mean"]), f"{number(a['low'])} to {number(a['high'])}",
+                    a["verdict"], rate(label), rate(ref), "primary" if e["primary"] else "descriptive"]
+                   for e in result["checkpoints"]["registered"] for label, a in e["arms"].items()]
+    spent = [[label, rate(label), number(s["client_flops"] / 1e12), number(s["energy_j"] / 1e3),
+              number(s["sim_time_s"]), number(s["bytes"] / 1e6), number(s["peak_memory_bytes"] / 1e6)]
+             for label, s in result["spent"].items()]
+    tuning = []
+    for label, t in result["tuning"].items():
+        lrs = sorted({row["algorithm"]["lr"] for row in t["rows"]})
+        for row in t["rows"]:
+            pick = row["config"] == t["pick"]
+            edge = " (grid edge)" if pick and row["algorithm"]["lr"] in (lrs[0], lrs[-1]) else ""
+            tuning.append([label, row["configuration"], number(row["pruning_score"]),
+                           "yes" if row["survived"] else "no", number(row.get("score")),
+                           ("pick" + edge) if pick else ""])
+    return [
+        "## Version 3: the result\n",
+        f"**Primary, at the full budget** ({len(result['seeds']['registered'])} paired report seeds, the reference "
+        f"`{ref}`; learned on {result['device']} at {and_join(v[:7] for v in result['code_versions'])}):\n",
+        "".join(f"- {s}\n" for s in primary),
+        *(f"{sentence}\n" for sentence in (v3_claim(result), v3_spent_sentence(result)) if sentence),
+        " ".join(result["notes"]) + "\n",
+        "**Every checkpoint** (the full budget is primary; the others are descriptive):\n",
+        table(["at (client TFLOP)", "arm", f"mean difference from {ref}", "95% t-interval", "verdict",
+               "arm collapsed", "reference collapsed", "reading"], checkpoints),
+        "**What the picks spent** (means over the report seeds):\n",
+        table(["arm", "collapsed", "client TFLOP", "energy (kJ)", "simulated time (s)", "MB up and down",
+               "peak memory (MB)"], spent),
+        "**Tuning** (successive halving, scored at the full budget; a pick at the end of its learning-rate "
+        "grid is marked):\n",
+        table(["arm", "configuration", "pruning score", "survived", "score", "pick"], tuning),
     ]
 
 
@@ -709,13 +811,24 @@ def study_md(repo: Path = REPO) -> str | None:
         "blocks, with more perturbations on block 2 and block 1's outputs reused, cut client computation "
         "against the zero-order state of the art? Versions 1 and 2 of this study did not answer it: their "
         "protocols decided the headline, not the methods. Version 3 will answer it under `edgefed compare`.\n",
-        *v3_plan(repo), *readback_section(readback),
+        *v3_plan(repo), *(v3_results(json.loads(v3.read_text())) if (v3 := repo / RUNS_V3 / "compare.json").is_file()
+                           else []),
+        *readback_section(readback),
         "## What was wrong with versions 1 and 2\n", *v2_flaws(data, readback), *study_v1(v1),
         *v2_history(repo, data)])
 
 
-def readme_block(readback: dict) -> list[str]:
-    """The README's summary: the v2 read-back's primary sentences, and what they are."""
+def readme_block(repo: Path, readback: dict) -> list[str]:
+    """The README's summary: version 3's primary sentences, what they mean for the paper's claim
+    and what the zero-order methods buy, once its compare.json is there; until then the v2
+    read-back's primary sentences, and what they are."""
+    v3 = repo / RUNS_V3 / "compare.json"
+    if v3.is_file():
+        result = json.loads(v3.read_text())
+        primary = next(e for e in result["checkpoints"]["registered"] if e["primary"])
+        return [*(f"- {a['sentence']}" for a in primary["arms"].values()),
+                f"\n{v3_claim(result)} {v3_spent_sentence(result)} The plan, every table and what was wrong with "
+                f"versions 1 and 2: [docs/fedspzo_study.md](docs/fedspzo_study.md)."]
     return [*(f"- {s}" for s in readback_sentences(readback, "primary")),
             f"\nThese are version 2's report runs, read back under the compare protocol; v2 tuned at a third of this "
             f"budget. Version 3 ([`{PLAN_V3}`]({PLAN_V3})) will answer the question at a budget where tuning "
@@ -732,7 +845,7 @@ def readme_with_study(repo: Path = REPO) -> str | None:
         return None
     readback = json.loads((repo / "bench" / "results" / f"{READBACK}.json").read_text())
     head, rest = text.split(start, 1)
-    return "\n".join([head + start, *readme_block(readback), end + rest.split(end, 1)[1]])
+    return "\n".join([head + start, *readme_block(repo, readback), end + rest.split(end, 1)[1]])
 
 
 # --- docs/design.md's figures -------------------------------------------------------------------

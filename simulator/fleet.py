@@ -84,6 +84,10 @@ class Fleet:
         """What the network needs of a device: its link and its cell."""
         return self.link(cid), self.groups[self.group[cid]].cell
 
+    def attached(self, cid: int) -> str | None:
+        """The node (cell or topology node) a device attaches to (None: straight to the server)."""
+        return self.groups[self.group[cid]].cell
+
     def exclude(self, g: int, note: str) -> None:
         """Mark a group's devices as never taking part, and why."""
         self.groups[g].note = note

@@ -37,12 +37,12 @@ class LinkSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    a: str
-    b: str
-    up_mbps: PositiveFloat
-    down_mbps: PositiveFloat
+    a: str = Field(description="a node it joins")
+    b: str = Field(description="the other node it joins")
+    up_mbps: PositiveFloat = Field(description="capacity toward the cloud, shared max-min fairly by the flows on it")
+    down_mbps: PositiveFloat = Field(description="capacity away from the cloud")
     latency_s: PositiveFloat = Field(description="one way; positive, so that 'toward the cloud' is defined")
-    loss: float = Field(0.0, ge=0.0, lt=1.0)
+    loss: float = Field(0.0, ge=0.0, lt=1.0, description="share of the capacity lost to retransmissions")
 
 
 class TopologySpec(BaseModel):

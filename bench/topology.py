@@ -24,12 +24,12 @@ from edgefed.provenance import write_bench_result
 from edgefed.results import read_rows
 from edgefed.runner import run_scenario
 from edgefed.scenario import load_scenario
+from edgefed.simulator.topology import TIERS
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIO = ROOT / "scenarios" / "fleets" / "three-tier.yaml"
 RUNS = ROOT / "bench" / "runs" / "topology"
 VARIANTS = {"flat": None, "at edge": ["edge"], "at region": ["region"], "at edge, region": ["edge", "region"]}
-TIERS = ("ap", "cell", "edge", "region")
 
 
 def figures(run_dir: Path) -> dict:

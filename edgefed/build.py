@@ -74,8 +74,10 @@ def engine_config(rounds: RoundsSpec, fleet: FleetSpec | None = None, seed: int 
         server_lr=rounds.server_lr, max_staleness=rounds.max_staleness,
         staleness_exponent=0.0 if staleness.kind == "constant" else staleness.exponent,
         **({} if fleet is None else dict(
-            cells=fleet.network.cells, topology=None if fleet.network.topology is None else Topology(fleet.network.topology),
-            aggregate_at=tuple(rounds.aggregation.at or ("cell",)), stragglers=fleet.stragglers, charge_wait=fleet.energy_attribution == "round",
+            cells=fleet.network.cells,
+            topology=None if fleet.network.topology is None else Topology(fleet.network.topology),
+            aggregate_at=tuple(rounds.aggregation.at or ("cell",)), stragglers=fleet.stragglers,
+            charge_wait=fleet.energy_attribution == "round",
             battery_fraction=fleet.battery_fraction)))
 
 

@@ -202,8 +202,8 @@ class FleetSpec(Strict):
                                  f"(known: {', '.join(sorted(links))})")
             topology = self.network.topology
             if group.attach is not None and (topology is None or group.attach not in topology.nodes):
-                raise ValueError(f"groups.{i}.attach: unknown node {group.attach!r} (known: "
-                                 f"{', '.join(sorted(topology.nodes)) if topology else 'none: no fleet.network.topology'})")
+                known = ", ".join(sorted(topology.nodes)) if topology else "none: no fleet.network.topology"
+                raise ValueError(f"groups.{i}.attach: unknown node {group.attach!r} (known: {known})")
             if group.cell is not None and topology is not None:
                 raise ValueError(f"groups.{i}.cell: with fleet.network.topology a group attaches to a node (attach:)")
             if group.cell is not None and group.cell not in self.network.cells:

@@ -149,7 +149,8 @@ class EdgeTier:
         still on its way is late, and so are the updates it carries."""
         env, engine = self.sessions.env, self.engine
         cfg, net = engine.cfg, self.sessions.net
-        quota = Quota(min(cfg.clients_per_round, len(rnd.selected)), env.event() if cfg.selection == "overselect" else None)
+        quota = Quota(min(cfg.clients_per_round, len(rnd.selected)),
+                      env.event() if cfg.selection == "overselect" else None)
         held = self.algo.hold() if self.rounds > 1 else None  # the global model, to come back to
         rnd.edges = self.servers(rnd, quota)
         after = self._cutoffs(rnd, held)
@@ -240,8 +241,8 @@ class EdgeTier:
         messages from below where there are any."""
         if model is None:
             return self.algo.partial(kept + [m for m in below if m is not None], number, edge.index)
-        return self._with_below(edge, self.algo.model_message(model, kept, number, edge.index) if edge.clients else None,
-                                below, number)
+        own = self.algo.model_message(model, kept, number, edge.index) if edge.clients else None
+        return self._with_below(edge, own, below, number)
 
     def _with_below(self, edge: EdgeServer, own: Message | None, below: list[Message | None], number: int):
         """An aggregator's own model message, or with messages from below the partial of them all."""

@@ -21,7 +21,7 @@ from edgefed.simulator.inputs import EngineConfig
 from edgefed.simulator.network import Network
 from edgefed.simulator.topology import Topology, TopologySpec
 from tests.conftest import REPO, write_scenario
-from tests.test_hierarchical import METHODS, EdgeFake, as_arrays, magnitudes, sized
+from tests.test_hierarchical import METHODS, EdgeFake, EdgeRoundsFake, as_arrays, magnitudes, sized
 from tests.test_network import MBIT, _link
 from tests.test_systems import LINK, NO_EVALUATION, device, play
 
@@ -160,6 +160,24 @@ def test_the_deadline_holds_end_to_end_across_tiers():
     assert {r.client: r.status for r in rows} == {0: "ok", 1: "late"} and algo.aggregated == [[0]]
     assert record.sim_time_s == pytest.approx(6.0 - 2 * hop_s - 2e-6 + hop_s)
     assert record.sim_time_s <= 6.0 and record.backhaul_bytes_up == 2000
+
+
+class TreeRoundsFake(EdgeRoundsFake):
+    """EdgeRoundsFake whose partial of models (a tier above the lowest) holds what they held."""
+
+    def partial(self, messages, round, edge):
+        self.models[edge] = (sorted(u for m in messages for u in self.models[m.client][0]),
+                             sorted(c for m in messages for c in self.models[m.client][1]))
+        return sized("partial", round, edge, self.part)
+
+
+def test_edge_rounds_apply_at_the_lowest_tier_and_the_region_forwards_their_models_partial():
+    algo = TreeRoundsFake()
+    (record, rows), = play(tree_engine(algo, [device(1.0)] * 3, ["a1", "a1", "a2"], edge_rounds=2))
+    assert [(r.edge_round, r.client, r.status) for r in rows] == [(k, c, "ok") for k in (1, 2) for c in range(3)]
+    # e1 and e2 each played two edge rounds on their own model; r forwarded one message holding both
+    assert algo.adopted == [[([(1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)], [0, 1, 2])]]
+    assert record.backhaul_bytes_up == 3 * algo.part and record.aggregated == 6
 
 
 @pytest.mark.parametrize("method", list(METHODS))

@@ -60,9 +60,9 @@ from edgefed.simulator.fleet import Client, Fleet
 from edgefed.simulator.host import divergence, evaluate_into, host_time, initial_round, learn, report
 from edgefed.simulator.inputs import EngineConfig, Learner
 from edgefed.simulator.records import ClientRecord, RoundObserver, RoundRecord
-from edgefed.simulator.topology import round_links
 from edgefed.simulator.schedule import EveryRounds, Schedule
 from edgefed.simulator.session import ClientRound, Job, Round, Sessions
+from edgefed.simulator.topology import round_links
 from edgefed.streams import Stream, rng
 
 # one row of the session log: device, start version, download and upload bytes, rejected (0/1),

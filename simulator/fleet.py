@@ -81,7 +81,7 @@ class Fleet:
         return link.model_copy(update={"up_mbps": up, "down_mbps": down})
 
     def access(self, cid: int) -> tuple[LinkProfile, str | None]:
-        """What the network needs of a device: its link and its cell."""
+        """What the network needs of a device: its link and the node it attaches to."""
         return self.link(cid), self.groups[self.group[cid]].cell
 
     def attached(self, cid: int) -> str | None:

@@ -1,17 +1,18 @@
-"""The network: a two-level tree of links shared by processor sharing.
+"""The network: links shared by processor sharing along each client's path to the server.
 
-Each client has its own access link, to the server or to a cell (an access point or base station
-with a backhaul link to the server). Every link is full-duplex with an up and a down capacity, a
-latency and a loss rate. A transfer crosses its client's access link and, behind a cell, the
-backhaul; the transfers active on a link direction share it max-min fairly: the fluid model of
+Each client has its own access link, to the server or to a node: a cell (an access point or base
+station with a backhaul link to the server), or a node of a topology (``simulator.topology``),
+whose path to the cloud crosses its links. Every link is full-duplex with an up and a down
+capacity, a latency and a loss rate. A transfer crosses its client's access link and the links of
+its node's path (its ``routes``); the transfers active on a link direction share it max-min fairly: the fluid model of
 processor sharing that APPFL's fair-share bandwidth pool and SimGrid's flow model use. A link with
 loss rate ``p`` delivers ``(1 - p)`` of its capacity (the rest is retransmissions).
 
 Rates are recomputed only where they can change: when a transfer starts or ends, for the flows
 connected to it through shared links (its component of the flow-link graph), by water-filling in
 O(F log F). A flow alone on its links (the default star) gets their capacity at once and finishes
-at ``start + latency + 8 bytes / rate`` with no event in between (``energy.transfer_s``). The
-tree is implicit (a path is one or two links), so a fleet of a million devices costs no graph.
+at ``start + latency + 8 bytes / rate`` with no event in between (``energy.transfer_s``). A path
+is the access link plus its node's precomputed route, so a fleet of a million devices costs no graph.
 """
 from __future__ import annotations
 

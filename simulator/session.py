@@ -116,8 +116,9 @@ class Sessions:
     # -- one client on the event path ------------------------------------------------------
     def client_process(self, c: ClientRound, quota: Quota, edge=None):
         """Download, compute, upload, then report to ``quota``; behind an ``edge`` server (an
-        ``EdgeServer``) the transfers cross the access link and the links up to the edge's node only, and the download waits (device
-        idle, counted in ``download_s``) until the edge holds it (a later edge round's: it does already)."""
+        ``EdgeServer``) the transfers cross the access link and the links up to the edge's node only,
+        and the download waits (device idle, counted in ``download_s``) until the edge holds it (a
+        later edge round's: it does already)."""
         env, cid = self.env, c.client.id
         hops = self.net.path(cid, edge.node if edge is not None else None)
         c.phase_start = env.now

@@ -278,8 +278,7 @@ class EdgeTier:
             self._stop_downloads(edge)
         with host_time(rnd):
             below = [child.message for child in edge.children]
-            edge.message = (self.algo.partial(rnd.kept(edge.clients) + [m for m in below if m is not None],
-                                              rnd.number, edge.index) if held is None
+            edge.message = (self._forward(edge, rnd.kept(edge.clients), below, None, rnd.number) if held is None
                             else self._with_below(edge, edge.message, below, rnd.number))
         if edge.message is not None:
             edge.bytes_up = edge.message.nbytes

@@ -253,7 +253,8 @@ class AggregationSpec(Strict):
     kind: Literal["flat", "hierarchical"] = Field(
         "flat", description="flat: clients talk to the server; hierarchical: each cell's edge server "
         "aggregates its own clients and forwards one message over the backhaul, under the server's one "
-        "deadline and over-selection quota across cells (needs every fleet group in a fleet.network.cells cell)")
+        "deadline and over-selection quota across cells (needs every fleet group in a fleet.network.cells cell; with "
+        "fleet.network.topology, the nodes of the kinds in `at` aggregate)")
     edge_rounds: int = Field(1, ge=1, description="hierarchical only: HierFAVG's edge rounds per cloud round - "
                              "each cell's clients sync with their edge server this many times before it forwards "
                              "its model (1: one aggregation per round; > 1: fedavg and fedzo; with a topology: "

@@ -116,8 +116,8 @@ class TreeFake(EdgeFake):
 def tree_engine(algo, devices, nodes, at=("edge", "region"), **rounds):
     top = graph(TREE, KINDS)
     clients = [Client(i, d.name, d, LINK, cell=n) for i, (d, n) in enumerate(zip(devices, nodes))]
-    cfg = EngineConfig(max_rounds=1, clients_per_round=len(devices), hierarchical=True, topology=top,
-                       aggregate_at=at, **rounds)
+    cfg = EngineConfig(**{"max_rounds": 1, "clients_per_round": len(devices), "hierarchical": True, "topology": top,
+                          "aggregate_at": at, **rounds})
     engine = Engine(algo, clients, cfg)
     engine.schedule = NO_EVALUATION
     return engine
@@ -178,6 +178,16 @@ def test_edge_rounds_apply_at_the_lowest_tier_and_the_region_forwards_their_mode
     # e1 and e2 each played two edge rounds on their own model; r forwarded one message holding both
     assert algo.adopted == [[([(1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)], [0, 1, 2])]]
     assert record.backhaul_bytes_up == 3 * algo.part and record.aggregated == 6
+
+
+def test_overselection_keeps_the_first_arrivals_across_the_tree():
+    """Two of four wanted: both fast clients sit under e1, so the one quota closes e2 too, which
+    sends nothing; the region forwards e1's partial alone."""
+    algo = TreeFake(flops=8e9, down=1000, up=1000, partial=1000)
+    (record, rows), = play(tree_engine(algo, [device(g) for g in (4, 8, 1, 2)], ["a1", "a1", "a2", "a2"],
+                                       clients_per_round=2, selection="overselect", overselect=2.0))
+    assert {r.client: r.status for r in rows} == {0: "ok", 1: "ok", 2: "late", 3: "late"}
+    assert algo.aggregated == [[0, 1]] and record.backhaul_bytes_up == 2 * 1000  # e1's and r's
 
 
 @pytest.mark.parametrize("method", list(METHODS))
@@ -300,9 +310,11 @@ def test_a_bad_graph_is_one_line_exit_2(tmp_path, tiny_dict, case):
         assert needle in lines[0], lines[0]
 
 
-def test_a_flat_run_on_a_topology_writes_bytes_per_tier_and_links(tmp_path, tiny_dict):
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_flat_run_on_a_topology_writes_bytes_per_tier_and_links(tmp_path, tiny_dict, mode):
     raw = with_graph(tiny_dict)
-    raw["rounds"].update(max=1, clients_per_round=4)
+    raw["rounds"].update(max=1, clients_per_round=4, **({"mode": "async", "concurrency": 4, "buffer": 2}
+                                                        if mode == "async" else {}))
     result = CliRunner().invoke(app, ["run", str(write_scenario(tmp_path, raw)), "--out", str(tmp_path / "o"),
                                       "--quiet"])
     assert result.exit_code == 0, result.output

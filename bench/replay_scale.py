@@ -13,6 +13,11 @@ clients.csv and summary.json equal an uninterrupted run's (host seconds excepted
     OMP_NUM_THREADS=1 python bench/replay_scale.py 1000000:1000:100   # devices:per round:rounds
     OMP_NUM_THREADS=1 python bench/replay_scale.py --profile 1000000:1000:100
     OMP_NUM_THREADS=1 python bench/replay_scale.py --resume 1000000:1000:100
+    OMP_NUM_THREADS=1 python bench/replay_scale.py --topology --label three-tier 1000000:1000:100
+
+``--topology`` attaches the fleet's groups to the access points and cells of
+scenarios/fleets/three-tier.yaml's graph (flat rounds: a replay cannot drive hierarchical
+aggregation), so every transfer crosses and shares its path's links; without it, the star.
 """
 from __future__ import annotations
 
@@ -41,6 +46,7 @@ TRACE_ROUNDS = 100
 POINTS = ["1000:100:100", "1000:1000:100", "10000:100:100", "10000:1000:100", "100000:100:100", "100000:1000:100",
           "1000000:100:100", "1000000:1000:100", "1000000:10000:100"]
 KILL_AFTER = 0.6  # --resume: the share of the rounds after which the replay is killed
+THREE_TIER = ROOT / "scenarios/fleets/three-tier.yaml"
 MIX = [("pixel-7a", 0.4, "lte"), ("rpi5", 0.3, "wifi"), ("galaxy-s24", 0.2, "5g"), ("jetson-orin-nano", 0.1, "ethernet")]
 
 
@@ -77,29 +83,36 @@ def parse_point(text: str) -> tuple[int, int, int]:
     return devices, per_round, rounds
 
 
-def replay_scenario(devices: int, per_round: int, rounds: int):
+def replay_scenario(devices: int, per_round: int, rounds: int, topology: bool = False):
     from edgefed.replay import TRACE
-    from edgefed.scenario import Scenario
+    from edgefed.scenario import Scenario, load_yaml
     data = base_scenario()
-    data["name"] = f"replay-{devices}-{per_round}"
+    data["name"] = f"replay-{devices}-{per_round}" + ("-three-tier" if topology else "")
     data["replay"] = {"trace": str(RUNS / "real" / TRACE)}
     data["fleet"]["groups"] = [{"device": d, "count": int(devices * share), "link": link} for d, share, link in MIX]
+    if topology:
+        graph = load_yaml(THREE_TIER.read_text())["fleet"]["network"]["topology"]
+        leaves = [name for name, node in graph["nodes"].items() if node["kind"] in ("ap", "cell")]
+        data["fleet"]["network"] = {"topology": graph}
+        for i, group in enumerate(data["fleet"]["groups"]):
+            group["attach"] = leaves[i % len(leaves)]
     data["rounds"].update(clients_per_round=per_round, max=rounds)
     return Scenario.model_validate(data)
 
 
-def replay_one(devices: int, per_round: int, rounds: int) -> dict:
+def replay_one(devices: int, per_round: int, rounds: int, topology: bool = False) -> dict:
     """In this process: replay one point; wall time and memory."""
     from edgefed.runner import run_scenario
-    scenario = replay_scenario(devices, per_round, rounds)
-    run_dir = RUNS / f"replay-{devices}-{per_round}"
+    scenario = replay_scenario(devices, per_round, rounds, topology)
+    run_dir = RUNS / scenario.name
     base_rss = proc_status("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
     start, cpu_start, load_start = time.perf_counter(), time.process_time(), os.getloadavg()[0]
     summary = run_scenario(scenario, ROOT, run_dir)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     peak_rss = proc_status("VmHWM")
-    return {"devices": devices, "selected_per_round": per_round, "rounds": rounds, "wall_s": wall, "cpu_s": cpu,
+    return {"devices": devices, "selected_per_round": per_round, "rounds": rounds,
+            "network": "three-tier" if topology else "star", "wall_s": wall, "cpu_s": cpu,
             "load_average_1min": [load_start, os.getloadavg()[0]],
             "peak_rss_bytes": peak_rss, "rss_growth_bytes": peak_rss - base_rss,
             "bytes_per_device": (peak_rss - base_rss) / devices,
@@ -172,11 +185,12 @@ def main() -> None:
     parser.add_argument("--label", default="after", help="key of this table in the results file")
     parser.add_argument("--profile", metavar="POINT", help="profile one point; print the top entries")
     parser.add_argument("--resume", metavar="POINT", help="kill a replay mid-run, resume it, compare")
+    parser.add_argument("--topology", action="store_true", help="on three-tier.yaml's graph (flat rounds)")
     parser.add_argument("--one", metavar="POINT", help=argparse.SUPPRESS)  # a point in this process
     parser.add_argument("--until-killed", metavar="POINT", help=argparse.SUPPRESS)  # --resume's child
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(replay_one(*parse_point(args.one))))
+        print(json.dumps(replay_one(*parse_point(args.one), args.topology)))
         return
     if args.until_killed:
         replay_until_killed(*parse_point(args.until_killed))
@@ -198,7 +212,8 @@ def main() -> None:
         return
     rows = []
     for point in args.points:
-        done = subprocess.run([sys.executable, __file__, "--one", point], capture_output=True, text=True, check=True)
+        done = subprocess.run([sys.executable, __file__, "--one", point, *(["--topology"] if args.topology else [])],
+                              capture_output=True, text=True, check=True)
         row = json.loads(done.stdout.strip().splitlines()[-1])
         rows.append(row)
         print(f"{row['devices']:>9,} devices, {row['selected_per_round']:>6,}/round x {row['rounds']:>3} rounds: "

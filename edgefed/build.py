@@ -23,6 +23,7 @@ from edgefed.simulator.engine import Engine
 from edgefed.simulator.fleet import Fleet, Group
 from edgefed.simulator.inputs import EngineConfig
 from edgefed.simulator.network import link_factors, read_link_trace
+from edgefed.simulator.topology import Topology
 from edgefed.replay import ReplayAlgorithm, load_trace
 from edgefed.scenario import FleetSpec, RoundsSpec, Scenario, ScenarioError, resolve_path
 from edgefed.streams import Stream, rng
@@ -73,7 +74,10 @@ def engine_config(rounds: RoundsSpec, fleet: FleetSpec | None = None, seed: int 
         server_lr=rounds.server_lr, max_staleness=rounds.max_staleness,
         staleness_exponent=0.0 if staleness.kind == "constant" else staleness.exponent,
         **({} if fleet is None else dict(
-            cells=fleet.network.cells, stragglers=fleet.stragglers, charge_wait=fleet.energy_attribution == "round",
+            cells=fleet.network.cells,
+            topology=None if fleet.network.topology is None else Topology(fleet.network.topology),
+            aggregate_at=tuple(rounds.aggregation.at or ("cell",)), stragglers=fleet.stragglers,
+            charge_wait=fleet.energy_attribution == "round",
             battery_fraction=fleet.battery_fraction)))
 
 
@@ -103,12 +107,12 @@ def build_fleet(scenario: Scenario, base: Path = Path(".")) -> Fleet:
         link = links[scenario.fleet.link_name(g)]
         if i in drawn:
             members.append(len(groups) + drawn[i].which)
-            groups += [Group(p.name, p, link, g.cell) for p in drawn[i].profiles]
+            groups += [Group(p.name, p, link, scenario.fleet.attach_node(g)) for p in drawn[i].profiles]
             ups.append(drawn[i].up_mbps)
             downs.append(drawn[i].down_mbps)
         else:
             members.append(np.full(g.count, len(groups), dtype=np.int32))
-            groups.append(Group(g.device, devices[g.device], link, g.cell))
+            groups.append(Group(g.device, devices[g.device], link, scenario.fleet.attach_node(g)))
             ups.append(np.full(g.count, link.up_mbps))
             downs.append(np.full(g.count, link.down_mbps))
     group = np.concatenate(members).astype(np.int32)

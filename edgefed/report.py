@@ -3,8 +3,9 @@
 What only a discrete-event simulation can show is in clients.csv: who was downloading, computing,
 uploading or waiting in each round, who was late, dropped or rejected, and where the energy went.
 The page draws it as a per-client timeline beside the summary cards, the accuracy curves (runs
-that differ only by seed as a band), energy by device class and phase, bytes per round, the
-resolved scenario and the provenance; for a sweep also its grid and the time-vs-energy-to-target
+that differ only by seed as a band), energy by device class and phase, bytes per round, for a run on
+a topology its graph and the bytes per link per round (links.csv), the resolved scenario and the
+provenance; for a sweep also its grid and the time-vs-energy-to-target
 Pareto plot.
 
 Plotly, because its Python package ships plotly.js, which the page inlines once (about 4.8 MB):
@@ -24,6 +25,7 @@ from string import Template
 
 import numpy as np
 import plotly.graph_objects as go
+import yaml
 import plotly.io as pio
 from plotly.colors import qualitative
 from plotly.offline import get_plotlyjs
@@ -31,6 +33,7 @@ from plotly.offline import get_plotlyjs
 import edgefed.docgen as docgen
 import edgefed.plots as plots
 from edgefed.results import RunDirError, atomic_write, read_columns, read_json, read_table, read_text
+from edgefed.simulator.topology import CLOUD, TIERS, Topology, TopologySpec
 
 MAX_BARS = 20_000  # timeline bars on one page, shared by its runs
 TICKS = 60  # clients (or classes) the timeline names on its axis; more: hover tells
@@ -74,6 +77,7 @@ class Run:
     clients: dict[str, np.ndarray | Text]
     scenario: str
     provenance: dict | None
+    links: list[dict] | None = None  # links.csv's rows (a run with a topology)
 
 
 def columns(path: Path, numeric: tuple[str, ...], text: tuple[str, ...] = ()) -> dict[str, np.ndarray | Text]:
@@ -99,7 +103,8 @@ def read_run(run_dir: Path, label: str) -> Run:
     clients = columns(run_dir / "clients.csv", CLIENT_COLUMNS, ("device", "status", "note"))
     scenario = read_text(run_dir / "scenario.yaml") if (run_dir / "scenario.yaml").exists() else ""
     provenance = read_json(run_dir / "provenance.json") if (run_dir / "provenance.json").exists() else None
-    return Run(run_dir, label, summary, rounds, clients, scenario, provenance)
+    links = read_table(run_dir / "links.csv") if (run_dir / "links.csv").exists() else None
+    return Run(run_dir, label, summary, rounds, clients, scenario, provenance, links)
 
 
 def gather(paths: list[Path]) -> tuple[list[Run], dict[str, list[Path]], dict[Path, list[dict]]]:
@@ -319,6 +324,60 @@ def bytes_figure(run: Run) -> go.Figure:
     return fig
 
 
+def topology_figures(run: Run) -> dict[str, go.Figure]:
+    """A run on a topology (links.csv written): its graph - nodes by tier, the cloud on top, each
+    link as wide as its capacity, each node's marker as large as the devices attached to it - and
+    the bytes each link carried per round. Empty for a run without one."""
+    fleet = (yaml.safe_load(run.scenario) or {}).get("fleet", {}) if run.links is not None else {}
+    spec = fleet.get("network", {}).get("topology")
+    if spec is None:
+        return {}
+    top = Topology(TopologySpec.model_validate(spec))
+    attached = {name: 0 for name in spec["nodes"]}
+    for group in fleet.get("groups", []):
+        if group.get("attach") in attached:
+            attached[group["attach"]] += group.get("count", 1)
+    level = {kind: i for i, kind in enumerate((*TIERS, CLOUD))}
+    order = sorted(spec["nodes"], key=lambda n: top.paths[n][::-1])  # each node under its parent, by name
+    children: dict[str, list[str]] = {name: [] for name in order}
+    for name in order:
+        if len(top.paths[name]) > 1:
+            children[top.paths[name][1]].append(name)
+    leaves = [name for name in order if not children[name]]
+    x = {name: (i + 0.5) / len(leaves) for i, name in enumerate(leaves)}
+    for name in sorted(order, key=lambda n: -len(top.paths[n])):  # a parent over the middle of its children
+        if children[name]:
+            x[name] = sum(x[c] for c in children[name]) / len(children[name])
+    xy = {name: (x[name], level[top.kind(name)]) for name in order}
+    carried: dict[str, int] = {}
+    for row in run.links:
+        carried[row["link"]] = carried.get(row["link"], 0) + int(row["bytes_up"]) + int(row["bytes_down"])
+    widest = max(link.up_mbps + link.down_mbps for link in top.spec.links)
+    fig = figure("network topology (width: capacity; marker: devices attached)", "", "tier", height=380,
+                 showlegend=False, xaxis={"visible": False},
+                 yaxis={"title": {"text": "tier"}, "tickvals": list(level.values()), "ticktext": list(level),
+                        "zeroline": False})
+    for name, link in zip(top.link_names, top.spec.links):
+        (xa, ya), (xb, yb) = xy[link.a], xy[link.b]
+        fig.add_trace(go.Scatter(x=[xa, xb], y=[ya, yb], mode="lines", hoverinfo="text",
+                                 line={"width": 1 + 9 * (link.up_mbps + link.down_mbps) / widest, "color": "#9ecae9"},
+                                 text=f"{name}: up {link.up_mbps:g} / down {link.down_mbps:g} Mbps, "
+                                      f"{link.latency_s * 1e3:g} ms; carried {carried.get(name, 0):,} bytes"))
+    names = list(xy)
+    fig.add_trace(go.Scatter(
+        x=[xy[n][0] for n in names], y=[xy[n][1] for n in names], mode="markers+text", text=names,
+        textposition="top center", customdata=[[top.kind(n), attached[n]] for n in names],
+        marker={"size": [10 + 30 * (attached[n] / max(attached.values())) ** 0.5 if attached[n] else 10 for n in names],
+                "color": [level[top.kind(n)] for n in names], "colorscale": "Viridis"},
+        hovertemplate="%{text} (%{customdata[0]}): %{customdata[1]} devices attached<extra></extra>"))
+    per_link = figure("bytes per link per round (up + down)", "round", "bytes")
+    for name in top.link_names:
+        rows = [row for row in run.links if row["link"] == name]
+        per_link.add_trace(go.Scatter(x=f4([int(r["round"]) for r in rows]), mode="lines+markers", name=name,
+                                      y=f4([int(r["bytes_up"]) + int(r["bytes_down"]) for r in rows])))
+    return {"topology": fig, "links": per_link}
+
+
 def pareto_figure(groups: dict[str, list[Path]]) -> tuple[go.Figure, list[str]]:
     """Mean time vs fleet energy to the target, a point per group, the Pareto front starred and
     joined; and the groups that never reached it."""
@@ -387,9 +446,12 @@ def run_section(i: int, run: Run, budget: int, with_cards: bool) -> tuple[str, d
     charts when opened."""
     fig, note = timeline(run, budget)
     charts = {f"run{i}-timeline": fig, f"run{i}-energy": energy_figure(run), f"run{i}-bytes": bytes_figure(run)}
+    network = {f"run{i}-{name}": fig for name, fig in topology_figures(run).items()}
+    charts.update(network)
     provenance = "(not recorded)" if run.provenance is None else json.dumps(run.provenance, indent=2, sort_keys=True)
     body = ((cards(run.summary) if with_cards else "") + chart(f"run{i}-timeline", note)
             + f'<div class="grid">{chart(f"run{i}-energy")}{chart(f"run{i}-bytes")}</div>'
+            + (f'<div class="grid">{"".join(chart(key) for key in network)}</div>' if network else "")
             + text_block("resolved scenario (scenario.yaml)", run.scenario or "(not recorded)")
             + text_block("provenance (provenance.json)", provenance))
     label = "" if run.label == run.dir.name else html.escape(run.label)

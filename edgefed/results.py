@@ -35,7 +35,9 @@ ASYNC_ROUND_COLUMNS = ["staleness_mean", "staleness_max", "energy_in_flight_j"] 
 TUNING_COLUMNS = ["tuning_accuracy"]  # written under task.evaluate_on both only
 ASYNC_CLIENT_COLUMNS = ["start_version", "end_version", "start_s"]
 EDGE_ROUND_COLUMNS = ["edge_round"]  # written under K > 1 edge rounds per cloud round only
-ROUND_COLUMNS = [f.name for f in fields(RoundRecord) if f.name not in EDGE_COLUMNS + ASYNC_ROUND_COLUMNS + TUNING_COLUMNS]
+LINK_COLUMNS = ["round", "link", "tier", "bytes_up", "bytes_down"]  # links.csv, with a topology only
+ROUND_COLUMNS = [f.name for f in fields(RoundRecord)
+                 if f.name not in EDGE_COLUMNS + ASYNC_ROUND_COLUMNS + TUNING_COLUMNS + ["links"]]
 CLIENT_COLUMNS = [f.name for f in fields(ClientRecord)
                   if f.name not in ["finished_at", *EDGE_ROUND_COLUMNS, *ASYNC_CLIENT_COLUMNS]]
 
@@ -181,9 +183,11 @@ class RunWriter(RoundObserver):
     """Appends each round's rows to rounds.csv and clients.csv and keeps what the summary needs."""
 
     def __init__(self, run_dir: Path, edge_tier: bool = False, asynchronous: bool = False, edge_rounds: int = 1,
-                 tuning: bool = False):
+                 tuning: bool = False, topology=None):
         self.dir = run_dir
-        self.columns = (ROUND_COLUMNS + (EDGE_COLUMNS if edge_tier else [])
+        self.topology = topology  # simulator.topology.Topology: bytes per tier and links.csv
+        self.tier_columns = topology.tier_columns() if topology is not None else []
+        self.columns = (ROUND_COLUMNS + (EDGE_COLUMNS if edge_tier else []) + self.tier_columns
                         + (ASYNC_ROUND_COLUMNS if asynchronous else []) + (TUNING_COLUMNS if tuning else []))
         self.client_columns = (CLIENT_COLUMNS + (EDGE_ROUND_COLUMNS if edge_rounds > 1 else [])
                                + (ASYNC_CLIENT_COLUMNS if asynchronous else []))
@@ -199,7 +203,15 @@ class RunWriter(RoundObserver):
         atomic_write(self.dir / "scenario.yaml", text)
 
     def round_done(self, engine: Engine, round: Round) -> None:
-        self.rounds.append(asdict(round.record))
+        row = asdict(round.record)
+        links = row.pop("links") or {}
+        if self.topology is not None:  # round 0 and a round with no transfer carried nothing
+            row.update(self.topology.tier_bytes(links))
+            names = self.topology.link_names
+            _append(self.dir / "links.csv", LINK_COLUMNS,
+                    [[row["round"], names[i], self.topology.tier_of_link(i), *links.get(i, (0, 0))]
+                     for i in range(len(names))])
+        self.rounds.append(row)
         values = list(map(self.client_fields, round.rows))
         self._count(values)
         _append(self.dir / "rounds.csv", self.columns, [[_fmt(self.rounds[-1][c]) for c in self.columns]])
@@ -224,6 +236,8 @@ class RunWriter(RoundObserver):
         """Cut both CSVs back to rounds ``<= last_round`` (what the checkpoint holds) and rebuild
         the summary's figures from them."""
         self.rounds = _truncate(self.dir / "rounds.csv", last_round)
+        if self.topology is not None:
+            _truncate(self.dir / "links.csv", last_round)
         self._count([tuple(row[c] for c in CLIENT_COLUMNS) for row in _truncate(self.dir / "clients.csv", last_round)])
 
     def summary(self, target: float | None, window: int, excluded: list[dict], host_seconds: float,
@@ -233,6 +247,7 @@ class RunWriter(RoundObserver):
                   "client_rounds": self.by_status}
         if EDGE_COLUMNS[0] in self.columns:  # hierarchical aggregation: the backhaul's bytes
             totals.update({c: sum(int(r[c]) for r in self.rounds) for c in EDGE_COLUMNS})
+        totals.update({c: sum(int(r[c]) for r in self.rounds) for c in self.tier_columns})
         return summarize(self.rounds, totals, target, window, excluded, host_seconds, status)
 
     def write_summary(self, summary: dict) -> None:

@@ -91,7 +91,7 @@ def run_scenario(scenario: Scenario, base: Path, run_dir: Path, progress: RoundO
     writer = RunWriter(run_dir, edge_tier=scenario.rounds.aggregation.kind == "hierarchical",
                        asynchronous=scenario.rounds.mode == "async",
                        edge_rounds=scenario.rounds.aggregation.edge_rounds,
-                       tuning=scenario.task.evaluate_on == "both")
+                       tuning=scenario.task.evaluate_on == "both", topology=engine.cfg.topology)
     ran_on = None if run.replay else device_name(next(engine.algo.model.parameters()).device)
     writer.write_scenario(pinned_paths(resolved, base), {**versions(), **({"device": ran_on} if ran_on else {})})
     write_run_provenance(run_dir, scenario, base, None if run.replay else engine.algo.model.backbone, ran_on, record)

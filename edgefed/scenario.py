@@ -22,6 +22,7 @@ from edgefed.devices import population as populations
 from edgefed.devices.availability import AvailabilitySpec, StragglerSpec
 from edgefed.devices.profile import DeviceProfile, LinkProfile, default_catalog
 from edgefed.simulator.network import NetworkSpec
+from edgefed.simulator.topology import Topology
 
 
 class ScenarioError(ValueError):
@@ -122,6 +123,8 @@ class FleetGroup(Strict):
     count: PositiveInt = 1
     link: Name | None = Field(None, description="link name; default: the device's default link")
     cell: Name | None = Field(None, description="fleet.network.cells name whose backhaul it shares")
+    attach: Name | None = Field(None, description="with fleet.network.topology: the node its devices attach to "
+                                "(their access link is their own; the node's path to the cloud is shared)")
     home_link: Name = Field("wifi", description="availability charging_wifi: the link a phone on a cellular "
                            "link uses while it is eligible (charging at home on WiFi)")
 
@@ -130,7 +133,7 @@ class FleetGroup(Strict):
         """A group's dump names only what it set of device / population / like, so a named-device
         group dumps as it did before populations (run directories and checkpoints compare dumps)."""
         data = handler(self)
-        for key in ("device", "population", "like"):
+        for key in ("device", "population", "like", "attach"):
             if data.get(key, "") is None:
                 del data[key]
         return data
@@ -197,10 +200,27 @@ class FleetSpec(Strict):
             if group.home_link not in links:
                 raise ValueError(f"groups.{i}.home_link: unknown link {group.home_link!r} "
                                  f"(known: {', '.join(sorted(links))})")
+            topology = self.network.topology
+            if group.attach is not None and (topology is None or group.attach not in topology.nodes):
+                known = ", ".join(sorted(topology.nodes)) if topology else "none: no fleet.network.topology"
+                raise ValueError(f"groups.{i}.attach: unknown node {group.attach!r} (known: {known})")
+            if group.cell is not None and topology is not None:
+                raise ValueError(f"groups.{i}.cell: with fleet.network.topology a group attaches to a node (attach:)")
             if group.cell is not None and group.cell not in self.network.cells:
                 raise ValueError(f"groups.{i}.cell: unknown cell {group.cell!r} (known: "
                                  f"{', '.join(sorted(self.network.cells)) or 'none in network.cells'})")
         return self
+
+    @model_validator(mode="after")
+    def _cells_or_topology(self) -> "FleetSpec":
+        if self.network.cells and self.network.topology is not None:
+            raise ValueError("network.cells: give cells or a topology, not both (a cell is a topology node of kind "
+                             "cell)")
+        return self
+
+    def attach_node(self, group: FleetGroup) -> str | None:
+        """The node (cell or topology node) a group's devices attach to; None: straight to the server."""
+        return group.attach if group.attach is not None else group.cell
 
     def link_name(self, group: FleetGroup) -> str:
         """The link a group's devices transfer on: its own (or the device's default), except that
@@ -233,10 +253,15 @@ class AggregationSpec(Strict):
     kind: Literal["flat", "hierarchical"] = Field(
         "flat", description="flat: clients talk to the server; hierarchical: each cell's edge server "
         "aggregates its own clients and forwards one message over the backhaul, under the server's one "
-        "deadline and over-selection quota across cells (needs every fleet group in a fleet.network.cells cell)")
+        "deadline and over-selection quota across cells (needs every fleet group in a fleet.network.cells cell; with "
+        "fleet.network.topology, the nodes of the kinds in `at` aggregate)")
     edge_rounds: int = Field(1, ge=1, description="hierarchical only: HierFAVG's edge rounds per cloud round - "
                              "each cell's clients sync with their edge server this many times before it forwards "
-                             "its model (1: one aggregation per round; > 1: fedavg and fedzo)")
+                             "its model (1: one aggregation per round; > 1: fedavg and fedzo; with a topology: "
+                             "the lowest tier's)")
+    at: list[Literal["ap", "cell", "edge", "region"]] | None = Field(
+        None, min_length=1, description="hierarchical with fleet.network.topology (needed there): the kinds of node "
+        "that aggregate the clients below them and forward one message up, e.g. [edge] or [edge, region]")
 
     @model_serializer(mode="wrap")
     def _leave_out_one_edge_round(self, handler):
@@ -245,6 +270,8 @@ class AggregationSpec(Strict):
         data = handler(self)
         if data.get("edge_rounds") == 1:
             del data["edge_rounds"]
+        if data.get("at", "") is None:
+            del data["at"]
         return data
 
 
@@ -419,14 +446,8 @@ class Scenario(Strict):
         if edge_rounds > 1 and self.rounds.aggregation.kind != "hierarchical":
             raise ValueError(f"rounds.aggregation.edge_rounds: {edge_rounds} edge rounds need kind: hierarchical "
                              "(rounds.aggregation.kind; edge servers)")
+        self._tiers()
         if self.rounds.aggregation.kind == "hierarchical":
-            if not self.fleet.network.cells:
-                raise ValueError("rounds.aggregation.kind: hierarchical needs cells (edge servers) in "
-                                 "fleet.network.cells")
-            for i, group in enumerate(self.fleet.groups):
-                if group.cell is None:
-                    raise ValueError(f"fleet.groups.{i}.cell: hierarchical aggregation needs every group "
-                                     "in a cell (rounds.aggregation.kind)")
             if self.replay is not None:
                 raise ValueError("rounds.aggregation.kind: hierarchical cannot be replayed (an edge's message "
                                  "size depends on what its clients uploaded); run it for real")
@@ -439,6 +460,34 @@ class Scenario(Strict):
                 raise ValueError(f"rounds.selection: overselect is not defined with {edge_rounds} edge rounds "
                                  "(rounds.aggregation.edge_rounds: which edge round's arrivals would fill the quota?)")
         return self
+
+
+    def _tiers(self) -> None:
+        """Hierarchical aggregation needs an aggregator on every group's path: its cell, or with a
+        topology a node of a kind in ``rounds.aggregation.at``."""
+        aggregation, topology = self.rounds.aggregation, self.fleet.network.topology
+        if aggregation.at is not None and (aggregation.kind != "hierarchical" or topology is None):
+            raise ValueError("rounds.aggregation.at: tiers need kind: hierarchical and fleet.network.topology")
+        if aggregation.kind != "hierarchical":
+            return
+        if topology is None:
+            if not self.fleet.network.cells:
+                raise ValueError("rounds.aggregation.kind: hierarchical needs cells (edge servers) in "
+                                 "fleet.network.cells, or a fleet.network.topology")
+            for i, group in enumerate(self.fleet.groups):
+                if group.cell is None:
+                    raise ValueError(f"fleet.groups.{i}.cell: hierarchical aggregation needs every group "
+                                     "in a cell (rounds.aggregation.kind)")
+            return
+        if aggregation.at is None:
+            raise ValueError("rounds.aggregation.at: with a topology, name the kinds of node that aggregate "
+                             "(ap, cell, edge, region)")
+        paths = Topology(topology).paths
+        for i, group in enumerate(self.fleet.groups):
+            if group.attach is None or not any(topology.nodes[n].kind in aggregation.at for n in paths[group.attach]):
+                raise ValueError(f"fleet.groups.{i}.attach: no node of a kind in rounds.aggregation.at "
+                                 f"[{', '.join(aggregation.at)}] on its path to the cloud "
+                                 f"({' -> '.join(paths[group.attach]) if group.attach else 'not attached'})")
 
 
 SUBPATH = re.compile(r"^([A-Za-z_]\w*(?:\.\w+)+): (.*)$", re.S)

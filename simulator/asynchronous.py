@@ -62,6 +62,7 @@ from edgefed.simulator.inputs import EngineConfig, Learner
 from edgefed.simulator.records import ClientRecord, RoundObserver, RoundRecord
 from edgefed.simulator.schedule import EveryRounds, Schedule
 from edgefed.simulator.session import ClientRound, Job, Round, Sessions
+from edgefed.simulator.topology import round_links
 from edgefed.streams import Stream, rng
 
 # one row of the session log: device, start version, download and upload bytes, rejected (0/1),
@@ -251,6 +252,7 @@ class AsyncEngine:
             aggregated=len(folded), dropped=len(rows) - len(folded), bytes_up=sum(r.bytes_up for r in rows),
             bytes_down=sum(r.bytes_down for r in rows), energy_j=sum(r.energy_j for r in rows),
             client_flops=sum(r.flops for r in rows),
+            links=None if self.cfg.topology is None else round_links(self.cfg.topology, self.clients.attached, rows),
             staleness_mean=sum(folded) / len(folded) if folded else None, staleness_max=max(folded, default=None),
             energy_in_flight_j=sum((self.sessions.spent_j(s.c, s.proc.is_alive) for s in self.slots if s is not None),
                                    0.0))

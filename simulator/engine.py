@@ -33,6 +33,7 @@ from edgefed.simulator.inputs import EngineConfig, Learner
 from edgefed.simulator.records import RoundObserver, RoundRecord
 from edgefed.simulator.schedule import EveryRounds, Schedule
 from edgefed.simulator.session import Round, Sessions
+from edgefed.simulator.topology import round_links
 from edgefed.streams import Stream, rng
 
 
@@ -148,7 +149,9 @@ class Engine:
             round=rnd.number, sim_time_s=rnd.end, accuracy=None, loss=None, selected=len(rows),
             aggregated=rnd.aggregated, dropped=len(rows) - rnd.aggregated,
             bytes_up=sum(r.bytes_up for r in rows), bytes_down=sum(r.bytes_down for r in rows),
-            energy_j=sum(r.energy_j for r in rows), client_flops=sum(r.flops for r in rows), **backhaul)
+            energy_j=sum(r.energy_j for r in rows), client_flops=sum(r.flops for r in rows), **backhaul,
+            links=None if self.cfg.topology is None else round_links(self.cfg.topology, self.clients.attached, rows,
+                                                                      rnd.edges))
         with host_time(rnd):
             if self.schedule.evaluate(rnd.record):
                 evaluate_into(self.algo, rnd.record)

@@ -81,8 +81,12 @@ class Fleet:
         return link.model_copy(update={"up_mbps": up, "down_mbps": down})
 
     def access(self, cid: int) -> tuple[LinkProfile, str | None]:
-        """What the network needs of a device: its link and its cell."""
+        """What the network needs of a device: its link and the node it attaches to."""
         return self.link(cid), self.groups[self.group[cid]].cell
+
+    def attached(self, cid: int) -> str | None:
+        """The node (cell or topology node) a device attaches to (None: straight to the server)."""
+        return self.groups[self.group[cid]].cell
 
     def exclude(self, g: int, note: str) -> None:
         """Mark a group's devices as never taking part, and why."""

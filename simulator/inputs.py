@@ -12,7 +12,8 @@ from typing import Any, Protocol
 from edgefed.algorithms.message import Message
 from edgefed.algorithms.work import Work
 from edgefed.devices.availability import StragglerSpec
-from edgefed.simulator.network import CellSpec
+from edgefed.simulator.network import CellSpec, cell_routes
+from edgefed.simulator.topology import Topology
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class EngineConfig:
     hierarchical: bool = False  # each cell's edge server aggregates its clients
     edge_rounds: int = 1  # HierFAVG's edge rounds per cloud round (hierarchical only)
     cells: dict[str, CellSpec] = field(default_factory=dict)  # shared access points and their backhauls
+    topology: Topology | None = None  # instead of cells: the infrastructure graph (simulator.topology)
+    aggregate_at: tuple[str, ...] = ("cell",)  # hierarchical with a topology: the kinds of node that aggregate
     stragglers: StragglerSpec = field(default_factory=StragglerSpec)
     charge_wait: bool = False  # an arrival pays for its wait to the round's end (energy_attribution: round)
     battery_fraction: float | None = None  # the share of each battery a run may spend (None: no limit)
@@ -39,6 +42,10 @@ class EngineConfig:
     server_lr: float = 1.0  # asynchronous: the server's step
     staleness_exponent: float = 0.5  # asynchronous: an update s versions old weighs 1/(1+s)^a (0: constant)
     max_staleness: int | None = None  # asynchronous: older updates are discarded
+
+    def routes(self) -> dict[str, list[tuple]]:
+        """Each attach node's hops to the server, as the network takes them."""
+        return self.topology.routes if self.topology is not None else cell_routes(self.cells)
 
     def staleness_weight(self, staleness: int) -> float:
         """w(s): the weight of an update computed ``staleness`` versions ago."""

@@ -1,17 +1,18 @@
-"""The network: a two-level tree of links shared by processor sharing.
+"""The network: links shared by processor sharing along each client's path to the server.
 
-Each client has its own access link, to the server or to a cell (an access point or base station
-with a backhaul link to the server). Every link is full-duplex with an up and a down capacity, a
-latency and a loss rate. A transfer crosses its client's access link and, behind a cell, the
-backhaul; the transfers active on a link direction share it max-min fairly: the fluid model of
+Each client has its own access link, to the server or to a node: a cell (an access point or base
+station with a backhaul link to the server), or a node of a topology (``simulator.topology``),
+whose path to the cloud crosses its links. Every link is full-duplex with an up and a down
+capacity, a latency and a loss rate. A transfer crosses its client's access link and the links of
+its node's path (its ``routes``); the transfers active on a link direction share it max-min fairly: the fluid model of
 processor sharing that APPFL's fair-share bandwidth pool and SimGrid's flow model use. A link with
 loss rate ``p`` delivers ``(1 - p)`` of its capacity (the rest is retransmissions).
 
 Rates are recomputed only where they can change: when a transfer starts or ends, for the flows
 connected to it through shared links (its component of the flow-link graph), by water-filling in
 O(F log F). A flow alone on its links (the default star) gets their capacity at once and finishes
-at ``start + latency + 8 bytes / rate`` with no event in between (``energy.transfer_s``). The
-tree is implicit (a path is one or two links), so a fleet of a million devices costs no graph.
+at ``start + latency + 8 bytes / rate`` with no event in between (``energy.transfer_s``). A path
+is the access link plus its node's precomputed route, so a fleet of a million devices costs no graph.
 """
 from __future__ import annotations
 
@@ -23,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 import simpy
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, model_serializer
 
 from edgefed.simulator.energy import capacity
+from edgefed.simulator.topology import TopologySpec
 from edgefed.streams import Stream, rng
 
 DONE_BITS = 1e-6  # a flow with less left than this has finished (floating-point slack)
@@ -58,7 +60,22 @@ class NetworkSpec(BaseModel):
 
     cells: dict[str, CellSpec] = Field(default_factory=dict,
                                        description="name -> backhaul; fleet groups join one with `cell:`")
+    topology: TopologySpec | None = Field(None, description="instead of cells: the infrastructure as a graph "
+                                          "(docs/design.md, Topology); fleet groups join a node with `attach:`")
     variability: VariabilitySpec = VariabilitySpec()
+
+    @model_serializer(mode="wrap")
+    def _leave_out_no_topology(self, handler):
+        """No topology is left out of a dump, so run directories written before it compare equal."""
+        data = handler(self)
+        if data.get("topology", "") is None:
+            del data["topology"]
+        return data
+
+
+def cell_routes(cells: dict[str, CellSpec]) -> dict[str, list[tuple]]:
+    """Each cell's hops to the server: its backhaul (the one-tier case of a topology's routes)."""
+    return {name: [(("cell", name), cell)] for name, cell in cells.items()}
 
 
 def link_factors(num_clients: int, spec: VariabilitySpec, seed: int) -> np.ndarray:
@@ -117,25 +134,27 @@ class Network:
     """Active transfers, the links they occupy, and their max-min fair rates.
 
     ``access(client)`` gives a client's access link (anything with ``up_mbps``, ``down_mbps``,
-    ``latency_s`` and ``loss``) and its cell's name (None: straight to the server)."""
+    ``latency_s`` and ``loss``) and the node it attaches to (None: straight to the server);
+    ``routes`` each node's hops to the server (``cell_routes``, or a ``Topology``'s)."""
 
     env: simpy.Environment
     access: Callable[[int], tuple]
-    cells: dict[str, CellSpec] = field(default_factory=dict)
+    routes: dict[str, list[tuple]] = field(default_factory=dict)
     users: dict[tuple, dict[Transfer, None]] = field(default_factory=dict)  # resource -> its flows, in order
 
-    def path(self, client: int) -> list[tuple]:
-        """(resource key, link) from the client to the server."""
-        link, cell = self.access(client)
+    def path(self, client: int, upto: str | None = None) -> list[tuple]:
+        """(resource key, link) from the client to node ``upto`` on its path (None: the server)."""
+        link, node = self.access(client)
         hops = [(("client", client), link)]
-        if cell is not None:
-            hops.append((("cell", cell), self.cells[cell]))
+        if node is not None:
+            hops += self.route(node, upto)
         return hops
 
-    def backhaul(self, cell: str) -> list[tuple]:
-        """(resource key, link) of a cell's backhaul alone: what its edge server sends and receives
-        (hierarchical aggregation; its clients then use ``path(client)[:1]``, their access link)."""
-        return [(("cell", cell), self.cells[cell])]
+    def route(self, node: str, upto: str | None = None) -> list[tuple]:
+        """(resource key, link) from ``node`` to ``upto`` on its path (None: the server): what an
+        edge server sends and receives (hierarchical aggregation)."""
+        hops = self.routes[node]
+        return hops[:len(hops) - len(self.routes[upto])] if upto is not None else hops
 
     def start(self, client: int, nbytes: int, direction: str, promotion_s: float = 0.0) -> Transfer:
         """A transfer between ``client`` and the server, over its whole path."""

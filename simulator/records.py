@@ -62,6 +62,10 @@ class RoundRecord:
     # hierarchical aggregation only (None otherwise, and then not written): the edge tier's bytes
     backhaul_bytes_up: int | None = None  # the cells' partial aggregates, edge -> server
     backhaul_bytes_down: int | None = None  # the distinct downloads each edge received, server -> edge
+    # with a topology only (None otherwise): bytes each infrastructure link carried, link index ->
+    # [up, down] (simulator.topology.round_links); the run directory writes them as links.csv and
+    # their sums per tier in rounds.csv
+    links: dict[int, list[int]] | None = None
     # asynchronous rounds only (None otherwise, and then not written): how many versions old the
     # updates this version folded were computed (mean, max), and what the sessions still in flight
     # at its time had spent by then (Sessions.spent_j; their rows come with later versions)

@@ -59,7 +59,7 @@ class Sessions:
     def restart(self, start_s: float) -> None:
         """A fresh clock at ``start_s`` and the network on it (a checkpoint's resume)."""
         self.env = simpy.Environment(initial_time=start_s)
-        self.net = Network(self.env, self.fleet.access, self.cfg.cells)
+        self.net = Network(self.env, self.fleet.access, self.cfg.routes())
 
     def usable(self) -> np.ndarray:
         """Ids of the devices that may take part: eligible, with battery left if they have a share."""
@@ -116,10 +116,11 @@ class Sessions:
     # -- one client on the event path ------------------------------------------------------
     def client_process(self, c: ClientRound, quota: Quota, edge=None):
         """Download, compute, upload, then report to ``quota``; behind an ``edge`` server (an
-        ``EdgeServer``) the transfers cross the access link only, and the download waits (device
-        idle, counted in ``download_s``) until the edge holds it (a later edge round's: it does already)."""
+        ``EdgeServer``) the transfers cross the access link and the links up to the edge's node only,
+        and the download waits (device idle, counted in ``download_s``) until the edge holds it (a
+        later edge round's: it does already)."""
         env, cid = self.env, c.client.id
-        hops = self.net.path(cid)[:1] if edge is not None else self.net.path(cid)
+        hops = self.net.path(cid, edge.node if edge is not None else None)
         c.phase_start = env.now
         try:
             if edge is not None and cid in edge.ready:

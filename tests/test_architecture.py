@@ -92,7 +92,7 @@ def test_the_rooms_hold_what_they_say():
     assert {n for n in names if n.startswith("edgefed.simulator.")} == {
         f"edgefed.simulator.{m}" for m in
         ("asynchronous", "closing", "costs", "edge", "energy", "engine", "fleet", "host", "inputs", "network",
-         "radio", "records", "schedule", "session", "solo", "thermal")}
+         "radio", "records", "schedule", "session", "solo", "thermal", "topology")}
     assert {"edgefed.cli", "edgefed.api", "edgefed.scenario", "edgefed.build", "edgefed.runner",
             "edgefed.results"} <= names
 

@@ -157,6 +157,52 @@ def test_mutated_scenarios_run_or_fail_with_one_line(tmp_path_factory, files, da
     assert "Traceback" not in result.output
 
 
+# the same property on a scenario with a network topology aggregated at the edge sites: its nodes,
+# links and attach points are mutated like any field (a bad graph is one line naming the node or link)
+TOPOLOGY_BASE = copy.deepcopy(TINY)
+TOPOLOGY_BASE["rounds"].update(max=1, aggregation={"kind": "hierarchical", "at": ["edge"]})
+TOPOLOGY_BASE["fleet"]["network"] = {"topology": {
+    "nodes": {"a1": {"kind": "ap"}, "c1": {"kind": "cell"}, "e1": {"kind": "edge"}, "e2": {"kind": "edge"},
+              "r": {"kind": "region"}, "dc": {"kind": "cloud"}},
+    "links": [{"a": "a1", "b": "e1", "up_mbps": 100, "down_mbps": 100, "latency_s": 0.001},
+              {"a": "c1", "b": "e2", "up_mbps": 150, "down_mbps": 450, "latency_s": 0.002},
+              {"a": "e1", "b": "r", "up_mbps": 1000, "down_mbps": 1000, "latency_s": 0.003},
+              {"a": "e2", "b": "r", "up_mbps": 1000, "down_mbps": 1000, "latency_s": 0.003, "loss": 0.01},
+              {"a": "r", "b": "dc", "up_mbps": 1000, "down_mbps": 1000, "latency_s": 0.015}]}}
+for group, node in zip(TOPOLOGY_BASE["fleet"]["groups"], ["a1", "c1", "e1"]):
+    group["attach"] = node
+TOPOLOGY_PATHS = [p for p in paths(TOPOLOGY_BASE) if p[:2] in (("fleet", "network"), ("fleet", "groups"))
+                  or p[:2] == ("rounds", "aggregation")]
+NODE_NAMES = ["a1", "c1", "e1", "e2", "r", "dc", "mars", "cloud", "edge", "cell"]
+
+
+@settings(max_examples=int(EXPLORE or 12), derandomize=not EXPLORE, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(st.data())
+def test_mutated_topologies_run_or_fail_with_one_line(tmp_path_factory, data):
+    probes = st.sampled_from(PROBES + NODE_NAMES + [{"kind": "region"}, {"kind": "cloud"}, ["edge", "region"]])
+    ops = st.lists(st.one_of(st.tuples(st.just("set"), st.sampled_from(TOPOLOGY_PATHS), probes),
+                             st.tuples(st.just("del"), st.sampled_from(TOPOLOGY_PATHS), st.none())),
+                   min_size=1, max_size=3)
+    mutated = copy.deepcopy(TOPOLOGY_BASE)
+    for op, path, value in data.draw(ops):
+        try:
+            (set_path(mutated, path, copy.deepcopy(value)) if op == "set" else delete_path(mutated, path))
+        except (KeyError, IndexError, TypeError):
+            pass
+    folder = tmp_path_factory.mktemp("fuzz")
+    path = write_scenario(folder, mutated)
+    result = CliRunner().invoke(app, ["run", str(path), "--out", str(folder / "out"), "--quiet"])
+    assert result.exit_code in (0, 2), (mutated, result.output, repr(result.exception))
+    if result.exit_code == 0:
+        Scenario.model_validate(mutated)
+        return
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("edgefed: error: "), result.stderr
+    assert FIELD_LINE.match(lines[0].removeprefix("edgefed: error: ").removeprefix(f"{path}: ")), lines[0]
+
+
 COMPARISON = yaml.safe_load((REPO / "scenarios" / "compare" / "tiny.yaml").read_text())
 COMPARISON["base"] = str((REPO / "scenarios" / "quickstart.yaml").resolve())
 COMPARISON_PATHS = list(paths(COMPARISON))

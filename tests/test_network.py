@@ -8,7 +8,7 @@ import simpy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgefed.simulator.network import CellSpec, Network, water_filling
+from edgefed.simulator.network import CellSpec, Network, cell_routes, water_filling
 
 MBIT = 1e6 / 8  # bytes in one megabit
 
@@ -22,7 +22,7 @@ def _cell_network(n_clients: int, backhaul_mbps: float, access_mbps: float = 100
     env = simpy.Environment()
     cells = {"ap": CellSpec(up_mbps=backhaul_mbps, down_mbps=backhaul_mbps, latency_s=latency)}
     access = _link(access_mbps)
-    return env, Network(env, lambda cid: (access, "ap"), cells)
+    return env, Network(env, lambda cid: (access, "ap"), cell_routes(cells))
 
 
 def _finish_times(env, net, starts: dict[int, float], nbytes: float, direction="up"):
@@ -81,7 +81,7 @@ def test_up_and_down_do_not_share_and_loss_reduces_goodput():
     env.run()
     assert done == {"up": pytest.approx(1.0), "down": pytest.approx(1.0)}
     env, net = _cell_network(1, backhaul_mbps=10.0)
-    net.cells["ap"] = CellSpec(up_mbps=10.0, down_mbps=10.0, loss=0.2)
+    net.routes.update(cell_routes({"ap": CellSpec(up_mbps=10.0, down_mbps=10.0, loss=0.2)}))
     assert _finish_times(env, net, {0: 0.0}, 8 * MBIT)[0] == pytest.approx(1.0)  # 8 Mbit at 8 Mbps
 
 
@@ -207,7 +207,7 @@ def test_component_wise_rerating_finishes_every_transfer_when_global_rerating_do
     cells = {i: CellSpec(up_mbps=c, down_mbps=c) for i, c in enumerate(top["cells"])}
     clients = [(_link(access), (cell % len(cells)) if cells and cell >= 0 else None)
                for access, cell in top["clients"]]
-    net = Network(env, clients.__getitem__, cells)
+    net = Network(env, clients.__getitem__, cell_routes(cells))
     done = {}
 
     def go(cid):

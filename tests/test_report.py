@@ -256,3 +256,24 @@ def test_the_report_draws_in_chromium_without_a_request(run_dir, sweep_dir, tmp_
         page.screenshot(path=ARTIFACTS / "report-sweep.png", full_page=True)
         chromium.close()
         assert seen["errors"] == [] and seen["requests"] == [own]
+
+
+def test_a_run_on_a_topology_draws_its_graph_and_bytes_per_link(tmp_path):
+    """The tiny fleet on the metro graph of tests/test_topology.py, aggregated at the edge sites: the
+    page draws the topology (a line per link, a marker per node) and a line of bytes per link."""
+    from tests.test_topology import METRO, with_graph
+    data = with_graph(copy.deepcopy(TINY), at=["edge"])
+    data["rounds"].update(max=2, clients_per_round=4)
+    data["output"]["report"] = True
+    assert cli("run", write_scenario(tmp_path, data), "--out", tmp_path / "net", "--quiet").returncode == 0
+    sync_playwright = browser()
+    with sync_playwright() as pw:
+        chromium, page, seen, own = open_page(pw, tmp_path / "net" / "report.html")
+        page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length === 9")
+        assert count(page, "#run0-topology .scatterlayer .trace") == len(METRO) + 1
+        assert count(page, "#run0-topology .scatterlayer .trace:last-child path.point") == 6
+        assert count(page, "#run0-links .scatterlayer .trace") == len(METRO)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.locator("#run0-topology").screenshot(path=ARTIFACTS / "report-topology.png")
+        chromium.close()
+        assert seen["errors"] == [] and seen["requests"] == [own]

@@ -1,6 +1,7 @@
 """No torch where no model runs: the scenario, the simulator and the devices import without torch or
 transformers, and ``edgefed validate``, ``devices``, ``schema`` and a replay run work in an
-environment whose ``torch`` and ``transformers`` raise on import."""
+environment whose ``torch`` and ``transformers`` raise on import (and ``networkx``, which only a
+scenario with a network topology loads)."""
 import os
 import subprocess
 import sys
@@ -14,9 +15,10 @@ pytestmark = pytest.mark.xdist_group("torch_free")  # one module-scoped folder o
 
 @pytest.fixture(scope="module")
 def no_torch(tmp_path_factory):
-    """An environment whose path puts first a ``torch`` and a ``transformers`` that raise on import."""
+    """An environment whose path puts first a ``torch``, a ``transformers`` and a ``networkx`` that
+    raise on import."""
     poisoned = tmp_path_factory.mktemp("poisoned")
-    for name in ("torch", "transformers"):
+    for name in ("torch", "transformers", "networkx"):
         (poisoned / name).mkdir()
         (poisoned / name / "__init__.py").write_text(f"raise ImportError('{name} must not be imported here')\n")
     return {**os.environ, "PYTHONPATH": str(poisoned), "EDGEFED_FEATURE_STORE": "off"}
@@ -31,7 +33,7 @@ def test_the_scenario_simulator_and_devices_import_without_torch(no_torch):
     modules = [f"edgefed.{room}.{p.stem}" for room, folder in (("simulator", "simulator"), ("devices", "devices"))
                for p in sorted((REPO / folder).glob("*.py")) if p.stem != "__init__"]
     code = "import importlib, sys\nfor m in sys.argv[1:]: importlib.import_module(m)\n" \
-           "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+           "print(sorted(m for m in ('torch', 'transformers', 'networkx') if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code, "edgefed.scenario", *modules], env=no_torch,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

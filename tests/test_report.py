@@ -273,6 +273,7 @@ def test_a_run_on_a_topology_draws_its_graph_and_bytes_per_link(tmp_path):
         assert count(page, "#run0-topology .scatterlayer .trace") == len(METRO) + 1
         assert count(page, "#run0-topology .scatterlayer .trace:last-child path.point") == 6
         assert count(page, "#run0-links .scatterlayer .trace") == len(METRO)
+        assert page.evaluate(OVERLAPS) == []
         ARTIFACTS.mkdir(exist_ok=True)
         page.locator("#run0-topology").screenshot(path=ARTIFACTS / "report-topology.png")
         chromium.close()

@@ -196,7 +196,7 @@ class AsyncEngine:
         cid = c.client.id
         rec.end_version = self.round
         self.sessions.settle(Round(self.round, [cid], records={cid: rec}, end=self.env.now,
-                                   state=np.array([[c.tail_from, c.tail_until, c.heat_s, c.at]])))
+                                   state=np.array([[c.tail_from, c.tail_until, c.heat_s, c.at, c.contact]])))
         if rec.download_s > 0 and rec.bytes_down == c.job.download.nbytes:
             self.sessions.last_sync[cid] = s.start_version  # it pulled the model as of its start
         self.sessions.took_part[cid] = True

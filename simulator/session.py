@@ -51,9 +51,10 @@ class Sessions:
                    if config.battery_fraction is not None and g.device.battery_wh is not None else math.inf
                    for g in fleet.groups]
         self.charge_j = np.array(share_j, dtype=float)[fleet.group]
-        # its radio's last tail (from, until; NaN: never woke) and its heat (burst seconds spent, at)
-        self.radio_thermal = np.zeros((len(fleet), 4))
-        self.radio_thermal[:, :2] = np.nan
+        # its radio's last tail (from, until; NaN: never woke), its heat (burst seconds spent, at) and
+        # when its last transfer with the server ended (NaN: never), which its connection outlives by keepalive_s
+        self.radio_thermal = np.zeros((len(fleet), 5))
+        self.radio_thermal[:, [0, 1, 4]] = np.nan
         self.took_part = np.zeros(len(fleet), dtype=bool)  # whose rows above left their start values
 
     def restart(self, start_s: float) -> None:
@@ -148,7 +149,7 @@ class Sessions:
         c.rec.energy_radio_j -= float(refund)
         nbytes = c.job.download.nbytes if direction == "down" else c.job.upload.nbytes
         c.transfer = self.net.send(hops, nbytes, direction, link.promotion_s * c.promote,
-                                   link.handshake_rtts * c.promote)
+                                   int(radio.handshakes(link, c.contact, self.env.now)))
         power_w = c.client.device.power_idle_w + max(link.promotion_w, radio_w(link, direction))  # an upper bound
         yield from self._powered(c.transfer.done, c, power_w)
         self._end_transfer(c)
@@ -163,6 +164,7 @@ class Sessions:
             c.rec.upload_s, c.rec.bytes_up = now - c.phase_start, int(transfer.sent / 8)
         radio_j = self._phase_j(c)[1]
         c.tail_from, c.tail_until, tail_j = radio.tail(c.client.link, now)
+        c.contact = now
         c.rec.energy_radio_j += float(radio_j + tail_j)
 
     def _compute(self, c: ClientRound):
@@ -260,7 +262,7 @@ class Sessions:
         at = np.arange(len(cids)) if found is None else np.delete(np.arange(len(cids)), found[0])
         rows = [rnd.records[cids[i]] for i in at.tolist()]
         for c in rnd.clients.values() if every else [rnd.clients[cid] for cid in cids]:
-            rnd.state[c.index] = (c.tail_from, c.tail_until, c.heat_s, c.at)
+            rnd.state[c.index] = (c.tail_from, c.tail_until, c.heat_s, c.at, c.contact)
         state = rnd.state if every else rnd.state[[rnd.clients[cid].index for cid in cids]]
         down, up, finished, energy_radio, energy_compute, arrived, empty = settled(len(cids), found, at, rows)
         devices = self.group_table.devices(ids)
@@ -325,6 +327,7 @@ class ClientRound:
     tail_until: float
     heat_s: float  # burst seconds spent, as of ``at``
     at: float
+    contact: float  # when its last transfer with the server ended (NaN: never; radio.handshakes)
     phase: str = "download"
     phase_start: float = 0.0
     transfer: Transfer | None = None
@@ -347,7 +350,7 @@ class Round:
     jobs: dict[int, Job] = field(default_factory=dict)
     records: dict[int, ClientRecord] = field(default_factory=dict)
     clients: dict[int, ClientRound] = field(default_factory=dict)  # the event path's, in selection order
-    state: np.ndarray = field(default_factory=lambda: np.empty((0, 4)))  # the selected devices' radio_thermal rows
+    state: np.ndarray = field(default_factory=lambda: np.empty((0, 5)))  # the selected devices' radio_thermal rows
     clock: list[float] | None = None  # the steps to the last closed-form client's finish (None: none)
     solo: tuple | None = None  # the closed-form clients' places in selected, and their solo.Timelines
     end: float = 0.0  # when the server closed the round

@@ -304,7 +304,8 @@ class AsyncEngine:
                     for name, dtype, shape in w["arrays"]}
             uploads[w["index"]] = Message(w["kind"], w["round"], w["client"], data), w["rejected"]
         self.resuming = _Resume(state["round"], state["sim_time_s"], arrays["session_log"], uploads,
-                                {k: arrays[k] for k in ("devices", "last_sync", "charge_j", "radio_thermal")})
+                                {k: arrays[k] for k in ("devices", "last_sync", "charge_j", "radio_thermal",
+                                                          "busy_until")})
         self.round = state["round"]
 
     def _logged(self, index: int, cid: int) -> Job:

@@ -173,7 +173,8 @@ class Engine:
 
     # -- selection -----------------------------------------------------------------------------
     def _available_now(self, round: int):
-        """Generator: wait until some usable device is on; returns their ids (None: never again)."""
+        """Generator: wait until some usable device is on, or a busy one is freed; returns their ids
+        (None: never again)."""
         attempt, avail = 0, self.sessions.avail
         while True:
             usable = self.sessions.usable()
@@ -181,7 +182,7 @@ class Engine:
             if on.size:
                 return on
             upcoming = avail.next_on(usable, self.env.now)
-            upcoming = upcoming[~np.isnan(upcoming)]
+            upcoming = np.concatenate([upcoming[~np.isnan(upcoming)], self.sessions.freed()])
             if not upcoming.size:
                 return None
             wait_s = float(upcoming.min()) - self.env.now  # may round below 0 where on() said off: retry then

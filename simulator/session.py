@@ -70,7 +70,7 @@ class Sessions:
         return np.flatnonzero(self.fleet.eligible & (self.charge_j > 0) & (self.busy_until <= self.env.now))
 
     def freed(self) -> np.ndarray:
-        """When the devices that are usable but for a cut session they are still busy with end it."""
+        """When the devices busy with a cut session's refused contact, and otherwise usable, are free."""
         busy = self.fleet.eligible & (self.charge_j > 0) & (self.busy_until > self.env.now)
         return self.busy_until[busy]
 

@@ -89,9 +89,10 @@ class LinkProfile(BaseModel):
     Power while transferring is ``power_base_w + power_up_w_per_mbps * up_mbps`` (upload) or
     ``power_base_w + power_down_w_per_mbps * down_mbps`` (download), the rate clamped for power (not
     for time) to the range the slope was fitted over (``power_fit_up_mbps``/``power_fit_down_mbps``). The first transfer after idle
-    pays a promotion delay at ``promotion_w``, and, its connection gone with the idle radio, opens a
-    new one (``handshake_rtts`` round trips); after the last one the radio stays in a tail state
-    for ``tail_s`` seconds at ``tail_w``.
+    pays a promotion delay at ``promotion_w``; after the last one the radio stays in a tail state
+    for ``tail_s`` seconds at ``tail_w``. The connection to the server is apart from the radio: the
+    first contact, and any after more than ``keepalive_s`` without a transfer, opens a new one
+    (``handshake_rtts`` round trips; simulator/radio.py ``handshakes``).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -113,9 +114,14 @@ class LinkProfile(BaseModel):
     idle_w: NonNegativeFloat = 0.0
     loss: float = Field(0.0, ge=0.0, lt=1.0, description="packet loss rate: goodput is (1 - loss) x rate")
     handshake_rtts: NonNegativeInt = Field(2, description="round trips (the path's latency_s each) to open a "
-                                           "connection before the first byte: TCP + TLS 1.3 = 2; 0: kept alive. Paid "
-                                           "by each transfer that pays a radio promotion (the idle radio's connection "
-                                           "is gone); bytes_* stay the payload")
+                                           "connection before the first byte: TCP + TLS 1.3 = 2. Paid on first "
+                                           "contact and after more than keepalive_s idle, whatever the radio did; "
+                                           "bytes_* stay the payload")
+    keepalive_s: NonNegativeFloat = Field(7440.0, description="seconds a connection to the server outlives its "
+                                          "last transfer (NAT binding and keep-alive), whatever the radio does. "
+                                          "Default 7440: RFC 5382 (REQ-5) forbids a NAT to drop an established "
+                                          "idle TCP connection sooner than 2 h 4 min; the catalog's cellular links "
+                                          "give carrier NATs' shorter timeouts")
     power_fit_up_mbps: tuple[PositiveFloat, PositiveFloat] | None = Field(
         None, description="[low, high] uplink Mbps over which power_up_w_per_mbps was fitted: radio power is "
         "charged at the rate clamped to it (the transfer still runs at its own rate); None: no clamp")

@@ -69,7 +69,7 @@ def engine_config(rounds: RoundsSpec, fleet: FleetSpec | None = None, seed: int 
     return EngineConfig(
         seed=seed, dtype=dtype, max_rounds=rounds.max, clients_per_round=rounds.clients_per_round,
         eval_every=rounds.eval_every, deadline_s=rounds.deadline_s, selection=rounds.selection,
-        overselect=rounds.overselect, hierarchical=rounds.aggregation.kind == "hierarchical",
+        overselect=rounds.overselect, cut=rounds.cut, hierarchical=rounds.aggregation.kind == "hierarchical",
         edge_rounds=rounds.aggregation.edge_rounds, slots=rounds.slots, per_version=rounds.per_version,
         server_lr=rounds.server_lr, max_staleness=rounds.max_staleness,
         staleness_exponent=0.0 if staleness.kind == "constant" else staleness.exponent,

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 from edgefed.results import atomic_write
 
 CHECKPOINT = "checkpoint.safetensors"
-FORMAT = "edgefed-checkpoint-4"
+FORMAT = "edgefed-checkpoint-5"  # 5: a device's last contact and busy_until (issue 40, items 1 and 5)
 
 
 class CheckpointError(ValueError):

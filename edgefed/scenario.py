@@ -316,6 +316,12 @@ class RoundsSpec(Strict):
         "uniform", description="overselect: pick clients_per_round x overselect, aggregate the first "
         "clients_per_round to arrive; resource_aware: prefer devices expected to finish by the deadline")
     overselect: float = Field(1.3, ge=1.0, description="over-commitment factor (FedScale's default 1.3)")
+    cut: Literal["finish", "push"] = Field(
+        "finish", description="a client still computing when the round closes (deadline_s: status late; the "
+        "overselect quota: cut) does not know it: finish: it computes to the end and its upload is refused at "
+        "its first contact (one round trip, no payload; charged its compute, that contact's promotion and "
+        "handshake, and the tail; busy until then); push: a push stops it at the close (a promotion and a "
+        "tail). Synchronous rounds (docs/design.md, Closing)")
     aggregation: AggregationSpec = AggregationSpec()
     concurrency: PositiveInt | None = Field(None, description="async: devices training at once (C; default "
                                             "clients_per_round)")
@@ -345,6 +351,8 @@ class RoundsSpec(Strict):
         if self.mode == "sync":
             for key in ("mode", *ASYNC_FIELDS):
                 data.pop(key, None)
+        else:  # a synchronous rule, refused where set: a run directory's dump loads again
+            data.pop("cut", None)
         if data.get("budget", "") is None:  # likewise without a budget
             del data["budget"]
         return data
@@ -356,6 +364,9 @@ class RoundsSpec(Strict):
                 if key in self.model_fields_set:
                     raise ValueError(f"rounds.{key}: only for rounds.mode async")
             return self
+        if "cut" in self.model_fields_set:
+            raise ValueError("rounds.cut: only for synchronous rounds (an asynchronous session's deadline_s is its "
+                             "own, known from its start, so it stops itself)")
         if self.per_version > self.slots:
             raise ValueError(f"rounds.buffer: {self.per_version} exceeds rounds.concurrency {self.slots} "
                              "(a version folds at most as many arrivals as train at once)")

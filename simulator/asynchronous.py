@@ -197,7 +197,7 @@ class AsyncEngine:
         cid = c.client.id
         rec.end_version = self.round
         self.sessions.settle(Round(self.round, [cid], records={cid: rec}, end=self.env.now,
-                                   state=np.array([[c.tail_from, c.tail_until, c.heat_s, c.at]])))
+                                   state=np.array([[c.tail_from, c.tail_until, c.heat_s, c.at, c.contact]])))
         if rec.download_s > 0 and rec.bytes_down == c.job.download.nbytes:
             self.sessions.last_sync[cid] = s.start_version  # it pulled the model as of its start
         self.sessions.took_part[cid] = True
@@ -306,7 +306,8 @@ class AsyncEngine:
                     for name, dtype, shape in w["arrays"]}
             uploads[w["index"]] = Message(w["kind"], w["round"], w["client"], data), w["rejected"]
         self.resuming = _Resume(state["round"], state["sim_time_s"], arrays["session_log"], uploads,
-                                {k: arrays[k] for k in ("devices", "last_sync", "charge_j", "radio_thermal")})
+                                {k: arrays[k] for k in ("devices", "last_sync", "charge_j", "radio_thermal",
+                                                          "busy_until")})
         self.round = state["round"]
 
     def _logged(self, index: int, cid: int) -> Job:

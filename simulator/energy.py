@@ -55,13 +55,17 @@ def capacity(link, direction: str):
     return _rate(link, direction) * 1e6 * (1.0 - link.loss)
 
 
-def transfer_s(link, direction: str, bits, promote):
-    """A flow alone on the device's link: the delay before its first bit and its serialisation at
-    the link's whole capacity, what ``Network`` gives such a flow. The delay is one round trip
-    (``latency_s``, the request) and, for a transfer that wakes the radio (``promote``), the
-    promotion and ``handshake_rtts`` more round trips to open a new connection (TCP, TLS)."""
-    return (link.promotion_s * promote + link.latency_s * (1 + link.handshake_rtts * promote),
-            bits / capacity(link, direction))
+def first_bit_s(promotion_s, latency_s, handshakes):
+    """Before a message's first bit: the radio's promotion (0 when none), ``handshakes`` round trips
+    opening a connection (``radio.handshakes``) and the request's own, each ``latency_s`` (the path's)."""
+    return promotion_s + latency_s * (1 + handshakes)
+
+
+def transfer_s(link, direction: str, bits, promote, handshakes):
+    """A flow alone on the device's link: the delay before its first bit (``first_bit_s``: the
+    promotion where the transfer wakes the radio, ``promote``, and its ``handshakes``) and its
+    serialisation at the link's whole capacity, what ``Network`` gives such a flow."""
+    return first_bit_s(link.promotion_s * promote, link.latency_s, handshakes), bits / capacity(link, direction)
 
 
 def transfer_j(link, direction: str, elapsed_s, promote, bits):

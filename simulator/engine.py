@@ -176,7 +176,8 @@ class Engine:
 
     # -- selection -----------------------------------------------------------------------------
     def _available_now(self, round: int):
-        """Generator: wait until some usable device is on; returns their ids (None: never again)."""
+        """Generator: wait until some usable device is on, or a busy one is freed; returns their ids
+        (None: never again)."""
         attempt, avail = 0, self.sessions.avail
         while True:
             usable = self.sessions.usable()
@@ -184,7 +185,7 @@ class Engine:
             if on.size:
                 return on
             upcoming = avail.next_on(usable, self.env.now)
-            upcoming = upcoming[~np.isnan(upcoming)]
+            upcoming = np.concatenate([upcoming[~np.isnan(upcoming)], self.sessions.freed()])
             if not upcoming.size:
                 return None
             wait_s = float(upcoming.min()) - self.env.now  # may round below 0 where on() said off: retry then
@@ -215,14 +216,16 @@ class Engine:
 
     def expected_seconds(self, ids: np.ndarray) -> np.ndarray:
         """Download + compute + upload of the reference job per device, alone on its link with its
-        radio idle at first: the device model over the devices' own link rates."""
+        radio idle and no connection open at first: the device model over the devices' own link rates."""
         ref, link = self.reference, self.sessions.group_table.devices(ids).link
         compute = np.array([compute_seconds(ref.work, g.device, self.cfg.dtype) for g in self.clients.groups])
         compute = compute[self.clients.group[ids]]
         promote_down, _ = radio.wake(link, math.nan, 0.0)
         promote_up, _ = radio.wake(link, link.tail_s, compute)  # the download's tail began ``compute`` s earlier
-        down_delay, down_serialise = transfer_s(link, "down", 8.0 * ref.bytes_down, promote_down)
-        up_delay, up_serialise = transfer_s(link, "up", 8.0 * ref.bytes_up, promote_up)
+        down_delay, down_serialise = transfer_s(link, "down", 8.0 * ref.bytes_down, promote_down,
+                                                radio.handshakes(link, math.nan, 0.0))
+        up_delay, up_serialise = transfer_s(link, "up", 8.0 * ref.bytes_up, promote_up,
+                                            radio.handshakes(link, 0.0, compute))
         return down_delay + down_serialise + compute + (up_delay + up_serialise)
 
     # -- checkpoints -----------------------------------------------------------------------------

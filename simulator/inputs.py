@@ -29,6 +29,7 @@ class EngineConfig:
     deadline_s: float | None = None
     selection: str = "uniform"  # uniform | overselect | resource_aware
     overselect: float = 1.3
+    cut: str = "finish"  # finish | push: what a client cut off while computing does (docs/design.md, Closing)
     hierarchical: bool = False  # each cell's edge server aggregates its clients
     edge_rounds: int = 1  # HierFAVG's edge rounds per cloud round (hierarchical only)
     cells: dict[str, CellSpec] = field(default_factory=dict)  # shared access points and their backhauls

@@ -26,7 +26,7 @@ import numpy as np
 import simpy
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, model_serializer
 
-from edgefed.simulator.energy import capacity
+from edgefed.simulator.energy import capacity, first_bit_s
 from edgefed.simulator.topology import TopologySpec
 from edgefed.streams import Stream, rng
 
@@ -164,11 +164,11 @@ class Network:
              handshakes: int = 0) -> Transfer:
         """A transfer of ``nbytes`` over ``hops`` ((resource key, link) pairs), flowing after
         ``promotion_s`` and one round trip of the hops' summed latency, plus ``handshakes`` more
-        to open a connection (``energy.transfer_s``)."""
+        to open a connection (``energy.first_bit_s``)."""
         tr = Transfer(8.0 * nbytes, [(key, direction) for key, _ in hops],
                       [capacity(link, direction) for _, link in hops],
-                      promotion_s + sum(link.latency_s for _, link in hops) * (1 + handshakes), self.env.event(),
-                      self.env.now)
+                      first_bit_s(promotion_s, sum(link.latency_s for _, link in hops), handshakes),
+                      self.env.event(), self.env.now)
         self.env.timeout(tr.start_delay).callbacks.append(lambda _ev: self._join(tr))
         return tr
 

@@ -9,6 +9,11 @@ it did not run. Outside transfers and tails the radio draws the link's ``idle_w`
 
 The state is the last tail, ``tail_from`` .. ``tail_until`` (NaN: the radio never woke); the
 functions take it as floats or arrays alike (``simulator.energy`` says why).
+
+The device's connection to its server is apart from the radio: it lives ``keepalive_s`` after the
+last transfer ended (``contact``), whatever the radio did since (a 5G SA radio resuming from
+RRC_INACTIVE, or one promoted from idle, finds it open while it lives); ``handshakes`` is the one
+rule that says whether a transfer opens a new one.
 """
 from __future__ import annotations
 
@@ -35,3 +40,12 @@ def idle_j(link, tail_from, tail_until, start, stop):
     last tail (fmax: none where the radio never woke)."""
     overlap = np.fmax(0.0, np.minimum(stop, tail_until) - np.maximum(start, tail_from))
     return link.idle_w * np.maximum(0.0, stop - start - overlap)
+
+
+def handshakes(link, contact, now):
+    """Round trips a transfer starting at ``now`` spends opening a connection: the link's
+    ``handshake_rtts`` on first contact (``contact`` NaN) or when more than ``keepalive_s`` passed
+    since its last transfer ended at ``contact`` (NAT bindings and keep-alives expire); none while
+    the connection lives, whether or not the radio went idle since."""
+    alive = now - contact <= link.keepalive_s  # False where it never talked to the server (NaN)
+    return np.logical_not(alive) * link.handshake_rtts

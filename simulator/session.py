@@ -24,7 +24,7 @@ from edgefed.algorithms.message import Message
 from edgefed.algorithms.work import Work
 from edgefed.devices.availability import Availability, AvailabilitySpec, slowdown
 from edgefed.simulator import radio, solo, thermal
-from edgefed.simulator.closing import Quota
+from edgefed.simulator.closing import Cut, Quota, cut_off
 from edgefed.simulator.costs import compute_seconds
 from edgefed.simulator.energy import baseline_j, compute_j, radio_w, transfer_j
 from edgefed.simulator.fleet import Client, Fleet
@@ -51,9 +51,12 @@ class Sessions:
                    if config.battery_fraction is not None and g.device.battery_wh is not None else math.inf
                    for g in fleet.groups]
         self.charge_j = np.array(share_j, dtype=float)[fleet.group]
-        # its radio's last tail (from, until; NaN: never woke) and its heat (burst seconds spent, at)
-        self.radio_thermal = np.zeros((len(fleet), 4))
-        self.radio_thermal[:, :2] = np.nan
+        # its radio's last tail (from, until; NaN: never woke), its heat (burst seconds spent, at) and
+        # when its last transfer with the server ended (NaN: never), which its connection outlives by keepalive_s
+        self.radio_thermal = np.zeros((len(fleet), 5))
+        self.radio_thermal[:, [0, 1, 4]] = np.nan
+        # until when it is busy with a session the server cut off (its refused contact; docs/design.md, Closing)
+        self.busy_until = np.zeros(len(fleet))
         self.took_part = np.zeros(len(fleet), dtype=bool)  # whose rows above left their start values
 
     def restart(self, start_s: float) -> None:
@@ -62,8 +65,14 @@ class Sessions:
         self.net = Network(self.env, self.fleet.access, self.cfg.routes())
 
     def usable(self) -> np.ndarray:
-        """Ids of the devices that may take part: eligible, with battery left if they have a share."""
-        return np.flatnonzero(self.fleet.eligible & (self.charge_j > 0))
+        """Ids of the devices that may take part: eligible, with battery left if they have a share, and
+        not busy with a cut session."""
+        return np.flatnonzero(self.fleet.eligible & (self.charge_j > 0) & (self.busy_until <= self.env.now))
+
+    def freed(self) -> np.ndarray:
+        """When the devices busy with a cut session's refused contact, and otherwise usable, are free."""
+        busy = self.fleet.eligible & (self.charge_j > 0) & (self.busy_until > self.env.now)
+        return self.busy_until[busy]
 
     def last_synced(self, cid: int) -> int | None:
         return None if self.last_sync[cid] < 0 else int(self.last_sync[cid])
@@ -135,9 +144,13 @@ class Sessions:
             c.rec.finished_at = env.now
             quota.arrived(c.rec)
         except (simpy.Interrupt, BatteryEmpty) as stop:
+            if isinstance(stop, simpy.Interrupt) and isinstance(stop.cause, Cut):
+                c.rec.status = stop.cause.status
+                cut_off(self, c, hops)
+                return
             c.rec.status = "dropped" if isinstance(stop, BatteryEmpty) else str(stop.cause)
             c.rec.note = "battery empty" if isinstance(stop, BatteryEmpty) else c.rec.note
-            self._charge_partial(c)
+            self.charge_partial(c)
 
     def _transfer(self, c: ClientRound, hops: list[tuple], direction: str):
         """Generator: the radio wakes (a tail still running is cut and refunded), the message
@@ -149,7 +162,7 @@ class Sessions:
         c.rec.energy_radio_j -= float(refund)
         nbytes = c.job.download.nbytes if direction == "down" else c.job.upload.nbytes
         c.transfer = self.net.send(hops, nbytes, direction, link.promotion_s * c.promote,
-                                   link.handshake_rtts * c.promote)
+                                   int(radio.handshakes(link, c.contact, self.env.now)))
         power_w = c.client.device.power_idle_w + max(link.promotion_w, radio_w(link, direction))  # an upper bound
         yield from self._powered(c.transfer.done, c, power_w)
         self._end_transfer(c)
@@ -164,6 +177,7 @@ class Sessions:
             c.rec.upload_s, c.rec.bytes_up = now - c.phase_start, int(transfer.sent / 8)
         radio_j = self._phase_j(c)[1]
         c.tail_from, c.tail_until, tail_j = radio.tail(c.client.link, now)
+        c.contact = now
         c.rec.energy_radio_j += float(radio_j + tail_j)
 
     def _compute(self, c: ClientRound):
@@ -173,17 +187,23 @@ class Sessions:
         c.heat_s, c.at = thermal.cooled(c.thermal_profile, c.heat_s, c.at, env.now), env.now
         compute_s = float(thermal.duration(c.thermal_profile, c.heat_s, c.work_s))
         yield from self._powered(env.timeout(compute_s), c, device.power_active_w + c.client.link.idle_w)
-        c.rec.compute_s, c.rec.flops = compute_s, c.job.work.flops
-        c.rec.energy_compute_j = float(compute_j(device, c.thermal_profile, c.heat_s, compute_s, c.slowdown))
-        c.heat_s, c.at = thermal.heated(c.thermal_profile, c.heat_s, compute_s), c.at + compute_s
-        c.rec.energy_radio_j += float(radio.idle_j(c.client.link, c.tail_from, c.tail_until, c.phase_start, env.now))
+        self.computed(c, compute_s)
 
-    def _charge_partial(self, c: ClientRound) -> None:
-        """A client cut off mid-phase: charge what it got through of that phase."""
-        now, rec = self.env.now, c.rec
+    def computed(self, c: ClientRound, compute_s: float) -> None:
+        """Its computation ended, ``compute_s`` after its start: the row's compute, its heat and the
+        radio's idle power meanwhile."""
+        c.rec.compute_s, c.rec.flops = compute_s, c.job.work.flops
+        c.rec.energy_compute_j = float(compute_j(c.client.device, c.thermal_profile, c.heat_s, compute_s, c.slowdown))
+        c.heat_s, c.at = thermal.heated(c.thermal_profile, c.heat_s, compute_s), c.at + compute_s
+        c.rec.energy_radio_j += float(radio.idle_j(c.client.link, c.tail_from, c.tail_until, c.phase_start, c.at))
+
+    def charge_partial(self, c: ClientRound, now: float | None = None) -> None:
+        """A client cut off mid-phase, now (or, computing, at ``now``): charge what it got through
+        of that phase."""
+        now, rec = self.env.now if now is None else now, c.rec
         elapsed = now - c.phase_start
         if c.phase in ("edge", "compute"):  # "edge": its edge server did not hold the download yet, it waited
-            compute_j_, radio_j = self._phase_j(c)
+            compute_j_, radio_j = self._phase_j(c, now)
             rec.energy_radio_j += float(radio_j)
         if c.phase == "edge":
             rec.download_s = elapsed
@@ -197,10 +217,10 @@ class Sessions:
             self._end_transfer(c)
         rec.finished_at = now
 
-    def _phase_j(self, c: ClientRound) -> tuple[float, float]:
-        """The compute and radio energy of the phase under way, from its start to now: what a cut
-        charges of it, or what a session in flight has spent of it (a transfer's tail apart)."""
-        now, link = self.env.now, c.client.link
+    def _phase_j(self, c: ClientRound, now: float | None = None) -> tuple[float, float]:
+        """The compute and radio energy of the phase under way, from its start to now (or ``now``):
+        what a cut charges of it, or what a session in flight has spent of it (a transfer's tail apart)."""
+        now, link = self.env.now if now is None else now, c.client.link
         start = now - (now - c.phase_start)  # not c.phase_start: the bits a cut has always charged
         if c.phase in ("edge", "compute"):  # the radio idles, between tails
             idle = radio.idle_j(link, c.tail_from, c.tail_until, start, now)
@@ -228,15 +248,21 @@ class Sessions:
 
     def _powered(self, event: simpy.Event, c: ClientRound, power_w: float):
         """Wait for ``event`` unless the battery share runs out first (at ``power_w``, an upper bound)."""
-        charge_j = float(self.charge_j[c.client.id])
-        if charge_j == math.inf or power_w <= 0.0:  # nothing drains the share
+        left_s = self.battery_left_s(c, power_w)
+        if left_s == math.inf:  # nothing drains the share
             yield event
             return
-        spent = c.rec.energy_j + baseline_j(c.client.device, c.rec.download_s, c.rec.upload_s, 0.0)
-        left_s = max(0.0, charge_j - spent) / power_w
         result = yield event | self.env.timeout(left_s)
         if event not in result:
             raise BatteryEmpty
+
+    def battery_left_s(self, c: ClientRound, power_w: float) -> float:
+        """Seconds the battery share lasts at ``power_w`` after what the row spent so far (inf: no share)."""
+        charge_j = float(self.charge_j[c.client.id])
+        if charge_j == math.inf or power_w <= 0.0:  # nothing drains the share
+            return math.inf
+        spent = c.rec.energy_j + baseline_j(c.client.device, c.rec.download_s, c.rec.upload_s, 0.0)
+        return max(0.0, charge_j - spent) / power_w
 
     def watch(self, proc: simpy.Process, after_s: float, why: str = "dropped"):
         """Interrupt a client that goes off (availability window ends or it fails) mid-round, or
@@ -261,7 +287,7 @@ class Sessions:
         at = np.arange(len(cids)) if found is None else np.delete(np.arange(len(cids)), found[0])
         rows = [rnd.records[cids[i]] for i in at.tolist()]
         for c in rnd.clients.values() if every else [rnd.clients[cid] for cid in cids]:
-            rnd.state[c.index] = (c.tail_from, c.tail_until, c.heat_s, c.at)
+            rnd.state[c.index] = (c.tail_from, c.tail_until, c.heat_s, c.at, c.contact)
         state = rnd.state if every else rnd.state[[rnd.clients[cid].index for cid in cids]]
         down, up, finished, energy_radio, energy_compute, arrived, empty = settled(len(cids), found, at, rows)
         devices = self.group_table.devices(ids)
@@ -281,12 +307,13 @@ class Sessions:
     # -- checkpoints ---------------------------------------------------------------------------
     def arrays(self) -> dict[str, np.ndarray]:
         """The per-device state of the devices that took part so far (``devices``: their ids): the
-        round each last synced at, its battery charge, its radio's tail and its heat. The others
+        round each last synced at, its battery charge, its radio's tail, heat and last contact, and
+        until when a cut session keeps it busy. The others
         still hold what a fresh engine gives them, so a checkpoint grows with the devices that
         took part, not with the fleet."""
         ids = np.flatnonzero(self.took_part)
         return {"devices": ids, "last_sync": self.last_sync[ids], "charge_j": self.charge_j[ids],
-                "radio_thermal": self.radio_thermal[ids]}
+                "radio_thermal": self.radio_thermal[ids], "busy_until": self.busy_until[ids]}
 
     def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         ids = arrays["devices"]
@@ -294,6 +321,7 @@ class Sessions:
         self.last_sync[ids] = arrays["last_sync"]
         self.charge_j[ids] = arrays["charge_j"]
         self.radio_thermal[ids] = arrays["radio_thermal"]
+        self.busy_until[ids] = arrays["busy_until"]
 
 
 @dataclass
@@ -326,6 +354,7 @@ class ClientRound:
     tail_until: float
     heat_s: float  # burst seconds spent, as of ``at``
     at: float
+    contact: float  # when its last transfer with the server ended (NaN: never; radio.handshakes)
     phase: str = "download"
     phase_start: float = 0.0
     transfer: Transfer | None = None
@@ -348,7 +377,7 @@ class Round:
     jobs: dict[int, Job] = field(default_factory=dict)
     records: dict[int, ClientRecord] = field(default_factory=dict)
     clients: dict[int, ClientRound] = field(default_factory=dict)  # the event path's, in selection order
-    state: np.ndarray = field(default_factory=lambda: np.empty((0, 4)))  # the selected devices' radio_thermal rows
+    state: np.ndarray = field(default_factory=lambda: np.empty((0, 5)))  # the selected devices' radio_thermal rows
     clock: list[float] | None = None  # the steps to the last closed-form client's finish (None: none)
     solo: tuple | None = None  # the closed-form clients' places in selected, and their solo.Timelines
     end: float = 0.0  # when the server closed the round

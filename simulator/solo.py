@@ -68,7 +68,7 @@ class Timelines:
     finished_at: np.ndarray
     energy_compute_j: np.ndarray
     energy_radio_j: np.ndarray
-    state: np.ndarray  # (n, 4): tail_from, tail_until, heat_s, at (the engine's radio_thermal rows)
+    state: np.ndarray  # (n, 5): tail_from, tail_until, heat_s, at, contact (the engine's radio_thermal rows)
     steps: np.ndarray  # (n, 5): the delays the event path's clock adds up to reach finished_at
 
 
@@ -78,17 +78,19 @@ def timelines(now: float, devices: SimpleNamespace, state: np.ndarray, bits_down
     radio/heat rows are ``state``; ``work_s``: compute seconds at the burst rate (straggler
     ``slowdown`` included)."""
     link = devices.link
-    tail_from, tail_until, heat, at = state.T
+    tail_from, tail_until, heat, at, contact = state.T
     energy = np.zeros(len(work_s))
 
     def transfer(start, direction, bits):
-        """What the event path's transfer does: wake the radio, send, charge it and its tail."""
-        nonlocal energy, tail_from, tail_until
+        """What the event path's transfer does: wake the radio, open a connection where it must, send,
+        charge it and its tail."""
+        nonlocal energy, tail_from, tail_until, contact
         promote, refund = radio.wake(link, tail_until, start)
         energy = energy - refund
-        delay, serialise = transfer_s(link, direction, bits, promote)
+        delay, serialise = transfer_s(link, direction, bits, promote, radio.handshakes(link, contact, start))
         done = start + delay + serialise
         tail_from, tail_until, tail_j = radio.tail(link, done)
+        contact = done
         energy = energy + (transfer_j(link, direction, done - start, promote, bits) + tail_j)
         return done, delay, serialise
 
@@ -101,7 +103,7 @@ def timelines(now: float, devices: SimpleNamespace, state: np.ndarray, bits_down
     energy = energy + radio.idle_j(link, tail_from, tail_until, downloaded, computed)
     uploaded, *up_steps = transfer(computed, "up", bits_up)
     return Timelines(downloaded - now, compute_s, uploaded - computed, uploaded, energy_compute, energy,
-                     np.stack([tail_from, tail_until, heat, at], axis=1),
+                     np.stack([tail_from, tail_until, heat, at, contact], axis=1),
                      np.stack([*down_steps, compute_s, *up_steps], axis=1))
 
 

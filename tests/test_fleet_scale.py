@@ -60,11 +60,13 @@ def test_resource_aware_selection_matches_the_per_device_estimates(tiny_dict, wi
     work = Work()
     work.add("forward", flops=3e10, bytes=1e8)
 
-    def expected(c):  # the rule on one device's own link, as a scalar: promotions after idle and after the tail
-        down = sum(transfer_s(c.link, "down", 8.0 * 4_000_000, c.link.promotion_s > 0))
+    def expected(c):  # the rule on one device's own link, as a scalar: promotions after idle and after the tail,
+        # a new connection at first contact and after keepalive_s
+        down = sum(transfer_s(c.link, "down", 8.0 * 4_000_000, c.link.promotion_s > 0, c.link.handshake_rtts))
         compute = compute_seconds(work, c.device)
         return down + compute + sum(transfer_s(c.link, "up", 8.0 * 4_000_000,
-                                               c.link.promotion_s > 0 and compute > c.link.tail_s))
+                                               c.link.promotion_s > 0 and compute > c.link.tail_s,
+                                               c.link.handshake_rtts * (compute > c.link.keepalive_s)))
 
     ids = np.arange(len(fleet))
     deadline_s = float(np.median([expected(c) for c in fleet])) if with_deadline else None

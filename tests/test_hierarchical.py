@@ -269,11 +269,12 @@ def test_overselection_keeps_the_first_arrivals_across_cells():
     engine = edge_engine(algo, [device(g) for g in (4, 8, 1, 2)], ["fast", "fast", "slow", "slow"], rounds)
     record, rows = play(engine)[0]
     assert algo.aggregated == [[0, 1]]
-    assert {r.client: r.status for r in rows} == {0: "ok", 1: "ok", 2: "late", 3: "late"}
+    assert {r.client: r.status for r in rows} == {0: "ok", 1: "ok", 2: "cut", 3: "cut"}
     assert record.aggregated == 2 and record.backhaul_bytes_up == 1000
     # the round ends one backhaul upload after the second arrival (the fast cell's last)
     assert record.sim_time_s == pytest.approx(rows[0].finished_at + BACKHAUL_UP_S)
-    assert all(r.compute_s < 8.0 for r in rows[2:])  # cut off at the quota, charged what they did
+    # cut at the quota while computing: they compute on (8 and 4 s) and their uploads are refused
+    assert [(r.compute_s, r.bytes_up) for r in rows[2:]] == [(8.0, 0), (4.0, 0)]
 
 
 def test_65_cells_of_2_keep_need_arrivals_and_end_one_backhaul_upload_after_flat():
@@ -308,14 +309,14 @@ def test_the_deadline_is_end_to_end_and_a_cell_with_no_arrival_sends_nothing():
     up the backhaul: the fast cell's partial arrives in time, the slow cell's clients are cut off
     and it sends nothing; the round ends at that cut-off, not after the deadline."""
     algo = EdgeFake(flops=4e9, down=1000, up=1000, partial=1000)
-    rounds = EngineConfig(max_rounds=1, clients_per_round=4, deadline_s=3.0, hierarchical=True)
+    rounds = EngineConfig(max_rounds=1, clients_per_round=4, deadline_s=3.0, hierarchical=True, cut="push")
     record, rows = play(edge_engine(algo, [device(g) for g in (8, 8, 1, 1)], ["fast", "fast", "slow", "slow"],
                                     rounds))[0]
     assert algo.aggregated == [[0, 1]]
     assert {r.client: r.status for r in rows} == {0: "ok", 1: "ok", 2: "late", 3: "late"}
     assert record.backhaul_bytes_up == 1000  # the slow cell had nothing to forward
     assert record.sim_time_s == pytest.approx(3.0 - BACKHAUL_UP_S)  # the slow edge's cut-off
-    assert all(r.compute_s < 4.0 for r in rows if r.status == "late")  # cut off, charged
+    assert all(r.compute_s < 4.0 for r in rows if r.status == "late")  # stopped by a push, charged
 
 
 class Unpriced(EdgeFake):
@@ -422,7 +423,7 @@ class EdgeRoundsFake(EdgeFake):
 
 def two_edge_rounds(k=2, deadline_s=None):
     rounds = EngineConfig(max_rounds=1, clients_per_round=2, deadline_s=deadline_s,
-                        hierarchical=True, edge_rounds=k)
+                        hierarchical=True, edge_rounds=k, cut="push")
     algo = EdgeRoundsFake()
     return algo, play(edge_engine(algo, [device(1.0)] * 2, ["ap", "ap"], rounds))[0]
 
@@ -447,7 +448,7 @@ def test_edge_rounds_match_a_hand_computation():
 
 def test_edge_rounds_stop_at_the_edges_cut_off():
     """K = 3 under a 12 s deadline: the third edge round cannot finish by the cut-off (12 - 1.05 s),
-    so its clients are cut off there and the edge forwards the model of its first two."""
+    so its clients are cut off there (stopped by a push) and the edge forwards the model of its first two."""
     algo, (record, rows) = two_edge_rounds(k=3, deadline_s=12.0)
     assert [(r.edge_round, r.status) for r in rows] == [(1, "ok")] * 2 + [(2, "ok")] * 2 + [(3, "late")] * 2
     assert [r.compute_s for r in rows[4:]] == pytest.approx([12.0 - 1.05 - 9.55] * 2, abs=1e-5)  # from 9.55 s

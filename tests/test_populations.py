@@ -323,7 +323,7 @@ def test_a_rate_above_the_fitted_range_pays_the_ranges_top_power_but_moves_at_it
     lte = CATALOG.links["lte"]
     assert lte.power_fit_up_mbps == (1.0, 24.9)
     fast = lte.model_copy(update={"up_mbps": 97.0})
-    delay, air = transfer_s(fast, "up", 97e6, False)
+    delay, air = transfer_s(fast, "up", 97e6, False, 0)
     assert (delay, air) == (pytest.approx(0.035), pytest.approx(1.0))
     assert transfer_j(fast, "up", delay + air, False, 97e6) == pytest.approx(4.033335, abs=1e-6)
     assert radio_w(fast, "up") == pytest.approx(3.96582, abs=1e-6)

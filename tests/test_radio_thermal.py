@@ -73,9 +73,9 @@ def test_a_throttled_flop_costs_less_energy_than_a_burst_one():
     assert device(1.0).power_throttled_w == device(1.0).power_active_w  # no thermal profile: no throttling
 
 
-def test_a_phone_cut_off_while_throttled_is_charged_the_work_it_did():
+def test_a_phone_stopped_by_a_push_while_throttled_is_charged_the_work_it_did():
     hot = device(1.0).model_copy(update={"thermal": ThermalProfile(burst_s=10.0, sustained_fraction=0.5, cool_s=20.0)})
-    (record, [row]), = play(make_engine(FakeAlgo(flops=16e9), [hot], rounds=EngineConfig(max_rounds=1, clients_per_round=1, deadline_s=17.1)))
+    (record, [row]), = play(make_engine(FakeAlgo(flops=16e9), [hot], rounds=EngineConfig(max_rounds=1, clients_per_round=1, deadline_s=17.1, cut="push")))
     assert row.status == "late" and row.compute_s == pytest.approx(16.0)  # 1.1 s download, then 16 s
     assert row.flops == pytest.approx((10.0 + 6.0 * 0.5) * 1e9)  # 10 s at 1 GFLOP/s, 6 s at 0.5
     assert row.energy_compute_j == pytest.approx(10.0 * 3.0 + 6.0 * 1.125)  # 6 s of it throttled

@@ -27,7 +27,7 @@ def links(draw):
                        power_down_w_per_mbps=draw(non_negative), promotion_s=draw(non_negative),
                        promotion_w=draw(non_negative), tail_s=draw(non_negative), tail_w=draw(non_negative),
                        idle_w=draw(non_negative), loss=draw(st.sampled_from([0.0, 0.01, 0.3])),
-                       handshake_rtts=draw(st.integers(0, 3)))
+                       handshake_rtts=draw(st.integers(0, 3)), keepalive_s=draw(non_negative))
 
 
 @st.composite

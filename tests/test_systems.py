@@ -118,18 +118,19 @@ def test_clients_in_one_cell_share_its_backhaul():
     assert [r.upload_s for r in cell] == pytest.approx([4.0] * 4)  # 40 Mbit through a 10 Mbps backhaul
 
 
-def test_overselection_aggregates_the_first_k_and_marks_the_rest_late():
+def test_overselection_aggregates_the_first_k_and_marks_the_rest_cut():
     algo = FakeAlgo(flops=8e9)
     rounds = EngineConfig(max_rounds=1, clients_per_round=2, selection="overselect", overselect=2.0)
     record, rows = play(make_engine(algo, [device(g) for g in (1, 2, 4, 8)], rounds=rounds))[0]
     assert record.selected == 4 and record.aggregated == 2
     assert algo.aggregated == [[2, 3]]  # the two fastest devices
     status = {r.client: r.status for r in rows}
-    assert status == {0: "late", 1: "late", 2: "ok", 3: "ok"}
+    assert status == {0: "cut", 1: "cut", 2: "ok", 3: "ok"}
     ok_finish = max(r.download_s + r.compute_s + r.upload_s for r in rows if r.status == "ok")
     assert record.sim_time_s == pytest.approx(ok_finish)
     assert record.energy_j == pytest.approx(sum(r.energy_j for r in rows))
-    assert all(r.compute_s < 8.0 and r.flops < 8e9 for r in rows if r.status == "late")  # cut off, charged
+    # cut: they compute on (8 and 4 s) and are refused at their upload's first contact (tests/test_cut_clients.py)
+    assert [(r.compute_s, r.flops, r.bytes_up) for r in rows[:2]] == [(8.0, 8e9, 0), (4.0, 8e9, 0)]
 
 
 def test_resource_aware_selection_prefers_devices_that_finish_by_the_deadline():

@@ -182,11 +182,12 @@ def test_edge_rounds_apply_at_the_lowest_tier_and_the_region_forwards_their_mode
 
 def test_overselection_keeps_the_first_arrivals_across_the_tree():
     """Two of four wanted: both fast clients sit under e1, so the one quota closes e2 too, which
-    sends nothing; the region forwards e1's partial alone."""
+    sends nothing; the region forwards e1's partial alone. The slow two are cut by the quota
+    (status ``cut``): they finish computing and are refused, sending no payload up the tree."""
     algo = TreeFake(flops=8e9, down=1000, up=1000, partial=1000)
     (record, rows), = play(tree_engine(algo, [device(g) for g in (4, 8, 1, 2)], ["a1", "a1", "a2", "a2"],
                                        clients_per_round=2, selection="overselect", overselect=2.0))
-    assert {r.client: r.status for r in rows} == {0: "ok", 1: "ok", 2: "late", 3: "late"}
+    assert {r.client: r.status for r in rows} == {0: "ok", 1: "ok", 2: "cut", 3: "cut"}
     assert algo.aggregated == [[0, 1]] and record.backhaul_bytes_up == 2 * 1000  # e1's and r's
 
 

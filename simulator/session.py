@@ -308,9 +308,8 @@ class Sessions:
     def arrays(self) -> dict[str, np.ndarray]:
         """The per-device state of the devices that took part so far (``devices``: their ids): the
         round each last synced at, its battery charge, its radio's tail, heat and last contact, and
-        until when a cut session keeps it busy. The others
-        still hold what a fresh engine gives them, so a checkpoint grows with the devices that
-        took part, not with the fleet."""
+        until when a cut session keeps it busy. The others still hold what a fresh engine gives
+        them, so a checkpoint grows with the devices that took part, not with the fleet."""
         ids = np.flatnonzero(self.took_part)
         return {"devices": ids, "last_sync": self.last_sync[ids], "charge_j": self.charge_j[ids],
                 "radio_thermal": self.radio_thermal[ids], "busy_until": self.busy_until[ids]}

@@ -644,6 +644,23 @@ def v3_results(result: dict) -> list[str]:
     ]
 
 
+def v3_replays(data: dict) -> list[str]:
+    """The picks on the quickstart's fleet, each report trace replayed on the final simulator: the
+    paired sentences per figure and each pick's per-seed figures at the budget."""
+    figures = {"sim_time_s": ("simulated time (s)", 1.0), "energy_j": ("fleet energy (kJ)", 1e3),
+               "bytes": ("kB up and down", 1e3)}
+    rows = [[label, seed, *(number(p[k][i] / scale) for k, (_, scale) in figures.items())]
+            for label, p in data["picks"].items() for i, seed in enumerate(p["seeds"])]
+    commit = (data.get("provenance") or {}).get("commit", "-")[:7]
+    return [
+        f"**Time and energy on the quickstart's fleet** (each report run's trace replayed at {commit}, the final "
+        f"simulator, to the budget; the round that crosses it counted pro rata; script "
+        f"[`bench/fedspzo_v3_replays.py`](../bench/fedspzo_v3_replays.py)):\n",
+        "".join(f"- {d['sentence']}\n" for by_figure in data["differences"].values() for d in by_figure.values()),
+        table(["pick", "seed", *(name for name, _ in figures.values())], rows),
+    ]
+
+
 def readback_sentences(readback: dict, reading: str) -> list[str]:
     """The generated sentences of the v2 read-back: the primary ones, or the descriptive ones."""
     return [row["sentence"] for rows in readback["paired"].values() for row in rows
@@ -813,6 +830,8 @@ def study_md(repo: Path = REPO) -> str | None:
         "protocols decided the headline, not the methods. Version 3 will answer it under `edgefed compare`.\n",
         *v3_plan(repo), *(v3_results(json.loads(v3.read_text())) if (v3 := repo / RUNS_V3 / "compare.json").is_file()
                            else []),
+        *(v3_replays(json.loads(replays.read_text())) if (replays := results_dir / "fedspzo_v3_replays.json").is_file()
+          else []),
         *readback_section(readback),
         "## What was wrong with versions 1 and 2\n", *v2_flaws(data, readback), *study_v1(v1),
         *v2_history(repo, data)])

@@ -37,7 +37,7 @@ DEFAULT_DAILY_TRACE = Path(__file__).with_name("traces") / "charging_wifi.csv"
 
 
 class AvailabilitySpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     kind: str = Field("always", pattern="^(always|bernoulli|diurnal|trace|charging_wifi)$")
     p: float = Field(0.8, gt=0.0, le=1.0, description="bernoulli: probability a device is on for a round")
@@ -57,7 +57,7 @@ class StragglerSpec(BaseModel):
     above 1 is other work on the device: FL is charged its share of the busy device's power
     (docs/devices.md)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     sigma: NonNegativeFloat = 0.0
     probability: float = Field(0.0, ge=0.0, le=1.0)

@@ -23,7 +23,7 @@ class ThermalProfile(BaseModel):
     heat linearly, from hot to cold in ``cool_s`` seconds (simulator/thermal.py). Throttling lowers
     the clock, and power falls faster than the clock: see ``DeviceProfile.power_throttled_w``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     burst_s: PositiveFloat
     sustained_fraction: float = Field(gt=0.0, le=1.0)
@@ -42,7 +42,7 @@ class DeviceProfile(BaseModel):
     linear in utilisation, Fan et al., ISCA 2007, split among the device's programs by their share
     of it, as PowerTutor does, Zhang et al., CODES+ISSS 2010; the whole baseline is billed to FL)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str
     device_class: Literal["phone", "sbc", "jetson", "laptop", "desktop", "server"]
@@ -95,7 +95,7 @@ class LinkProfile(BaseModel):
     (``handshake_rtts`` round trips; simulator/radio.py ``handshakes``).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str
     description: str = ""
@@ -139,7 +139,7 @@ class LinkProfile(BaseModel):
 
 
 class Catalog(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     devices: dict[str, DeviceProfile]
     links: dict[str, LinkProfile]

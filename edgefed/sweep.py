@@ -43,7 +43,7 @@ from edgefed.scenario import ScenarioError, load_scenario, load_yaml
 
 
 class SweepSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     base: str = Field(description="base scenario, relative to the sweep file")
     set: dict[str, Any] = Field(default_factory=dict, description="dotted path -> value for every point")

@@ -36,7 +36,7 @@ DONE_BITS = 1e-6  # a flow with less left than this has finished (floating-point
 class CellSpec(BaseModel):
     """An access point or cell: the clients of the groups that name it share its backhaul."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     up_mbps: PositiveFloat
     down_mbps: PositiveFloat
@@ -48,7 +48,7 @@ class VariabilitySpec(BaseModel):
     """Per-device access-link bandwidth: the catalog value is the median of a lognormal
     (``sigma`` of the log), or a CSV trace ``client,up_mbps,down_mbps`` overrides it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     kind: str = Field("none", pattern="^(none|lognormal|trace)$")
     sigma: NonNegativeFloat = 0.5
@@ -56,7 +56,7 @@ class VariabilitySpec(BaseModel):
 
 
 class NetworkSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     cells: dict[str, CellSpec] = Field(default_factory=dict,
                                        description="name -> backhaul; fleet groups join one with `cell:`")

@@ -27,7 +27,7 @@ CLOUD = "cloud"
 class NodeSpec(BaseModel):
     """An infrastructure node; the one ``cloud`` node holds the server."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     kind: Literal["ap", "cell", "edge", "region", "cloud"]
 
@@ -35,7 +35,7 @@ class NodeSpec(BaseModel):
 class LinkSpec(BaseModel):
     """A full-duplex link between two nodes; ``up`` is the direction toward the cloud."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     a: str = Field(description="a node it joins")
     b: str = Field(description="the other node it joins")
@@ -46,7 +46,7 @@ class LinkSpec(BaseModel):
 
 
 class TopologySpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     nodes: dict[str, NodeSpec] = Field(min_length=1, description="name -> {kind: ap | cell | edge | region | cloud}")
     links: list[LinkSpec] = Field(min_length=1, description="{a, b, up_mbps, down_mbps, latency_s, loss}; up is "

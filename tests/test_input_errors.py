@@ -59,6 +59,11 @@ CASES = {
             "power_active_w": 3, "power_idle_w": 0.3,
             "thermal": {"burst_s": 10, "sustained_fraction": 0.5, "cool_s": 10, "power_exponent": 5}}}),
         ["fleet.devices.hot.thermal.power_exponent"]),
+    "infinite link capacity": (
+        lambda d, t: d["fleet"].__setitem__("links", {"fat": {"up_mbps": float("inf"), "down_mbps": 1, "latency_s": 0.1,
+                                                              "power_base_w": 1, "power_up_w_per_mbps": 0,
+                                                              "power_down_w_per_mbps": 0}}),
+        ["fleet.links.fat.up_mbps"]),
     "unknown cut": (lambda d, t: d["rounds"].__setitem__("cut", "abort"), ["rounds.cut", "finish", "push"]),
     "cut for async sessions": (lambda d, t: d["rounds"].update(mode="async", concurrency=2, buffer=2, cut="push"),
                                ["rounds.cut", "synchronous"]),

@@ -524,7 +524,26 @@ def _format_error(exc: ValidationError) -> str:
 
 class UniqueKeyLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` that refuses a key given twice in one mapping (plain YAML keeps the
-    last one silently, so a duplicated field would quietly override the first)."""
+    last one silently, so a duplicated field would quietly override the first), and an alias to a
+    node that contains it (``a: &x {b: *x}``): such a structure is its own member, which no field
+    can hold and which would loop whatever walks it."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.open_parents: list = []  # the parents of the nodes being composed: with ``parent``, every ancestor
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.events.AliasEvent):
+            event = self.peek_event()
+            if any(node is self.anchors.get(event.anchor) for node in [parent, *self.open_parents]):
+                raise yaml.composer.ComposerError(None, None, f"alias *{event.anchor} refers to a node that contains it",
+                                                  event.start_mark)
+            return super().compose_node(parent, index)
+        self.open_parents.append(parent)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.open_parents.pop()
 
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -569,7 +588,10 @@ def parse_overrides(items: list[str]) -> list[tuple[str, object]]:
         if "=" not in item:
             raise ScenarioError(f"--set {item}: expected dotted.path=value")
         path, raw = item.split("=", 1)
-        out.append((path.strip(), yaml.safe_load(raw) if raw != "" else ""))
+        try:
+            out.append((path.strip(), load_yaml(raw) if raw != "" else ""))
+        except yaml.YAMLError as exc:
+            raise ScenarioError(f"--set {path.strip()}: invalid YAML value: {getattr(exc, 'problem', exc)}") from None
     return out
 
 

@@ -52,6 +52,12 @@ def test_bad_override_names_the_field(tiny_file):
     _assert_one_line_error(edgefed("validate", tiny_file, "--set", "rounds.max=-3"), "rounds.max", "greater than 0")
 
 
+def test_an_override_that_is_not_yaml_names_the_field(tiny_file):
+    _assert_one_line_error(edgefed("validate", tiny_file, "--set", "seed=["), "--set seed", "invalid YAML value")
+    _assert_one_line_error(edgefed("validate", tiny_file, "--set", "task=&a {x: *a}"), "--set task",
+                           "refers to a node that contains it")
+
+
 def test_validate_prints_the_resolved_scenario_with_overrides(tiny_file):
     result = edgefed("validate", tiny_file, "--set", "algorithm.lr=0.5", "--set", "rounds.max=7")
     assert result.returncode == 0, result.stderr

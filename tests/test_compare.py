@@ -311,6 +311,7 @@ def mutate(path: str, value):
     (mutate("targets", [0.2]), "targets: target 0.2000 is at or below seed 0's starting accuracy"),
     (mutate("base", "missing.yaml"), "base: file not found"),
     (mutate("arms", KeyError), "arms: missing required field"),
+    (lambda data: data["set"].__setitem__("loop", data["set"]), "invalid YAML: alias *id001 refers to a node that contains it"),
 ])
 def test_bad_input_gives_one_line_and_exit_2(tmp_path, change, message):
     data = tiny()

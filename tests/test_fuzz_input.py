@@ -121,7 +121,7 @@ def apply(mutation_list):
     for op, path, value in mutation_list:
         try:
             if op == "set":
-                set_path(data, path, value)
+                set_path(data, path, copy.deepcopy(value))  # a shared probe would link two fields
             elif op == "del":
                 delete_path(data, path)
             else:
@@ -223,7 +223,7 @@ def test_mutated_comparisons_plan_or_fail_with_one_line(tmp_path_factory, data):
     mutated = copy.deepcopy(COMPARISON)
     for op, path, value in data.draw(comparison_mutations()):
         try:
-            (set_path(mutated, path, value) if op == "set" else delete_path(mutated, path))
+            (set_path(mutated, path, copy.deepcopy(value)) if op == "set" else delete_path(mutated, path))
         except (KeyError, IndexError, TypeError):
             pass
     path = tmp_path_factory.mktemp("fuzz") / "comparison.yaml"

@@ -64,6 +64,8 @@ CASES = {
                                                               "power_base_w": 1, "power_up_w_per_mbps": 0,
                                                               "power_down_w_per_mbps": 0}}),
         ["fleet.links.fat.up_mbps"]),
+    "a section that contains itself": (lambda d, t: d["rounds"].__setitem__("again", d["rounds"]),
+                                       ["invalid YAML", "refers to a node that contains it"]),
     "unknown cut": (lambda d, t: d["rounds"].__setitem__("cut", "abort"), ["rounds.cut", "finish", "push"]),
     "cut for async sessions": (lambda d, t: d["rounds"].update(mode="async", concurrency=2, buffer=2, cut="push"),
                                ["rounds.cut", "synchronous"]),

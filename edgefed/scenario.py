@@ -556,7 +556,7 @@ class UniqueKeyLoader(yaml.SafeLoader):
 
 
 def load_yaml(text: str):
-    """Safe YAML (no tags that build Python objects) with duplicate keys refused."""
+    """Safe YAML (no tags that build Python objects) with duplicate keys and self-containing aliases refused."""
     loader = UniqueKeyLoader(text)  # what yaml.safe_load does, with our loader class
     try:
         return loader.get_single_data()

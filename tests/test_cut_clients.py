@@ -7,13 +7,12 @@ round trips on first contact); devices draw 3 W computing and 0.5 W otherwise; 1
 trips (TCP, TLS, the request), 8 Mbit at 16 Mbps - 1.3 s, 2.6 J of radio (1 J promotion, 0.8 s at
 1 W, 0.8 J for the bits), then a 1 s tail (1 J).
 """
-import json
 
 import pytest
 
 from edgefed.scenario import RoundsSpec
 from edgefed.simulator.inputs import EngineConfig
-from tests.test_systems import LINK, FakeAlgo, device, make_engine, play
+from tests.test_systems import LINK, FakeAlgo, device, make_engine, play, restore
 
 CUT_LINK = LINK.model_copy(update={"tail_s": 1.0, "handshake_rtts": 2})
 DOWNLOAD_J = 1.0 + 0.8 + 0.8
@@ -111,17 +110,9 @@ def test_a_busy_device_survives_a_state_round_trip():
     first = late_alone("finish", 2)
     play(first, 1)
     resumed = late_alone("finish", 2)
-    resumed.load_state(json.loads(json.dumps(first.state())), {k: v.copy() for k, v in first.arrays().items()})
+    restore(resumed, first)
     assert resumed.sessions.busy_until.tolist() == pytest.approx([10.1])
-    out = []
-
-    def server():
-        rnd = yield from resumed.run_round(2)
-        out.append((rnd.record, rnd.rows))
-
-    resumed.env.process(server())
-    resumed.env.run()
-    (record, rows), = out
+    (record, rows), = play(resumed, 2, first=2)
     assert rows == straight[1][1]
     assert (record.sim_time_s, record.energy_j) == (straight[1][0].sim_time_s, straight[1][0].energy_j)
 

@@ -1,13 +1,12 @@
 """Radio state and heat carried across rounds, against energies and times computed by hand on
 round-number links and devices (tests/test_systems.py's LINK: promotion 0.5 s at 2 W, 1 W base,
 0.1 / 0.5 W per Mbps down / up, 5 s tail at 1 W; 1 MB each way)."""
-import json
 
 import pytest
 
 from edgefed.devices.profile import ThermalProfile
 from edgefed.simulator.inputs import EngineConfig
-from tests.test_systems import LINK, FakeAlgo, device, make_engine, play
+from tests.test_systems import LINK, FakeAlgo, device, make_engine, play, restore
 
 IDLE_LINK = LINK.model_copy(update={"idle_w": 0.1})
 DOWN_J = 0.6 * 1.0 + 0.1 * 8  # 0.1 s latency + 8 Mbit / 16 Mbps at 1 W, plus 0.1 W/Mbps x 8 Mbit
@@ -89,13 +88,6 @@ def test_radio_and_heat_survive_a_state_round_trip_exactly():
     first = make_engine(FakeAlgo(flops=16e9), [hot], link=IDLE_LINK, rounds=rounds)
     play(first, 1)
     resumed = make_engine(FakeAlgo(flops=16e9), [hot], link=IDLE_LINK, rounds=rounds)
-    resumed.load_state(json.loads(json.dumps(first.state())), {k: v.copy() for k, v in first.arrays().items()})
-    out = []
-
-    def server():
-        rnd = yield from resumed.run_round(2)
-        out.append((rnd.record, rnd.rows))
-
-    resumed.env.process(server())
-    resumed.env.run()
-    assert out[0][1][0] == straight[1][1][0]
+    restore(resumed, first)
+    (_, rows), = play(resumed, 2, first=2)
+    assert rows[0] == straight[1][1][0]

@@ -1,5 +1,6 @@
 """The engine's systems side on hand-made devices and links: radio energy in closed form, dropouts,
 over-selection, resource-aware selection, batteries, stragglers and shared cells."""
+import json
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -75,19 +76,25 @@ def make_engine(algo, devices, link=LINK, rounds=None, cells=None, cell=None, av
 NO_EVALUATION = EveryRounds(every=10**9, last=10**9)
 
 
-def play(engine, rounds=1):
-    """Run rounds without evaluation; returns [(RoundRecord, rows)]."""
+def play(engine, rounds=1, first=1):
+    """Run rounds ``first`` to ``rounds`` without evaluation; returns [(RoundRecord, rows)]."""
     engine.schedule = NO_EVALUATION  # also for engines made elsewhere: these fakes have no model to evaluate
     results = []
 
     def server():
-        for r in range(1, rounds + 1):
+        for r in range(first, rounds + 1):
             rnd = yield from engine.run_round(r)
             results.append((rnd.record, rnd.rows))
 
     engine.env.process(server())
     engine.env.run()
     return results
+
+
+def restore(engine, saved) -> None:
+    """``engine`` takes ``saved``'s state and per-device arrays through a JSON round trip, as a
+    checkpoint carries them."""
+    engine.load_state(json.loads(json.dumps(saved.state())), {k: v.copy() for k, v in saved.arrays().items()})
 
 
 @pytest.mark.parametrize("flops, upload_promoted", [(2e9, False), (6e9, True)])

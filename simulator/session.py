@@ -64,15 +64,17 @@ class Sessions:
         self.env = simpy.Environment(initial_time=start_s)
         self.net = Network(self.env, self.fleet.access, self.cfg.routes())
 
+    def _able(self) -> np.ndarray:
+        """Whether each device could take part but for a busy spell: eligible, with battery left if it has a share."""
+        return self.fleet.eligible & (self.charge_j > 0)
+
     def usable(self) -> np.ndarray:
-        """Ids of the devices that may take part: eligible, with battery left if they have a share, and
-        not busy with a cut session."""
-        return np.flatnonzero(self.fleet.eligible & (self.charge_j > 0) & (self.busy_until <= self.env.now))
+        """Ids of the devices that may take part: able (``_able``) and not busy with a cut session."""
+        return np.flatnonzero(self._able() & (self.busy_until <= self.env.now))
 
     def freed(self) -> np.ndarray:
         """When the devices busy with a cut session's refused contact, and otherwise usable, are free."""
-        busy = self.fleet.eligible & (self.charge_j > 0) & (self.busy_until > self.env.now)
-        return self.busy_until[busy]
+        return self.busy_until[self._able() & (self.busy_until > self.env.now)]
 
     def last_synced(self, cid: int) -> int | None:
         return None if self.last_sync[cid] < 0 else int(self.last_sync[cid])

@@ -24,7 +24,6 @@ import argparse
 import csv
 import json
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -33,7 +32,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from edgefed.provenance import write_bench_result  # noqa: E402
+from edgefed.provenance import code, write_bench_result  # noqa: E402
 from edgefed.results import atomic_write  # noqa: E402
 from edgefed.runner import run_scenario  # noqa: E402
 from edgefed.scenario import validate_scenario  # noqa: E402
@@ -105,11 +104,6 @@ def slug(label: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in label).strip("-")
 
 
-def commit() -> str:
-    return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
-                          check=True).stdout.strip()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--measure-before", type=Path, help="measure the code as it is as the before arm, "
@@ -120,8 +114,8 @@ def main() -> None:
     start = time.perf_counter()
     trace = record()
     if args.measure_before:
-        atomic_write(args.measure_before, json.dumps({"commit": commit(), "scenarios": measure(trace, {"before": {}})},
-                                                     indent=2) + "\n")
+        before = {"commit": code(ROOT)["commit"], "scenarios": measure(trace, {"before": {}})}
+        atomic_write(args.measure_before, json.dumps(before, indent=2) + "\n")
         print(f"wrote {args.measure_before}")
         return
     saved = json.loads((args.before or RESULTS).read_text())  # a --measure-before file, or the last results

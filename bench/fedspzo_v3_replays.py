@@ -48,16 +48,18 @@ def at_budget(run_dir: Path, cost: str, budget: float) -> dict:
     raise SystemExit(f"{run_dir}: ended at {format_cost(spent, cost)}, before the budget")
 
 
-def replay(run_dir: Path, work: Path, cost: str, budget: float) -> dict:
-    """One report run replayed on the current simulator: its figures at the budget."""
+def replay(run_dir: Path, work: Path, cost: str, budget: float, fleet) -> dict:
+    """One report run replayed on the current simulator (its fleet must be ``fleet``, the
+    quickstart's): its figures at the budget."""
     trace = work / "trace.jsonl"
     with gzip.open(run_dir / "trace.jsonl.gz", "rt") as packed:
-        trace.write_text(packed.read())
-    rounds = sum(1 for line in trace.read_text().splitlines()[1:] if json.loads(line)["round"] > 0)
+        text = packed.read()
+    trace.write_text(text)
+    rounds = sum(1 for line in text.splitlines()[1:] if json.loads(line)["round"] > 0)
     scenario, base = load_scenario(run_dir / "scenario.yaml", [
         f"replay={{trace: {trace}}}", "task.evaluate_on=test",  # a trace holds the test accuracy only
         f"rounds.max={rounds}", "output.report=false", "output.plots=false"])
-    if scenario.fleet != load_scenario(QUICKSTART)[0].fleet:
+    if scenario.fleet != fleet:
         raise SystemExit(f"{run_dir}: its fleet is not the quickstart's")
     run_scenario(scenario, base, work / "run")
     return at_budget(work / "run", cost, budget)
@@ -78,7 +80,7 @@ def main() -> int:
     result = json.loads((RUNS / "compare.json").read_text())
     seeds = result["seeds"]["registered"] + result["seeds"]["added"]
     reference, budget = result["reference"], format_cost(result["budget"], result["cost"])
-    picks = {}
+    fleet, picks = load_scenario(QUICKSTART)[0].fleet, {}
     with tempfile.TemporaryDirectory() as tmp:
         for label, pick in result["picks"].items():
             per_seed = {}
@@ -86,7 +88,7 @@ def main() -> int:
                 run_dir = RUNS / comparison.run(label, pick["config"], seed).folder
                 work = Path(tmp) / label / str(seed)
                 work.mkdir(parents=True)
-                per_seed[seed] = replay(run_dir, work, result["cost"], result["budget"])
+                per_seed[seed] = replay(run_dir, work, result["cost"], result["budget"], fleet)
                 print(f"{label} seed {seed}: " + ", ".join(f"{k} {v:.6g}" for k, v in per_seed[seed].items()),
                       flush=True)
             picks[label] = {"config": pick["config"], "seeds": seeds,

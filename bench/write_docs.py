@@ -651,13 +651,13 @@ def v3_replays(data: dict) -> list[str]:
                "bytes": ("kB up and down", 1e3)}
     rows = [[label, seed, *(number(p[k][i] / scale) for k, (_, scale) in figures.items())]
             for label, p in data["picks"].items() for i, seed in enumerate(p["seeds"])]
-    commit = (data.get("provenance") or {}).get("commit", "-")[:7]
     return [
-        f"**Time and energy on the quickstart's fleet** (each report run's trace replayed at {commit}, the final "
-        f"simulator, to the budget; the round that crosses it counted pro rata; script "
-        f"[`bench/fedspzo_v3_replays.py`](../bench/fedspzo_v3_replays.py)):\n",
+        "**Time and energy on the quickstart's fleet** (each report run's trace replayed on the final simulator, "
+        "to the budget; the round that crosses it counted pro rata; script "
+        "[`bench/fedspzo_v3_replays.py`](../bench/fedspzo_v3_replays.py)):\n",
         "".join(f"- {d['sentence']}\n" for by_figure in data["differences"].values() for d in by_figure.values()),
         table(["pick", "seed", *(name for name, _ in figures.values())], rows),
+        provenance_line(data.get("provenance"), what="The replays"),
     ]
 
 

@@ -304,7 +304,7 @@ def test_stopped_then_resumed_equals_the_whole_run(tmp_path, tiny_dict, monkeypa
 
 
 def test_kill_9_then_resume_equals_the_whole_run(tmp_path, tiny_dict):
-    tiny_dict["rounds"].update(**{**ASYNC, "max": 16, "eval_every": 4})
+    tiny_dict["rounds"].update(**{**ASYNC, "max": 10, "eval_every": 4})
     scenario = write_scenario(tmp_path, tiny_dict)
     killed = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "edgefed", "run", str(scenario), "--out", str(killed), "--quiet"],

@@ -236,10 +236,11 @@ def test_runs_on_two_kinds_of_device_are_refused(compared, tmp_path):
 
 
 def without_report_runs(compared, tmp_path) -> Path:
-    """A copy of the module's comparison whose report stage has not run (its tuning has)."""
+    """A copy of the module's comparison whose report stage has run for every seed but the last, one
+    run per pick still to make (the stage's other runs are the same code with another seed)."""
     out = copy_of(compared, tmp_path)
     for label, pick in compared[1]["picks"].items():
-        for seed in compared[1]["seeds"]["registered"]:
+        for seed in compared[1]["seeds"]["registered"][-1:]:
             shutil.rmtree(out / "runs" / label / f"c{pick['config']:02d}-s{seed}")
     (out / "compare.json").unlink()
     return out

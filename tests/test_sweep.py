@@ -15,6 +15,8 @@ from edgefed.sweep import load_sweep, point_scenario, run_sweep
 from tests.conftest import write_scenario
 from tests.test_resume import without_host_seconds
 
+pytestmark = pytest.mark.xdist_group("ray")  # the Ray test shares the module's sweep: it runs once, on one process
+
 
 def _sweep_file(tmp_path, tiny_dict, grid, points=None):
     tiny_dict["rounds"]["max"] = 2
@@ -111,7 +113,6 @@ def test_a_point_stopped_mid_run_resumes_from_its_checkpoint(two_seeds, tmp_path
     assert _rows(out / "sweep.csv") == _rows(local / "sweep.csv")
 
 
-@pytest.mark.xdist_group("ray")  # one local Ray per test process: keep its users on one
 def test_local_and_ray_backends_write_identical_rows(two_seeds, tmp_path, local_ray):
     path, local_dir, _ = two_seeds
     run_sweep(path, tmp_path / "ray", backend="ray", workers=1)

@@ -11,6 +11,8 @@ from edgefed.runner import run_scenario
 from edgefed.scenario import ScenarioError, load_scenario
 from tests.conftest import TINY, write_scenario
 
+pytestmark = pytest.mark.xdist_group("ray")  # the Ray test shares the module's real run: it runs once, on one process
+
 
 def _rows(path, drop=("host_seconds",)):
     with path.open() as fh:
@@ -76,7 +78,7 @@ def test_replay_beyond_the_trace_is_bad_input(real):
         _run(tmp, long, "long")
 
 
-@pytest.mark.parametrize("backend", ["local", pytest.param("ray", marks=pytest.mark.xdist_group("ray"))])
+@pytest.mark.parametrize("backend", ["local", "ray"])
 def test_parallel_clients_give_the_sequential_outputs(real, backend, request):
     if backend == "ray":
         request.getfixturevalue("local_ray")

@@ -558,10 +558,11 @@ def v3_progress(runs: Path, planned: float, fmt) -> str:
             rows = (run / "rounds.csv").read_text().splitlines()
             header = rows[0].split(",")
             spent += float(rows[-1].split(",")[header.index("client_flops")]) if len(rows) > 1 else 0.0
-    words = {"done": "done", "paused": "paused at B/3 (pruned or waiting to go on)", "diverged": "diverged",
-             "under way": "under way"}
+    finished = (runs / "compare.json").is_file()
+    words = {"done": "done", "paused": "pruned at B/3" if finished else "paused at B/3 (pruned or waiting to go on)",
+             "diverged": "diverged", "under way": "under way"}
     states = and_join(f"{n} {words.get(state, state)}" for state, n in sorted(counts.items()))
-    if (runs / "compare.json").is_file():
+    if finished:
         return f"Its runs are done: {states}, {fmt(spent)} spent against the plan's estimate of {fmt(planned)}."
     pinned = json.loads((runs / "plan.json").read_text())["code_version"][:7] if (runs / "plan.json").is_file() else "-"
     return (f"Its runs are under way in [`{RUNS_V3}/`](../{RUNS_V3}/), every one learning at commit {pinned}: so "
@@ -821,15 +822,16 @@ def study_md(repo: Path = REPO) -> str | None:
     if not all(path.is_file() for path in paths):
         return None
     data, readback, v1 = (json.loads(path.read_text()) for path in paths[:3])
+    v3 = repo / RUNS_V3 / "compare.json"
     return "\n".join([
         generated_note(COMMAND),
         "# The FedSPZO study: FedSPZO against DeComFL, a top-block control and FedAvg, per client FLOP\n",
         "The question comes from the FedSPZO paper (arXiv 2502.10239). Does splitting the network into two "
         "blocks, with more perturbations on block 2 and block 1's outputs reused, cut client computation "
         "against the zero-order state of the art? Versions 1 and 2 of this study did not answer it: their "
-        "protocols decided the headline, not the methods. Version 3 will answer it under `edgefed compare`.\n",
-        *v3_plan(repo), *(v3_results(json.loads(v3.read_text())) if (v3 := repo / RUNS_V3 / "compare.json").is_file()
-                           else []),
+        "protocols decided the headline, not the methods. Version 3 "
+        + ("answers it under `edgefed compare`, below.\n" if v3.is_file() else "will answer it under `edgefed compare`.\n"),
+        *v3_plan(repo), *(v3_results(json.loads(v3.read_text())) if v3.is_file() else []),
         *(v3_replays(json.loads(replays.read_text())) if (replays := results_dir / "fedspzo_v3_replays.json").is_file()
           else []),
         *readback_section(readback),

@@ -114,3 +114,17 @@ def test_check_names_a_stale_file(tmp_path, capsys, monkeypatch):
 
 def test_bad_format_is_a_usage_error():
     assert CliRunner().invoke(app, ["schema", "--format", "html"]).exit_code == 2
+
+
+@pytest.mark.parametrize("low, high, says", [(-0.08, -0.02, "higher accuracy than DeComFL"),
+                                             (0.02, 0.08, "does not hold here"),
+                                             (-0.03, 0.05, "shows no accuracy gain over DeComFL")])
+def test_the_study_claim_follows_the_interval_of_decomfl_against_the_reference(low, high, says):
+    """The README's plain sentence on the paper's claim reads the primary interval's side of 0 (an
+    interval below 0 means DeComFL lower than FedSPZO), and names the budget it was read at."""
+    arm = {"low": low, "high": high}
+    result = {"reference": "fedspzo",
+              "checkpoints": {"registered": [{"primary": False, "at": 15e12, "arms": {"decomfl": {"low": 1, "high": 2}}},
+                                             {"primary": True, "at": 30e12, "arms": {"decomfl": arm}}]}}
+    claim = bench_script("write_docs").v3_claim(result)
+    assert says in claim and "at 30 client TFLOP" in claim

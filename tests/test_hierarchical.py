@@ -501,20 +501,21 @@ def in_one_cell(tiny: dict, method: str, kind: str, rounds: int, edge_rounds: in
 
 
 def run_to_the_end(raw: dict):
-    """Run a scenario in memory: its engine after the last round and its rounds' records."""
+    """Run a scenario in memory: its engine after the last round and its rounds (each with its
+    record and client rows)."""
     engine = build_run(validate_scenario(raw, REPO), REPO).engine
-    records = []
+    rounds = []
 
     class Keep:
         def round_configured(self, engine, round):
             pass
 
         def round_done(self, engine, round):
-            records.append(round.record)
+            rounds.append(round)
 
     engine.observers = [Keep()]
     engine.run()
-    return engine, records
+    return engine, rounds
 
 
 @pytest.mark.parametrize("method", ["fedavg", "fedzo"])
@@ -525,6 +526,7 @@ def test_one_cell_with_k_edge_rounds_learns_as_k_flat_rounds_bit_for_bit(tiny_di
     k, cloud_rounds = 3, 2
     flat_engine, flat = run_to_the_end(in_one_cell(tiny_dict, method, "flat", k * cloud_rounds))
     hier_engine, hier = run_to_the_end(in_one_cell(tiny_dict, method, "hierarchical", cloud_rounds, k))
+    flat, hier = [r.record for r in flat], [r.record for r in hier]
     assert len(hier) == cloud_rounds + 1 and len(flat) == k * cloud_rounds + 1
     for r in range(cloud_rounds + 1):
         assert (hier[r].accuracy, hier[r].loss) == (flat[k * r].accuracy, flat[k * r].loss)

@@ -21,7 +21,7 @@ from edgefed.simulator.inputs import EngineConfig
 from edgefed.simulator.network import Network
 from edgefed.simulator.topology import Topology, TopologySpec
 from tests.conftest import REPO, write_scenario
-from tests.test_hierarchical import METHODS, EdgeFake, EdgeRoundsFake, as_arrays, magnitudes, sized
+from tests.test_hierarchical import METHODS, EdgeFake, EdgeRoundsFake, as_arrays, magnitudes, run_to_the_end, sized
 from tests.test_network import MBIT, _link
 from tests.test_systems import LINK, NO_EVALUATION, device, play
 
@@ -238,20 +238,9 @@ def one_tier(tiny: dict, method: str, topology: bool) -> dict:
 
 
 def rounds_of(raw: dict) -> list:
-    engine = build_run(validate_scenario(raw, REPO), REPO).engine
-    out = []
-
-    class Keep:
-        def round_configured(self, engine, round):
-            pass
-
-        def round_done(self, engine, round):
-            out.append(({k: v for k, v in asdict(round.record).items() if k not in ("host_seconds", "links")},
-                        [asdict(r) for r in round.rows]))
-
-    engine.observers = [Keep()]
-    engine.run()
-    return out
+    """Each round's record (host seconds and per-link bytes left out) and client rows."""
+    return [({k: v for k, v in asdict(r.record).items() if k not in ("host_seconds", "links")},
+             [asdict(row) for row in r.rows]) for r in run_to_the_end(raw)[1]]
 
 
 @pytest.mark.parametrize("method", ["decomfl", "fedzo"])

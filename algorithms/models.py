@@ -106,6 +106,8 @@ def load_backbone(name: str, kind: str, dtype: str, seed: int = 0):
         hint = "" if local else " (hub download failed: no network? use a local folder or a builtin model)"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"model.name: cannot load {name!r}{hint}: {first}") from exc
+    if kind == "causal":  # training and scoring never decode: a KV cache would hold every layer's keys and values
+        model.config.use_cache = False
     return model.eval(), tokenizer, kind
 
 
@@ -340,9 +342,19 @@ def param_bytes(params) -> int:
     return sum(p.numel() * p.element_size() for p in params)
 
 
+def gated_mlp(model: TaskModel) -> bool:
+    """Is the layers' MLP gated (``down(act(gate(x)) * up(x))``, as in Llama, Mistral or Qwen)?
+    It holds two more intermediate-sized tensors than a plain ``down(act(up(x)))``: the gate's
+    activation and the up projection beside their product in a forward, and all three of them
+    (SiLU's input, the product's two factors) for a backward, where a plain MLP keeps its
+    activation's input alone."""
+    return any(name.split(".")[-1] == "gate_proj" for name, _ in model.layers[0].named_modules())
+
+
 def inference_activation_bytes(model: TaskModel, batch_size: int, seq_len: int) -> int:
     """Peak live activations of a no-grad forward: the residual stream in and out of a layer, plus
-    the larger of the attention scores and the MLP hidden layer (one layer at a time)."""
+    the larger of the attention scores and the MLP hidden layer (one layer at a time; a gated
+    MLP's two more intermediate tensors, ``gated_mlp``)."""
     cfg = model.backbone.config
     elem = next(model.parameters()).element_size()
     hidden = cfg.hidden_size
@@ -350,7 +362,8 @@ def inference_activation_bytes(model: TaskModel, batch_size: int, seq_len: int) 
     heads = cfg.num_attention_heads
     tokens = batch_size * seq_len
     residual = 3 * tokens * hidden
-    transient = max(2 * batch_size * heads * seq_len * seq_len, tokens * inter + tokens * hidden)
+    mlp = tokens * inter * (3 if gated_mlp(model) else 1) + tokens * hidden
+    transient = max(2 * batch_size * heads * seq_len * seq_len, mlp)
     logits = batch_size * (cfg.vocab_size if model.kind == "causal" else model.num_labels)
     return int(elem * (residual + transient) + 4 * logits)
 
@@ -358,15 +371,20 @@ def inference_activation_bytes(model: TaskModel, batch_size: int, seq_len: int) 
 def training_activation_bytes(model: TaskModel, batch_size: int, seq_len: int, layers: int,
                               linears_train: bool) -> int:
     """Activations kept for backprop through the top ``layers`` layers (those above the frozen
-    prefix; the prefix runs without grad). Per layer, in elements: s*b*h*c + a*s*s*b, Korthikanti
+    prefix; the prefix runs without grad). Per layer, in elements: s*b*c + a*s*s*b, from Korthikanti
     et al. 2022 eq. 1 (34sbh + 5as^2b bytes at 16-bit) less its dropout terms (a device fine-tunes
-    with dropout off, as the host's eval-mode model does): c = 16. When the layer's linear weights
-    are frozen (LoRA trains adapters only) autograd keeps no input for them: c = 10, fitted to the
-    peak measured on MiniLM-L6 (bench/memory_model.py). Plus a no-grad forward's transient peak."""
+    with dropout off, as the host's eval-mode model does), with the MLP's terms written for its own
+    intermediate size i (eq. 1 takes i = 4h): c = 7h (attention and the two norms) + h + 2i (the
+    MLP's input, its activation's input and its second linear's input) = 16h at i = 4h. When the
+    layer's linear weights are frozen (LoRA trains adapters only) autograd keeps no input for them:
+    c = 6h + i, 10h at i = 4h, which the peak measured on MiniLM-L6 bears out (bench/memory_model.py).
+    A gated MLP keeps 2i more (``gated_mlp``). Plus a no-grad forward's transient peak."""
     cfg = model.backbone.config
     elem = next(model.parameters()).element_size()
     h, a, s, b = cfg.hidden_size, cfg.num_attention_heads, seq_len, batch_size
-    per_layer = s * b * h * (16 if linears_train else 10) + a * s * s * b
+    i = getattr(cfg, "intermediate_size", 4 * h)
+    kept = (7 * h + h + 2 * i if linears_train else 6 * h + i) + (2 * i if gated_mlp(model) else 0)
+    per_layer = s * b * kept + a * s * s * b
     return int(per_layer * layers * elem) + inference_activation_bytes(model, b, s)
 
 

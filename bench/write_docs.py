@@ -447,7 +447,8 @@ def memory_model(data: dict) -> list[str]:
             for r in data["rows"]]
     return [table(["model", "method", "trainable", "trainable parameters", "declared MB", "measured MB",
                    "error (declared / measured - 1)"], rows),
-            f"Worst MiniLM-L6 error {data['worst_minilm_error']:.1%}; tolerance {data['tolerance']:.0%}.\n"]
+            "Worst error " + and_join(f"{error:.1%} ({model})" for model, error in data["worst_error"].items())
+            + f"; tolerance {data['tolerance']:.0%}.\n"]
 
 
 # a result's own renderer, by the name of its JSON (bench/results/NAME.json)

@@ -499,7 +499,7 @@ def v3_plan(repo: Path) -> list[str]:
     fmt = lambda value: format_cost(value, spec.cost)  # noqa: E731
     b = spec.budget
     base = comparison.base.relative_to(repo.resolve()).as_posix()
-    started = (v3_progress(repo / RUNS_V3, cost["total_cost"], fmt) if (repo / RUNS_V3).is_dir()
+    started = (v3_progress(repo / RUNS_V3, cost["total_cost"], spec.cost, fmt) if (repo / RUNS_V3).is_dir()
                else f"None of its runs has started yet (there is no `{RUNS_V3}/`).")
     arms = [[f"`{label}`" + (" (reference)" if label == spec.reference else ""), arm.name, fields(arm.fixed),
              "; ".join(fields(c) for c in arm.configs),
@@ -542,23 +542,24 @@ def v3_plan(repo: Path) -> list[str]:
     ]
 
 
-def v3_progress(runs: Path, planned: float, fmt) -> str:
-    """How far the committed run folders have got: runs by status and the cost they spent (a run
-    under way counts to its last committed round), against the plan's estimate."""
+def v3_progress(runs: Path, planned: float, cost: str, fmt) -> str:
+    """How far the committed run folders have got: runs by status and the cost they spent (each
+    run's rounds.csv summed as the runner's schedule sums it; a run under way to its last
+    committed round), against the plan's estimate."""
+    from edgefed.budget import spend
     from edgefed.comparing import status
+    from edgefed.results import read_rows
 
     counts: dict[str, int] = {}
     spent = 0.0
     for run in sorted(runs.glob("runs/*/*")):
         state = status(run) or "under way"
         counts[state] = counts.get(state, 0) + 1
-        summary = run / "summary.json"
-        if summary.is_file():
-            spent += json.loads(summary.read_text())["totals"]["client_flops"]
-        elif (run / "rounds.csv").is_file():
-            rows = (run / "rounds.csv").read_text().splitlines()
-            header = rows[0].split(",")
-            spent += float(rows[-1].split(",")[header.index("client_flops")]) if len(rows) > 1 else 0.0
+        if (run / "rounds.csv").is_file():
+            by_run = 0.0
+            for row in read_rows(run / "rounds.csv"):
+                by_run = spend(by_run, row, cost)
+            spent += by_run
     finished = (runs / "compare.json").is_file()
     words = {"done": "done", "paused": "pruned at B/3" if finished else "paused at B/3 (pruned or waiting to go on)",
              "diverged": "diverged", "under way": "under way"}

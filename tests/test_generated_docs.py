@@ -128,3 +128,18 @@ def test_the_study_claim_follows_the_interval_of_decomfl_against_the_reference(l
                                              {"primary": True, "at": 30e12, "arms": {"decomfl": arm}}]}}
     claim = bench_script("write_docs").v3_claim(result)
     assert says in claim and "at 30 client TFLOP" in claim
+
+
+def test_the_study_progress_sums_every_round_of_a_run_under_way(tmp_path):
+    """A run under way counts all its committed rounds (rounds.csv holds each round's own cost),
+    not only its last; a finished run counts the same way."""
+    header = "round,sim_time_s,accuracy,loss,selected,aggregated,dropped,bytes_up,bytes_down,energy_j,client_flops,host_seconds"
+    for name, rounds, done in (("a/c00-s1", 3, False), ("a/c01-s1", 2, True)):
+        run = tmp_path / "runs" / name
+        run.mkdir(parents=True)
+        rows = [f"{r},{r},,,1,1,0,0,0,0.0,{2e12 if r else 0.0},0.1" for r in range(rounds + 1)]
+        (run / "rounds.csv").write_text("\n".join([header, *rows]) + "\n")
+        if done:
+            (run / "summary.json").write_text(json.dumps({"status": "done"}))
+    line = bench_script("write_docs").v3_progress(tmp_path, 20e12, "client_flops", lambda v: f"{v / 1e12:g} TFLOP")
+    assert "1 done and 1 under way, 10 TFLOP spent of the plan's 20 TFLOP" in line

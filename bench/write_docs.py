@@ -572,23 +572,42 @@ def v3_progress(runs: Path, planned: float, cost: str, fmt) -> str:
             f"`{RUNS_V3}/compare.json` is there.")
 
 
+def pick_edges(result: dict, label: str) -> dict[str, str]:
+    """The grid fields an arm's pick sits at an end of (``protocol.grid_edges`` over its tuning
+    rows: compare.json carries them itself only from the commit that added the rule)."""
+    from edgefed.protocol import grid_edges
+
+    t = result["tuning"][label]
+    return grid_edges([row["algorithm"] for row in t["rows"]],
+                      next(row for row in t["rows"] if row["config"] == t["pick"])["algorithm"])
+
+
 def v3_claim(result: dict) -> str:
     """One plain sentence on the paper's claim, from the primary reading of the zero-order baseline
-    against FedSPZO (the reference): which way the interval points, or that it holds no difference."""
+    against FedSPZO (the reference): which way the interval points, or that it holds no difference;
+    then the caveat when DeComFL's pick sits at an end of its grid (``protocol.edge_sentence``)."""
     ref = result["reference"]
     primary = next(e for e in result["checkpoints"]["registered"] if e["primary"])
     zo = primary["arms"].get("decomfl")
     if zo is None:
         return ""
+    from edgefed.protocol import edge_sentence
+
     at = f"at {tflop(primary['at'])} client TFLOP"
     if zo["low"] is not None and zo["high"] is not None and zo["high"] < 0:
-        return (f"So in this regime {ref} reaches a higher accuracy than DeComFL {at}, in the direction of the "
-                "paper's claim of less computation (this reading gives an accuracy difference, not a cost ratio).")
-    if zo["low"] is not None and zo["low"] > 0:
-        return (f"So in this regime DeComFL reaches a higher accuracy than {ref} {at}: the paper's claim of 1.6-3x "
-                "less computation does not hold here.")
-    return (f"So in this regime {ref} shows no accuracy gain over DeComFL {at}: the paper's claim of 1.6-3x less "
-            "computation is not reproduced here, and a gain smaller than the interval's width is not ruled out.")
+        claim = (f"So in this regime {ref} reaches a higher accuracy than DeComFL {at}, in the direction of the "
+                 "paper's claim of less computation (this reading gives an accuracy difference, not a cost ratio).")
+    elif zo["low"] is not None and zo["low"] > 0:
+        claim = (f"So in this regime DeComFL reaches a higher accuracy than {ref} {at}: the paper's claim of 1.6-3x "
+                 "less computation does not hold here.")
+    else:
+        claim = (f"So in this regime {ref} shows no accuracy gain over DeComFL {at}: the paper's claim of 1.6-3x "
+                 "less computation is not reproduced here, and a gain smaller than the interval's width is not ruled "
+                 "out.")
+    t = result["tuning"]["decomfl"]
+    caveat = edge_sentence("DeComFL", next(r for r in t["rows"] if r["config"] == t["pick"])["algorithm"],
+                           pick_edges(result, "decomfl"))
+    return f"{claim} {caveat}".strip()
 
 
 def v3_spent_sentence(result: dict) -> str:
@@ -621,10 +640,10 @@ def v3_results(result: dict) -> list[str]:
              for label, s in result["spent"].items()]
     tuning = []
     for label, t in result["tuning"].items():
-        lrs = sorted({row["algorithm"]["lr"] for row in t["rows"]})
+        edges = pick_edges(result, label)
         for row in t["rows"]:
             pick = row["config"] == t["pick"]
-            edge = " (grid edge)" if pick and row["algorithm"]["lr"] in (lrs[0], lrs[-1]) else ""
+            edge = f" (at the {and_join(f'{end} {key}' for key, end in edges.items())} of its grid)" if edges else ""
             tuning.append([label, row["configuration"], number(row["pruning_score"]),
                            "yes" if row["survived"] else "no", number(row.get("score")),
                            ("pick" + edge) if pick else ""])

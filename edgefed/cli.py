@@ -427,7 +427,7 @@ def compare(file: Path = typer.Argument(..., help="comparison YAML (docs/compare
     except CompareFailed as exc:
         console.print(f"edgefed: {exc}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1)
-    for line in result["sentences"]:
+    for line in result["sentences"] + result["caveats"]:
         out.print(line, markup=False, highlight=False, soft_wrap=True)
     folder = out_dir or default_out(comparison)
     out.print(f"compare.json, summary.md and report.html in {folder}", markup=False, highlight=False)

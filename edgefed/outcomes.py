@@ -16,8 +16,8 @@ from pathlib import Path
 
 from edgefed.budget import COSTS
 from edgefed.comparison import CompareFailed, Comparison
-from edgefed.protocol import (INTERVAL_NOTE, collapsed, cost_to_target, format_cost, paired, paired_ratio, read_curve,
-                              ratio_summary, reading, sentence, smooth)
+from edgefed.protocol import (INTERVAL_NOTE, collapsed, cost_to_target, edge_sentence, format_cost, grid_edges, paired,
+                              paired_ratio, read_curve, ratio_summary, reading, sentence, smooth)
 from edgefed.registration import allowed_versions, code_version
 from edgefed.results import peak_memory
 from edgefed.scenario import ScenarioError
@@ -97,8 +97,9 @@ def analyse(comparison: Comparison, plan: dict, table: dict, runs: dict[str, dic
         "smoothing": window, "evaluations": spec.evaluations,
         "tuning": {label: {**t, "rows": [{**row, "configuration": config_text(row["algorithm"], t)} for row in t["rows"]]}
                    for label, t in table.items()},
-        "picks": {label: {"config": t["pick"], "algorithm": comparison.algorithms[label][t["pick"]]}
-                                   for label, t in table.items()},
+        "picks": {label: {"config": t["pick"], "algorithm": (chosen := comparison.algorithms[label][t["pick"]]),
+                          "grid_edges": grid_edges(comparison.algorithms[label], chosen)}
+                  for label, t in table.items()},
         "collapse": collapse_rates(collapse, registered),
         **({"collapse_all": collapse_rates(collapse, spec.seeds)} if added else {}),
         "starts": {"by_seed": starts, "unpaired_seeds": unpaired},
@@ -113,6 +114,8 @@ def analyse(comparison: Comparison, plan: dict, table: dict, runs: dict[str, dic
         "notes": [INTERVAL_NOTE, PAIRING_NOTE],
     }
     result["sentences"] = sentences(result)
+    result["caveats"] = [c for label, p in result["picks"].items()
+                         if (c := edge_sentence(label, p["algorithm"], p["grid_edges"]))]
     return result
 
 
@@ -206,6 +209,7 @@ def summary_markdown(result: dict) -> str:
     cost, fmt = result["cost"], lambda v: format_cost(v, result["cost"])  # noqa: E731
     lines = [f"# {result['name']}: compared at a budget of {fmt(result['budget'])} per run", ""]
     lines += [f"- {s}" for s in result["sentences"]]
+    lines += ["", *result["caveats"]] if result["caveats"] else []
     lines += ["", " ".join(result["notes"]), "",
               f"Reference `{result['reference']}`; report seeds {result['seeds']['registered']}"
               + (f" (added after registration: {result['seeds']['added']})" if result["seeds"]["added"] else "")

@@ -4,8 +4,9 @@ the runner, the read-back of older studies and the tests apply one definition of
 A curve is a run's evaluations in order, each with the cost it stands for (its ``nominal`` cost,
 rule 1), the cost it actually took, and its test (and tuning) accuracy. Rules: 1 spacing (an
 evaluation at each multiple of budget/evaluations, read at the last one within a cost), 3 score
-(the collapse-aware tuning score), 5 paired outcome (per-seed differences, t-interval, verdict),
-6 cost to target (censored runs kept as bounds), 7 collapse. Every function is deterministic.
+(the collapse-aware tuning score; a pick at its grid's edge is said), 5 paired outcome (per-seed
+differences, t-interval, verdict), 6 cost to target (censored runs kept as bounds), 7 collapse.
+Every function is deterministic.
 """
 from __future__ import annotations
 
@@ -178,6 +179,36 @@ def pick(candidates: list[Candidate]) -> Candidate:
     if not candidates:
         raise ValueError("no candidates to pick from")
     return rank(candidates)[0]
+
+
+def grid_edges(configurations: list[dict], chosen: dict) -> dict[str, str]:
+    """Where a pick sits at an end of its grid: for each field with at least three numeric values
+    among ``configurations`` ("lowest" or "highest" when ``chosen`` holds its least or greatest).
+    Such a grid may not bracket the best value, and rule 8 keeps a registered plan's grid as it is,
+    so the result says so rather than widening it. With two values every pick is at an end, which
+    says nothing."""
+    edges = {}
+    for key, value in chosen.items():
+        numbers = [c.get(key) for c in configurations]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
+            continue
+        values = set(numbers)
+        if len(values) < 3:
+            continue
+        if value == min(values):
+            edges[key] = "lowest"
+        elif value == max(values):
+            edges[key] = "highest"
+    return edges
+
+
+def edge_sentence(arm: str, chosen: dict, edges: dict[str, str]) -> str:
+    """One sentence on a pick at its grid's edge (``grid_edges``); empty when it is at none."""
+    if not edges:
+        return ""
+    where = " and ".join(f"the {end} {key} ({chosen[key]})" for key, end in edges.items())
+    return (f"{arm}'s pick is at {where} of its grid: the grid may not bracket its best configuration, and a wider "
+            "one (in a new plan) might tune it better.")
 
 
 # --- rule 5: the paired outcome ---------------------------------------------------------------------

@@ -549,6 +549,7 @@ def comparison_html(result: dict) -> str:
                    for label, t in result["tuning"].items() for row in t["rows"]]
     parts = [f"<h1>edgefed compare: {html.escape(result['name'])}</h1>",
              "".join(f'<p class="lead">{html.escape(s)}</p>' for s in result["sentences"]),
+             "".join(f'<p class="note">{html.escape(c)}</p>' for c in result["caveats"]),
              f'<p class="note">{html.escape(" ".join(result["notes"]))}</p>',
              "<h2>Accuracy at equal cost</h2>", chart("compare-accuracy"),
              f"<h2>Paired differences from {html.escape(ref)}</h2>",

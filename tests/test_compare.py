@@ -5,6 +5,7 @@ pre-registration, reruns, resumption after a kill, the Ray backend and bad input
 One comparison runs once for the module (about 15 s on 2 cores); tests that change it work on a
 copy. The statistics themselves are tested by hand-computed cases in test_protocol.py."""
 import copy
+import html
 import json
 import os
 import shutil
@@ -21,6 +22,8 @@ import edgefed
 from edgefed.budget import nominal_cost
 from edgefed.comparing import FINAL_WINDOW, PRUNING_WINDOW, Stages, compare, scored
 from edgefed.comparison import load_comparison
+from edgefed.outcomes import summary_markdown
+from edgefed.report import comparison_html
 from edgefed.protocol import rank, read_curve, reading
 from edgefed.scenario import ScenarioError
 from tests.conftest import REPO
@@ -63,11 +66,21 @@ def test_the_tiny_comparison_writes_its_figures_summary_and_page(compared):
     assert sum(row["survived"] for row in tuning["decomfl"]["rows"]) == 2
     assert all("score" not in row for row in tuning["decomfl"]["rows"] if not row["survived"])
     assert set(result["picks"]) == {"decomfl", "fedavg"}
+    assert all(p["grid_edges"] == {} for p in result["picks"].values()) and result["caveats"] == []  # 2-value grids
     summary = (out / "summary.md").read_text()
     assert summary.splitlines()[2] == f"- {result['sentences'][0]}"
     assert "95% t-interval" in result["sentences"][0] and "over 3 seeds" in result["sentences"][0]
     page = (out / "report.html").read_text()
     assert result["sentences"][0] in page and "compare-accuracy" in page
+
+
+def test_a_pick_at_its_grids_edge_is_said_under_the_sentences(compared):
+    """The caveat compare.json carries (``protocol.grid_edges``) follows the sentences in summary.md."""
+    result = {**compared[1], "caveats": ["fedavg's pick is at the lowest lr (0.001) of its grid: ..."]}
+    lines = summary_markdown(result).splitlines()
+    assert lines[2:2 + len(result["sentences"]) + 2] == [*(f"- {s}" for s in result["sentences"]), "",
+                                                          result["caveats"][0]]
+    assert f'<p class="note">{html.escape(result["caveats"][0])}</p>' in comparison_html(result)
 
 
 def test_readings_are_the_runs_own_curves_at_equal_cost(compared):

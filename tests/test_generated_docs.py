@@ -119,15 +119,19 @@ def test_bad_format_is_a_usage_error():
 @pytest.mark.parametrize("low, high, says", [(-0.08, -0.02, "higher accuracy than DeComFL"),
                                              (0.02, 0.08, "does not hold here"),
                                              (-0.03, 0.05, "shows no accuracy gain over DeComFL")])
-def test_the_study_claim_follows_the_interval_of_decomfl_against_the_reference(low, high, says):
+@pytest.mark.parametrize("pick", [0, 1])
+def test_the_study_claim_follows_the_interval_of_decomfl_against_the_reference(low, high, says, pick):
     """The README's plain sentence on the paper's claim reads the primary interval's side of 0 (an
-    interval below 0 means DeComFL lower than FedSPZO), and names the budget it was read at."""
+    interval below 0 means DeComFL lower than FedSPZO), and names the budget it was read at; a
+    DeComFL pick at its learning-rate grid's end is said with it, one inside the grid is not."""
     arm = {"low": low, "high": high}
-    result = {"reference": "fedspzo",
+    rows = [{"config": i, "algorithm": {"name": "decomfl", "lr": lr}} for i, lr in enumerate((5e-4, 1e-3, 2e-3))]
+    result = {"reference": "fedspzo", "tuning": {"decomfl": {"rows": rows, "pick": pick}},
               "checkpoints": {"registered": [{"primary": False, "at": 15e12, "arms": {"decomfl": {"low": 1, "high": 2}}},
                                              {"primary": True, "at": 30e12, "arms": {"decomfl": arm}}]}}
     claim = bench_script("write_docs").v3_claim(result)
     assert says in claim and "at 30 client TFLOP" in claim
+    assert ("DeComFL's pick is at the lowest lr (0.0005) of its grid" in claim) == (pick == 0)
 
 
 def test_the_study_progress_sums_every_round_of_a_run_under_way(tmp_path):

@@ -1,5 +1,6 @@
 """The compare protocol's statistics (edgefed/protocol.py) on hand-computed cases: rule 1's
-nominal costs and readings, rule 3's score window and halving's ranking, rule 5's t-interval and
+nominal costs and readings, rule 3's score window and halving's ranking and
+a pick at its grid's edge, rule 5's t-interval and
 verdicts, rule 6's censored ratios (kept, never dropped), rule 7's collapse edge, the sentence."""
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from hypothesis import strategies as st
 
 from edgefed.budget import COSTS, nominal_cost, slot
 from edgefed.protocol import (INTERVAL_NOTE, Candidate, Crossing, Evaluation, Paired, Ratio, check_target,
-                              collapse_rate, collapsed, cost_to_target, format_cost, mean_score, paired,
-                              paired_ratio, pick, rank, ratio_summary, read_curve, reading, score, sentence,
-                              smooth, survivors)
+                              collapse_rate, collapsed, cost_to_target, edge_sentence, format_cost, grid_edges,
+                              mean_score, paired, paired_ratio, pick, rank, ratio_summary, read_curve, reading,
+                              score, sentence, smooth, survivors)
 
 HEADER = "round,sim_time_s,accuracy,loss,bytes_up,bytes_down,energy_j,client_flops"
 
@@ -144,6 +145,22 @@ def test_rank_ties_at_3_decimals_go_to_memory_then_bytes_then_index():
     assert pick(cands[:5]).index == 2
     with pytest.raises(ValueError):
         pick([])
+
+
+def test_grid_edges_of_fields_with_three_or_more_numeric_values():
+    """v3's DeComFL grid: lr over 4 values and perturbations over 3, a pick at the low end of both;
+    a two-valued field (every pick is at an end) and fields that are not numbers are not judged."""
+    grid = [{"name": "decomfl", "lr": lr, "perturbations": p, "split": s, "trainable": t, "fast": f}
+            for lr in (5e-4, 1e-3, 2e-3, 4e-3) for p in (1, 2, 4) for s, t, f in ((3, "head", True), (4, "all", False))]
+    low = {**grid[0]}
+    assert grid_edges(grid, low) == {"lr": "lowest", "perturbations": "lowest"}
+    assert grid_edges(grid, {**low, "lr": 4e-3, "perturbations": 2}) == {"lr": "highest"}
+    assert grid_edges(grid, {**low, "lr": 1e-3, "perturbations": 2}) == {}
+    assert grid_edges([{"lr": 1e-3, "x": {"a": 1}}, {"lr": 2e-3, "x": {"a": 2}}], {"lr": 1e-3, "x": {"a": 1}}) == {}
+    assert edge_sentence("decomfl", low, grid_edges(grid, low)) == (
+        "decomfl's pick is at the lowest lr (0.0005) and the lowest perturbations (1) of its grid: the grid may not "
+        "bracket its best configuration, and a wider one (in a new plan) might tune it better.")
+    assert edge_sentence("decomfl", low, {}) == ""
 
 
 @given(st.lists(st.tuples(st.one_of(st.none(), st.floats(0, 1)), st.integers(0, 3), st.integers(0, 3)),

@@ -29,6 +29,23 @@ class MethodSpec(BaseModel):
         return slowest
 
 
+def value_limits(spec: type[BaseModel]) -> dict[str, tuple[float | None, float | None]]:
+    """The least and greatest value each numeric field of ``spec`` can take, from its schema:
+    None on a side with no bound, or whose bound no value attains (a real number above 0)."""
+    limits = {}
+    for name, field in spec.model_json_schema()["properties"].items():
+        for branch in field.get("anyOf", [field]):
+            if branch.get("type") not in ("integer", "number"):
+                continue
+            step = 1 if branch["type"] == "integer" else None
+            low = branch.get("minimum", branch["exclusiveMinimum"] + step
+                             if step and "exclusiveMinimum" in branch else None)
+            high = branch.get("maximum", branch["exclusiveMaximum"] - step
+                              if step and "exclusiveMaximum" in branch else None)
+            limits[name] = (low, high)
+    return limits
+
+
 class ZOSpec(MethodSpec):
     """What every zero-order method shares: MeZO's step and its directions."""
 

@@ -573,13 +573,13 @@ def v3_progress(runs: Path, planned: float, cost: str, fmt) -> str:
 
 
 def pick_edges(result: dict, label: str) -> dict[str, str]:
-    """The grid fields an arm's pick sits at an end of (``protocol.grid_edges`` over its tuning
+    """The grid fields an arm's pick sits at an end of (``outcomes.pick_edges`` over its tuning
     rows: compare.json carries them itself only from the commit that added the rule)."""
-    from edgefed.protocol import grid_edges
+    from edgefed.outcomes import pick_edges as edges
 
     t = result["tuning"][label]
-    return grid_edges([row["algorithm"] for row in t["rows"]],
-                      next(row for row in t["rows"] if row["config"] == t["pick"])["algorithm"])
+    return edges([row["algorithm"] for row in t["rows"]],
+                 next(row for row in t["rows"] if row["config"] == t["pick"])["algorithm"])
 
 
 def v3_claim(result: dict) -> str:

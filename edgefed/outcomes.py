@@ -16,6 +16,8 @@ from pathlib import Path
 
 from edgefed.budget import COSTS
 from edgefed.comparison import CompareFailed, Comparison
+from edgefed.algorithms.registry import METHODS
+from edgefed.algorithms.spec import value_limits
 from edgefed.protocol import (INTERVAL_NOTE, collapsed, cost_to_target, edge_sentence, format_cost, grid_edges, paired,
                               paired_ratio, read_curve, ratio_summary, reading, sentence, smooth)
 from edgefed.registration import allowed_versions, code_version
@@ -98,7 +100,7 @@ def analyse(comparison: Comparison, plan: dict, table: dict, runs: dict[str, dic
         "tuning": {label: {**t, "rows": [{**row, "configuration": config_text(row["algorithm"], t)} for row in t["rows"]]}
                    for label, t in table.items()},
         "picks": {label: {"config": t["pick"], "algorithm": (chosen := comparison.algorithms[label][t["pick"]]),
-                          "grid_edges": grid_edges(comparison.algorithms[label], chosen)}
+                          "grid_edges": pick_edges(comparison.algorithms[label], chosen)}
                   for label, t in table.items()},
         "collapse": collapse_rates(collapse, registered),
         **({"collapse_all": collapse_rates(collapse, spec.seeds)} if added else {}),
@@ -117,6 +119,11 @@ def analyse(comparison: Comparison, plan: dict, table: dict, runs: dict[str, dic
     result["caveats"] = [c for label, p in result["picks"].items()
                          if (c := edge_sentence(label, p["algorithm"], p["grid_edges"]))]
     return result
+
+
+def pick_edges(configurations: list[dict], chosen: dict) -> dict[str, str]:
+    """``protocol.grid_edges`` of an arm's pick, within its method's own limits on each field."""
+    return grid_edges(configurations, chosen, value_limits(METHODS[chosen["name"]].Spec))
 
 
 PAIRING_NOTE = ("Report seed s gives every arm the same data partition, initial model (head included) and "

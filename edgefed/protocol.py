@@ -181,12 +181,15 @@ def pick(candidates: list[Candidate]) -> Candidate:
     return rank(candidates)[0]
 
 
-def grid_edges(configurations: list[dict], chosen: dict) -> dict[str, str]:
+def grid_edges(configurations: list[dict], chosen: dict,
+               limits: dict[str, tuple[float | None, float | None]] | None = None) -> dict[str, str]:
     """Where a pick sits at an end of its grid: for each field with at least three numeric values
     among ``configurations`` ("lowest" or "highest" when ``chosen`` holds its least or greatest).
     Such a grid may not bracket the best value, and rule 8 keeps a registered plan's grid as it is,
     so the result says so rather than widening it. With two values every pick is at an end, which
-    says nothing."""
+    says nothing; an end that is the field's own limit (``limits``: least, greatest; perturbations
+    are at least 1) is one no wider grid goes past."""
+    limits = limits or {}
     edges = {}
     for key, value in chosen.items():
         numbers = [c.get(key) for c in configurations]
@@ -195,9 +198,10 @@ def grid_edges(configurations: list[dict], chosen: dict) -> dict[str, str]:
         values = set(numbers)
         if len(values) < 3:
             continue
-        if value == min(values):
+        least, greatest = limits.get(key, (None, None))
+        if value == min(values) and value != least:
             edges[key] = "lowest"
-        elif value == max(values):
+        elif value == max(values) and value != greatest:
             edges[key] = "highest"
     return edges
 

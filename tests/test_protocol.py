@@ -161,6 +161,24 @@ def test_grid_edges_of_fields_with_three_or_more_numeric_values():
         "decomfl's pick is at the lowest lr (0.0005) and the lowest perturbations (1) of its grid: the grid may not "
         "bracket its best configuration, and a wider one (in a new plan) might tune it better.")
     assert edge_sentence("decomfl", low, {}) == ""
+    # an end that is the field's own limit is not the grid's: no grid has fewer than 1 perturbation
+    assert grid_edges(grid, low, {"perturbations": (1, None), "lr": (None, None)}) == {"lr": "lowest"}
+    assert grid_edges(grid, {**low, "lr": 4e-3}, {"lr": (None, 4e-3)}) == {"perturbations": "lowest"}
+
+
+def test_a_method_s_own_limits_come_from_its_spec():
+    """The limits ``pick_edges`` applies: attained bounds only (perturbations at least 1, a split at
+    least 0), none on a real number that only has to be positive (lr)."""
+    from edgefed.algorithms.registry import METHODS
+    from edgefed.algorithms.spec import value_limits
+    from edgefed.outcomes import pick_edges
+
+    decomfl, fedspzo = value_limits(METHODS["decomfl"].Spec), value_limits(METHODS["fedspzo"].Spec)
+    assert decomfl["perturbations"] == (1, None) and decomfl["lr"] == (None, None)
+    assert fedspzo["split"] == (0, None) and fedspzo["p2"] == (1, None)
+    grid = [{"name": "decomfl", "lr": lr, "perturbations": p} for p in (1, 2, 4) for lr in (5e-4, 1e-3, 2e-3, 4e-3)]
+    assert pick_edges(grid, grid[0]) == {"lr": "lowest"}
+    assert pick_edges(grid, grid[-1]) == {"lr": "highest", "perturbations": "highest"}
 
 
 @given(st.lists(st.tuples(st.one_of(st.none(), st.floats(0, 1)), st.integers(0, 3), st.integers(0, 3)),

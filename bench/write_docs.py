@@ -19,6 +19,7 @@ import re
 import statistics
 import sys
 import textwrap
+from collections import Counter
 from pathlib import Path
 
 from edgefed.docgen import generated_note, number, prose, table
@@ -488,9 +489,8 @@ def and_join(items) -> str:
 
 
 def v3_plan(repo: Path) -> list[str]:
-    """Where the study stands: version 3 as its comparison file fixes it, read through
-    ``edgefed.comparison`` (the budget, the arms and their grids, the seeds, the stages and their
-    cost), and whether its runs have started."""
+    """Version 3 as its comparison file fixes it, read through ``edgefed.comparison`` (the budget,
+    the arms and their grids, the seeds, the stages and their cost), and what its runs spent."""
     from edgefed.comparison import load_comparison, stage_cost
     from edgefed.protocol import format_cost
 
@@ -499,8 +499,8 @@ def v3_plan(repo: Path) -> list[str]:
     fmt = lambda value: format_cost(value, spec.cost)  # noqa: E731
     b = spec.budget
     base = comparison.base.relative_to(repo.resolve()).as_posix()
-    started = (v3_progress(repo / RUNS_V3, cost["total_cost"], spec.cost, fmt) if (repo / RUNS_V3).is_dir()
-               else f"None of its runs has started yet (there is no `{RUNS_V3}/`).")
+    spent = v3_stage_spent(repo / RUNS_V3, spec)
+    started = v3_progress(repo / RUNS_V3, sum(spent.values()), cost["total_cost"], fmt)
     arms = [[f"`{label}`" + (" (reference)" if label == spec.reference else ""), arm.name, fields(arm.fixed),
              "; ".join(fields(c) for c in arm.configs),
              "; ".join(f"{k} {', '.join(number(v) for v in values)}" for k, values in arm.grid.items()),
@@ -511,13 +511,13 @@ def v3_plan(repo: Path) -> list[str]:
               ["2. survivors", f"{kept} survivors: the rest of B on seed {spec.tuning.seeds[0]}, then B on seeds "
                                f"{', '.join(map(str, more))}"],
               ["3. report", f"{len(spec.arms)} picks x {len(spec.seeds)} seeds x B"]]
-    rows = [[stage, runs, fmt(cost["cost"][key]), number(cost["budgets"][key])]
+    rows = [[stage, runs, fmt(cost["cost"][key]), number(cost["budgets"][key]), fmt(spent[key])]
             for (stage, runs), key in zip(stages, ("pruning", "survivors", "report"))]
-    rows.append(["total", "", fmt(cost["total_cost"]), number(cost["total_budgets"])])
+    rows.append(["total", "", fmt(cost["total_cost"]), number(cost["total_budgets"]), fmt(sum(spent.values()))])
     targets = (f"Targets {', '.join(map(number, spec.targets))} give a secondary outcome." if spec.targets
                else "There are no accuracy targets: the paired accuracy at B is the outcome.")
     return [
-        "## Where the study stands\n",
+        "## The plan\n",
         f"Version 3 is planned in [`{PLAN_V3}`](../{PLAN_V3}), a comparison file run by `edgefed compare` "
         f"([docs/compare.md](compare.md)). The plan was committed before any of its runs. {started}\n",
         "What the plan fixes:\n",
@@ -537,39 +537,43 @@ def v3_plan(repo: Path) -> list[str]:
         "**Arms** (configurations: each of the listed ones times the grid; survivors: how many reach B):\n",
         table(["arm", "method", "fixed", "configurations", "grid", "runs to B/3", "survivors"], arms),
         CONTROL,
-        f"**Stages and cost** (what `edgefed compare {PLAN_V3} --plan` prints):\n",
-        table(["stage", "runs", "cost", "budgets B"], rows),
+        f"**Stages and cost** (what `edgefed compare {PLAN_V3} --plan` prints, and what the runs spent: a run "
+        "overshoots its budget by up to one round):\n",
+        table(["stage", "runs", "cost", "budgets B", "spent"], rows),
     ]
 
 
-def v3_progress(runs: Path, planned: float, cost: str, fmt) -> str:
-    """How far the committed run folders have got: runs by status and the cost they spent (each
-    run's rounds.csv summed as the runner's schedule sums it; a run under way to its last
-    committed round), against the plan's estimate."""
+def v3_stage_spent(runs: Path, spec) -> dict[str, float]:
+    """What each stage spent, from the run folders (each rounds.csv summed as the runner's schedule
+    sums it; a run under way to its last committed round): pruning the first tuning seed's runs up
+    to the round that reached B/3, where they paused; survivors the rest of those runs and the other
+    tuning seeds' runs; report the report seeds' runs."""
     from edgefed.budget import spend
-    from edgefed.comparing import status
+    from edgefed.comparison import HALVING
     from edgefed.results import read_rows
 
-    counts: dict[str, int] = {}
-    spent = 0.0
+    spent = dict.fromkeys(("pruning", "survivors", "report"), 0.0)
     for run in sorted(runs.glob("runs/*/*")):
-        state = status(run) or "under way"
-        counts[state] = counts.get(state, 0) + 1
-        if (run / "rounds.csv").is_file():
-            by_run = 0.0
-            for row in read_rows(run / "rounds.csv"):
-                by_run = spend(by_run, row, cost)
-            spent += by_run
-    finished = (runs / "compare.json").is_file()
-    words = {"done": "done", "paused": "pruned at B/3" if finished else "paused at B/3 (pruned or waiting to go on)",
-             "diverged": "diverged", "under way": "under way"}
+        if not (run / "rounds.csv").is_file():
+            continue
+        seed, by_run = int(run.name.rsplit("-s", 1)[1]), 0.0
+        for row in read_rows(run / "rounds.csv"):
+            before, by_run = by_run, spend(by_run, row, spec.cost)
+            stage = ("report" if seed in spec.seeds else
+                     "pruning" if seed == spec.tuning.seeds[0] and before < spec.budget / HALVING else "survivors")
+            spent[stage] += by_run - before
+    return spent
+
+
+def v3_progress(runs: Path, spent: float, planned: float, fmt) -> str:
+    """What the run folders hold: runs by status (a paused run is one pruned at B/3) and the cost
+    they spent (``v3_stage_spent``), against the plan's estimate."""
+    from edgefed.comparing import status
+
+    counts = Counter(status(run) or "under way" for run in runs.glob("runs/*/*"))
+    words = {"paused": "pruned at B/3"}
     states = and_join(f"{n} {words.get(state, state)}" for state, n in sorted(counts.items()))
-    if finished:
-        return f"Its runs are done: {states}, {fmt(spent)} spent against the plan's estimate of {fmt(planned)}."
-    pinned = json.loads((runs / "plan.json").read_text())["code_version"][:7] if (runs / "plan.json").is_file() else "-"
-    return (f"Its runs are under way in [`{RUNS_V3}/`](../{RUNS_V3}/), every one learning at commit {pinned}: so "
-            f"far {states}, {fmt(spent)} spent of the plan's {fmt(planned)}. This page gives their results once "
-            f"`{RUNS_V3}/compare.json` is there.")
+    return f"Its runs: {states}, {fmt(spent)} spent against the plan's estimate of {fmt(planned)}."
 
 
 def pick_edges(result: dict, label: str) -> dict[str, str]:
@@ -613,10 +617,12 @@ def v3_claim(result: dict) -> str:
 def v3_spent_sentence(result: dict) -> str:
     """What the zero-order picks buy instead: their peak memory and bytes beside FedAvg's (means
     over the report seeds, from the same runs; no ratio without an interval, so none)."""
+    from edgefed.protocol import format_cost
+
     spent = result["spent"]
     if "fedavg" not in spent:
         return ""
-    mb = lambda v: f"{v / 1e6:,.1f} MB"  # noqa: E731
+    mb = lambda v: format_cost(v, "bytes")  # noqa: E731
     zo = [label for label in spent if label != "fedavg"]
     return ("What the zero-order methods buy instead, from the same runs (means over the report seeds): a client's "
             "peak memory of " + and_join(f"{mb(spent[k]['peak_memory_bytes'])} ({k})" for k in zo)
@@ -660,8 +666,8 @@ def v3_results(result: dict) -> list[str]:
         "**What the picks spent** (means over the report seeds):\n",
         table(["arm", "collapsed", "client TFLOP", "energy (kJ)", "simulated time (s)", "MB up and down",
                "peak memory (MB)"], spent),
-        "**Tuning** (successive halving, scored at the full budget; a pick at the end of its learning-rate "
-        "grid is marked):\n",
+        "**Tuning** (successive halving, scored at the full budget; a pick at an end of its grid is marked, as "
+        "`edgefed compare` now says it: docs/compare.md, rule 2):\n",
         table(["arm", "configuration", "pruning score", "survived", "score", "pick"], tuning),
     ]
 
@@ -680,53 +686,6 @@ def v3_replays(data: dict) -> list[str]:
         "".join(f"- {d['sentence']}\n" for by_figure in data["differences"].values() for d in by_figure.values()),
         table(["pick", "seed", *(name for name, _ in figures.values())], rows),
         provenance_line(data.get("provenance"), what="The replays"),
-    ]
-
-
-def readback_sentences(readback: dict, reading: str) -> list[str]:
-    """The generated sentences of the v2 read-back: the primary ones, or the descriptive ones."""
-    return [row["sentence"] for rows in readback["paired"].values() for row in rows
-            if (row["reading"] == "primary") == (reading == "primary")]
-
-
-def readback_section(readback: dict) -> list[str]:
-    """Version 2's report runs under rules 5-7: the primary sentences at the report budget, the
-    descriptive ones at the other checkpoints, the collapse rates, the cost to v2's post-hoc target
-    with its censored seed kept, and why rule 3 cannot be applied."""
-    ref, notes, budget = readback["reference"], readback["notes"], readback["budget"]
-    seeds = readback["seeds"]
-    labels = list(next(iter(readback["collapse"].values())))
-    collapse = [[f"`{name}`", *(f"{rates[label]['collapsed']}/{rates[label]['runs']}" for label in labels)]
-                for name, rates in readback["collapse"].items()]
-    target = readback["cost_to_target"]
-    costs = []
-    for arm, entry in target["arms"].items():
-        per_seed = "; ".join(f"seed {s['seed']}: {crossing(s['arm'], budget)} against "
-                             f"{crossing(s['reference'], budget).removesuffix(' TFLOP')}, ratio "
-                             f"{ratio_bounds(s['ratio_low'], s['ratio_high'])}" for s in entry["per_seed"])
-        summary_ = entry["summary"]
-        signs = ", ".join(f"{count} {sign}" for sign, count in summary_["signs"].items() if count)
-        costs.append(f"- `{arm}` over `{ref}`: {per_seed}. Median ratio "
-                     f"{ratio_bounds(summary_['median']['low'], summary_['median']['high'])}; {signs}.\n")
-    return [
-        "## Version 2 read back under the compare protocol\n",
-        f"Version 2's {len(readback['runs']) * len(seeds)} report runs ({len(readback['runs'])} picks x {len(seeds)} "
-        f"seeds, to {tflop(budget)} client TFLOP) read back under rules 5-7 of the compare protocol, without "
-        f"training. Each arm is paired by seed with `{ref}`, the reference. Script: "
-        f"[`bench/{READBACK}.py`](../bench/{READBACK}.py); figures: "
-        f"[`bench/results/{READBACK}.json`](../bench/results/{READBACK}.json); every table: "
-        f"[docs/benchmarks.md](benchmarks.md#{READBACK}).\n",
-        f"**Primary, at {tflop(readback['primary'])} client TFLOP** (v2's report budget):\n",
-        "".join(f"- {s}\n" for s in readback_sentences(readback, "primary")),
-        "**Descriptive, at the other checkpoints:**\n",
-        "".join(f"- {s}\n" for s in readback_sentences(readback, "descriptive")),
-        f"{notes['intervals']} {notes['rule_1']}\n",
-        f"**Collapse rates** (rule 7; collapsed runs of {len(seeds)}). {notes['collapse']}\n",
-        table(["pick", *labels], collapse),
-        f"**Client FLOPs to v2's post-hoc target {number(target['target'])}** (rule 6, descriptive). A run that "
-        f"never reaches it within {tflop(budget)} TFLOP is kept, at its bound (>=):\n",
-        "".join(costs),
-        f"**Tuning (rule 3).** {notes['rule_3']}\n",
     ]
 
 
@@ -787,37 +746,6 @@ def v2_flaws(data: dict, readback: dict) -> list[str]:
     ]
 
 
-def v2_history(repo: Path, data: dict) -> list[str]:
-    """Version 2's own set-up, tables and plots, kept as history under the flaws that void them."""
-    plan, budget = data["plan"], data["budget"]
-    plots = sorted((repo / "bench" / "results" / STUDY / "plots").glob("*.png"))
-    return [
-        "## Version 2's figures, as history\n",
-        "These are version 2's own tables and plots, kept as history. They carry the flaws above: picks made at "
-        "a third of the report budget on one seed, a plan target below the start, a post-hoc target common to "
-        "seeds that start apart, and ratios averaged over the seeds that reached it. The read-back above replaces "
-        "them.\n",
-        "### The set-up\n",
-        f"- Regime: `{plan['regime']['base']}` with {show(plan['regime']['set'])}.\n"
-        f"- Tuning: every (configuration, learning rate) of every label, learning rates "
-        f"{show(plan['lr_grid'])}, seed(s) {show(plan['tuning']['seeds'])} on a {plan['tuning']['tuning_split']}"
-        f"-sentence tuning split, each run to a client-FLOPs budget B = {tflop(budget['client_flops'])} TFLOP "
-        f"and evaluated at least every {tflop(budget['evaluated_at_least_every'])} TFLOP. The pick per label: "
-        f"{budget['rule']}.\n"
-        f"- Report: each pick over seeds {show(plan['report']['seeds'])} on the test split, to "
-        f"{tflop(data['report_budget']['client_flops'])} client TFLOP, evaluated at least every "
-        f"{tflop(data['report_budget']['evaluated_at_least_every'])} TFLOP; accuracy smoothed over "
-        f"{plan['report']['smoothing']} evaluations.\n"
-        f"- Target: {data['target']['rule']}; the ratio is also read at targets initial + f x gain for f in "
-        f"{show(plan['target']['curve'])}.\n"
-        f"- Machines: every run of the comparison learned on {show(data['machines']['kinds'])}, from commit(s) "
-        f"{', '.join(c[:7] for c in data['machines']['commits'])}; the report tables' time, energy and bytes "
-        "are the simulator's at those commits, and the per-class tables replay the gzipped traces at "
-        f"{', '.join(c[:7] for c in data['systems_figures']['device_classes_replayed_at']) or '-'}.\n",
-        "### The tables\n", *study_v2(data),
-        "### Plots\n", *(f"![{png.stem}](../{png.relative_to(repo).as_posix()})\n" for png in plots)]
-
-
 def study_v1(data: dict) -> list[str]:
     """Version 1 in brief, labelled for what its selection was: best per round, not per FLOP."""
     r = data["ratios"]["decomfl/fedspzo"]["client_flops_to_target"]
@@ -834,48 +762,39 @@ def study_v1(data: dict) -> list[str]:
 
 
 def study_md(repo: Path = REPO) -> str | None:
-    """docs/fedspzo_study.md (None until version 2's JSON, its read-back and version 3's plan
-    exist): where the study stands (version 3 planned), version 2 read back under the compare
-    protocol, what was wrong with versions 1 and 2, and version 2's own figures as history."""
+    """docs/fedspzo_study.md (None until version 2's JSON, its read-back, version 1's JSON and
+    version 3's compare.json exist): version 3's plan, result and replays, then what was wrong with
+    versions 1 and 2, in brief, as history."""
     results_dir = repo / "bench" / "results"
     paths = [results_dir / f"{STUDY}.json", results_dir / f"{READBACK}.json", results_dir / "fedspzo_paper.json",
-             repo / PLAN_V3]
+             repo / RUNS_V3 / "compare.json", repo / PLAN_V3]
     if not all(path.is_file() for path in paths):
         return None
-    data, readback, v1 = (json.loads(path.read_text()) for path in paths[:3])
-    v3 = repo / RUNS_V3 / "compare.json"
+    data, readback, v1, v3 = (json.loads(path.read_text()) for path in paths[:4])
+    replays = results_dir / "fedspzo_v3_replays.json"
     return "\n".join([
         generated_note(COMMAND),
         "# The FedSPZO study: FedSPZO against DeComFL, a top-block control and FedAvg, per client FLOP\n",
         "The question comes from the FedSPZO paper (arXiv 2502.10239). Does splitting the network into two "
         "blocks, with more perturbations on block 2 and block 1's outputs reused, cut client computation "
         "against the zero-order state of the art? Versions 1 and 2 of this study did not answer it: their "
-        "protocols decided the headline, not the methods. Version 3 "
-        + ("answers it under `edgefed compare`, below.\n" if v3.is_file() else "will answer it under `edgefed compare`.\n"),
-        *v3_plan(repo), *(v3_results(json.loads(v3.read_text())) if v3.is_file() else []),
-        *(v3_replays(json.loads(replays.read_text())) if (replays := results_dir / "fedspzo_v3_replays.json").is_file()
-          else []),
-        *readback_section(readback),
-        "## What was wrong with versions 1 and 2\n", *v2_flaws(data, readback), *study_v1(v1),
-        *v2_history(repo, data)])
+        "protocols decided the headline, not the methods. Version 3 answers it under `edgefed compare`, below.\n",
+        *v3_plan(repo), *v3_results(v3), *(v3_replays(json.loads(replays.read_text())) if replays.is_file() else []),
+        "## Versions 1 and 2, as history\n",
+        f"What was wrong with each, in brief. Their own tables are in docs/benchmarks.md: [version 2](benchmarks.md#"
+        f"{STUDY}), [version 1](benchmarks.md#fedspzo_paper), and [version 2's report runs read back under the "
+        f"compare protocol](benchmarks.md#{READBACK}) (script [`bench/{READBACK}.py`](../bench/{READBACK}.py)).\n",
+        *v2_flaws(data, readback), *study_v1(v1)])
 
 
-def readme_block(repo: Path, readback: dict) -> list[str]:
+def readme_block(repo: Path) -> list[str]:
     """The README's summary: version 3's primary sentences, what they mean for the paper's claim
-    and what the zero-order methods buy, once its compare.json is there; until then the v2
-    read-back's primary sentences, and what they are."""
-    v3 = repo / RUNS_V3 / "compare.json"
-    if v3.is_file():
-        result = json.loads(v3.read_text())
-        primary = next(e for e in result["checkpoints"]["registered"] if e["primary"])
-        return [*(f"- {a['sentence']}" for a in primary["arms"].values()),
-                f"\n{v3_claim(result)} {v3_spent_sentence(result)} The plan, every table and what was wrong with "
-                f"versions 1 and 2: [docs/fedspzo_study.md](docs/fedspzo_study.md)."]
-    return [*(f"- {s}" for s in readback_sentences(readback, "primary")),
-            f"\nThese are version 2's report runs, read back under the compare protocol; v2 tuned at a third of this "
-            f"budget. Version 3 ([`{PLAN_V3}`]({PLAN_V3})) will answer the question at a budget where tuning "
-            "happens. What was wrong with versions 1 and 2, and the figures: "
-            "[docs/fedspzo_study.md](docs/fedspzo_study.md)."]
+    and what the zero-order methods buy."""
+    result = json.loads((repo / RUNS_V3 / "compare.json").read_text())
+    primary = next(e for e in result["checkpoints"]["registered"] if e["primary"])
+    return [*(f"- {a['sentence']}" for a in primary["arms"].values()),
+            f"\n{v3_claim(result)} {v3_spent_sentence(result)} The plan, every table and what was wrong with "
+            f"versions 1 and 2: [docs/fedspzo_study.md](docs/fedspzo_study.md)."]
 
 
 def readme_with_study(repo: Path = REPO) -> str | None:
@@ -885,9 +804,8 @@ def readme_with_study(repo: Path = REPO) -> str | None:
     start, end = STUDY_MARKERS
     if start not in text or end not in text:
         return None
-    readback = json.loads((repo / "bench" / "results" / f"{READBACK}.json").read_text())
     head, rest = text.split(start, 1)
-    return "\n".join([head + start, *readme_block(repo, readback), end + rest.split(end, 1)[1]])
+    return "\n".join([head + start, *readme_block(repo), end + rest.split(end, 1)[1]])
 
 
 # --- docs/design.md's figures -------------------------------------------------------------------

@@ -3,6 +3,7 @@ regenerates its file), and the scenario reference leaves no field of the schema 
 import json
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from typer.testing import CliRunner
@@ -134,16 +135,21 @@ def test_the_study_claim_follows_the_interval_of_decomfl_against_the_reference(l
     assert ("DeComFL's pick is at the lowest lr (0.0005) of its grid" in claim) == (pick == 0)
 
 
-def test_the_study_progress_sums_every_round_of_a_run_under_way(tmp_path):
+def test_the_study_spend_by_stage_sums_every_round_of_a_run_under_way(tmp_path):
     """A run under way counts all its committed rounds (rounds.csv holds each round's own cost),
-    not only its last; a finished run counts the same way."""
+    not only its last. A first-tuning-seed run's rounds up to the one that reached B/3 are
+    pruning, the rest survivors; a report seed's are the report's."""
     header = "round,sim_time_s,accuracy,loss,selected,aggregated,dropped,bytes_up,bytes_down,energy_j,client_flops,host_seconds"
-    for name, rounds, done in (("a/c00-s1", 3, False), ("a/c01-s1", 2, True)):
+    for name, rounds, done in (("a/c00-s101", 3, False), ("a/c01-s1", 2, True)):
         run = tmp_path / "runs" / name
         run.mkdir(parents=True)
         rows = [f"{r},{r},,,1,1,0,0,0,0.0,{2e12 if r else 0.0},0.1" for r in range(rounds + 1)]
         (run / "rounds.csv").write_text("\n".join([header, *rows]) + "\n")
         if done:
             (run / "summary.json").write_text(json.dumps({"status": "done"}))
-    line = bench_script("write_docs").v3_progress(tmp_path, 20e12, "client_flops", lambda v: f"{v / 1e12:g} TFLOP")
-    assert "1 done and 1 under way, 10 TFLOP spent of the plan's 20 TFLOP" in line
+    spec = SimpleNamespace(cost="client_flops", budget=12e12, seeds=[1], tuning=SimpleNamespace(seeds=[101, 102]))
+    module = bench_script("write_docs")
+    spent = module.v3_stage_spent(tmp_path, spec)
+    assert spent == {"pruning": 4e12, "survivors": 2e12, "report": 4e12}
+    line = module.v3_progress(tmp_path, sum(spent.values()), 20e12, lambda v: f"{v / 1e12:g} TFLOP")
+    assert line == "Its runs: 1 done and 1 under way, 10 TFLOP spent against the plan's estimate of 20 TFLOP."

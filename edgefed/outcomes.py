@@ -14,10 +14,10 @@ import json
 import re
 from pathlib import Path
 
-from edgefed.budget import COSTS
-from edgefed.comparison import CompareFailed, Comparison
 from edgefed.algorithms.registry import METHODS
 from edgefed.algorithms.spec import value_limits
+from edgefed.budget import COSTS
+from edgefed.comparison import CompareFailed, Comparison
 from edgefed.protocol import (INTERVAL_NOTE, collapsed, cost_to_target, edge_sentence, format_cost, grid_edges, paired,
                               paired_ratio, read_curve, ratio_summary, reading, sentence, smooth)
 from edgefed.registration import allowed_versions, code_version

@@ -31,13 +31,14 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import shutil
 import statistics
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-from edgefed.provenance import write_bench_result  # noqa: E402
+from edgefed.provenance import code, write_bench_result  # noqa: E402
 from edgefed.results import read_rows  # noqa: E402
 from edgefed.scenario import read_scenario_file, validate_scenario  # noqa: E402
 
@@ -82,6 +83,18 @@ def scenario(fleet: str, method: str, arm: str, seed: int):
     return validate_scenario(raw, REPO / "scenarios")
 
 
+def made_here(out: Path) -> bool:
+    """Whether the run folder holds a run by this code: the same commit, neither side with uncommitted
+    changes. A rerun after a stop keeps such a run (and continues it when unfinished); a folder from
+    other code is made again, so the figures are this commit's."""
+    try:
+        made = json.loads((out / "provenance.json").read_text())["code"]
+    except (OSError, ValueError, KeyError):
+        return False
+    here = code()
+    return made["commit"] == here["commit"] and made["dirty"] is False and here["dirty"] is False
+
+
 def play(point: tuple) -> str:
     import torch
 
@@ -90,6 +103,8 @@ def play(point: tuple) -> str:
     torch.set_num_threads(1)
     fleet, method, arm, seed = point
     out = run_dir(*point)
+    if not made_here(out):
+        shutil.rmtree(out, ignore_errors=True)
     if not (out / "summary.json").is_file() or json.loads((out / "summary.json").read_text())["status"] != "done":
         run_scenario(scenario(*point), REPO / "scenarios", out)
     return f"{fleet} {method} {arm} seed {seed}"

@@ -4,16 +4,16 @@ tuning split) with SmolLM2-135M and its label-word task (scenarios/paper/smollm2
 in place of MiniLM-L6, measured the same way for both models.
 
 Each of v3's picks (FedSPZO split at half the layers with p2 4, DeComFL P 1, FedAvg with Adam) runs
-two rounds in v3's regime on one thread, as one study worker per core does. Round 0 is an
-evaluation alone; the second round trains and evaluates again, so its host seconds less round 0's
-are a round's training once warm (the first round, which pays the warm-up, is recorded beside it).
-The evaluation reads a subset of the test and tuning splits and is scaled per sentence to the
-study's (872 + 500). A
-study's host time is then, arm by arm, its budgets (pruning n/3, survivors 8/3 each, report 5) x
-(the rounds one budget takes x a round + the evaluations one budget takes x an evaluation). The
-SmolLM2 study keeps v3's rounds per run, so its budget is v3's B scaled by the rounds' FLOPs; the
-control arm, DeComFL on block 2, is costed at DeComFL's rates. The same estimate for MiniLM is set
-against v3's own host seconds (its run folders' rounds.csv), the check on the method.
+two rounds in v3's regime on one thread, as one study worker per core does. Round 0 is an evaluation
+alone; the second round trains and evaluates again, so its host seconds less round 0's are a round's
+training once warm (the first round, which pays the warm-up, is recorded beside it). The evaluation
+reads a subset of the test and tuning splits and is scaled per sentence to the study's (872 + 500).
+A study's host time is then, arm by arm, its budgets (``comparison.stage_cost``: pruning n/3,
+survivors 8/3 each, report 5) x (the rounds one budget takes x a round + the evaluations one budget
+takes x an evaluation). The SmolLM2 study keeps v3's rounds per run, so its budget is v3's B scaled
+by the rounds' FLOPs; the control arm, DeComFL on block 2, is costed at DeComFL's rates. The same
+estimate for MiniLM is set against v3's own host seconds (its run folders' rounds.csv), the check on
+the method.
 
     OMP_NUM_THREADS=1 python bench/second_regime.py
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from edgefed.comparison import HALVING, load_comparison, stage_cost
+from edgefed.comparison import load_comparison, stage_cost
 from edgefed.provenance import write_bench_result
 from edgefed.results import read_rows
 
@@ -39,18 +39,17 @@ SUBSET = {"task.dataset.test_limit": 100, "task.tuning_split": 100}
 STUDY_SENTENCES = 872 + 500  # SST-2's validation split and v3's tuning split
 
 
-def base_and_layers(model: str) -> tuple[Path, int]:
+def base_and_layers(comparison, model: str) -> tuple[Path, int]:
     """The scenario a model's runs start from and its layer count (FedSPZO's split goes at half of
     it, as v3's split 3 of MiniLM's 6)."""
-    return (load_comparison(PLAN).base, 6) if model == "minilm-l6" else (SMOLLM, 30)
+    return (comparison.base, 6) if model == "minilm-l6" else (SMOLLM, 30)
 
 
-def timed(model: str, arm: str, config: int, work: Path) -> dict:
+def timed(comparison, model: str, arm: str, config: int, work: Path) -> dict:
     """One pick's training round and evaluation, from two rounds of host seconds on one thread."""
     import edgefed
 
-    comparison = load_comparison(PLAN)
-    base, layers = base_and_layers(model)
+    base, layers = base_and_layers(comparison, model)
     overrides = {k: v for k, v in comparison.run(arm, config, 0).overrides.items() if k != "rounds.budget"}
     algorithm = dict(overrides["algorithm"])
     if algorithm["name"] == "fedspzo":
@@ -76,21 +75,21 @@ def study_hours(rates: dict, budget_tflop: dict, evaluations: int, budgets: dict
 
 def v3_host_hours() -> float:
     """The host hours v3's runs took, summed over every committed round (two runs at a time on 2 cores)."""
-    return sum(float(row["host_seconds"]) for run in (V3 / "runs").glob("*/*") for row in read_rows(run / "rounds.csv")) / 3600
+    return sum(float(row["host_seconds"]) for run in (V3 / "runs").glob("*/*")
+               for row in read_rows(run / "rounds.csv")) / 3600
 
 
 def main() -> None:
     torch.set_num_threads(1)
     comparison = load_comparison(PLAN)
     spec, cost = comparison.spec, stage_cost(comparison)
-    budgets = {arm: cost["configurations"][arm] / HALVING
-               + cost["survivors"][arm] * ((HALVING - 1) / HALVING + len(spec.tuning.seeds) - 1) + len(spec.seeds)
-               for arm in spec.arms}
+    budgets = cost["arm_budgets"]
     picks = {arm: p["config"] for arm, p in json.loads((V3 / "compare.json").read_text())["picks"].items()}
     rates = {}
     with tempfile.TemporaryDirectory() as work:
         for model in ("minilm-l6", "smollm2-135m"):
-            rates[model] = {arm: timed(model, arm, picks[arm], Path(work)) for arm in sorted(set(TIMED.values()))}
+            rates[model] = {arm: timed(comparison, model, arm, picks[arm], Path(work))
+                            for arm in sorted(set(TIMED.values()))}
             for arm, r in rates[model].items():
                 print(f"{model} {arm}: {r['round_tflop']:.3f} TFLOP a round in {r['round_s']:.1f} s, "
                       f"an evaluation of {STUDY_SENTENCES} sentences {r['evaluation_s']:.1f} s")

@@ -581,9 +581,7 @@ def pick_edges(result: dict, label: str) -> dict[str, str]:
     rows: compare.json carries them itself only from the commit that added the rule)."""
     from edgefed.outcomes import pick_edges as edges
 
-    t = result["tuning"][label]
-    return edges([row["algorithm"] for row in t["rows"]],
-                 next(row for row in t["rows"] if row["config"] == t["pick"])["algorithm"])
+    return edges([row["algorithm"] for row in result["tuning"][label]["rows"]], result["picks"][label]["algorithm"])
 
 
 def v3_claim(result: dict) -> str:
@@ -608,9 +606,7 @@ def v3_claim(result: dict) -> str:
         claim = (f"So in this regime {ref} shows no accuracy gain over DeComFL {at}: the paper's claim of 1.6-3x "
                  "less computation is not reproduced here, and a gain smaller than the interval's width is not ruled "
                  "out.")
-    t = result["tuning"]["decomfl"]
-    caveat = edge_sentence("DeComFL", next(r for r in t["rows"] if r["config"] == t["pick"])["algorithm"],
-                           pick_edges(result, "decomfl"))
+    caveat = edge_sentence("DeComFL", result["picks"]["decomfl"]["algorithm"], pick_edges(result, "decomfl"))
     return f"{claim} {caveat}".strip()
 
 

@@ -271,17 +271,19 @@ def point_scenario(base: Path, overrides: dict):
 def stage_cost(comparison: Comparison) -> dict:
     """The plan's cost by stage, in budgets and in the cost's unit: pruning n x B/3, the survivors
     8B/3 each (the rest of the first tuning seed, and the other tuning seeds), the report picks x
-    seeds x B."""
+    seeds x B; and each arm's share of it, in budgets."""
     spec, b = comparison.spec, comparison.spec.budget
     from edgefed.protocol import survivors
 
     n = {label: len(sections) for label, sections in comparison.algorithms.items()}
     kept = {label: survivors(count) for label, count in n.items()}
     more = len(spec.tuning.seeds) - 1
-    stages = {"pruning": sum(n.values()) * Fraction(1, HALVING),
-              "survivors": sum(kept.values()) * (Fraction(HALVING - 1, HALVING) + more),
-              "report": len(spec.arms) * len(spec.seeds)}
+    by_arm = {label: {"pruning": n[label] * Fraction(1, HALVING),
+                      "survivors": kept[label] * (Fraction(HALVING - 1, HALVING) + more),
+                      "report": len(spec.seeds)} for label in n}
+    stages = {stage: sum(arm[stage] for arm in by_arm.values()) for stage in ("pruning", "survivors", "report")}
     return {"configurations": n, "survivors": kept,
+            "arm_budgets": {label: float(sum(arm.values())) for label, arm in by_arm.items()},
             "budgets": {k: float(v) for k, v in stages.items()}, "total_budgets": float(sum(stages.values())),
             "cost": {k: float(v * Fraction(b)) for k, v in stages.items()}, "total_cost": float(sum(stages.values()) * Fraction(b))}
 

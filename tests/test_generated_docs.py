@@ -128,6 +128,7 @@ def test_the_study_claim_follows_the_interval_of_decomfl_against_the_reference(l
     arm = {"low": low, "high": high}
     rows = [{"config": i, "algorithm": {"name": "decomfl", "lr": lr}} for i, lr in enumerate((5e-4, 1e-3, 2e-3))]
     result = {"reference": "fedspzo", "tuning": {"decomfl": {"rows": rows, "pick": pick}},
+              "picks": {"decomfl": {"config": pick, "algorithm": rows[pick]["algorithm"]}},
               "checkpoints": {"registered": [{"primary": False, "at": 15e12, "arms": {"decomfl": {"low": 1, "high": 2}}},
                                              {"primary": True, "at": 30e12, "arms": {"decomfl": arm}}]}}
     claim = bench_script("write_docs").v3_claim(result)
